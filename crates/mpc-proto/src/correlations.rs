@@ -1,0 +1,326 @@
+//! Correlated randomness: where Beaver triples come from.
+//!
+//! [`Correlations`] is the seam between the protocols and the source of their preprocessing
+//! material. Two sources ship here:
+//!
+//! * [`DealerCorrelations`] — the deployed one. P2 (the dealer) shares a seed `s0` with P0 and
+//!   `s1` with P1. P0's whole share of every triple is drawn from PRG(`s0`); P1's `a1`, `b1`
+//!   from PRG(`s1`); the dealer, who can draw both, sends P1 only the correction
+//!   `c1 = f(a, b) − c0`. For an `[m×k]·[k×n]` matrix triple that is `m·n` ring elements, not
+//!   `m·k + k·n + m·n` per party, and nothing at all to P0.
+//! * [`TestDealer`] — the ideal functionality for unit tests: P0 and P1 run the same generator
+//!   from a common seed and keep their own halves; nothing is sent.
+//!
+//! The dealer runs the same program as P0 and P1 (on shape-only [`AShare`] placeholders), so it
+//! produces material in lockstep with the public op sequence without being told what comes
+//! next. It never waits for P0 or P1 after setup, so it runs ahead: started early it finishes
+//! its offline phase before the online phase needs the material.
+
+use crate::error::{Error, Result};
+use crate::party::PartyId;
+use crate::prg::Prg;
+use crate::ring::{Conv2dParams, RingTensor, conv2d, matmul_dims};
+use crate::share::AShare;
+use crate::transport::{BoxFuture, Channel, FrameKind};
+
+/// A public bilinear map `f(X, Y)` over Z_2^64 for which Beaver triples `(A, B, f(A, B))` exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bilinear {
+    /// Elementwise product (same shapes).
+    Mul,
+    /// Matrix product `[m, k] · [k, n]`.
+    MatMul,
+    /// Convolution `[n, c, h, w] ⊛ [o, c, kh, kw]`.
+    Conv2d(Conv2dParams),
+}
+
+impl Bilinear {
+    /// Name for statistics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Bilinear::Mul => "mul",
+            Bilinear::MatMul => "matmul",
+            Bilinear::Conv2d(_) => "conv2d",
+        }
+    }
+
+    /// Shape of `f(X, Y)`, or a shape error.
+    pub fn output_shape(&self, x: &[usize], y: &[usize]) -> Result<Vec<usize>> {
+        match self {
+            Bilinear::Mul if x == y => Ok(x.to_vec()),
+            Bilinear::Mul => Err(Error::ShapeMismatch { op: "mul", lhs: x.to_vec(), rhs: y.to_vec() }),
+            Bilinear::MatMul => matmul_dims(x, y).map(|(m, _, n)| vec![m, n]),
+            Bilinear::Conv2d(p) => p.output_shape(x, y).map(|s| s.to_vec()),
+        }
+    }
+
+    /// `f(x, y)`.
+    pub fn apply(&self, x: &RingTensor, y: &RingTensor) -> Result<RingTensor> {
+        match self {
+            Bilinear::Mul => x.mul(y),
+            Bilinear::MatMul => x.matmul(y),
+            Bilinear::Conv2d(p) => conv2d(x, y, p),
+        }
+    }
+}
+
+/// One party's share of a Beaver triple `(A, B, C = f(A, B))`.
+#[derive(Debug)]
+pub struct Triple {
+    /// Share of the mask of the left operand.
+    pub a: AShare,
+    /// Share of the mask of the right operand.
+    pub b: AShare,
+    /// Share of `f(A, B)`.
+    pub c: AShare,
+}
+
+/// One party's share of a triple whose `B` is fixed (registered once, e.g. model weights).
+#[derive(Debug)]
+pub struct FixedBTriple {
+    /// Share of a fresh mask of the left operand.
+    pub a: AShare,
+    /// Share of `f(A, B)` for the registered `B`.
+    pub c: AShare,
+}
+
+/// Handle of a registered fixed `B` (index in registration order, equal on all parties).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FixedBHandle(pub(crate) usize);
+
+/// A source of correlated randomness for one party of one session.
+///
+/// Every party of a session calls the same methods in the same order with the same public
+/// arguments (the dealer included); implementations rely on that to stay in step.
+pub trait Correlations: Send {
+    /// A fresh triple for `op` with operand shapes `x_shape`, `y_shape`.
+    fn triple<'a>(&'a mut self, ch: &'a mut Channel, op: Bilinear, x_shape: &'a [usize], y_shape: &'a [usize])
+    -> BoxFuture<'a, Result<Triple>>;
+
+    /// Registers a fixed random `B` of `y_shape` for `op`; returns the handle and this party's
+    /// share of `B`.
+    fn register_fixed_b<'a>(&'a mut self, ch: &'a mut Channel, op: Bilinear, y_shape: &'a [usize])
+    -> BoxFuture<'a, Result<(FixedBHandle, AShare)>>;
+
+    /// A fresh `(A, f(A, B))` for a registered `B` and left operand shape `x_shape`.
+    fn fixed_b_triple<'a>(&'a mut self, ch: &'a mut Channel, handle: FixedBHandle, x_shape: &'a [usize])
+    -> BoxFuture<'a, Result<FixedBTriple>>;
+}
+
+/// The generator both P0's and P1's halves come from. `prg0` feeds P0's half, `prg1` P1's; P1's
+/// product share is the correction `f(a, b) − c0`.
+struct Generator {
+    prg: [Option<Prg>; 2],
+    /// Registered fixed `B`s in full (dealer / test dealer only) with their op.
+    fixed: Vec<(Bilinear, RingTensor)>,
+}
+
+impl Generator {
+    fn draw(&mut self, half: usize, shape: &[usize]) -> RingTensor {
+        RingTensor::random(shape, self.prg[half].as_mut().expect("generator holds this half's PRG"))
+    }
+}
+
+/// Where a party stands in the dealer protocol.
+enum Role {
+    /// P0: draws its whole share from `s0`.
+    P0(Generator),
+    /// P1: draws `a1`, `b1` from `s1`, receives `c1` from the dealer.
+    P1(Generator),
+    /// P2: draws everything, sends corrections to P1.
+    Dealer(Generator),
+}
+
+/// The seed-compressed dealer (see the module docs). Construct with the seeds agreed at session
+/// setup ([`Party::connect`](crate::Party::connect) does this).
+pub struct DealerCorrelations {
+    role: Role,
+    fixed_shapes: Vec<(Bilinear, Vec<usize>)>,
+}
+
+impl std::fmt::Debug for DealerCorrelations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DealerCorrelations(..)")
+    }
+}
+
+const P0: usize = 0;
+const P1: usize = 1;
+
+impl DealerCorrelations {
+    /// P0's side, from the seed it shares with the dealer.
+    pub fn for_p0(s0: Prg) -> Self {
+        Self { role: Role::P0(Generator { prg: [Some(s0), None], fixed: vec![] }), fixed_shapes: vec![] }
+    }
+    /// P1's side, from the seed it shares with the dealer.
+    pub fn for_p1(s1: Prg) -> Self {
+        Self { role: Role::P1(Generator { prg: [None, Some(s1)], fixed: vec![] }), fixed_shapes: vec![] }
+    }
+    /// The dealer's side, from both seeds.
+    pub fn for_dealer(s0: Prg, s1: Prg) -> Self {
+        Self { role: Role::Dealer(Generator { prg: [Some(s0), Some(s1)], fixed: vec![] }), fixed_shapes: vec![] }
+    }
+}
+
+impl Correlations for DealerCorrelations {
+    fn triple<'a>(&'a mut self, ch: &'a mut Channel, op: Bilinear, xs: &'a [usize], ys: &'a [usize]) -> BoxFuture<'a, Result<Triple>> {
+        Box::pin(async move {
+            let zs = op.output_shape(xs, ys)?;
+            match &mut self.role {
+                Role::P0(g) => {
+                    let (a, b, c) = (g.draw(P0, xs), g.draw(P0, ys), g.draw(P0, &zs));
+                    Ok(Triple { a: AShare::from_share(a), b: AShare::from_share(b), c: AShare::from_share(c) })
+                }
+                Role::P1(g) => {
+                    let (a, b) = (g.draw(P1, xs), g.draw(P1, ys));
+                    let c = ch.recv_u64(PartyId::P2, FrameKind::Material, zs.iter().product()).await?;
+                    let c = RingTensor::from_vec(&zs, c)?;
+                    Ok(Triple { a: AShare::from_share(a), b: AShare::from_share(b), c: AShare::from_share(c) })
+                }
+                Role::Dealer(g) => {
+                    let c1 = full_triple(g, op, xs, ys, &zs)?.1;
+                    ch.send_u64(PartyId::P1, FrameKind::Material, c1.as_slice()).await?;
+                    Ok(Triple { a: AShare::dealer(xs), b: AShare::dealer(ys), c: AShare::dealer(&zs) })
+                }
+            }
+        })
+    }
+
+    fn register_fixed_b<'a>(&'a mut self, _ch: &'a mut Channel, op: Bilinear, ys: &'a [usize]) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
+        Box::pin(async move {
+            let handle = FixedBHandle(self.fixed_shapes.len());
+            self.fixed_shapes.push((op, ys.to_vec()));
+            let share = match &mut self.role {
+                Role::P0(g) => AShare::from_share(g.draw(P0, ys)),
+                Role::P1(g) => AShare::from_share(g.draw(P1, ys)),
+                Role::Dealer(g) => {
+                    let b = g.draw(P0, ys).add(&g.draw(P1, ys))?;
+                    g.fixed.push((op, b));
+                    AShare::dealer(ys)
+                }
+            };
+            Ok((handle, share))
+        })
+    }
+
+    fn fixed_b_triple<'a>(&'a mut self, ch: &'a mut Channel, handle: FixedBHandle, xs: &'a [usize]) -> BoxFuture<'a, Result<FixedBTriple>> {
+        Box::pin(async move {
+            let (op, ys) = self.fixed_shapes.get(handle.0).cloned().ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
+            let zs = op.output_shape(xs, &ys)?;
+            match &mut self.role {
+                Role::P0(g) => {
+                    let (a, c) = (g.draw(P0, xs), g.draw(P0, &zs));
+                    Ok(FixedBTriple { a: AShare::from_share(a), c: AShare::from_share(c) })
+                }
+                Role::P1(g) => {
+                    let a = g.draw(P1, xs);
+                    let c = ch.recv_u64(PartyId::P2, FrameKind::Material, zs.iter().product()).await?;
+                    Ok(FixedBTriple { a: AShare::from_share(a), c: AShare::from_share(RingTensor::from_vec(&zs, c)?) })
+                }
+                Role::Dealer(g) => {
+                    let c1 = fixed_triple(g, handle, xs)?.1;
+                    ch.send_u64(PartyId::P1, FrameKind::Material, c1.as_slice()).await?;
+                    Ok(FixedBTriple { a: AShare::dealer(xs), c: AShare::dealer(&zs) })
+                }
+            }
+        })
+    }
+}
+
+/// Both halves of a fresh triple: P0's `(a0, b0, c0)`, P1's correction `c1` and P1's `(a1, b1)`.
+#[allow(clippy::type_complexity)]
+fn full_triple(
+    g: &mut Generator,
+    op: Bilinear,
+    xs: &[usize],
+    ys: &[usize],
+    zs: &[usize],
+) -> Result<((RingTensor, RingTensor, RingTensor), RingTensor, (RingTensor, RingTensor))> {
+    // Draw order per stream must match the parties' own draws exactly.
+    let (a0, b0, c0) = (g.draw(P0, xs), g.draw(P0, ys), g.draw(P0, zs));
+    let (a1, b1) = (g.draw(P1, xs), g.draw(P1, ys));
+    let c = op.apply(&a0.add(&a1)?, &b0.add(&b1)?)?;
+    let c1 = c.sub(&c0)?;
+    Ok(((a0, b0, c0), c1, (a1, b1)))
+}
+
+/// Both halves of a fixed-B triple: P0's `(a0, c0)`, P1's correction `c1`, P1's `a1`.
+#[allow(clippy::type_complexity)]
+fn fixed_triple(g: &mut Generator, handle: FixedBHandle, xs: &[usize]) -> Result<((RingTensor, RingTensor), RingTensor, RingTensor)> {
+    let (op, b) = g.fixed.get(handle.0).ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
+    let op = *op;
+    let zs = op.output_shape(xs, b.shape())?;
+    let (a0, c0) = (g.draw(P0, xs), g.draw(P0, &zs));
+    let a1 = g.draw(P1, xs);
+    let (_, b) = &g.fixed[handle.0];
+    let c1 = op.apply(&a0.add(&a1)?, b)?.sub(&c0)?;
+    Ok(((a0, c0), c1, a1))
+}
+
+/// The ideal dealer for unit tests: P0 and P1 each run the full generator from a common seed and
+/// keep their own half; P2 does nothing. No communication, so tests of a protocol's online
+/// phase see exactly its own traffic.
+pub struct TestDealer {
+    me: PartyId,
+    g: Generator,
+    fixed_shapes: Vec<(Bilinear, Vec<usize>)>,
+}
+
+impl std::fmt::Debug for TestDealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestDealer({})", self.me)
+    }
+}
+
+impl TestDealer {
+    /// The test dealer of party `me`; all parties of a session must use the same `seed`.
+    pub fn new(me: PartyId, seed: u64) -> Self {
+        let seed = crate::prg::Seed::from_bytes({
+            let mut s = [0u8; 32];
+            s[..8].copy_from_slice(&seed.to_le_bytes());
+            s
+        });
+        Self { me, g: Generator { prg: [Some(Prg::new(&seed, 0)), Some(Prg::new(&seed, 1))], fixed: vec![] }, fixed_shapes: vec![] }
+    }
+}
+
+impl Correlations for TestDealer {
+    fn triple<'a>(&'a mut self, _ch: &'a mut Channel, op: Bilinear, xs: &'a [usize], ys: &'a [usize]) -> BoxFuture<'a, Result<Triple>> {
+        Box::pin(async move {
+            let zs = op.output_shape(xs, ys)?;
+            if self.me.is_dealer() {
+                return Ok(Triple { a: AShare::dealer(xs), b: AShare::dealer(ys), c: AShare::dealer(&zs) });
+            }
+            let ((a0, b0, c0), c1, (a1, b1)) = full_triple(&mut self.g, op, xs, ys, &zs)?;
+            let (a, b, c) = if self.me == PartyId::P0 { (a0, b0, c0) } else { (a1, b1, c1) };
+            Ok(Triple { a: AShare::from_share(a), b: AShare::from_share(b), c: AShare::from_share(c) })
+        })
+    }
+
+    fn register_fixed_b<'a>(&'a mut self, _ch: &'a mut Channel, op: Bilinear, ys: &'a [usize]) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
+        Box::pin(async move {
+            let handle = FixedBHandle(self.fixed_shapes.len());
+            self.fixed_shapes.push((op, ys.to_vec()));
+            if self.me.is_dealer() {
+                return Ok((handle, AShare::dealer(ys)));
+            }
+            let (b0, b1) = (self.g.draw(P0, ys), self.g.draw(P1, ys));
+            let mine = if self.me == PartyId::P0 { b0.clone() } else { b1.clone() };
+            self.g.fixed.push((op, b0.add(&b1)?));
+            Ok((handle, AShare::from_share(mine)))
+        })
+    }
+
+    fn fixed_b_triple<'a>(&'a mut self, _ch: &'a mut Channel, handle: FixedBHandle, xs: &'a [usize]) -> BoxFuture<'a, Result<FixedBTriple>> {
+        Box::pin(async move {
+            let (op, ys) = self.fixed_shapes.get(handle.0).cloned().ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
+            let zs = op.output_shape(xs, &ys)?;
+            if self.me.is_dealer() {
+                return Ok(FixedBTriple { a: AShare::dealer(xs), c: AShare::dealer(&zs) });
+            }
+            let ((a0, c0), c1, a1) = fixed_triple(&mut self.g, handle, xs)?;
+            let (a, c) = if self.me == PartyId::P0 { (a0, c0) } else { (a1, c1) };
+            Ok(FixedBTriple { a: AShare::from_share(a), c: AShare::from_share(c) })
+        })
+    }
+}

@@ -1,0 +1,282 @@
+//! The party context: who I am, my channel to the others, my correlations, my statistics.
+//!
+//! A [`Party`] is created by [`Party::connect`], which runs session setup over the transport:
+//! every party sends a hello with the [`SessionConfig`] to both others (one round) and checks
+//! that theirs is identical — a mismatch in plan hash or fixed-point format aborts the session
+//! on every side before any share moves. The hellos also carry the fresh per-session seeds:
+//! P0 → P1 the pairwise seed (zero-communication input sharing), P2 → P0 `s0` and P2 → P1 `s1`
+//! (seed-compressed dealer material).
+//!
+//! All three parties then run the same program: the protocol methods are in
+//! [`protocol`](crate::party#protocols) `impl` blocks on `Party`. An error that leaves the
+//! transcript out of step *poisons* the party (every later call fails with
+//! [`Error::Poisoned`]) and tells the peers, best effort, that the session is aborted.
+//!
+//! # Protocols
+//! Each protocol method documents: secret inputs, what is revealed, online rounds, online bytes
+//! per element per computing party, correlations consumed, and error.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::correlations::{Correlations, DealerCorrelations, TestDealer};
+use crate::error::{Error, Result};
+use crate::fixed::FixedPoint;
+use crate::prg::{Prg, Seed};
+use crate::stats::Stats;
+use crate::transport::{Channel, FrameKind, Transport, TrafficSnapshot};
+
+/// A party of the 2pc-dealer model: `P0` (model owner), `P1` (data owner), `P2` (dealer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartyId(pub u8);
+
+impl PartyId {
+    /// The model owner.
+    pub const P0: PartyId = PartyId(0);
+    /// The data owner, who reconstructs outputs.
+    pub const P1: PartyId = PartyId(1);
+    /// The dealer.
+    pub const P2: PartyId = PartyId(2);
+    /// All three, in order.
+    pub const ALL: [PartyId; 3] = [Self::P0, Self::P1, Self::P2];
+
+    /// Index 0..=2.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// Whether this is the dealer.
+    pub fn is_dealer(self) -> bool {
+        self == Self::P2
+    }
+
+    /// The other computing party (P0 ↔ P1). Meaningless for the dealer.
+    pub fn peer(self) -> PartyId {
+        if self == Self::P0 { Self::P1 } else { Self::P0 }
+    }
+}
+
+impl std::fmt::Display for PartyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "P{}", self.0)
+    }
+}
+
+/// A session's random 128-bit identifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub u128);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// What all parties of a session must agree on before any share moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionConfig {
+    /// The session id (frames of other sessions are rejected).
+    pub session: SessionId,
+    /// Hash of the public plan (the op sequence with shapes) the parties will run.
+    pub plan_hash: [u8; 32],
+    /// The fixed-point format.
+    pub fixed: FixedPoint,
+}
+
+impl SessionConfig {
+    /// A configuration with the default fixed-point format.
+    pub fn new(session: SessionId, plan_hash: [u8; 32]) -> Self {
+        Self { session, plan_hash, fixed: FixedPoint::default() }
+    }
+}
+
+/// Which source of correlated randomness a session uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CorrelationMode {
+    /// The seed-compressed dealer P2 over the transport (deployment, benchmarks).
+    Dealer,
+    /// The in-process ideal dealer with this seed (unit tests of online phases). Insecure.
+    Test(u64),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Hello {
+    config: SessionConfig,
+    seed: Option<[u8; 32]>,
+}
+
+/// Stream ids inside one seed, so that a seed's uses never overlap.
+pub(crate) mod streams {
+    /// Dealer material.
+    pub(crate) const MATERIAL: u64 = 1;
+    /// P0–P1 input masks.
+    pub(crate) const INPUT: u64 = 2;
+}
+
+/// One party's context in a session. Not `Clone`: a session has one transcript per party.
+pub struct Party {
+    pub(crate) id: PartyId,
+    pub(crate) config: SessionConfig,
+    pub(crate) ch: Channel,
+    pub(crate) corr: Box<dyn Correlations>,
+    /// P0–P1 pairwise PRG for input masks (`None` on the dealer).
+    pub(crate) pair: Option<Prg>,
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for Party {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Party").field("id", &self.id).field("session", &self.config.session).field("poisoned", &self.poisoned).finish_non_exhaustive()
+    }
+}
+
+impl Party {
+    /// Runs session setup over `transport` and returns the ready party.
+    ///
+    /// `rng` supplies this party's fresh seeds (the OS RNG in deployment). One round; fails
+    /// with [`Error::ConfigMismatch`] if a peer's configuration differs.
+    pub async fn connect<R: rand_core::CryptoRng + Send>(
+        transport: Arc<dyn Transport>,
+        config: SessionConfig,
+        mode: CorrelationMode,
+        rng: &mut R,
+    ) -> Result<Party> {
+        let id = transport.local_id();
+        let mut ch = Channel::new(transport, config.session);
+        // Seeds this party contributes: P0 the pairwise seed for P1; P2 one seed per party.
+        let my_seeds: [Option<Seed>; 3] = match id {
+            PartyId::P0 => [None, Some(Seed::random(rng)), None],
+            PartyId::P2 => [Some(Seed::random(rng)), Some(Seed::random(rng)), None],
+            _ => [None, None, None],
+        };
+        let result = async {
+            let others: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != id).collect();
+            for &p in &others {
+                let hello = Hello { config, seed: my_seeds[p.index()].as_ref().map(|s| *s.as_bytes()) };
+                let bytes = postcard::to_allocvec(&hello).expect("hello serialisation cannot fail");
+                ch.send_bytes(p, FrameKind::Hello, &bytes).await?;
+            }
+            let mut received: [Option<Seed>; 3] = [None, None, None];
+            for &p in &others {
+                let bytes = ch.recv_bytes(p, FrameKind::Hello, None).await?;
+                let hello: Hello = postcard::from_bytes(&bytes).map_err(|e| Error::Desync { peer: p, detail: format!("bad hello: {e}") })?;
+                if hello.config != config {
+                    return Err(Error::ConfigMismatch { peer: p, detail: describe_mismatch(&config, &hello.config) });
+                }
+                received[p.index()] = hello.seed.map(Seed::from_bytes);
+            }
+            ch.stats.record_round();
+            Ok(received)
+        }
+        .await;
+        let received = match result {
+            Ok(r) => r,
+            Err(e) => {
+                ch.send_abort().await;
+                return Err(e);
+            }
+        };
+        let need = |s: Option<Seed>, from: PartyId| {
+            s.ok_or_else(|| Error::Desync { peer: from, detail: "hello without the expected seed".into() })
+        };
+        let (pair, dealer_corr): (Option<Prg>, Box<dyn Correlations>) = match id {
+            PartyId::P0 => {
+                let pair = my_seeds[1].clone().expect("P0 made the pairwise seed");
+                let s0 = need(received[2].clone(), PartyId::P2)?;
+                (Some(Prg::new(&pair, streams::INPUT)), Box::new(DealerCorrelations::for_p0(Prg::new(&s0, streams::MATERIAL))))
+            }
+            PartyId::P1 => {
+                let pair = need(received[0].clone(), PartyId::P0)?;
+                let s1 = need(received[2].clone(), PartyId::P2)?;
+                (Some(Prg::new(&pair, streams::INPUT)), Box::new(DealerCorrelations::for_p1(Prg::new(&s1, streams::MATERIAL))))
+            }
+            _ => {
+                let [s0, s1, _] = my_seeds;
+                let (s0, s1) = (s0.expect("dealer made s0"), s1.expect("dealer made s1"));
+                (None, Box::new(DealerCorrelations::for_dealer(Prg::new(&s0, streams::MATERIAL), Prg::new(&s1, streams::MATERIAL))))
+            }
+        };
+        let corr: Box<dyn Correlations> = match mode {
+            CorrelationMode::Dealer => dealer_corr,
+            CorrelationMode::Test(seed) => Box::new(TestDealer::new(id, seed)),
+        };
+        Ok(Party { id, config, ch, corr, pair, poisoned: false })
+    }
+
+    /// This party's id.
+    pub fn id(&self) -> PartyId {
+        self.id
+    }
+
+    /// Whether this party is the dealer.
+    pub fn is_dealer(&self) -> bool {
+        self.id.is_dealer()
+    }
+
+    /// The session configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The session's fixed-point format.
+    pub fn fixed(&self) -> FixedPoint {
+        self.config.fixed
+    }
+
+    /// Rounds and payload bytes so far, in total and per operation.
+    pub fn stats(&self) -> &Stats {
+        &self.ch.stats
+    }
+
+    /// Whole-frame traffic of the underlying transport.
+    pub fn traffic(&self) -> TrafficSnapshot {
+        self.ch.traffic()
+    }
+
+    /// Whether an earlier error poisoned this party.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Aborts the session: tells the peers (best effort) and poisons this party.
+    pub async fn abort(&mut self) {
+        if !self.poisoned {
+            self.poisoned = true;
+            self.ch.send_abort().await;
+        }
+    }
+
+    /// Starts a top-level protocol operation.
+    pub(crate) fn begin(&mut self, op: &'static str) -> Result<bool> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        Ok(self.ch.stats.enter(op))
+    }
+
+    /// Ends an operation started with [`Party::begin`], poisoning the party on a transcript
+    /// error.
+    pub(crate) async fn finish<T>(&mut self, top: bool, r: Result<T>) -> Result<T> {
+        self.ch.stats.exit(top);
+        if let Err(e) = &r {
+            if e.poisons() && !self.poisoned {
+                self.poisoned = true;
+                if !matches!(e, Error::PeerAborted(_)) {
+                    self.ch.send_abort().await;
+                }
+            }
+        }
+        r
+    }
+}
+
+fn describe_mismatch(mine: &SessionConfig, theirs: &SessionConfig) -> String {
+    if mine.session != theirs.session {
+        format!("session {} vs {}", mine.session, theirs.session)
+    } else if mine.plan_hash != theirs.plan_hash {
+        "plan hash differs: the parties would run different plans".into()
+    } else {
+        format!("fixed point {:?} vs {:?}", mine.fixed, theirs.fixed)
+    }
+}

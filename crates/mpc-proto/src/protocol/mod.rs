@@ -1,0 +1,7 @@
+//! The protocols, as `impl Party` blocks. See [`Party`](crate::Party) for the doc template.
+
+pub mod beaver;
+mod io;
+mod local;
+
+pub use beaver::PreopenedWeights;

@@ -1,0 +1,121 @@
+//! Running the three parties in one process.
+//!
+//! [`run_parties`] starts P0, P1 and the dealer P2 as three threads over a
+//! [`MemoryTransport`] mesh, runs session setup, and calls the same program on each party's
+//! [`Party`] — exactly what `party-node` does over QUIC, minus the network. Use it to test a
+//! protocol and to prototype new ones against the public API.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rand_chacha::ChaCha12Rng;
+use rand_core::SeedableRng;
+
+use crate::error::{Error, Result};
+use crate::fixed::FixedPoint;
+use crate::party::{CorrelationMode, Party, PartyId, SessionConfig, SessionId};
+use crate::transport::{MemoryTransport, Transport};
+
+/// Options for [`run_parties_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct LocalConfig {
+    /// Seeds each party's session-setup RNG (so runs are reproducible).
+    pub seed: u64,
+    /// Fixed-point format.
+    pub fixed: FixedPoint,
+    /// Correlation source; [`CorrelationMode::Dealer`] by default.
+    pub correlations: CorrelationMode,
+    /// Run the dealer's whole program (the offline phase) before P0 and P1 start theirs, so
+    /// their run measures the online phase alone.
+    pub dealer_first: bool,
+}
+
+impl LocalConfig {
+    /// Defaults with the given seed.
+    pub fn new(seed: u64) -> Self {
+        Self { seed, fixed: FixedPoint::default(), correlations: CorrelationMode::Dealer, dealer_first: false }
+    }
+}
+
+/// Runs `program` on all three parties (dealer-backed correlations, default fixed point) and
+/// returns their results in party order. If any party fails, returns the root-cause error (a
+/// failure other than "a peer aborted" when there is one).
+pub fn run_parties<F, Fut, T>(seed: u64, program: F) -> Result<[T; 3]>
+where
+    F: Fn(Party) -> Fut + Sync,
+    Fut: Future<Output = Result<T>>,
+    T: Send,
+{
+    run_parties_with(LocalConfig::new(seed), program)
+}
+
+/// [`run_parties`] with options.
+pub fn run_parties_with<F, Fut, T>(cfg: LocalConfig, program: F) -> Result<[T; 3]>
+where
+    F: Fn(Party) -> Fut + Sync,
+    Fut: Future<Output = Result<T>>,
+    T: Send,
+{
+    let transports: Vec<Arc<dyn Transport>> =
+        MemoryTransport::mesh(3).into_iter().map(|t| Arc::new(t) as Arc<dyn Transport>).collect();
+    run_parties_on(transports, cfg, program)
+}
+
+/// Runs `program` on three parties over the given transports (index = party id).
+pub fn run_parties_on<F, Fut, T>(transports: Vec<Arc<dyn Transport>>, cfg: LocalConfig, program: F) -> Result<[T; 3]>
+where
+    F: Fn(Party) -> Fut + Sync,
+    Fut: Future<Output = Result<T>>,
+    T: Send,
+{
+    assert_eq!(transports.len(), 3, "run_parties_on: one transport per party");
+    let session = SessionConfig { session: SessionId(u128::from(cfg.seed) << 64 | 0x6d656d62), plan_hash: [0; 32], fixed: cfg.fixed };
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let results: Vec<Result<T>> = std::thread::scope(|s| {
+        let handles: Vec<_> = transports
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let program = &program;
+                let go_tx = go_tx.clone();
+                let go_rx = &go_rx;
+                s.spawn(move || {
+                    futures::executor::block_on(async move {
+                        let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed.wrapping_mul(3).wrapping_add(i as u64));
+                        let party = Party::connect(t, session, cfg.correlations, &mut rng).await?;
+                        if cfg.dealer_first && !party.is_dealer() {
+                            // Wait until the dealer finished its whole program (or died).
+                            let _ = go_rx.lock().expect("go lock").recv();
+                        }
+                        let out = program(party).await;
+                        if i == PartyId::P2.index() {
+                            let _ = go_tx.send(());
+                            let _ = go_tx.send(());
+                        }
+                        out
+                    })
+                })
+            })
+            .collect();
+        drop(go_tx);
+        handles.into_iter().map(|h| h.join().expect("party thread panicked")).collect()
+    });
+    let mut first_err: Option<Error> = None;
+    let mut oks = Vec::with_capacity(3);
+    for r in results {
+        match r {
+            Ok(v) => oks.push(v),
+            Err(e) => {
+                let root = !matches!(e, Error::PeerAborted(_));
+                if first_err.as_ref().is_none_or(|f| root && matches!(f, Error::PeerAborted(_))) {
+                    first_err = Some(e);
+                }
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(oks.try_into().map_err(|_| ()).expect("three results")),
+    }
+}
