@@ -118,6 +118,14 @@ impl Traffic {
     }
 }
 
+/// A closed connection means the peer ended the session; anything else is a transport failure.
+fn peer_error(e: TransportError) -> Error {
+    match e {
+        TransportError::Closed(p) => Error::PeerAborted(p),
+        e => Error::Transport(e),
+    }
+}
+
 /// A session's framed, sequence-checked view of a [`Transport`], with statistics.
 pub struct Channel {
     transport: std::sync::Arc<dyn Transport>,
@@ -174,7 +182,7 @@ impl Channel {
         let h = self.next_header(to, kind, payload.len());
         let frame = frame::encode(&h, payload);
         self.stats.record_send(kind, payload.len() as u64);
-        self.transport.send(to, frame).await?;
+        self.transport.send(to, frame).await.map_err(peer_error)?;
         Ok(())
     }
 
@@ -183,17 +191,14 @@ impl Channel {
         let h = self.next_header(to, kind, payload.len() * 8);
         let frame = frame::encode_u64(&h, payload);
         self.stats.record_send(kind, payload.len() as u64 * 8);
-        self.transport.send(to, frame).await?;
+        self.transport.send(to, frame).await.map_err(peer_error)?;
         Ok(())
     }
 
     /// Receives the next frame from `from`, which must be of `kind` and have `expect_len`
     /// payload bytes if given; returns the payload.
     pub async fn recv_bytes(&mut self, from: PartyId, kind: FrameKind, expect_len: Option<usize>) -> Result<Vec<u8>> {
-        let raw = self.transport.recv(from).await.map_err(|e| match e {
-            TransportError::Closed(p) => Error::PeerAborted(p),
-            e => Error::Transport(e),
-        })?;
+        let raw = self.transport.recv(from).await.map_err(peer_error)?;
         let (h, payload) = frame::decode(&raw, self.max_payload).map_err(|detail| Error::Desync { peer: from, detail })?;
         let want_seq = self.recv_seq[from.index()];
         if h.kind == FrameKind::Abort {
@@ -234,7 +239,7 @@ impl Channel {
         self.stats.record_send(kind, n as u64 * 8);
         self.stats.record_round();
         let transport = self.transport.clone();
-        let send = async move { transport.send(peer, frame).await.map_err(Error::from) };
+        let send = async move { transport.send(peer, frame).await.map_err(peer_error) };
         let (sent, received) = futures::join!(send, self.recv_u64(peer, kind, n));
         sent?;
         received

@@ -1,0 +1,307 @@
+//! The MPC core against exact ring arithmetic and the plaintext f64 reference, with rounds and
+//! bytes counted per operation (design.md §5). Runs the three parties over the in-memory mesh
+//! with the real seed-compressed dealer.
+
+use mpc_ml::plain;
+use mpc_proto::prg::Prg;
+use mpc_proto::ring::{Conv2dParams, conv2d};
+use mpc_proto::{AShare, FixedPoint, LocalConfig, OpStats, Party, PartyId, Result, RingTensor, run_parties, run_parties_with};
+use ndarray::ArrayD;
+
+const P0: PartyId = PartyId::P0;
+const P1: PartyId = PartyId::P1;
+
+fn random(shape: &[usize], seed: u64) -> RingTensor {
+    RingTensor::random(shape, &mut Prg::from_u64(seed))
+}
+
+/// Uniform reals in [-r, r), deterministic.
+fn reals(shape: &[usize], r: f64, seed: u64) -> ArrayD<f64> {
+    let mut g = Prg::from_u64(seed);
+    ArrayD::from_shape_simple_fn(shape, || ((g.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * r)
+}
+
+fn input(p: &mut Party, owner: PartyId, v: &RingTensor) -> Result<AShare> {
+    let value = (p.id() == owner).then_some(v);
+    p.share_input(owner, v.shape(), value)
+}
+
+fn max_abs_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+#[test]
+fn share_open_and_reveal_roundtrip() {
+    let x = random(&[17, 3], 1);
+    let y = random(&[5], 2);
+    let out = run_parties(1, |mut p| {
+        let (x, y) = (x.clone(), y.clone());
+        async move {
+            let xs = input(&mut p, P0, &x)?;
+            let ys = input(&mut p, P1, &y)?;
+            let ox = p.open(&xs).await?;
+            let ry = p.reveal_to(P1, &ys).await?;
+            let rx = p.reveal_to(P0, &xs).await?;
+            Ok((ox, ry, rx, p.stats().op("open"), p.stats().op("reveal")))
+        }
+    })
+    .unwrap();
+    for i in [0, 1] {
+        assert_eq!(out[i].0.as_ref(), Some(&x));
+    }
+    assert_eq!(out[2].0, None, "the dealer learns nothing");
+    assert_eq!((out[0].1.as_ref(), out[1].1.as_ref(), out[2].1.as_ref()), (None, Some(&y), None));
+    assert_eq!((out[0].2.as_ref(), out[1].2.as_ref()), (Some(&x), None));
+    // open: 1 round, 8 bytes per element each way; reveal: the non-recipient sends 8 per element.
+    assert_eq!((out[0].3.rounds, out[0].3.online_sent, out[1].3.online_sent), (1, 8 * 51, 8 * 51));
+    assert_eq!(out[0].4.online_sent, 8 * 5, "P0 sends its share of y to P1");
+    assert_eq!(out[1].4.online_sent, 8 * 51, "P1 sends its share of x to P0");
+}
+
+#[test]
+fn shares_are_uniform_looking_and_reconstruct() {
+    // A party's share of a constant input is PRG output, not the input.
+    let x = RingTensor::filled(&[1000], 42);
+    let out = run_parties(2, |mut p| {
+        let x = x.clone();
+        async move { Ok(input(&mut p, P0, &x)?.expose_share().ok().cloned()) }
+    })
+    .unwrap();
+    let (s0, s1) = (out[0].clone().unwrap(), out[1].clone().unwrap());
+    assert_eq!(s0.add(&s1).unwrap(), x);
+    assert!(s1.as_slice().iter().filter(|&&v| v == 42).count() < 2);
+}
+
+#[test]
+fn beaver_products_are_exact_in_the_ring() {
+    // Full-range ring elements, including wrap boundaries.
+    let mut x = random(&[4, 64], 3);
+    let mut y = random(&[4, 64], 4);
+    for (i, v) in [0, 1, u64::MAX, 1 << 63, (1 << 63) - 1, u64::MAX - 1].into_iter().enumerate() {
+        x.as_mut_slice()[i] = v;
+        y.as_mut_slice()[i + 3] = v;
+    }
+    let a = random(&[9, 31], 5);
+    let b = random(&[31, 6], 6);
+    let img = random(&[2, 3, 9, 8], 7);
+    let ker = random(&[4, 3, 3, 3], 8);
+    let cp = Conv2dParams { stride: (2, 1), padding: (1, 1) };
+    let out = run_parties(3, |mut p| {
+        let (x, y, a, b, img, ker) = (x.clone(), y.clone(), a.clone(), b.clone(), img.clone(), ker.clone());
+        async move {
+            let (xs, ys) = (input(&mut p, P0, &x)?, input(&mut p, P1, &y)?);
+            let (as_, bs) = (input(&mut p, P1, &a)?, input(&mut p, P0, &b)?);
+            let (is, ks) = (input(&mut p, P1, &img)?, input(&mut p, P0, &ker)?);
+            let z = p.mul(&xs, &ys).await?;
+            let m = p.matmul(&as_, &bs).await?;
+            let c = p.conv2d(&is, &ks, cp).await?;
+            let w = p.preopen(mpc_proto::correlations::Bilinear::MatMul, &bs).await?;
+            let m2 = p.apply_preopened(&as_, &w, false).await?;
+            let m3 = p.apply_preopened(&as_, &w, false).await?; // B reused with a fresh A
+            Ok([p.open(&z).await?, p.open(&m).await?, p.open(&c).await?, p.open(&m2).await?, p.open(&m3).await?])
+        }
+    })
+    .unwrap();
+    let [z, m, c, m2, m3] = out[1].clone();
+    assert_eq!(z.unwrap(), x.mul(&y).unwrap());
+    assert_eq!(m.unwrap(), a.matmul(&b).unwrap());
+    assert_eq!(c.unwrap(), conv2d(&img, &ker, &cp).unwrap());
+    assert_eq!(m2.unwrap(), a.matmul(&b).unwrap());
+    assert_eq!(m3.unwrap(), a.matmul(&b).unwrap());
+}
+
+/// Tolerance of a fixed-point product summed over `k` terms of magnitude ≤ `mx`, `my`: each
+/// encoding is off by ≤ ulp/2, each product by ≤ (mx + my)·ulp/2 (+ ulp²/4), and truncation
+/// adds ≤ 1 ulp.
+fn fx_tol(fx: FixedPoint, k: usize, mx: f64, my: f64) -> f64 {
+    let u = fx.ulp();
+    k as f64 * ((mx + my) * u / 2.0 + u * u / 4.0) + u
+}
+
+#[test]
+fn fixed_point_layers_match_f64() {
+    let fx = FixedPoint::default();
+    let (xr, wr) = (4.0, 1.0);
+    let x = reals(&[8, 100], xr, 10);
+    let w = reals(&[100, 12], wr, 11);
+    let e = reals(&[8, 100], xr, 12);
+    let img = reals(&[2, 3, 10, 10], xr, 13);
+    let ker = reals(&[5, 3, 3, 3], wr, 14);
+    let cp = Conv2dParams { stride: (1, 1), padding: (1, 1) };
+    let enc = |a: &ArrayD<f64>| fx.encode_array(a).unwrap();
+    let (xe, we, ee, ie, ke) = (enc(&x), enc(&w), enc(&e), enc(&img), enc(&ker));
+    let out = run_parties(4, |mut p| {
+        let (xe, we, ee, ie, ke) = (xe.clone(), we.clone(), ee.clone(), ie.clone(), ke.clone());
+        async move {
+            let (xs, ws, es) = (input(&mut p, P1, &xe)?, input(&mut p, P0, &we)?, input(&mut p, P0, &ee)?);
+            let (is, ks) = (input(&mut p, P1, &ie)?, input(&mut p, P0, &ke)?);
+            let prod = p.mul_fixed(&xs, &es).await?;
+            let mm = p.matmul_fixed(&xs, &ws).await?;
+            let pw = p.preopen(mpc_proto::correlations::Bilinear::MatMul, &ws).await?;
+            let mp = p.matmul_preopened(&xs, &pw).await?;
+            let cv = p.conv2d_fixed(&is, &ks, cp).await?;
+            let pool = p.avg_pool2d(&is, (2, 2), (2, 2), (0, 0))?;
+            let pool3 = p.avg_pool2d(&is, (3, 3), (1, 1), (1, 1))?;
+            let mut outs = vec![];
+            for t in [&prod, &mm, &mp, &cv, &pool, &pool3] {
+                outs.push(p.reveal_to(P1, t).await?);
+            }
+            Ok(outs)
+        }
+    })
+    .unwrap();
+    let got: Vec<ArrayD<f64>> = out[1].iter().map(|t| fx.decode_tensor(t.as_ref().unwrap())).collect();
+    let checks = [
+        ("mul_fixed", plain::mul(&x, &e), fx_tol(fx, 1, xr, xr)),
+        ("matmul_fixed", plain::matmul(&x, &w), fx_tol(fx, 100, xr, wr)),
+        ("matmul_preopened", plain::matmul(&x, &w), fx_tol(fx, 100, xr, wr)),
+        ("conv2d_fixed", plain::conv2d(&img, &ker, (1, 1), (1, 1)), fx_tol(fx, 27, xr, wr)),
+        // Pooling: inputs rounded (ulp/2), 1/k² encoded (rel. 2^-17), truncation (1 ulp).
+        ("avg_pool 2x2", plain::avg_pool2d(&img, (2, 2), (2, 2), (0, 0)), 2.0 * fx.ulp()),
+        ("avg_pool 3x3", plain::avg_pool2d(&img, (3, 3), (1, 1), (1, 1)), 2.0 * fx.ulp() + 9.0 * xr * fx.ulp() / 2.0),
+    ];
+    for ((name, want, tol), g) in checks.iter().zip(&got) {
+        let err = max_abs_diff(g, want);
+        assert!(err <= *tol, "{name}: max error {err} > tolerance {tol}");
+    }
+}
+
+#[test]
+fn fixed_point_edges() {
+    let fx = FixedPoint::default();
+    let big = fx.max_value();
+    // Edge values times small factors; every product stays encodable.
+    let xv = [0.0, fx.ulp(), -fx.ulp(), big, -big, 1.0, -1.0, 2f64.powi(20), -(2f64.powi(20))];
+    let yv = [123.0, 1.0, -1.0, 2f64.powi(-10), -(2f64.powi(-10)), -fx.ulp(), fx.ulp(), 0.5, -0.25];
+    let x = fx.encode_slice(&xv, &[9]).unwrap();
+    let y = fx.encode_slice(&yv, &[9]).unwrap();
+    let out = run_parties(5, |mut p| {
+        let (x, y) = (x.clone(), y.clone());
+        async move {
+            let (xs, ys) = (input(&mut p, P0, &x)?, input(&mut p, P1, &y)?);
+            let z = p.mul_fixed(&xs, &ys).await?;
+            p.reveal_to(P1, &z).await
+        }
+    })
+    .unwrap();
+    let z = fx.decode_tensor(out[1].as_ref().unwrap());
+    for i in 0..9 {
+        let want = xv[i] * yv[i];
+        assert!((z[i] - want).abs() <= 1.5 * fx.ulp(), "{} * {}: got {}, want {want}", xv[i], yv[i], z[i]);
+    }
+}
+
+#[test]
+fn counts_match_the_design_table() {
+    // The headline count: [128×784]·[784×128] with pre-opened weights.
+    let (m, k, n) = (128, 784, 128);
+    let x = random(&[m, k], 20);
+    let w = random(&[k, n], 21);
+    let v = random(&[1000], 22);
+    let img = random(&[2, 3, 8, 8], 23);
+    let ker = random(&[4, 3, 3, 3], 24);
+    let out = run_parties(6, |mut p| {
+        let (x, w, v, img, ker) = (x.clone(), w.clone(), v.clone(), img.clone(), ker.clone());
+        async move {
+            let ws = input(&mut p, P0, &w)?;
+            let xs = input(&mut p, P1, &x)?;
+            let vs = input(&mut p, P1, &v)?;
+            let (is, ks) = (input(&mut p, P1, &img)?, input(&mut p, P0, &ker)?);
+            let after_setup = p.traffic();
+            let after_inputs = p.stats().total;
+            let pw = p.preopen(mpc_proto::correlations::Bilinear::MatMul, &ws).await?;
+            let before = p.traffic();
+            let st_before = p.stats().total;
+            let _y = p.matmul_preopened(&xs, &pw).await?;
+            let mm = p.stats().total.since(&st_before);
+            let during = (before, p.traffic());
+            let _z = p.mul(&vs, &vs).await?;
+            let _c = p.conv2d(&is, &ks, Conv2dParams::default()).await?;
+            let _t = p.trunc(&vs, 16);
+            let _s = p.sum_pool2d(&is, (2, 2), (2, 2), (0, 0))?;
+            Ok((after_setup, after_inputs, mm, during, p.stats().clone()))
+        }
+    })
+    .unwrap();
+    let [r0, r1, r2] = &out;
+    // Input sharing costs nothing.
+    for r in [r0, r1] {
+        assert_eq!((r.1.online_sent, r.1.rounds), (0, 1), "only the setup round before the first op");
+    }
+    // matmul with pre-opened weights: 1 round, 8·m·k bytes online from each of P0 and P1.
+    for r in [r0, r1] {
+        assert_eq!(r.2.rounds, 1);
+        assert_eq!(r.2.online_sent, 8 * (m * k) as u64);
+        assert_eq!(r.2.offline_sent, 0);
+    }
+    // The dealer sends P1 the correction for C = A·B only: 8·m·n bytes, and P0 nothing.
+    assert_eq!(r2.2.offline_sent, 8 * (m * n) as u64);
+    assert_eq!(r1.2.offline_recv, 8 * (m * n) as u64);
+    let (before, after) = r2.3;
+    assert_eq!(after.sent_bytes[0] - before.sent_bytes[0], 0, "dealer sends P0 nothing online");
+    assert_eq!(after.sent_frames[0], 1, "dealer sends P0 its setup hello (the seed) and nothing else");
+    assert_eq!(r2.0.sent_frames, [1, 1, 0]);
+    // Elementwise mul: 16 bytes per element per party, 1 round; dealer 8 per element to P1.
+    let mul: OpStats = r0.4.op("mul");
+    assert_eq!((mul.rounds, mul.online_sent), (1, 16 * 1000));
+    assert_eq!((r2.4.op("mul").offline_sent, r2.4.op("mul").online_sent), (8 * 1000, 0));
+    // conv2d: the input and the kernel are opened once (8·(|x| + |w|)), not im2col.
+    let conv = r1.4.op("conv2d");
+    assert_eq!((conv.rounds, conv.online_sent), (1, 8 * (2 * 3 * 64 + 4 * 27)));
+    assert_eq!(r2.4.op("conv2d").offline_sent, 8 * 2 * 4 * 6 * 6);
+    // preopen: once per model, 8·|W|.
+    assert_eq!((r0.4.op("preopen").rounds, r0.4.op("preopen").online_sent), (1, 8 * (k * n) as u64));
+    // Nothing else went over the wire: totals are the sum of the ops (+ setup).
+    for r in [r0, r1] {
+        let t = r.4.total;
+        assert_eq!(t.rounds, 1 + 1 + 1 + 1 + 1, "setup, preopen, matmul, mul, conv");
+    }
+}
+
+#[test]
+fn offline_phase_can_run_ahead() {
+    // With the dealer run to completion first, P0/P1 find all material already delivered.
+    let x = random(&[64, 64], 30);
+    let mut cfg = LocalConfig::new(7);
+    cfg.dealer_first = true;
+    let out = run_parties_with(cfg, |mut p| {
+        let x = x.clone();
+        async move {
+            let xs = input(&mut p, P0, &x)?;
+            let ys = input(&mut p, P1, &x)?;
+            let z = p.matmul(&xs, &ys).await?;
+            let z = p.mul(&z, &z).await?;
+            p.reveal_to(P1, &z).await
+        }
+    })
+    .unwrap();
+    let xx = x.matmul(&x).unwrap();
+    assert_eq!(out[1].clone().unwrap(), xx.mul(&xx).unwrap());
+}
+
+#[test]
+fn truncation_error_at_scale() {
+    // 10^7 truncations of secret values below 2^20 (ring scale): error ≤ 1 ulp, always.
+    // Failure probability per element is about 2^(21-64); a failure would show as ~2^48 error.
+    let n = 10_000_000;
+    let mut g = Prg::from_u64(40);
+    let vals: Vec<u64> = (0..n).map(|_| ((g.next_u64() % (1 << 21)) as i64 - (1 << 20)) as u64).collect();
+    let x = RingTensor::from_vec(&[n], vals.clone()).unwrap();
+    let out = run_parties(8, |mut p| {
+        let x = x.clone();
+        async move {
+            let xs = input(&mut p, P1, &x)?;
+            let t = p.trunc(&xs, 16);
+            p.reveal_to(P1, &t).await
+        }
+    })
+    .unwrap();
+    let got = out[1].as_ref().unwrap().as_slice();
+    let mut worst = 0i64;
+    for (v, t) in vals.iter().zip(got) {
+        let want = (*v as i64) >> 16;
+        worst = worst.max(((*t as i64).wrapping_sub(want)).abs());
+    }
+    assert!(worst <= 1, "worst truncation error {worst} ulp");
+}
