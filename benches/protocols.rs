@@ -1,0 +1,110 @@
+//! Protocols over the in-memory mesh (three threads, real seed-compressed dealer).
+//!
+//! Two figures per workload: `wall` is the whole job with the dealer producing material on
+//! demand (what a peer whose dealer works on demand should be compared with); `online` is P1's
+//! time when the dealer ran ahead (material already delivered). Bytes and rounds are printed
+//! once per workload beside the times.
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mpc_proto::correlations::Bilinear;
+use mpc_proto::prg::Prg;
+use mpc_proto::{AShare, LocalConfig, Party, PartyId, Result, RingTensor, run_parties_with};
+
+#[derive(Clone, Copy)]
+enum Workload {
+    Mul(usize),
+    MatMul(usize, usize, usize),
+    MatMulPreopened(usize, usize, usize),
+}
+
+impl Workload {
+    fn name(&self) -> String {
+        match self {
+            Workload::Mul(n) => format!("mul-{n}"),
+            Workload::MatMul(m, k, n) => format!("matmul-{m}x{k}x{n}"),
+            Workload::MatMulPreopened(m, k, n) => format!("matmul-preopened-{m}x{k}x{n}"),
+        }
+    }
+}
+
+fn input(p: &mut Party, owner: PartyId, v: &RingTensor) -> Result<AShare> {
+    let value = (p.id() == owner).then_some(v);
+    p.share_input(owner, v.shape(), value)
+}
+
+/// Runs one job; returns P1's elapsed time for its program and P0, P1, P2 stats totals.
+fn run(w: Workload, dealer_first: bool, data: &(RingTensor, RingTensor)) -> (Duration, [mpc_proto::OpStats; 3]) {
+    let mut cfg = LocalConfig::new(1);
+    cfg.dealer_first = dealer_first;
+    let out = run_parties_with(cfg, |mut p| async move {
+        let (x, y) = data;
+        // Weights are pre-opened once per model, outside the timed query.
+        let pre = match w {
+            Workload::MatMulPreopened(..) => {
+                let ys = input(&mut p, PartyId::P0, y)?;
+                Some(p.preopen(Bilinear::MatMul, &ys).await?)
+            }
+            _ => None,
+        };
+        let before = p.stats().total;
+        let t = Instant::now();
+        let xs = input(&mut p, PartyId::P1, x)?;
+        let z = match (w, &pre) {
+            (Workload::Mul(_), _) => {
+                let ys = input(&mut p, PartyId::P0, y)?;
+                p.mul(&xs, &ys).await?
+            }
+            (Workload::MatMul(..), _) => {
+                let ys = input(&mut p, PartyId::P0, y)?;
+                p.matmul(&xs, &ys).await?
+            }
+            (Workload::MatMulPreopened(..), Some(pw)) => p.matmul_preopened(&xs, pw).await?,
+            _ => unreachable!(),
+        };
+        let _ = p.reveal_to(PartyId::P1, &z).await?;
+        Ok((t.elapsed(), p.stats().total.since(&before)))
+    })
+    .expect("benchmark job");
+    (out[1].0, [out[0].1, out[1].1, out[2].1])
+}
+
+fn bench_protocols(c: &mut Criterion) {
+    let mut g = c.benchmark_group("protocols");
+    g.sample_size(10);
+    for w in [Workload::Mul(1_000_000), Workload::MatMul(128, 784, 128), Workload::MatMulPreopened(128, 784, 128)] {
+        let mut prg = Prg::from_u64(9);
+        let data = match w {
+            Workload::Mul(n) => (RingTensor::random(&[n], &mut prg), RingTensor::random(&[n], &mut prg)),
+            Workload::MatMul(m, k, n) | Workload::MatMulPreopened(m, k, n) => {
+                (RingTensor::random(&[m, k], &mut prg), RingTensor::random(&[k, n], &mut prg))
+            }
+        };
+        let (_, s) = run(w, false, &data);
+        eprintln!(
+            "{}: rounds {} (incl. reveal), online bytes sent P0 {} P1 {}, dealer material {} bytes",
+            w.name(),
+            s[1].rounds,
+            s[0].online_sent,
+            s[1].online_sent,
+            s[2].offline_sent
+        );
+        g.bench_function(BenchmarkId::new("wall", w.name()), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    run(w, false, &data);
+                }
+                t.elapsed()
+            })
+        });
+        g.bench_function(BenchmarkId::new("online", w.name()), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run(w, true, &data).0).sum())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_protocols);
+criterion_main!(benches);
