@@ -37,10 +37,9 @@ fn bench_shape(cr: &mut Criterion, m: usize, k: usize, n: usize) {
 
     let af = Array2::from_shape_fn((m, k), |(i, j)| (a[i * k + j] % 1000) as f64);
     let bf = Array2::from_shape_fn((k, n), |(i, j)| (b[i * n + j] % 1000) as f64);
-    g.bench_function(
-        BenchmarkId::new("f64_ndarray_dot", "matrixmultiply"),
-        |bn| bn.iter(|| black_box(&af).dot(black_box(&bf))),
-    );
+    g.bench_function(BenchmarkId::new("f64_ndarray_dot", "matrixmultiply"), |bn| {
+        bn.iter(|| black_box(&af).dot(black_box(&bf)))
+    });
 
     let aw = Array2::from_shape_fn((m, k), |(i, j)| Wrapping(a[i * k + j]));
     let bw = Array2::from_shape_fn((k, n), |(i, j)| Wrapping(b[i * n + j]));
@@ -49,10 +48,9 @@ fn bench_shape(cr: &mut Criterion, m: usize, k: usize, n: usize) {
     assert!(aw.dot(&bw).iter().zip(&c).all(|(x, y)| x.0 == *y));
     // The generic dot is a naive loop (~0.5 G/s): keep its sample count low.
     g.sample_size(10);
-    g.bench_function(
-        BenchmarkId::new("wrapping_u64_ndarray_dot", "generic"),
-        |bn| bn.iter(|| black_box(&aw).dot(black_box(&bw))),
-    );
+    g.bench_function(BenchmarkId::new("wrapping_u64_ndarray_dot", "generic"), |bn| {
+        bn.iter(|| black_box(&aw).dot(black_box(&bw)))
+    });
     g.finish();
 }
 

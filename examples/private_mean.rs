@@ -15,7 +15,9 @@ fn main() -> anyhow::Result<()> {
     let results = run_parties(7, |mut party| async move {
         let me = party.id();
         // Scale to thousands so every sum stays well inside the fixed-point range.
-        let enc = |v: &[f64]| fx.encode_slice(&v.iter().map(|s| s / 1000.0).collect::<Vec<_>>(), &[v.len()]).expect("encodable");
+        let enc = |v: &[f64]| {
+            fx.encode_slice(&v.iter().map(|s| s / 1000.0).collect::<Vec<_>>(), &[v.len()]).expect("encodable")
+        };
         let a: Option<RingTensor> = (me == PartyId::P0).then(|| enc(&alice));
         let b: Option<RingTensor> = (me == PartyId::P1).then(|| enc(&bob));
         let a = party.share_input(PartyId::P0, &[alice.len()], a.as_ref())?;

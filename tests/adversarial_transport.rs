@@ -3,12 +3,16 @@
 
 use std::sync::{Arc, Mutex};
 
-use mpc_proto::transport::{BoxFuture, Traffic, Transport, TransportError};
-use mpc_proto::{
-    CorrelationMode, Error, FixedPoint, LocalConfig, MemoryTransport, Party, PartyId, RingTensor, SessionConfig, SessionId,
-};
 use mpc_proto::prg::Prg;
 use mpc_proto::testing::run_parties_on;
+use mpc_proto::transport::{BoxFuture, Traffic, Transport, TransportError};
+use mpc_proto::{
+    CorrelationMode, Error, FixedPoint, LocalConfig, MemoryTransport, Party, PartyId, RingTensor, SessionConfig,
+    SessionId,
+};
+
+/// Every frame P1 received, with its sender.
+type FrameLog = Arc<Mutex<Vec<(PartyId, Vec<u8>)>>>;
 
 /// What the tamperer does to the `nth` frame P1 receives from P0.
 #[derive(Clone, Copy, Debug)]
@@ -31,7 +35,7 @@ struct Tamperer {
     how: Tamper,
     seen: Mutex<usize>,
     held: Mutex<Vec<Vec<u8>>>,
-    log: Arc<Mutex<Vec<(PartyId, Vec<u8>)>>>,
+    log: FrameLog,
 }
 
 impl Transport for Tamperer {
@@ -82,7 +86,7 @@ impl Transport for Tamperer {
     }
 }
 
-fn mesh_with(how: Tamper, nth: usize) -> (Vec<Arc<dyn Transport>>, Arc<Mutex<Vec<(PartyId, Vec<u8>)>>>) {
+fn mesh_with(how: Tamper, nth: usize) -> (Vec<Arc<dyn Transport>>, FrameLog) {
     let mut m = MemoryTransport::mesh(3).into_iter();
     let (t0, t1, t2) = (m.next().unwrap(), m.next().unwrap(), m.next().unwrap());
     let log = Arc::new(Mutex::new(vec![]));

@@ -5,7 +5,9 @@
 use mpc_ml::plain;
 use mpc_proto::prg::Prg;
 use mpc_proto::ring::{Conv2dParams, conv2d};
-use mpc_proto::{AShare, FixedPoint, LocalConfig, OpStats, Party, PartyId, Result, RingTensor, run_parties, run_parties_with};
+use mpc_proto::{
+    AShare, FixedPoint, LocalConfig, OpStats, Party, PartyId, Result, RingTensor, run_parties, run_parties_with,
+};
 use ndarray::ArrayD;
 
 const P0: PartyId = PartyId::P0;

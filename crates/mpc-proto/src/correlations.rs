@@ -94,17 +94,30 @@ pub struct FixedBHandle(pub(crate) usize);
 /// arguments (the dealer included); implementations rely on that to stay in step.
 pub trait Correlations: Send {
     /// A fresh triple for `op` with operand shapes `x_shape`, `y_shape`.
-    fn triple<'a>(&'a mut self, ch: &'a mut Channel, op: Bilinear, x_shape: &'a [usize], y_shape: &'a [usize])
-    -> BoxFuture<'a, Result<Triple>>;
+    fn triple<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        op: Bilinear,
+        x_shape: &'a [usize],
+        y_shape: &'a [usize],
+    ) -> BoxFuture<'a, Result<Triple>>;
 
     /// Registers a fixed random `B` of `y_shape` for `op`; returns the handle and this party's
     /// share of `B`.
-    fn register_fixed_b<'a>(&'a mut self, ch: &'a mut Channel, op: Bilinear, y_shape: &'a [usize])
-    -> BoxFuture<'a, Result<(FixedBHandle, AShare)>>;
+    fn register_fixed_b<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        op: Bilinear,
+        y_shape: &'a [usize],
+    ) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>>;
 
     /// A fresh `(A, f(A, B))` for a registered `B` and left operand shape `x_shape`.
-    fn fixed_b_triple<'a>(&'a mut self, ch: &'a mut Channel, handle: FixedBHandle, x_shape: &'a [usize])
-    -> BoxFuture<'a, Result<FixedBTriple>>;
+    fn fixed_b_triple<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        handle: FixedBHandle,
+        x_shape: &'a [usize],
+    ) -> BoxFuture<'a, Result<FixedBTriple>>;
 }
 
 /// The generator both P0's and P1's halves come from. `prg0` feeds P0's half, `prg1` P1's; P1's
@@ -163,7 +176,13 @@ impl DealerCorrelations {
 }
 
 impl Correlations for DealerCorrelations {
-    fn triple<'a>(&'a mut self, ch: &'a mut Channel, op: Bilinear, xs: &'a [usize], ys: &'a [usize]) -> BoxFuture<'a, Result<Triple>> {
+    fn triple<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        op: Bilinear,
+        xs: &'a [usize],
+        ys: &'a [usize],
+    ) -> BoxFuture<'a, Result<Triple>> {
         Box::pin(async move {
             let zs = op.output_shape(xs, ys)?;
             match &mut self.role {
@@ -186,7 +205,12 @@ impl Correlations for DealerCorrelations {
         })
     }
 
-    fn register_fixed_b<'a>(&'a mut self, _ch: &'a mut Channel, op: Bilinear, ys: &'a [usize]) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
+    fn register_fixed_b<'a>(
+        &'a mut self,
+        _ch: &'a mut Channel,
+        op: Bilinear,
+        ys: &'a [usize],
+    ) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
         Box::pin(async move {
             let handle = FixedBHandle(self.fixed_shapes.len());
             self.fixed_shapes.push((op, ys.to_vec()));
@@ -203,9 +227,18 @@ impl Correlations for DealerCorrelations {
         })
     }
 
-    fn fixed_b_triple<'a>(&'a mut self, ch: &'a mut Channel, handle: FixedBHandle, xs: &'a [usize]) -> BoxFuture<'a, Result<FixedBTriple>> {
+    fn fixed_b_triple<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        handle: FixedBHandle,
+        xs: &'a [usize],
+    ) -> BoxFuture<'a, Result<FixedBTriple>> {
         Box::pin(async move {
-            let (op, ys) = self.fixed_shapes.get(handle.0).cloned().ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
+            let (op, ys) = self
+                .fixed_shapes
+                .get(handle.0)
+                .cloned()
+                .ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
             let zs = op.output_shape(xs, &ys)?;
             match &mut self.role {
                 Role::P0(g) => {
@@ -246,8 +279,13 @@ fn full_triple(
 
 /// Both halves of a fixed-B triple: P0's `(a0, c0)`, P1's correction `c1`, P1's `a1`.
 #[allow(clippy::type_complexity)]
-fn fixed_triple(g: &mut Generator, handle: FixedBHandle, xs: &[usize]) -> Result<((RingTensor, RingTensor), RingTensor, RingTensor)> {
-    let (op, b) = g.fixed.get(handle.0).ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
+fn fixed_triple(
+    g: &mut Generator,
+    handle: FixedBHandle,
+    xs: &[usize],
+) -> Result<((RingTensor, RingTensor), RingTensor, RingTensor)> {
+    let (op, b) =
+        g.fixed.get(handle.0).ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
     let op = *op;
     let zs = op.output_shape(xs, b.shape())?;
     let (a0, c0) = (g.draw(P0, xs), g.draw(P0, &zs));
@@ -280,12 +318,22 @@ impl TestDealer {
             s[..8].copy_from_slice(&seed.to_le_bytes());
             s
         });
-        Self { me, g: Generator { prg: [Some(Prg::new(&seed, 0)), Some(Prg::new(&seed, 1))], fixed: vec![] }, fixed_shapes: vec![] }
+        Self {
+            me,
+            g: Generator { prg: [Some(Prg::new(&seed, 0)), Some(Prg::new(&seed, 1))], fixed: vec![] },
+            fixed_shapes: vec![],
+        }
     }
 }
 
 impl Correlations for TestDealer {
-    fn triple<'a>(&'a mut self, _ch: &'a mut Channel, op: Bilinear, xs: &'a [usize], ys: &'a [usize]) -> BoxFuture<'a, Result<Triple>> {
+    fn triple<'a>(
+        &'a mut self,
+        _ch: &'a mut Channel,
+        op: Bilinear,
+        xs: &'a [usize],
+        ys: &'a [usize],
+    ) -> BoxFuture<'a, Result<Triple>> {
         Box::pin(async move {
             let zs = op.output_shape(xs, ys)?;
             if self.me.is_dealer() {
@@ -297,7 +345,12 @@ impl Correlations for TestDealer {
         })
     }
 
-    fn register_fixed_b<'a>(&'a mut self, _ch: &'a mut Channel, op: Bilinear, ys: &'a [usize]) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
+    fn register_fixed_b<'a>(
+        &'a mut self,
+        _ch: &'a mut Channel,
+        op: Bilinear,
+        ys: &'a [usize],
+    ) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
         Box::pin(async move {
             let handle = FixedBHandle(self.fixed_shapes.len());
             self.fixed_shapes.push((op, ys.to_vec()));
@@ -311,9 +364,18 @@ impl Correlations for TestDealer {
         })
     }
 
-    fn fixed_b_triple<'a>(&'a mut self, _ch: &'a mut Channel, handle: FixedBHandle, xs: &'a [usize]) -> BoxFuture<'a, Result<FixedBTriple>> {
+    fn fixed_b_triple<'a>(
+        &'a mut self,
+        _ch: &'a mut Channel,
+        handle: FixedBHandle,
+        xs: &'a [usize],
+    ) -> BoxFuture<'a, Result<FixedBTriple>> {
         Box::pin(async move {
-            let (op, ys) = self.fixed_shapes.get(handle.0).cloned().ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
+            let (op, ys) = self
+                .fixed_shapes
+                .get(handle.0)
+                .cloned()
+                .ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
             let zs = op.output_shape(xs, &ys)?;
             if self.me.is_dealer() {
                 return Ok(FixedBTriple { a: AShare::dealer(xs), c: AShare::dealer(&zs) });

@@ -79,9 +79,6 @@ pub enum Error {
 impl Error {
     /// Whether this error leaves the party's transcript out of step with its peers.
     pub(crate) fn poisons(&self) -> bool {
-        !matches!(
-            self,
-            Error::ShapeMismatch { .. } | Error::EncodeOverflow { .. } | Error::InvalidInput(_)
-        )
+        !matches!(self, Error::ShapeMismatch { .. } | Error::EncodeOverflow { .. } | Error::InvalidInput(_))
     }
 }

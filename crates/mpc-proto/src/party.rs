@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::fixed::FixedPoint;
 use crate::prg::{Prg, Seed};
 use crate::stats::Stats;
-use crate::transport::{Channel, FrameKind, Transport, TrafficSnapshot};
+use crate::transport::{Channel, FrameKind, TrafficSnapshot, Transport};
 
 /// A party of the 2pc-dealer model: `P0` (model owner), `P1` (data owner), `P2` (dealer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -127,7 +127,11 @@ pub struct Party {
 
 impl std::fmt::Debug for Party {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Party").field("id", &self.id).field("session", &self.config.session).field("poisoned", &self.poisoned).finish_non_exhaustive()
+        f.debug_struct("Party")
+            .field("id", &self.id)
+            .field("session", &self.config.session)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,7 +164,8 @@ impl Party {
             let mut received: [Option<Seed>; 3] = [None, None, None];
             for &p in &others {
                 let bytes = ch.recv_bytes(p, FrameKind::Hello, None).await?;
-                let hello: Hello = postcard::from_bytes(&bytes).map_err(|e| Error::Desync { peer: p, detail: format!("bad hello: {e}") })?;
+                let hello: Hello = postcard::from_bytes(&bytes)
+                    .map_err(|e| Error::Desync { peer: p, detail: format!("bad hello: {e}") })?;
                 if hello.config != config {
                     return Err(Error::ConfigMismatch { peer: p, detail: describe_mismatch(&config, &hello.config) });
                 }
@@ -184,17 +189,29 @@ impl Party {
             PartyId::P0 => {
                 let pair = my_seeds[1].clone().expect("P0 made the pairwise seed");
                 let s0 = need(received[2].clone(), PartyId::P2)?;
-                (Some(Prg::new(&pair, streams::INPUT)), Box::new(DealerCorrelations::for_p0(Prg::new(&s0, streams::MATERIAL))))
+                (
+                    Some(Prg::new(&pair, streams::INPUT)),
+                    Box::new(DealerCorrelations::for_p0(Prg::new(&s0, streams::MATERIAL))),
+                )
             }
             PartyId::P1 => {
                 let pair = need(received[0].clone(), PartyId::P0)?;
                 let s1 = need(received[2].clone(), PartyId::P2)?;
-                (Some(Prg::new(&pair, streams::INPUT)), Box::new(DealerCorrelations::for_p1(Prg::new(&s1, streams::MATERIAL))))
+                (
+                    Some(Prg::new(&pair, streams::INPUT)),
+                    Box::new(DealerCorrelations::for_p1(Prg::new(&s1, streams::MATERIAL))),
+                )
             }
             _ => {
                 let [s0, s1, _] = my_seeds;
                 let (s0, s1) = (s0.expect("dealer made s0"), s1.expect("dealer made s1"));
-                (None, Box::new(DealerCorrelations::for_dealer(Prg::new(&s0, streams::MATERIAL), Prg::new(&s1, streams::MATERIAL))))
+                (
+                    None,
+                    Box::new(DealerCorrelations::for_dealer(
+                        Prg::new(&s0, streams::MATERIAL),
+                        Prg::new(&s1, streams::MATERIAL),
+                    )),
+                )
             }
         };
         let corr: Box<dyn Correlations> = match mode {
@@ -259,12 +276,13 @@ impl Party {
     /// error.
     pub(crate) async fn finish<T>(&mut self, top: bool, r: Result<T>) -> Result<T> {
         self.ch.stats.exit(top);
-        if let Err(e) = &r {
-            if e.poisons() && !self.poisoned {
-                self.poisoned = true;
-                if !matches!(e, Error::PeerAborted(_)) {
-                    self.ch.send_abort().await;
-                }
+        if let Err(e) = &r
+            && e.poisons()
+            && !self.poisoned
+        {
+            self.poisoned = true;
+            if !matches!(e, Error::PeerAborted(_)) {
+                self.ch.send_abort().await;
             }
         }
         r

@@ -101,7 +101,12 @@ impl AShare {
         }
     }
 
-    fn zip(&self, rhs: &AShare, op: &'static str, f: impl FnOnce(&RingTensor, &RingTensor) -> Result<RingTensor>) -> Result<AShare> {
+    fn zip(
+        &self,
+        rhs: &AShare,
+        op: &'static str,
+        f: impl FnOnce(&RingTensor, &RingTensor) -> Result<RingTensor>,
+    ) -> Result<AShare> {
         match (&self.0, &rhs.0) {
             (Repr::Held(a), Repr::Held(b)) => Ok(Self::from_share(f(a, b)?)),
             (Repr::Dealer(a), Repr::Dealer(b)) if a == b => Ok(Self::dealer(a)),
@@ -140,10 +145,7 @@ impl AShare {
     /// `self · c` for a public matrix `c` (local): `[m, k] · [k, n]`.
     pub fn matmul_public(&self, c: &RingTensor) -> Result<AShare> {
         let cs = c.shape().to_vec();
-        self.map_linear(
-            |s| crate::ring::matmul_dims(s, &cs).map(|(m, _, n)| vec![m, n]),
-            |t| t.matmul(c),
-        )
+        self.map_linear(|s| crate::ring::matmul_dims(s, &cs).map(|(m, _, n)| vec![m, n]), |t| t.matmul(c))
     }
 
     /// Same elements, new shape (local).

@@ -69,7 +69,11 @@ where
     T: Send,
 {
     assert_eq!(transports.len(), 3, "run_parties_on: one transport per party");
-    let session = SessionConfig { session: SessionId(u128::from(cfg.seed) << 64 | 0x6d656d62), plan_hash: [0; 32], fixed: cfg.fixed };
+    let session = SessionConfig {
+        session: SessionId(u128::from(cfg.seed) << 64 | 0x6d656d62),
+        plan_hash: [0; 32],
+        fixed: cfg.fixed,
+    };
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let go_rx = std::sync::Mutex::new(go_rx);
     let results: Vec<Result<T>> = std::thread::scope(|s| {

@@ -21,7 +21,14 @@ pub fn mask(x: &RingTensor, a: &RingTensor) -> Result<RingTensor> {
 
 /// This party's share of `f(X, Y)` from the opened `D`, `E`, its share `y_i` of `Y` and its
 /// triple shares `a_i`, `c_i`.
-pub fn combine(op: Bilinear, d: &RingTensor, e: &RingTensor, y_i: &RingTensor, a_i: &RingTensor, c_i: &RingTensor) -> Result<RingTensor> {
+pub fn combine(
+    op: Bilinear,
+    d: &RingTensor,
+    e: &RingTensor,
+    y_i: &RingTensor,
+    a_i: &RingTensor,
+    c_i: &RingTensor,
+) -> Result<RingTensor> {
     let mut z = op.apply(d, y_i)?;
     z.add_assign(&op.apply(a_i, e)?)?;
     z.add_assign(c_i)?;
@@ -156,7 +163,12 @@ impl Party {
                 return Ok(AShare::dealer(&zs));
             }
             let d_i = mask(x.expose_share()?, t.a.expose_share()?)?;
-            let d = self.open_inner(&[&AShare::from_share(d_i)]).await?.expect("computing party").pop().expect("one tensor");
+            let d = self
+                .open_inner(&[&AShare::from_share(d_i)])
+                .await?
+                .expect("computing party")
+                .pop()
+                .expect("one tensor");
             let e = w.e.as_ref().expect("computing party holds E");
             let z = combine(w.op, &d, e, w.w.expose_share()?, t.a.expose_share()?, t.c.expose_share()?)?;
             let z = AShare::from_share(z);

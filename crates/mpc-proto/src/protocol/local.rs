@@ -18,9 +18,17 @@ impl Party {
     pub fn add_public_row(&self, x: &AShare, row: &RingTensor) -> Result<AShare> {
         let n = *x.shape().last().unwrap_or(&0);
         if row.shape() != [n] {
-            return Err(Error::ShapeMismatch { op: "add_public_row", lhs: x.shape().to_vec(), rhs: row.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "add_public_row",
+                lhs: x.shape().to_vec(),
+                rhs: row.shape().to_vec(),
+            });
         }
-        if self.id == PartyId::P0 { x.map_linear(|s| Ok(s.to_vec()), |t| t.add_row_broadcast(row)) } else { Ok(x.clone()) }
+        if self.id == PartyId::P0 {
+            x.map_linear(|s| Ok(s.to_vec()), |t| t.add_row_broadcast(row))
+        } else {
+            Ok(x.clone())
+        }
     }
 
     /// Truncation by `bits` after a fixed-point product (SecureML local truncation).
@@ -45,7 +53,13 @@ impl Party {
 
     /// Sum pooling `[n, c, h, w] → [n, c, oh, ow]` over `kernel` windows with `stride` and zero
     /// `padding`. Local (a public linear map of the shares).
-    pub fn sum_pool2d(&self, x: &AShare, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<AShare> {
+    pub fn sum_pool2d(
+        &self,
+        x: &AShare,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<AShare> {
         let shape = pool_shape(x.shape(), kernel, stride, padding)?;
         x.map_linear(|_| Ok(shape.to_vec()), |t| Ok(sum_pool(t, &shape, kernel, stride, padding)))
     }
@@ -54,7 +68,13 @@ impl Party {
     /// `count_include_pad = 1`): sum pooling, then a public multiplication by `1/(kh·kw)` in
     /// fixed point and a truncation. Local; error ≤ 1 ulp plus the encoding error of the
     /// divisor (relative 2^-(f+1)·kh·kw) and the truncation failure of [`Party::trunc`].
-    pub fn avg_pool2d(&self, x: &AShare, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<AShare> {
+    pub fn avg_pool2d(
+        &self,
+        x: &AShare,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<AShare> {
         let s = self.sum_pool2d(x, kernel, stride, padding)?;
         self.mul_const(&s, 1.0 / (kernel.0 * kernel.1) as f64)
     }

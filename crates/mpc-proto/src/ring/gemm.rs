@@ -51,10 +51,7 @@ impl Kernel {
     pub fn available(self) -> bool {
         match self {
             #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
-            Kernel::Avx512 => {
-                std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512dq")
-            }
+            Kernel::Avx512 => std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq"),
             #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
             Kernel::Avx2 => std::is_x86_feature_detected!("avx2"),
             Kernel::Portable => true,
@@ -72,21 +69,9 @@ impl Kernel {
     /// (fewer read-modify-write passes over C) was worth ~5%.
     pub fn blocking(self) -> Blocking {
         match self {
-            Kernel::Avx512 => Blocking {
-                mc: 96,
-                kc: 512,
-                nc: 4096,
-            },
-            Kernel::Avx2 => Blocking {
-                mc: 192,
-                kc: 256,
-                nc: 2048,
-            },
-            Kernel::Portable => Blocking {
-                mc: 144,
-                kc: 256,
-                nc: 2048,
-            },
+            Kernel::Avx512 => Blocking { mc: 96, kc: 512, nc: 4096 },
+            Kernel::Avx2 => Blocking { mc: 192, kc: 256, nc: 2048 },
+            Kernel::Portable => Blocking { mc: 144, kc: 256, nc: 2048 },
         }
     }
 }
@@ -131,15 +116,7 @@ pub fn gemm(m: usize, k: usize, n: usize, a: &[u64], b: &[u64], c: &mut [u64]) {
 /// # Panics
 ///
 /// As [`gemm`]; also if spawning a thread fails.
-pub fn gemm_threads(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[u64],
-    b: &[u64],
-    c: &mut [u64],
-    threads: usize,
-) {
+pub fn gemm_threads(m: usize, k: usize, n: usize, a: &[u64], b: &[u64], c: &mut [u64], threads: usize) {
     let kernel = selected_kernel();
     gemm_with(kernel, kernel.blocking(), m, k, n, a, b, c, threads);
 }
@@ -153,12 +130,7 @@ pub fn kernel_name() -> &'static str {
 /// The widest available kernel; detected once per process.
 fn selected_kernel() -> Kernel {
     static SELECTED: OnceLock<Kernel> = OnceLock::new();
-    *SELECTED.get_or_init(|| {
-        Kernel::ALL
-            .into_iter()
-            .find(|k| k.available())
-            .unwrap_or(Kernel::Portable)
-    })
+    *SELECTED.get_or_init(|| Kernel::ALL.into_iter().find(|k| k.available()).unwrap_or(Kernel::Portable))
 }
 
 /// Fewer multiply-adds than this run on one thread: spawning costs more than
@@ -191,11 +163,7 @@ pub fn gemm_with(
     check_len("a", a.len(), m, k);
     check_len("b", b.len(), k, n);
     check_len("c", c.len(), m, n);
-    assert!(
-        kernel.available(),
-        "kernel {} is not supported by this CPU",
-        kernel.name()
-    );
+    assert!(kernel.available(), "kernel {} is not supported by this CPU", kernel.name());
     if m == 0 || n == 0 {
         return;
     }
@@ -216,10 +184,7 @@ pub fn gemm_with(
     }
     let rows_per = m.div_ceil(threads).next_multiple_of(ROW_GRAIN);
     // k, n > 0 here, so the chunk sizes are non-zero.
-    let mut shares = c
-        .chunks_mut(rows_per * n)
-        .zip(a.chunks(rows_per * k))
-        .map(|(cs, as_)| (cs.len() / n, as_, cs));
+    let mut shares = c.chunks_mut(rows_per * n).zip(a.chunks(rows_per * k)).map(|(cs, as_)| (cs.len() / n, as_, cs));
     let (own_rows, own_a, own_c) = shares.next().expect("m > 0 gives a first share");
     std::thread::scope(|s| {
         for (rows, as_, cs) in shares {
@@ -230,27 +195,13 @@ pub fn gemm_with(
 }
 
 fn check_len(name: &str, len: usize, rows: usize, cols: usize) {
-    let want = rows
-        .checked_mul(cols)
-        .unwrap_or_else(|| panic!("gemm: {name} shape {rows}x{cols} overflows usize"));
-    assert_eq!(
-        len, want,
-        "gemm: {name}.len() = {len} does not match shape {rows}x{cols}"
-    );
+    let want = rows.checked_mul(cols).unwrap_or_else(|| panic!("gemm: {name} shape {rows}x{cols} overflows usize"));
+    assert_eq!(len, want, "gemm: {name}.len() = {len} does not match shape {rows}x{cols}");
 }
 
 /// Single-threaded product on a validated, non-degenerate shape.
 #[allow(clippy::too_many_arguments)]
-fn run(
-    kernel: Kernel,
-    bl: Blocking,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[u64],
-    b: &[u64],
-    c: &mut [u64],
-) {
+fn run(kernel: Kernel, bl: Blocking, m: usize, k: usize, n: usize, a: &[u64], b: &[u64], c: &mut [u64]) {
     match kernel {
         #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
         Kernel::Avx512 if Kernel::Avx512.available() => {
@@ -305,28 +256,12 @@ mod x86 {
     pub(super) const AVX2_NR: usize = 12;
 
     #[target_feature(enable = "avx512f,avx512dq")]
-    pub(super) fn avx512(
-        bl: Blocking,
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[u64],
-        b: &[u64],
-        c: &mut [u64],
-    ) {
+    pub(super) fn avx512(bl: Blocking, m: usize, k: usize, n: usize, a: &[u64], b: &[u64], c: &mut [u64]) {
         driver::<AVX512_MR, AVX512_NR, false>(bl, m, k, n, a, b, c);
     }
 
     #[target_feature(enable = "avx2")]
-    pub(super) fn avx2(
-        bl: Blocking,
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[u64],
-        b: &[u64],
-        c: &mut [u64],
-    ) {
+    pub(super) fn avx2(bl: Blocking, m: usize, k: usize, n: usize, a: &[u64], b: &[u64], c: &mut [u64]) {
         driver::<AVX2_MR, AVX2_NR, true>(bl, m, k, n, a, b, c);
     }
 }
@@ -358,16 +293,8 @@ fn driver<const MR: usize, const NR: usize, const SPLIT: bool>(
     c: &mut [u64],
 ) {
     let kc_max = bl.kc.max(1).min(k);
-    let mc_max = bl
-        .mc
-        .max(1)
-        .next_multiple_of(MR)
-        .min(m.next_multiple_of(MR));
-    let nc_max = bl
-        .nc
-        .max(1)
-        .next_multiple_of(NR)
-        .min(n.next_multiple_of(NR));
+    let mc_max = bl.mc.max(1).next_multiple_of(MR).min(m.next_multiple_of(MR));
+    let nc_max = bl.nc.max(1).next_multiple_of(NR).min(n.next_multiple_of(NR));
     let mut bufs = PACK_BUFFERS.take();
     let (pa, pb) = &mut bufs;
     // Every word that the kernels read is written by packing first, so stale
@@ -399,15 +326,7 @@ fn driver<const MR: usize, const NR: usize, const SPLIT: bool>(
 /// Packs `B[pc..pc+kc, jc..jc+nc]` into `dst` as consecutive `kc × NR` panels
 /// (row `p` of a panel = `NR` consecutive words), zero-padding the last panel.
 #[inline(always)]
-fn pack_b<const NR: usize>(
-    b: &[u64],
-    n: usize,
-    pc: usize,
-    kc: usize,
-    jc: usize,
-    nc: usize,
-    dst: &mut [u64],
-) {
+fn pack_b<const NR: usize>(b: &[u64], n: usize, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [u64]) {
     for (jp, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
         let j0 = jc + jp * NR;
         let w = NR.min(jc + nc - j0);
@@ -422,15 +341,7 @@ fn pack_b<const NR: usize>(
 /// Packs `A[ic..ic+mc, pc..pc+kc]` into `dst` as consecutive `kc × MR` panels
 /// (step `p` of a panel = column `p` of `MR` rows), zero-padding the last panel.
 #[inline(always)]
-fn pack_a<const MR: usize>(
-    a: &[u64],
-    k: usize,
-    ic: usize,
-    mc: usize,
-    pc: usize,
-    kc: usize,
-    dst: &mut [u64],
-) {
+fn pack_a<const MR: usize>(a: &[u64], k: usize, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut [u64]) {
     for (ip, panel) in dst.chunks_exact_mut(kc * MR).enumerate() {
         let i0 = ic + ip * MR;
         let h = MR.min(ic + mc - i0);
@@ -498,10 +409,7 @@ fn macro_block<const MR: usize, const NR: usize, const SPLIT: bool>(
 /// constant trip counts let LLVM fully unroll the inner loops and keep `acc`
 /// in vector registers.
 #[inline(always)]
-fn micro_kernel<const MR: usize, const NR: usize>(
-    a: &[[u64; MR]],
-    b: &[[u64; NR]],
-) -> [[u64; NR]; MR] {
+fn micro_kernel<const MR: usize, const NR: usize>(a: &[[u64; MR]], b: &[[u64; NR]]) -> [[u64; NR]; MR] {
     let mut acc = [[0u64; NR]; MR];
     for (ap, bp) in a.iter().zip(b) {
         for (acc_row, &ai) in acc.iter_mut().zip(ap) {
@@ -521,10 +429,7 @@ fn micro_kernel<const MR: usize, const NR: usize>(
 /// per lane and step instead of LLVM's generic expansion, which also shifts
 /// and recombines every product.
 #[inline(always)]
-fn micro_kernel_split<const MR: usize, const NR: usize>(
-    a: &[[u64; MR]],
-    b: &[[u64; NR]],
-) -> [[u64; NR]; MR] {
+fn micro_kernel_split<const MR: usize, const NR: usize>(a: &[[u64; MR]], b: &[[u64; NR]]) -> [[u64; NR]; MR] {
     const LO: u64 = 0xFFFF_FFFF;
     let mut lo = [[0u64; NR]; MR];
     let mut cross = [[0u64; NR]; MR];
@@ -534,9 +439,7 @@ fn micro_kernel_split<const MR: usize, const NR: usize>(
             for ((l, x), &bj) in lo_row.iter_mut().zip(x_row.iter_mut()).zip(bp) {
                 let (bl, bh) = (bj & LO, bj >> 32);
                 *l = l.wrapping_add(al.wrapping_mul(bl));
-                *x = x
-                    .wrapping_add(al.wrapping_mul(bh))
-                    .wrapping_add(ah.wrapping_mul(bl));
+                *x = x.wrapping_add(al.wrapping_mul(bh)).wrapping_add(ah.wrapping_mul(bl));
             }
         }
     }
@@ -589,11 +492,7 @@ mod tests {
         // Garbage in C must be overwritten, not accumulated into.
         let mut c = random_vec(m * n, seed ^ 0x55);
         gemm_with(kernel, bl, m, k, n, &a, &b, &mut c, threads);
-        assert!(
-            c == want,
-            "{} {bl:?} m={m} k={k} n={n} threads={threads}",
-            kernel.name()
-        );
+        assert!(c == want, "{} {bl:?} m={m} k={k} n={n} threads={threads}", kernel.name());
     }
 
     fn kernels() -> Vec<Kernel> {
@@ -619,32 +518,11 @@ mod tests {
     /// blocks (accumulate path) on small inputs.
     #[test]
     fn tiny_blocking_all_kernels() {
-        let bl = Blocking {
-            mc: 9,
-            kc: 5,
-            nc: 11,
-        };
+        let bl = Blocking { mc: 9, kc: 5, nc: 11 };
         for kernel in kernels() {
-            for &(m, k, n) in &[
-                (1, 1, 1),
-                (13, 17, 19),
-                (33, 23, 41),
-                (8, 16, 16),
-                (2, 40, 3),
-            ] {
+            for &(m, k, n) in &[(1, 1, 1), (13, 17, 19), (33, 23, 41), (8, 16, 16), (2, 40, 3)] {
                 check(kernel, bl, m, k, n, 1);
-                check(
-                    kernel,
-                    Blocking {
-                        mc: 0,
-                        kc: 0,
-                        nc: 0,
-                    },
-                    m,
-                    k,
-                    n,
-                    1,
-                );
+                check(kernel, Blocking { mc: 0, kc: 0, nc: 0 }, m, k, n, 1);
             }
         }
     }
@@ -675,15 +553,9 @@ mod tests {
     #[test]
     fn threads_1_2_3() {
         for kernel in kernels() {
-            for &(m, k, n) in &[
-                (128, 784, 128),
-                (257, 300, 65),
-                (64, 64, 64),
-                (9, 1, 1000),
-                (1, 3, 5),
-                (0, 4, 4),
-                (20, 0, 20),
-            ] {
+            for &(m, k, n) in
+                &[(128, 784, 128), (257, 300, 65), (64, 64, 64), (9, 1, 1000), (1, 3, 5), (0, 4, 4), (20, 0, 20)]
+            {
                 for t in [1, 2, 3] {
                     check(kernel, kernel.blocking(), m, k, n, t);
                 }

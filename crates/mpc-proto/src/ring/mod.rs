@@ -233,7 +233,11 @@ impl RingTensor {
     pub fn add_row_broadcast(&self, row: &Self) -> Result<Self> {
         let n = *self.shape().last().unwrap_or(&0);
         if row.shape() != [n] {
-            return Err(Error::ShapeMismatch { op: "add_row_broadcast", lhs: self.shape().to_vec(), rhs: row.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "add_row_broadcast",
+                lhs: self.shape().to_vec(),
+                rhs: row.shape().to_vec(),
+            });
         }
         let mut out = self.clone();
         if n > 0 {

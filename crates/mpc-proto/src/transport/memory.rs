@@ -5,13 +5,16 @@ use futures::channel::mpsc;
 use futures::lock::Mutex;
 
 use super::{BoxFuture, Traffic, Transport, TransportError};
+
+type Tx = mpsc::UnboundedSender<Vec<u8>>;
+type Rx = Mutex<mpsc::UnboundedReceiver<Vec<u8>>>;
 use crate::party::PartyId;
 
 /// One party's endpoint of an in-memory mesh (tests, simulation, prototyping).
 pub struct MemoryTransport {
     id: PartyId,
-    to: Vec<Option<mpsc::UnboundedSender<Vec<u8>>>>,
-    from: Vec<Option<Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>>,
+    to: Vec<Option<Tx>>,
+    from: Vec<Option<Rx>>,
     traffic: Traffic,
 }
 
@@ -25,9 +28,8 @@ impl MemoryTransport {
     /// A fully connected mesh of `n` endpoints (n ≤ 3: parties P0, P1, P2).
     pub fn mesh(n: usize) -> Vec<MemoryTransport> {
         assert!(n <= 3, "MemoryTransport::mesh: at most three parties");
-        let mut to: Vec<Vec<Option<mpsc::UnboundedSender<Vec<u8>>>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-        let mut from: Vec<Vec<Option<Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>>> =
-            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut to: Vec<Vec<Option<Tx>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut from: Vec<Vec<Option<Rx>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
         for i in 0..n {
             for j in 0..n {
                 if i != j {

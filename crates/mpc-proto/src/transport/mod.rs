@@ -148,7 +148,14 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 30;
 
 impl Channel {
     pub(crate) fn new(transport: std::sync::Arc<dyn Transport>, session: SessionId) -> Self {
-        Self { transport, session, send_seq: [0; 3], recv_seq: [0; 3], max_payload: DEFAULT_MAX_PAYLOAD, stats: Stats::default() }
+        Self {
+            transport,
+            session,
+            send_seq: [0; 3],
+            recv_seq: [0; 3],
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            stats: Stats::default(),
+        }
     }
 
     /// This endpoint's party.
@@ -199,7 +206,8 @@ impl Channel {
     /// payload bytes if given; returns the payload.
     pub async fn recv_bytes(&mut self, from: PartyId, kind: FrameKind, expect_len: Option<usize>) -> Result<Vec<u8>> {
         let raw = self.transport.recv(from).await.map_err(peer_error)?;
-        let (h, payload) = frame::decode(&raw, self.max_payload).map_err(|detail| Error::Desync { peer: from, detail })?;
+        let (h, payload) =
+            frame::decode(&raw, self.max_payload).map_err(|detail| Error::Desync { peer: from, detail })?;
         let want_seq = self.recv_seq[from.index()];
         if h.kind == FrameKind::Abort {
             return Err(Error::PeerAborted(from));
@@ -214,10 +222,10 @@ impl Channel {
         if h.kind != kind {
             return desync(format!("{:?} frame where {:?} was expected", h.kind, kind));
         }
-        if let Some(n) = expect_len {
-            if payload.len() != n {
-                return desync(format!("{:?} payload of {} bytes where {} were expected", kind, payload.len(), n));
-            }
+        if let Some(n) = expect_len
+            && payload.len() != n
+        {
+            return desync(format!("{:?} payload of {} bytes where {} were expected", kind, payload.len(), n));
         }
         self.recv_seq[from.index()] += 1;
         self.stats.record_recv(kind, payload.len() as u64);
