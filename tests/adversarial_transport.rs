@@ -231,4 +231,31 @@ fn p1_view_of_a_mul_does_not_depend_on_p0_input() {
     assert!(chi2 < 400.0, "views differ: two-sample chi2 = {chi2}");
 }
 
+#[test]
+fn p1_view_of_a_comparison_does_not_depend_on_p0_input() {
+    // P1 receives P0's share of x + r mod 2^49 (7 bytes per element, the top byte holding one
+    // bit). Its low six bytes must look uniform whatever x is.
+    let n = 40_000;
+    let mut views = vec![];
+    for x in [RingTensor::zeros(&[n]), RingTensor::filled(&[n], 12345 << 16)] {
+        let (mesh, log) = mesh_with(Tamper::None, usize::MAX);
+        run_parties_on(mesh, LocalConfig::new(12), move |mut p: Party| {
+            let x = x.clone();
+            async move {
+                let xs = p.share_input(PartyId::P0, &[n], (p.id() == PartyId::P0).then_some(&x))?;
+                p.ltz(&xs).await.map(|_| ())
+            }
+        })
+        .unwrap();
+        let frames = log.lock().unwrap();
+        let opening = frames.iter().filter(|(from, _)| *from == PartyId::P0).nth(1).expect("the opening").1.clone();
+        let payload = &opening[opening.len() - 7 * n..];
+        views.push(payload.chunks_exact(7).flat_map(|c| c[..6].to_vec()).collect::<Vec<u8>>());
+    }
+    for v in &views {
+        let c = chi2_uniform(v);
+        assert!(c < 400.0, "P1's view is not uniform: chi2 = {c}");
+    }
+}
+
 use rand_core::SeedableRng;

@@ -83,6 +83,52 @@ pub fn avg_pool2d(x: &ArrayD<f64>, k: (usize, usize), stride: (usize, usize), pa
     out
 }
 
+/// Max pooling (ONNX semantics: padding never wins).
+pub fn max_pool2d(x: &ArrayD<f64>, k: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> ArrayD<f64> {
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let oh = (h + 2 * padding.0 - k.0) / stride.0 + 1;
+    let ow = (w + 2 * padding.1 - k.1) / stride.1 + 1;
+    let mut out = ArrayD::zeros(IxDyn(&[n, c, oh, ow]));
+    for b in 0..n {
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut m = f64::NEG_INFINITY;
+                    for dy in 0..k.0 {
+                        for dx in 0..k.1 {
+                            let iy = (oy * stride.0 + dy) as isize - padding.0 as isize;
+                            let ix = (ox * stride.1 + dx) as isize - padding.1 as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                m = m.max(x[[b, ch, iy as usize, ix as usize]]);
+                            }
+                        }
+                    }
+                    out[[b, ch, oy, ox]] = m;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Logistic sigmoid elementwise.
+pub fn sigmoid(x: &ArrayD<f64>) -> ArrayD<f64> {
+    x.mapv(|v| 1.0 / (1.0 + (-v).exp()))
+}
+
+/// Softmax over the last axis.
+pub fn softmax(x: &ArrayD<f64>) -> ArrayD<f64> {
+    let last = Axis(x.ndim() - 1);
+    let mut out = x.clone();
+    for mut row in out.lanes_mut(last) {
+        let m = row.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        row.mapv_inplace(|v| (v - m).exp());
+        let s = row.sum();
+        row.mapv_inplace(|v| v / s);
+    }
+    out
+}
+
 /// `max(x, 0)` elementwise.
 pub fn relu(x: &ArrayD<f64>) -> ArrayD<f64> {
     x.mapv(|v| v.max(0.0))

@@ -17,6 +17,7 @@
 //! its offline phase before the online phase needs the material.
 
 use crate::error::{Error, Result};
+use crate::fss::{FssError, GateKey, ReluKey, SignKey};
 use crate::party::PartyId;
 use crate::prg::Prg;
 use crate::ring::{Conv2dParams, RingTensor, conv2d, matmul_dims};
@@ -118,12 +119,40 @@ pub trait Correlations: Send {
         handle: FixedBHandle,
         x_shape: &'a [usize],
     ) -> BoxFuture<'a, Result<FixedBTriple>>;
+
+    /// `len` sign-gate keys at bit width `bits`, with this party's share of their input masks.
+    fn sign_keys<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        len: usize,
+        bits: u32,
+    ) -> BoxFuture<'a, Result<GateMaterial<SignKey>>>;
+
+    /// `len` ReLU-gate keys at bit width `bits`, with this party's share of their input masks.
+    fn relu_keys<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        len: usize,
+        bits: u32,
+    ) -> BoxFuture<'a, Result<GateMaterial<ReluKey>>>;
+}
+
+/// One party's FSS gate material for `len` elements: its share of the input masks `r_in` and
+/// its keys (empty on the dealer).
+#[derive(Debug)]
+pub struct GateMaterial<K> {
+    /// This party's share of the masks, shape `[len]`.
+    pub r: AShare,
+    /// This party's keys, one per element.
+    pub keys: Vec<K>,
 }
 
 /// The generator both P0's and P1's halves come from. `prg0` feeds P0's half, `prg1` P1's; P1's
 /// product share is the correction `f(a, b) − c0`.
 struct Generator {
     prg: [Option<Prg>; 2],
+    /// The dealer's private randomness (FSS key generation); P0 and P1 must not know it.
+    private: Option<Prg>,
     /// Registered fixed `B`s in full (dealer / test dealer only) with their op.
     fixed: Vec<(Bilinear, RingTensor)>,
 }
@@ -163,15 +192,18 @@ const P1: usize = 1;
 impl DealerCorrelations {
     /// P0's side, from the seed it shares with the dealer.
     pub fn for_p0(s0: Prg) -> Self {
-        Self { role: Role::P0(Generator { prg: [Some(s0), None], fixed: vec![] }), fixed_shapes: vec![] }
+        Self { role: Role::P0(Generator { prg: [Some(s0), None], private: None, fixed: vec![] }), fixed_shapes: vec![] }
     }
     /// P1's side, from the seed it shares with the dealer.
     pub fn for_p1(s1: Prg) -> Self {
-        Self { role: Role::P1(Generator { prg: [None, Some(s1)], fixed: vec![] }), fixed_shapes: vec![] }
+        Self { role: Role::P1(Generator { prg: [None, Some(s1)], private: None, fixed: vec![] }), fixed_shapes: vec![] }
     }
-    /// The dealer's side, from both seeds.
-    pub fn for_dealer(s0: Prg, s1: Prg) -> Self {
-        Self { role: Role::Dealer(Generator { prg: [Some(s0), Some(s1)], fixed: vec![] }), fixed_shapes: vec![] }
+    /// The dealer's side, from both seeds and its private PRG (for FSS key generation).
+    pub fn for_dealer(s0: Prg, s1: Prg, private: Prg) -> Self {
+        Self {
+            role: Role::Dealer(Generator { prg: [Some(s0), Some(s1)], private: Some(private), fixed: vec![] }),
+            fixed_shapes: vec![],
+        }
     }
 }
 
@@ -258,6 +290,82 @@ impl Correlations for DealerCorrelations {
             }
         })
     }
+    fn sign_keys<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        len: usize,
+        bits: u32,
+    ) -> BoxFuture<'a, Result<GateMaterial<SignKey>>> {
+        Box::pin(dealer_gate_material(&mut self.role, ch, len, bits))
+    }
+
+    fn relu_keys<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        len: usize,
+        bits: u32,
+    ) -> BoxFuture<'a, Result<GateMaterial<ReluKey>>> {
+        Box::pin(dealer_gate_material(&mut self.role, ch, len, bits))
+    }
+}
+
+/// Gate material through the dealer: masks from the seeds (no traffic), keys sent to each party
+/// (offline traffic: `len · K::byte_len_for(bits)` bytes to each of P0 and P1).
+async fn dealer_gate_material<K: GateKey>(
+    role: &mut Role,
+    ch: &mut Channel,
+    len: usize,
+    bits: u32,
+) -> Result<GateMaterial<K>> {
+    let klen = K::byte_len_for(bits);
+    match role {
+        Role::P0(g) | Role::P1(g) => {
+            // Each computing party's generator holds only its own half's PRG.
+            let half = if g.prg[P0].is_some() { P0 } else { P1 };
+            let r = g.draw(half, &[len]);
+            let bytes = ch.recv_bytes(PartyId::P2, FrameKind::Material, Some(len * klen)).await?;
+            let keys = parse_keys::<K>(&bytes, len, klen)?;
+            Ok(GateMaterial { r: AShare::from_share(r), keys })
+        }
+        Role::Dealer(g) => {
+            let (_, _, k0, k1) = gen_gate_keys::<K>(g, len, bits)?;
+            ch.send_bytes(PartyId::P0, FrameKind::Material, &k0).await?;
+            ch.send_bytes(PartyId::P1, FrameKind::Material, &k1).await?;
+            Ok(GateMaterial { r: AShare::dealer(&[len]), keys: vec![] })
+        }
+    }
+}
+
+/// Draws both mask halves (same order as the parties' own draws) and serialises both parties'
+/// keys: `(r0, r1, keys0, keys1)`.
+fn gen_gate_keys<K: GateKey>(
+    g: &mut Generator,
+    len: usize,
+    bits: u32,
+) -> Result<(RingTensor, RingTensor, Vec<u8>, Vec<u8>)> {
+    let r0 = g.draw(P0, &[len]);
+    let r1 = g.draw(P1, &[len]);
+    let klen = K::byte_len_for(bits);
+    let (mut b0, mut b1) = (Vec::with_capacity(len * klen), Vec::with_capacity(len * klen));
+    let rng = g.private.as_mut().expect("the dealer holds its private PRG");
+    for (a, b) in r0.as_slice().iter().zip(r1.as_slice()) {
+        let (k0, k1) = K::keygen_pair(bits, a.wrapping_add(*b), rng)
+            .map_err(|e| Error::InvalidInput(format!("{} gate: {e}", K::NAME)))?;
+        k0.write_to(&mut b0);
+        k1.write_to(&mut b1);
+    }
+    Ok((r0, r1, b0, b1))
+}
+
+fn parse_keys<K: GateKey>(bytes: &[u8], len: usize, klen: usize) -> Result<Vec<K>> {
+    let bad =
+        |e: FssError| Error::Desync { peer: PartyId::P2, detail: format!("malformed {} key material: {e}", K::NAME) };
+    if klen == 0 {
+        return Ok(Vec::new());
+    }
+    let keys = bytes.chunks_exact(klen).map(|c| K::parse(c).map_err(bad)).collect::<Result<Vec<K>>>()?;
+    debug_assert_eq!(keys.len(), len);
+    Ok(keys)
 }
 
 /// Both halves of a fresh triple: P0's `(a0, b0, c0)`, P1's correction `c1` and P1's `(a1, b1)`.
@@ -320,7 +428,11 @@ impl TestDealer {
         });
         Self {
             me,
-            g: Generator { prg: [Some(Prg::new(&seed, 0)), Some(Prg::new(&seed, 1))], fixed: vec![] },
+            g: Generator {
+                prg: [Some(Prg::new(&seed, 0)), Some(Prg::new(&seed, 1))],
+                private: Some(Prg::new(&seed, 2)),
+                fixed: vec![],
+            },
             fixed_shapes: vec![],
         }
     }
@@ -385,4 +497,30 @@ impl Correlations for TestDealer {
             Ok(FixedBTriple { a: AShare::from_share(a), c: AShare::from_share(c) })
         })
     }
+    fn sign_keys<'a>(
+        &'a mut self,
+        _ch: &'a mut Channel,
+        len: usize,
+        bits: u32,
+    ) -> BoxFuture<'a, Result<GateMaterial<SignKey>>> {
+        Box::pin(async move { test_gate_material(self, len, bits) })
+    }
+
+    fn relu_keys<'a>(
+        &'a mut self,
+        _ch: &'a mut Channel,
+        len: usize,
+        bits: u32,
+    ) -> BoxFuture<'a, Result<GateMaterial<ReluKey>>> {
+        Box::pin(async move { test_gate_material(self, len, bits) })
+    }
+}
+
+fn test_gate_material<K: GateKey>(t: &mut TestDealer, len: usize, bits: u32) -> Result<GateMaterial<K>> {
+    if t.me.is_dealer() {
+        return Ok(GateMaterial { r: AShare::dealer(&[len]), keys: vec![] });
+    }
+    let (r0, r1, b0, b1) = gen_gate_keys::<K>(&mut t.g, len, bits)?;
+    let (r, bytes) = if t.me == PartyId::P0 { (r0, b0) } else { (r1, b1) };
+    Ok(GateMaterial { r: AShare::from_share(r), keys: parse_keys::<K>(&bytes, len, K::byte_len_for(bits))? })
 }

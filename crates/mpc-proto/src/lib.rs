@@ -39,9 +39,11 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod approx;
 pub mod correlations;
 mod error;
 pub mod fixed;
+pub mod fss;
 pub mod party;
 pub mod prg;
 pub mod protocol;

@@ -151,12 +151,13 @@ impl Party {
         // Seeds this party contributes: P0 the pairwise seed for P1; P2 one seed per party.
         let my_seeds: [Option<Seed>; 3] = match id {
             PartyId::P0 => [None, Some(Seed::random(rng)), None],
-            PartyId::P2 => [Some(Seed::random(rng)), Some(Seed::random(rng)), None],
+            PartyId::P2 => [Some(Seed::random(rng)), Some(Seed::random(rng)), Some(Seed::random(rng))],
             _ => [None, None, None],
         };
         let result = async {
             let others: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != id).collect();
             for &p in &others {
+                // my_seeds[p] is the seed shared with p (the dealer's third seed is never sent).
                 let hello = Hello { config, seed: my_seeds[p.index()].as_ref().map(|s| *s.as_bytes()) };
                 let bytes = postcard::to_allocvec(&hello).expect("hello serialisation cannot fail");
                 ch.send_bytes(p, FrameKind::Hello, &bytes).await?;
@@ -203,13 +204,16 @@ impl Party {
                 )
             }
             _ => {
-                let [s0, s1, _] = my_seeds;
+                // The third seed is the dealer's own and never sent: FSS key generation.
+                let [s0, s1, private] = my_seeds;
                 let (s0, s1) = (s0.expect("dealer made s0"), s1.expect("dealer made s1"));
+                let private = private.expect("dealer made its private seed");
                 (
                     None,
                     Box::new(DealerCorrelations::for_dealer(
                         Prg::new(&s0, streams::MATERIAL),
                         Prg::new(&s1, streams::MATERIAL),
+                        Prg::new(&private, streams::MATERIAL),
                     )),
                 )
             }

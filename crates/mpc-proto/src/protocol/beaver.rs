@@ -59,7 +59,8 @@ impl PreopenedWeights {
 }
 
 impl Party {
-    async fn beaver(&mut self, op: Bilinear, x: &AShare, y: &AShare) -> Result<AShare> {
+    /// Beaver product without statistics scope or truncation (building block).
+    pub(crate) async fn beaver(&mut self, op: Bilinear, x: &AShare, y: &AShare) -> Result<AShare> {
         let zs = op.output_shape(x.shape(), y.shape())?;
         let t = self.corr.triple(&mut self.ch, op, x.shape(), y.shape()).await?;
         if self.is_dealer() {
@@ -73,6 +74,12 @@ impl Party {
             .expect("computing party gets the opened values");
         let (d, e) = (&opened[0], &opened[1]);
         Ok(AShare::from_share(combine(op, d, e, y.expose_share()?, t.a.expose_share()?, t.c.expose_share()?)?))
+    }
+
+    /// Beaver product then truncation by the fraction bits (building block).
+    pub(crate) async fn beaver_fixed(&mut self, op: Bilinear, x: &AShare, y: &AShare) -> Result<AShare> {
+        let z = self.beaver(op, x, y).await?;
+        Ok(self.trunc(&z, self.fixed().frac_bits))
     }
 
     async fn run_beaver(&mut self, op: Bilinear, x: &AShare, y: &AShare, trunc: bool) -> Result<AShare> {

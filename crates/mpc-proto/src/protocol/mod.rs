@@ -3,5 +3,6 @@
 pub mod beaver;
 mod io;
 mod local;
+mod nonlinear;
 
 pub use beaver::PreopenedWeights;

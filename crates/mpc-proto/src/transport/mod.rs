@@ -253,6 +253,20 @@ impl Channel {
         received
     }
 
+    /// Sends `payload` bytes to `peer` and receives as many, concurrently. One round.
+    pub async fn exchange_bytes(&mut self, peer: PartyId, kind: FrameKind, payload: &[u8]) -> Result<Vec<u8>> {
+        let n = payload.len();
+        let h = self.next_header(peer, kind, n);
+        let frame = frame::encode(&h, payload);
+        self.stats.record_send(kind, n as u64);
+        self.stats.record_round();
+        let transport = self.transport.clone();
+        let send = async move { transport.send(peer, frame).await.map_err(peer_error) };
+        let (sent, received) = futures::join!(send, self.recv_bytes(peer, kind, Some(n)));
+        sent?;
+        received
+    }
+
     /// Tells every peer, best effort, that this party aborts the session.
     pub async fn send_abort(&mut self) {
         for p in PartyId::ALL {

@@ -1,0 +1,108 @@
+//! Benchmarks: PRG choice, and key generation / batch evaluation of 100,000
+//! ReLU and sign gates at n = 32 and n = 64.
+//!
+//! Run: `cargo bench --bench fss` (filter with e.g. `-- eval`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
+use mpc_proto::fss::prg::{self, Block, Prg};
+use mpc_proto::fss::{ReluGate, ReluKey, SignGate, SignKey};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
+
+const N_ELEMS: usize = 100_000;
+
+fn prg_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("prg");
+    let p = Prg::fixed();
+    let nb = 4096;
+    let inp: Vec<Block> = (0..nb as u128).map(|i| prg::to_block(i * 0x1234567)).collect();
+    let mut out = vec![Block::default(); nb];
+    g.throughput(criterion::Throughput::Elements(nb as u64));
+    g.bench_function("aes_mmo_batch_4096_blocks", |b| b.iter(|| p.hash_blocks(black_box(&inp), &mut out)));
+    g.bench_function("aes_mmo_single_x4096", |b| {
+        b.iter(|| {
+            let mut acc = 0u128;
+            for i in 0..nb as u128 {
+                acc ^= p.hash_one(black_box(i));
+            }
+            acc
+        })
+    });
+    g.bench_function("chacha8_per_seed_16B_x4096", |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for i in 0..nb as u64 {
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&black_box(i).to_le_bytes());
+                let mut r = ChaCha8Rng::from_seed(seed);
+                let mut o = [0u8; 16];
+                r.fill_bytes(&mut o);
+                acc ^= u64::from_le_bytes(o[..8].try_into().unwrap());
+            }
+            acc
+        })
+    });
+    g.finish();
+}
+
+fn gates_bench(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::seed_from_u64(42);
+    for n in [32u32, 64] {
+        println!(
+            "key bytes per element per party at n={n}: ReluKey {} B, SignKey {} B",
+            ReluKey::byte_len_for(n),
+            SignKey::byte_len_for(n)
+        );
+        let masks: Vec<u64> = (0..N_ELEMS).map(|_| rng.random()).collect();
+        let xs: Vec<i64> = (0..N_ELEMS).map(|_| rng.random::<i64>() >> (64 - n + 1)).collect();
+        let ys: Vec<u64> = xs.iter().zip(&masks).map(|(&x, &r)| (x as u64).wrapping_add(r)).collect();
+
+        let mut g = c.benchmark_group(format!("n{n}"));
+        g.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(8));
+
+        g.bench_function("relu_keygen_100k", |b| {
+            let mut r = ChaCha20Rng::seed_from_u64(1);
+            b.iter(|| masks.iter().map(|&m| ReluGate::keygen(n, m, &mut r).unwrap()).collect::<Vec<_>>())
+        });
+        g.bench_function("sign_keygen_100k", |b| {
+            let mut r = ChaCha20Rng::seed_from_u64(2);
+            b.iter(|| masks.iter().map(|&m| SignGate::keygen(n, m, &mut r).unwrap()).collect::<Vec<_>>())
+        });
+
+        let (rk0, _rk1): (Vec<_>, Vec<_>) = masks.iter().map(|&m| ReluGate::keygen(n, m, &mut rng).unwrap()).unzip();
+        let mut relu = vec![0u64; N_ELEMS];
+        let mut drelu = vec![0u64; N_ELEMS];
+        g.bench_function("relu_eval_batch_100k_p0", |b| {
+            b.iter(|| ReluGate::eval_batch(0, &rk0, &ys, &mut relu, &mut drelu).unwrap())
+        });
+        g.bench_function("relu_deserialise_100k", |b| {
+            b.iter_batched(
+                || rk0.iter().map(|k| k.to_bytes()).collect::<Vec<_>>(),
+                |bytes| bytes.iter().map(|b| ReluKey::from_bytes(b).unwrap()).collect::<Vec<_>>(),
+                BatchSize::PerIteration,
+            )
+        });
+        drop(rk0);
+        drop(_rk1);
+
+        let (sk0, _sk1): (Vec<_>, Vec<_>) = masks.iter().map(|&m| SignGate::keygen(n, m, &mut rng).unwrap()).unzip();
+        let mut out = vec![0u64; N_ELEMS];
+        g.bench_function("sign_eval_batch_100k_p0", |b| {
+            b.iter(|| SignGate::eval_batch(0, &sk0, &ys, &mut out).unwrap())
+        });
+        g.bench_function("sign_eval_scalar_100k_p0", |b| {
+            b.iter(|| {
+                for i in 0..N_ELEMS {
+                    out[i] = SignGate::eval(0, &sk0[i], ys[i]).unwrap();
+                }
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, prg_bench, gates_bench);
+criterion_main!(benches);
