@@ -17,6 +17,8 @@ enum Workload {
     Mul(usize),
     MatMul(usize, usize, usize),
     MatMulPreopened(usize, usize, usize),
+    Relu(usize),
+    Cmp(usize),
 }
 
 impl Workload {
@@ -25,6 +27,8 @@ impl Workload {
             Workload::Mul(n) => format!("mul-{n}"),
             Workload::MatMul(m, k, n) => format!("matmul-{m}x{k}x{n}"),
             Workload::MatMulPreopened(m, k, n) => format!("matmul-preopened-{m}x{k}x{n}"),
+            Workload::Relu(n) => format!("relu-{n}"),
+            Workload::Cmp(n) => format!("cmp-{n}"),
         }
     }
 }
@@ -61,6 +65,8 @@ fn run(w: Workload, dealer_first: bool, data: &(RingTensor, RingTensor)) -> (Dur
                 p.matmul(&xs, &ys).await?
             }
             (Workload::MatMulPreopened(..), Some(pw)) => p.matmul_preopened(&xs, pw).await?,
+            (Workload::Relu(_), _) => p.relu(&xs).await?,
+            (Workload::Cmp(_), _) => p.ltz(&xs.neg()).await?, // x > 0  ⇔  −x < 0
             _ => unreachable!(),
         };
         let _ = p.reveal_to(PartyId::P1, &z).await?;
@@ -73,12 +79,26 @@ fn run(w: Workload, dealer_first: bool, data: &(RingTensor, RingTensor)) -> (Dur
 fn bench_protocols(c: &mut Criterion) {
     let mut g = c.benchmark_group("protocols");
     g.sample_size(10);
-    for w in [Workload::Mul(1_000_000), Workload::MatMul(128, 784, 128), Workload::MatMulPreopened(128, 784, 128)] {
+    let only = std::env::var("MEMBRANE_BENCH").ok();
+    for w in [
+        Workload::Mul(1_000_000),
+        Workload::MatMul(128, 784, 128),
+        Workload::MatMulPreopened(128, 784, 128),
+        Workload::Relu(100_000),
+        Workload::Cmp(100_000),
+    ] {
+        if only.as_ref().is_some_and(|o| !w.name().contains(o.as_str())) {
+            continue;
+        }
         let mut prg = Prg::from_u64(9);
         let data = match w {
             Workload::Mul(n) => (RingTensor::random(&[n], &mut prg), RingTensor::random(&[n], &mut prg)),
             Workload::MatMul(m, k, n) | Workload::MatMulPreopened(m, k, n) => {
                 (RingTensor::random(&[m, k], &mut prg), RingTensor::random(&[k, n], &mut prg))
+            }
+            // Fixed-point values in (−2^15, 2^15): well inside the comparison domain.
+            Workload::Relu(n) | Workload::Cmp(n) => {
+                (RingTensor::random(&[n], &mut prg).map(|v| ((v as i64) >> 32) as u64), RingTensor::zeros(&[0]))
             }
         };
         let (_, s) = run(w, false, &data);
@@ -90,6 +110,9 @@ fn bench_protocols(c: &mut Criterion) {
             s[1].online_sent,
             s[2].offline_sent
         );
+        if let Workload::Relu(_) | Workload::Cmp(_) = w {
+            g.sample_size(10).measurement_time(Duration::from_secs(8));
+        }
         g.bench_function(BenchmarkId::new("wall", w.name()), |b| {
             b.iter_custom(|iters| {
                 let t = Instant::now();

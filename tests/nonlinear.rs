@@ -3,7 +3,7 @@
 #![allow(clippy::needless_range_loop)] // index-parallel arrays of inputs and expected outputs
 
 use mpc_ml::plain;
-use mpc_proto::fss::{ReluKey, SignKey};
+use mpc_proto::fss::{Relu64Key, SignKey};
 use mpc_proto::prg::Prg;
 use mpc_proto::{AShare, FixedPoint, Party, PartyId, Result, RingTensor, run_parties};
 use ndarray::{ArrayD, IxDyn};
@@ -258,17 +258,17 @@ fn gate_costs_are_counted() {
     for s in &out[..2] {
         let (c, r) = (s.op("cmp"), s.op("relu"));
         assert_eq!((c.rounds, c.online_sent), (1, bpe * n as u64), "cmp online");
-        assert_eq!((r.rounds, r.online_sent), (1, bpe * n as u64), "relu online");
+        assert_eq!((r.rounds, r.online_sent), (1, 8 * n as u64), "relu online: the full 64-bit masked value");
         assert_eq!(c.offline_recv, (SignKey::byte_len_for(bits) * n) as u64);
-        assert_eq!(r.offline_recv, (ReluKey::byte_len_for(bits) * n) as u64);
+        assert_eq!(r.offline_recv, (Relu64Key::byte_len_for(bits) * n) as u64);
         assert_eq!(s.op("max").rounds, 4, "⌈log2 10⌉ levels");
         assert_eq!(s.op("argmax").rounds, 8, "two rounds per level");
     }
     let d = out[2].op("relu");
-    assert_eq!(d.offline_sent, 2 * (ReluKey::byte_len_for(bits) * n) as u64, "dealer sends a key to each party");
+    assert_eq!(d.offline_sent, 2 * (Relu64Key::byte_len_for(bits) * n) as u64, "dealer sends a key to each party");
     eprintln!(
         "per element per party: sign key {} B, relu key {} B, online {bpe} B",
         SignKey::byte_len_for(bits),
-        ReluKey::byte_len_for(bits)
+        Relu64Key::byte_len_for(bits)
     );
 }

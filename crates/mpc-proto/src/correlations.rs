@@ -17,7 +17,7 @@
 //! its offline phase before the online phase needs the material.
 
 use crate::error::{Error, Result};
-use crate::fss::{FssError, GateKey, ReluKey, SignKey};
+use crate::fss::{GateKey, PackedKeys, Relu64Key, SignKey};
 use crate::party::PartyId;
 use crate::prg::Prg;
 use crate::ring::{Conv2dParams, RingTensor, conv2d, matmul_dims};
@@ -134,7 +134,7 @@ pub trait Correlations: Send {
         ch: &'a mut Channel,
         len: usize,
         bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<ReluKey>>>;
+    ) -> BoxFuture<'a, Result<GateMaterial<Relu64Key>>>;
 }
 
 /// One party's FSS gate material for `len` elements: its share of the input masks `r_in` and
@@ -143,8 +143,8 @@ pub trait Correlations: Send {
 pub struct GateMaterial<K> {
     /// This party's share of the masks, shape `[len]`.
     pub r: AShare,
-    /// This party's keys, one per element.
-    pub keys: Vec<K>,
+    /// This party's keys, one per element, as received (evaluated in place).
+    pub keys: PackedKeys<K>,
 }
 
 /// The generator both P0's and P1's halves come from. `prg0` feeds P0's half, `prg1` P1's; P1's
@@ -304,7 +304,7 @@ impl Correlations for DealerCorrelations {
         ch: &'a mut Channel,
         len: usize,
         bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<ReluKey>>> {
+    ) -> BoxFuture<'a, Result<GateMaterial<Relu64Key>>> {
         Box::pin(dealer_gate_material(&mut self.role, ch, len, bits))
     }
 }
@@ -323,15 +323,15 @@ async fn dealer_gate_material<K: GateKey>(
             // Each computing party's generator holds only its own half's PRG.
             let half = if g.prg[P0].is_some() { P0 } else { P1 };
             let r = g.draw(half, &[len]);
-            let bytes = ch.recv_bytes(PartyId::P2, FrameKind::Material, Some(len * klen)).await?;
-            let keys = parse_keys::<K>(&bytes, len, klen)?;
+            let (frame, start) = ch.recv_frame(PartyId::P2, FrameKind::Material, Some(len * klen)).await?;
+            let keys = pack_keys::<K>(frame, start, len, bits)?;
             Ok(GateMaterial { r: AShare::from_share(r), keys })
         }
         Role::Dealer(g) => {
             let (_, _, k0, k1) = gen_gate_keys::<K>(g, len, bits)?;
             ch.send_bytes(PartyId::P0, FrameKind::Material, &k0).await?;
             ch.send_bytes(PartyId::P1, FrameKind::Material, &k1).await?;
-            Ok(GateMaterial { r: AShare::dealer(&[len]), keys: vec![] })
+            Ok(GateMaterial { r: AShare::dealer(&[len]), keys: pack_keys::<K>(vec![], 0, 0, bits)? })
         }
     }
 }
@@ -357,15 +357,9 @@ fn gen_gate_keys<K: GateKey>(
     Ok((r0, r1, b0, b1))
 }
 
-fn parse_keys<K: GateKey>(bytes: &[u8], len: usize, klen: usize) -> Result<Vec<K>> {
-    let bad =
-        |e: FssError| Error::Desync { peer: PartyId::P2, detail: format!("malformed {} key material: {e}", K::NAME) };
-    if klen == 0 {
-        return Ok(Vec::new());
-    }
-    let keys = bytes.chunks_exact(klen).map(|c| K::parse(c).map_err(bad)).collect::<Result<Vec<K>>>()?;
-    debug_assert_eq!(keys.len(), len);
-    Ok(keys)
+fn pack_keys<K: GateKey>(buf: Vec<u8>, start: usize, len: usize, bits: u32) -> Result<PackedKeys<K>> {
+    K::packed(buf, start, len, bits)
+        .map_err(|e| Error::Desync { peer: PartyId::P2, detail: format!("malformed {} key material: {e}", K::NAME) })
 }
 
 /// Both halves of a fresh triple: P0's `(a0, b0, c0)`, P1's correction `c1` and P1's `(a1, b1)`.
@@ -511,16 +505,16 @@ impl Correlations for TestDealer {
         _ch: &'a mut Channel,
         len: usize,
         bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<ReluKey>>> {
+    ) -> BoxFuture<'a, Result<GateMaterial<Relu64Key>>> {
         Box::pin(async move { test_gate_material(self, len, bits) })
     }
 }
 
 fn test_gate_material<K: GateKey>(t: &mut TestDealer, len: usize, bits: u32) -> Result<GateMaterial<K>> {
     if t.me.is_dealer() {
-        return Ok(GateMaterial { r: AShare::dealer(&[len]), keys: vec![] });
+        return Ok(GateMaterial { r: AShare::dealer(&[len]), keys: pack_keys::<K>(vec![], 0, 0, bits)? });
     }
     let (r0, r1, b0, b1) = gen_gate_keys::<K>(&mut t.g, len, bits)?;
     let (r, bytes) = if t.me == PartyId::P0 { (r0, b0) } else { (r1, b1) };
-    Ok(GateMaterial { r: AShare::from_share(r), keys: parse_keys::<K>(&bytes, len, K::byte_len_for(bits))? })
+    Ok(GateMaterial { r: AShare::from_share(r), keys: pack_keys::<K>(bytes, 0, len, bits)? })
 }

@@ -57,7 +57,7 @@ const MAX_VB: usize = MAX_L.div_ceil(2);
 /// Per-level correction word. `s[0]` holds bits 0–63 of the seed CW (with the
 /// left/right control-bit CWs in bits 0 and 1), `s[1]` bits 64–127.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Cw<const L: usize> {
+pub(crate) struct Cw<const L: usize> {
     s: [u64; 2],
     v: [u64; L],
 }
@@ -209,15 +209,21 @@ pub fn eval<const L: usize>(party: u8, key: &DcfKey<L>, x: u64) -> Result<[u64; 
 }
 
 pub(crate) fn eval_unchecked<const L: usize>(p1: bool, key: &DcfKey<L>, x: u64) -> [u64; L] {
+    eval_view(p1, &key, x)
+}
+
+/// [`eval_unchecked`] for any key view.
+pub(crate) fn eval_view<const L: usize, V: DcfView<L>>(p1: bool, key: &V, x: u64) -> [u64; L] {
     let prg = Prg::fixed();
     let vb = L.div_ceil(2);
-    let n = key.n as u32;
-    let mut s = key.seed;
+    let n = key.n() as u32;
+    let mut s = key.seed();
     let mut t = p1 as u64;
     let mut acc = [0u64; L];
     let mut inp = [Block::default(); 1 + MAX_VB];
     let mut out = [Block::default(); 1 + MAX_VB];
-    for (i, cw) in key.cws.iter().enumerate() {
+    for i in 0..n as usize {
+        let cw = key.cw(i);
         let bit = (x >> (n - 1 - i as u32)) & 1;
         inp[0] = prg::to_block(s ^ prg::seed_tweak(bit));
         for k in 0..vb {
@@ -236,8 +242,9 @@ pub(crate) fn eval_unchecked<const L: usize>(p1: bool, key: &DcfKey<L>, x: u64) 
     }
     let c = convert::<L>(prg, s);
     let tm = t.wrapping_neg();
+    let last = key.last();
     for k in 0..L {
-        acc[k] = acc[k].wrapping_add(c[k]).wrapping_add(key.last[k] & tm);
+        acc[k] = acc[k].wrapping_add(c[k]).wrapping_add(last[k] & tm);
         if p1 {
             acc[k] = acc[k].wrapping_neg();
         }
@@ -261,12 +268,113 @@ pub fn eval_batch<const L: usize>(
     Ok(())
 }
 
+/// Read access to one DCF key: an owned [`DcfKey`] or a [`DcfRef`] into a packed buffer of
+/// serialised keys (zero-copy: no parsing on the online path).
+pub(crate) trait DcfView<const L: usize> {
+    /// Domain bit width.
+    fn n(&self) -> u8;
+    /// Root seed.
+    fn seed(&self) -> u128;
+    /// Correction word of level `i`.
+    fn cw(&self, i: usize) -> Cw<L>;
+    /// Leaf correction.
+    fn last(&self) -> [u64; L];
+}
+
+impl<const L: usize> DcfView<L> for &DcfKey<L> {
+    #[inline(always)]
+    fn n(&self) -> u8 {
+        self.n
+    }
+    #[inline(always)]
+    fn seed(&self) -> u128 {
+        self.seed
+    }
+    #[inline(always)]
+    fn cw(&self, i: usize) -> Cw<L> {
+        self.cws[i]
+    }
+    #[inline(always)]
+    fn last(&self) -> [u64; L] {
+        self.last
+    }
+}
+
+/// A serialised DCF key (layout of [`DcfKey::to_bytes`]) whose header was validated by
+/// [`DcfRef::check`]; accessors read the little-endian words in place.
+#[derive(Clone, Copy)]
+pub(crate) struct DcfRef<'a, const L: usize>(&'a [u8]);
+
+#[inline(always)]
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl<'a, const L: usize> DcfRef<'a, L> {
+    /// Validates a key of bit width `n` at the front of `b` (exactly `byte_len_for(n)` bytes):
+    /// width, payload length and a canonical seed. The correction words need no checking: any
+    /// value is a valid (if useless) key.
+    pub(crate) fn check(b: &'a [u8], n: u32) -> Result<Self, FssError> {
+        const { assert!(L >= 1 && L <= MAX_L, "payload length must be in 1..=8") };
+        if b.len() != DcfKey::<L>::byte_len_for(n) {
+            return Err(FssError::Malformed("DCF key of the wrong length"));
+        }
+        if u32::from(b[0]) != n || usize::from(b[1]) != L {
+            return Err(FssError::Malformed("DCF key width or payload length mismatch"));
+        }
+        let seed = u128::from_le_bytes(b[2..18].try_into().expect("16 bytes"));
+        if seed & !SEED_MASK != 0 {
+            return Err(FssError::Malformed("non-canonical DCF seed"));
+        }
+        Ok(Self(b))
+    }
+
+    /// Wraps bytes already validated by [`DcfRef::check`] (the hot path re-wraps a key many
+    /// times; a wrong buffer here can only give wrong shares or a bounds panic, never UB).
+    #[inline(always)]
+    pub(crate) fn trusted(b: &'a [u8]) -> Self {
+        Self(b)
+    }
+}
+
+impl<const L: usize> DcfView<L> for DcfRef<'_, L> {
+    #[inline(always)]
+    fn n(&self) -> u8 {
+        self.0[0]
+    }
+    #[inline(always)]
+    fn seed(&self) -> u128 {
+        u128::from_le_bytes(self.0[2..18].try_into().expect("16 bytes"))
+    }
+    #[inline(always)]
+    fn cw(&self, i: usize) -> Cw<L> {
+        let o = 18 + i * (16 + 8 * L);
+        Cw { s: [le64(self.0, o), le64(self.0, o + 8)], v: std::array::from_fn(|q| le64(self.0, o + 16 + 8 * q)) }
+    }
+    #[inline(always)]
+    fn last(&self) -> [u64; L] {
+        let o = 18 + self.n() as usize * (16 + 8 * L);
+        std::array::from_fn(|q| le64(self.0, o + 8 * q))
+    }
+}
+
 /// Batch evaluation over any container of keys: `key_of` extracts the DCF key,
 /// `x_of(i)` gives the input of key `i`, `sink(i, share)` receives its share.
 pub(crate) fn eval_batch_by<const L: usize, K>(
     p1: bool,
     keys: &[K],
     key_of: impl Fn(&K) -> &DcfKey<L>,
+    x_of: impl Fn(usize) -> u64,
+    sink: impl FnMut(usize, [u64; L]),
+) {
+    eval_batch_idx(p1, keys.len(), |i| key_of(&keys[i]), x_of, sink)
+}
+
+/// Batch evaluation of keys `0..count` given by index.
+pub(crate) fn eval_batch_idx<const L: usize, V: DcfView<L>>(
+    p1: bool,
+    count: usize,
+    key_of: impl Fn(usize) -> V,
     x_of: impl Fn(usize) -> u64,
     mut sink: impl FnMut(usize, [u64; L]),
 ) {
@@ -283,19 +391,20 @@ pub(crate) fn eval_batch_by<const L: usize, K>(
     let mut acc = [[0u64; L]; CHUNK];
     let mut touch = 0u64;
 
-    for (c, chunk) in keys.chunks(CHUNK).enumerate() {
-        let base = c * CHUNK;
-        let m = chunk.len();
-        let n = key_of(&chunk[0]).n;
-        if chunk.iter().any(|k| key_of(k).n != n) {
-            for (j, k) in chunk.iter().enumerate() {
-                sink(base + j, eval_unchecked(p1, key_of(k), x_of(base + j)));
+    let mut base = 0;
+    while base < count {
+        let m = CHUNK.min(count - base);
+        let n = key_of(base).n();
+        if (base..base + m).any(|i| key_of(i).n() != n) {
+            for i in base..base + m {
+                sink(i, eval_view(p1, &key_of(i), x_of(i)));
             }
+            base += m;
             continue;
         }
         let n = n as u32;
-        for (j, k) in chunk.iter().enumerate() {
-            s[j] = key_of(k).seed;
+        for j in 0..m {
+            s[j] = key_of(base + j).seed();
             t[j] = p1 as u64;
             x[j] = x_of(base + j);
             acc[j] = [0u64; L];
@@ -304,11 +413,11 @@ pub(crate) fn eval_batch_by<const L: usize, K>(
             let shift = n - 1 - i;
             // Touch the correction words a few levels ahead so their cache
             // misses overlap with this level's AES work (software prefetch
-            // without `unsafe`; keys are separate allocations).
+            // without `unsafe`).
             let ahead = i as usize + AHEAD;
             if ahead < n as usize {
-                for k in chunk {
-                    touch ^= key_of(k).cws[ahead].s[0];
+                for j in 0..m {
+                    touch ^= key_of(base + j).cw(ahead).s[0];
                 }
             }
             for j in 0..m {
@@ -320,8 +429,8 @@ pub(crate) fn eval_batch_by<const L: usize, K>(
                 }
             }
             prg.hash_blocks(&inp[..m * bpk], &mut out[..m * bpk]);
-            for (j, k) in chunk.iter().enumerate() {
-                let cw = &key_of(k).cws[i as usize];
+            for j in 0..m {
+                let cw = key_of(base + j).cw(i as usize);
                 let bit = (x[j] >> shift) & 1;
                 let o = j * bpk;
                 let tm = t[j].wrapping_neg();
@@ -341,19 +450,20 @@ pub(crate) fn eval_batch_by<const L: usize, K>(
             }
         }
         prg.hash_blocks(&inp[..m * vb], &mut out[..m * vb]);
-        for (j, k) in chunk.iter().enumerate() {
-            let key = key_of(k);
+        for j in 0..m {
+            let last = key_of(base + j).last();
             let cv = words::<L>(&out[j * vb..(j + 1) * vb]);
             let tm = t[j].wrapping_neg();
             let mut r = acc[j];
             for q in 0..L {
-                r[q] = r[q].wrapping_add(cv[q]).wrapping_add(key.last[q] & tm);
+                r[q] = r[q].wrapping_add(cv[q]).wrapping_add(last[q] & tm);
                 if p1 {
                     r[q] = r[q].wrapping_neg();
                 }
             }
             sink(base + j, r);
         }
+        base += m;
     }
     std::hint::black_box(touch);
 }

@@ -29,7 +29,7 @@ pub mod gates;
 pub mod prg;
 
 pub use dcf::DcfKey;
-pub use gates::{ReluGate, ReluKey, ReluShare, SignGate, SignKey};
+pub use gates::{PackedGate, PackedKeys, Relu64Gate, Relu64Key, ReluGate, ReluKey, ReluShare, SignGate, SignKey};
 
 /// Errors returned by key generation, evaluation and deserialisation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +91,8 @@ pub trait GateKey: Sized + Send {
     fn write_to(&self, out: &mut Vec<u8>);
     /// Parses one key.
     fn parse(bytes: &[u8]) -> Result<Self, FssError>;
+    /// Wraps `count` serialised keys at `buf[start..]` for in-place evaluation.
+    fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError>;
 }
 
 impl GateKey for SignKey {
@@ -107,6 +109,28 @@ impl GateKey for SignKey {
     fn parse(bytes: &[u8]) -> Result<Self, FssError> {
         SignKey::from_bytes(bytes)
     }
+    fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError> {
+        PackedKeys::sign(buf, start, count, n)
+    }
+}
+
+impl GateKey for Relu64Key {
+    const NAME: &'static str = "relu";
+    fn byte_len_for(n: u32) -> usize {
+        Relu64Key::byte_len_for(n)
+    }
+    fn keygen_pair<R: rand_core::CryptoRng + ?Sized>(n: u32, r_in: u64, rng: &mut R) -> Result<(Self, Self), FssError> {
+        Relu64Gate::keygen(n, r_in, rng)
+    }
+    fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bytes());
+    }
+    fn parse(bytes: &[u8]) -> Result<Self, FssError> {
+        Relu64Key::from_bytes(bytes)
+    }
+    fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError> {
+        PackedKeys::relu64(buf, start, count, n)
+    }
 }
 
 impl GateKey for ReluKey {
@@ -122,5 +146,8 @@ impl GateKey for ReluKey {
     }
     fn parse(bytes: &[u8]) -> Result<Self, FssError> {
         ReluKey::from_bytes(bytes)
+    }
+    fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError> {
+        PackedKeys::relu(buf, start, count, n)
     }
 }

@@ -12,7 +12,7 @@
 use crate::approx::{self, Spline};
 use crate::correlations::Bilinear;
 use crate::error::{Error, Result};
-use crate::fss::{ReluGate, SignGate};
+use crate::fss::{Relu64Gate, SignGate};
 use crate::party::{Party, PartyId};
 use crate::ring::RingTensor;
 use crate::share::AShare;
@@ -68,7 +68,7 @@ impl Party {
         }
         let y = self.open_masked(x.expose_share()?, mat.r.expose_share()?, bits).await?;
         let mut out = vec![0u64; y.len()];
-        SignGate::eval_batch(self.id.0, &mat.keys, &y, &mut out).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        SignGate::eval_packed(self.id.0, &mat.keys, &y, &mut out).map_err(|e| Error::InvalidInput(e.to_string()))?;
         Ok(AShare::from_share(RingTensor::from_vec(x.shape(), out)?))
     }
 
@@ -105,10 +105,11 @@ impl Party {
         self.add_public(&b.neg(), &RingTensor::filled(b.shape(), 1))
     }
 
-    /// `ReLU(x) = max(x, 0)`, in one round with the FSS ReLU gate.
+    /// `ReLU(x) = max(x, 0)`, in one round with the FSS ReLU gate ([`Relu64Gate`]: the full
+    /// 64-bit masked value is opened, which halves the gate's payload).
     ///
-    /// * Rounds 1; online ⌈n/8⌉ bytes per element per party; offline one ReLU key per element
-    ///   per party (`68 + 40·(n−1)` bytes: 1988 at n = 49). Exact for `|x| < 2^(n−1)`.
+    /// * Rounds 1; online 8 bytes per element per party; offline one ReLU key per element per
+    ///   party (`60 + 32·(n−1)` bytes: 1596 at n = 49). Exact for `|x| < 2^(n−1)`.
     pub async fn relu(&mut self, x: &AShare) -> Result<AShare> {
         Ok(self.relu_with_bit(x).await?.0)
     }
@@ -127,9 +128,9 @@ impl Party {
         if self.is_dealer() {
             return Ok((AShare::dealer(x.shape()), AShare::dealer(x.shape())));
         }
-        let y = self.open_masked(x.expose_share()?, mat.r.expose_share()?, bits).await?;
+        let y = self.open_masked(x.expose_share()?, mat.r.expose_share()?, 64).await?;
         let (mut relu, mut bit) = (vec![0u64; y.len()], vec![0u64; y.len()]);
-        ReluGate::eval_batch(self.id.0, &mat.keys, &y, &mut relu, &mut bit)
+        Relu64Gate::eval_packed(self.id.0, &mat.keys, &y, &mut relu, &mut bit)
             .map_err(|e| Error::InvalidInput(e.to_string()))?;
         Ok((
             AShare::from_share(RingTensor::from_vec(x.shape(), relu)?),
@@ -256,8 +257,8 @@ impl Party {
     /// shares of `[x ≥ p_j]` and `ReLU(x − p_j)`; from them the active piece's `a + b·x` follows
     /// by exact ring identities (only the active piece contributes), then one truncation.
     ///
-    /// * Rounds 1; online ⌈n/8⌉ bytes per element per party; offline one ReLU key per element
-    ///   per party. Error: the spline's own error plus 2^-16 (coefficient rounding over a
+    /// * Rounds 1; online 8 bytes per element per party; offline one ReLU key per element per
+    ///   party. Error: the spline's own error plus 2^-16 (coefficient rounding over a
     ///   piece at most 2 wide) plus 1 ulp (truncation), valid for `|x − p_j| < 2^(n−1)`.
     pub async fn spline(&mut self, x: &AShare, s: &Spline) -> Result<AShare> {
         let top = self.begin("spline")?;
@@ -274,7 +275,7 @@ impl Party {
             return Ok(AShare::dealer(x.shape()));
         }
         let xs = x.expose_share()?;
-        let y = self.open_masked(xs, mat.r.expose_share()?, bits).await?;
+        let y = self.open_masked(xs, mat.r.expose_share()?, 64).await?;
         // Piece j is c_j + b_j·(x − p_j): as a ring polynomial A_j + B_j·x at scale 2^(2f) with
         // B_j = enc(b_j) and A_j = enc2(c_j) − B_j·enc(p_j), exact in the ring.
         let enc2 = |v: f64| ((v * (1u64 << (2 * f)) as f64).round() as i64) as u64;
@@ -284,7 +285,6 @@ impl Party {
             (enc2(s.a[j]).wrapping_sub(b.wrapping_mul(enc(s.anchor(j)))), b)
         };
         let n = y.len();
-        let mask = low_mask(bits);
         // acc = B_0·x (+ A_0 on P0).
         let (a0, b0) = coef(0);
         let mut acc: Vec<u64> = xs.as_slice().iter().map(|v| v.wrapping_mul(b0)).collect();
@@ -296,9 +296,9 @@ impl Party {
         for (j, &p) in s.breaks.iter().enumerate() {
             let pj = enc(p);
             for (o, &v) in ys.iter_mut().zip(&y) {
-                *o = v.wrapping_sub(pj) & mask;
+                *o = v.wrapping_sub(pj);
             }
-            ReluGate::eval_batch(self.id.0, &mat.keys, &ys, &mut relu, &mut bit)
+            Relu64Gate::eval_packed(self.id.0, &mat.keys, &ys, &mut relu, &mut bit)
                 .map_err(|e| Error::InvalidInput(e.to_string()))?;
             // x·[x ≥ p] = ReLU(x − p) + p·[x ≥ p]; the pieces' deltas telescope.
             let cur = coef(j + 1);
@@ -330,7 +330,7 @@ impl Party {
     ///
     /// Normalise with a step spline `s = 2^-k` so that `z = x·s ∈ [1, 2)` (exact powers of two),
     /// approximate `1/z` with a spline (relative error 2.5·10^-4), and scale back: `s · (1/z)`.
-    /// Rounds 4 (two splines, two products); online 2·⌈n/8⌉ + 32 bytes per element per party;
+    /// Rounds 4 (two splines, two products); online 48 bytes per element per party;
     /// offline two ReLU keys per element per party. Error ≤ 3·10^-4 relative plus 1 ulp absolute
     /// (so relative 10^-3 wherever `1/x ≥ 2^-6`; below that, fixed point's 2^-16 dominates).
     pub async fn reciprocal(&mut self, x: &AShare) -> Result<AShare> {

@@ -205,6 +205,18 @@ impl Channel {
     /// Receives the next frame from `from`, which must be of `kind` and have `expect_len`
     /// payload bytes if given; returns the payload.
     pub async fn recv_bytes(&mut self, from: PartyId, kind: FrameKind, expect_len: Option<usize>) -> Result<Vec<u8>> {
+        let (raw, start) = self.recv_frame(from, kind, expect_len).await?;
+        Ok(raw[start..].to_vec())
+    }
+
+    /// [`Channel::recv_bytes`] without copying: returns the whole frame and where its payload
+    /// starts (large dealer material is used in place).
+    pub async fn recv_frame(
+        &mut self,
+        from: PartyId,
+        kind: FrameKind,
+        expect_len: Option<usize>,
+    ) -> Result<(Vec<u8>, usize)> {
         let raw = self.transport.recv(from).await.map_err(peer_error)?;
         let (h, payload) =
             frame::decode(&raw, self.max_payload).map_err(|detail| Error::Desync { peer: from, detail })?;
@@ -229,7 +241,8 @@ impl Channel {
         }
         self.recv_seq[from.index()] += 1;
         self.stats.record_recv(kind, payload.len() as u64);
-        Ok(payload.to_vec())
+        let start = raw.len() - payload.len();
+        Ok((raw, start))
     }
 
     /// Receives `n` ring elements from `from` in one frame of `kind`.
