@@ -82,13 +82,13 @@ impl Party {
         self.ltz(&y.sub(x)?).await
     }
 
-    /// Shares of `[x ≥ y]` (= 1 − [x < y]). See [`Party::ltz`] for costs.
+    /// Shares of `[x ≥ y]` (= `1 − [x < y]`). See [`Party::ltz`] for costs.
     pub async fn ge(&mut self, x: &AShare, y: &AShare) -> Result<AShare> {
         let b = self.lt(x, y).await?;
         self.one_minus(&b)
     }
 
-    /// Shares of `[x ≤ y]` (= 1 − [x > y]). See [`Party::ltz`] for costs.
+    /// Shares of `[x ≤ y]` (= `1 − [x > y]`). See [`Party::ltz`] for costs.
     pub async fn le(&mut self, x: &AShare, y: &AShare) -> Result<AShare> {
         let b = self.gt(x, y).await?;
         self.one_minus(&b)
