@@ -1,8 +1,17 @@
 //! # mpc-ml — neural networks over Membrane's MPC core
 //!
-//! This crate will hold the layers, the public `Plan`, ONNX import and private training. Today it
-//! holds [`plain`]: the plaintext `f64` reference of every operation, which the tests of
-//! `mpc-proto` and of this crate compare the secure protocols against.
+//! * [`model`] — [`Model`] (the owner's network with weights), [`Plan`] (the public op list all
+//!   parties agree on by hash) and [`OutputPolicy`];
+//! * [`infer`](mod@infer) — private inference of a plan over secret shares;
+//! * [`plain`] — the plaintext `f64` reference of every operation, which the tests compare the
+//!   secure protocols against.
 #![deny(unsafe_code)]
 
+mod error;
+pub mod infer;
+pub mod model;
 pub mod plain;
+
+pub use error::ModelError;
+pub use infer::{Inference, LayerProfile, infer};
+pub use model::{Layer, Model, OutputPolicy, Plan, Step, StepKind};

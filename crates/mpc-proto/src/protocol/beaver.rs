@@ -155,6 +155,41 @@ impl Party {
         self.finish(top, r).await
     }
 
+    /// [`Party::preopen`] for several weight tensors in one round (one message each way): how
+    /// a model's layers are pre-opened together.
+    pub async fn preopen_many(&mut self, items: &[(Bilinear, &AShare)]) -> Result<Vec<PreopenedWeights>> {
+        let top = self.begin("preopen")?;
+        let r = async {
+            let mut handles = Vec::with_capacity(items.len());
+            let mut masked = Vec::with_capacity(items.len());
+            for (op, w) in items {
+                let (handle, b) = self.corr.register_fixed_b(&mut self.ch, *op, w.shape()).await?;
+                if !self.is_dealer() {
+                    masked.push(AShare::from_share(mask(w.expose_share()?, b.expose_share()?)?));
+                }
+                handles.push(handle);
+            }
+            let opened = if self.is_dealer() || items.is_empty() {
+                None
+            } else {
+                self.open_inner(&masked.iter().collect::<Vec<_>>()).await?
+            };
+            let mut opened = opened.map(|v| v.into_iter());
+            Ok(items
+                .iter()
+                .zip(handles)
+                .map(|((op, w), handle)| PreopenedWeights {
+                    op: *op,
+                    handle,
+                    e: opened.as_mut().and_then(|o| o.next()),
+                    w: (*w).clone(),
+                })
+                .collect())
+        }
+        .await;
+        self.finish(top, r).await
+    }
+
     /// `f(x, W)` for pre-opened weights (`op` as given to [`Party::preopen`]), optionally
     /// truncated.
     ///

@@ -1,0 +1,287 @@
+//! Private inference: the three parties run a [`Plan`] over secret shares.
+//!
+//! The model owner (P0) shares its weights with zero communication and pre-opens all linear and
+//! convolution weights in one round; the data owner (P1) shares its input; every layer then runs
+//! on shares, and only P1 learns the output, in the form the plan's [`OutputPolicy`] allows.
+
+use std::time::Instant;
+
+use mpc_proto::correlations::Bilinear;
+use mpc_proto::ring::Conv2dParams;
+use mpc_proto::{AShare, OpStats, Party, PartyId, PreopenedWeights, RingTensor};
+use ndarray::{ArrayD, IxDyn};
+
+use crate::error::ModelError;
+use crate::model::{Layer, Model, OutputPolicy, Plan, StepKind};
+
+/// Time and traffic of one stage of an inference, as seen by one party.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerProfile {
+    /// Stage name: `weights` (sharing and pre-opening), a layer kind, or `output`.
+    pub name: String,
+    /// Wall time in seconds at this party.
+    pub seconds: f64,
+    /// Rounds and bytes.
+    pub stats: OpStats,
+}
+
+/// What one party gets from [`infer`].
+#[derive(Clone, Debug)]
+pub struct Inference {
+    /// The revealed output (P1 only): logits or probabilities `[batch, …]`, or class labels
+    /// `[batch]` under [`OutputPolicy::Label`].
+    pub output: Option<ArrayD<f64>>,
+    /// Per-stage profile.
+    pub profile: Vec<LayerProfile>,
+}
+
+/// Public shapes of one step's weights, in sharing order.
+fn weight_shapes(kind: &StepKind) -> Vec<Vec<usize>> {
+    match kind {
+        StepKind::Linear { inputs, outputs, bias } => {
+            let mut v = vec![vec![*inputs, *outputs]];
+            if *bias {
+                v.push(vec![*outputs]);
+            }
+            v
+        }
+        StepKind::Conv2d { in_channels, out_channels, kernel, bias, .. } => {
+            let mut v = vec![vec![*out_channels, *in_channels, kernel.0, kernel.1]];
+            if *bias {
+                v.push(vec![*out_channels]);
+            }
+            v
+        }
+        _ => vec![],
+    }
+}
+
+/// Local op on two shares of the same party (the dealer gets a placeholder of `shape`).
+fn zip_local(
+    x: &AShare,
+    b: &AShare,
+    shape: &[usize],
+    f: impl FnOnce(&RingTensor, &RingTensor) -> mpc_proto::Result<RingTensor>,
+) -> Result<AShare, ModelError> {
+    Ok(match (x.expose_share(), b.expose_share()) {
+        (Ok(xv), Ok(bv)) => AShare::from_share(f(xv, bv)?),
+        _ => AShare::dealer(shape),
+    })
+}
+
+/// Repeats a per-sample tensor over the batch: `[...] → [n, ...]`.
+fn repeat_batch(t: &RingTensor, n: usize) -> mpc_proto::Result<RingTensor> {
+    let mut shape = vec![n];
+    shape.extend_from_slice(t.shape());
+    RingTensor::from_vec(&shape, t.as_slice().iter().copied().cycle().take(n * t.len()).collect())
+}
+
+/// Adds a per-channel bias `[c]` to `[n, c, h, w]`.
+fn add_channel_bias(x: &RingTensor, b: &RingTensor) -> mpc_proto::Result<RingTensor> {
+    let &[_, c, h, w] = x.shape() else { unreachable!("conv output is 4-D") };
+    let mut out = x.clone();
+    for (i, v) in out.as_mut_slice().iter_mut().enumerate() {
+        *v = v.wrapping_add(b.as_slice()[(i / (h * w)) % c]);
+    }
+    Ok(out)
+}
+
+/// Runs `plan` as party `party`.
+///
+/// * P0 passes its `model` (checked against the plan), P1 its `input` (shape `plan.input`),
+///   the dealer neither.
+/// * Rounds: 1 to pre-open the weights, then per layer: linear/conv 1, ReLU 1, max pool
+///   ⌈log2 k²⌉, softmax ⌈log2 L⌉ + 6, sigmoid 1, average pooling 0, plus 1 to reveal.
+pub async fn infer(
+    party: &mut Party,
+    plan: &Plan,
+    model: Option<&Model>,
+    input: Option<&ArrayD<f64>>,
+) -> Result<Inference, ModelError> {
+    let r = infer_inner(party, plan, model, input).await;
+    if r.is_err() && !party.is_poisoned() {
+        // A local refusal (bad model or input): tell the peers instead of leaving them waiting.
+        party.abort().await;
+    }
+    r
+}
+
+async fn infer_inner(
+    party: &mut Party,
+    plan: &Plan,
+    model: Option<&Model>,
+    input: Option<&ArrayD<f64>>,
+) -> Result<Inference, ModelError> {
+    let fx = party.fixed();
+    if fx != plan.fixed {
+        return Err(ModelError::Invalid(format!(
+            "session fixed point {fx:?} differs from the plan's {:?}",
+            plan.fixed
+        )));
+    }
+    let me = party.id();
+    if me == PartyId::P0 {
+        let m = model.ok_or_else(|| ModelError::Invalid("the model owner must supply the model".into()))?;
+        if &m.plan(plan.batch(), plan.output, plan.fixed)? != plan {
+            return Err(ModelError::Invalid("the model does not match the agreed plan".into()));
+        }
+    }
+    if me == PartyId::P1 {
+        let x = input.ok_or_else(|| ModelError::Invalid("the data owner must supply the input".into()))?;
+        if x.shape() != plan.input.as_slice() {
+            return Err(ModelError::Invalid(format!(
+                "input of shape {:?}, the plan expects {:?}",
+                x.shape(),
+                plan.input
+            )));
+        }
+    }
+    let mut profile = Vec::new();
+    let mut mark = (Instant::now(), party.stats().total);
+    let mut record = |party: &Party, name: &str, profile: &mut Vec<LayerProfile>| {
+        let now = (Instant::now(), party.stats().total);
+        profile.push(LayerProfile {
+            name: name.into(),
+            seconds: (now.0 - mark.0).as_secs_f64(),
+            stats: now.1.since(&mark.1),
+        });
+        mark = now;
+    };
+
+    // Weights: P0 shares every tensor (no communication); linear and conv weights are
+    // pre-opened together in one round.
+    let mut shares: Vec<Vec<AShare>> = Vec::with_capacity(plan.steps.len());
+    for (i, step) in plan.steps.iter().enumerate() {
+        let values: Vec<Option<RingTensor>> = match model.map(|m| &m.layers[i]) {
+            Some(Layer::Linear { weight, bias }) | Some(Layer::Conv2d { weight, bias, .. }) if me == PartyId::P0 => {
+                let mut v = vec![Some(fx.encode_array(weight)?)];
+                if let Some(b) = bias {
+                    v.push(Some(fx.encode_array(b)?));
+                }
+                v
+            }
+            Some(Layer::Affine { scale, shift }) if me == PartyId::P0 => {
+                vec![Some(fx.encode_array(scale)?), Some(fx.encode_array(shift)?)]
+            }
+            _ => vec![None; weight_shapes(&step.kind).len() + if step.kind == StepKind::Affine { 2 } else { 0 }],
+        };
+        let shapes = if step.kind == StepKind::Affine {
+            vec![step.input[1..].to_vec(), step.input[1..].to_vec()]
+        } else {
+            weight_shapes(&step.kind)
+        };
+        let mut layer_shares = Vec::with_capacity(shapes.len());
+        for (shape, v) in shapes.iter().zip(values) {
+            layer_shares.push(party.share_input(PartyId::P0, shape, v.as_ref())?);
+        }
+        shares.push(layer_shares);
+    }
+    let mut to_open: Vec<(Bilinear, &AShare)> = Vec::new();
+    for (step, s) in plan.steps.iter().zip(&shares) {
+        match &step.kind {
+            StepKind::Linear { .. } => to_open.push((Bilinear::MatMul, &s[0])),
+            StepKind::Conv2d { stride, padding, .. } => {
+                to_open.push((Bilinear::Conv2d(Conv2dParams { stride: *stride, padding: *padding }), &s[0]))
+            }
+            _ => {}
+        }
+    }
+    let mut opened: std::vec::IntoIter<PreopenedWeights> = party.preopen_many(&to_open).await?.into_iter();
+    let x_enc = match input {
+        Some(x) if me == PartyId::P1 => Some(fx.encode_array(x)?),
+        _ => None,
+    };
+    let mut x = party.share_input(PartyId::P1, &plan.input, x_enc.as_ref())?;
+    record(party, "weights", &mut profile);
+
+    for (step, s) in plan.steps.iter().zip(&shares) {
+        x = match &step.kind {
+            StepKind::Linear { bias, .. } => {
+                let w = opened.next().expect("one pre-opened tensor per linear layer");
+                let y = party.matmul_preopened(&x, &w).await?;
+                if *bias { zip_local(&y, &s[1], &step.output, |a, b| a.add_row_broadcast(b))? } else { y }
+            }
+            StepKind::Conv2d { bias, .. } => {
+                let w = opened.next().expect("one pre-opened tensor per conv layer");
+                let y = party.apply_preopened(&x, &w, true).await?;
+                if *bias { zip_local(&y, &s[1], &step.output, add_channel_bias)? } else { y }
+            }
+            StepKind::Relu => party.relu(&x).await?,
+            StepKind::Sigmoid => party.sigmoid(&x).await?,
+            StepKind::Softmax => party.softmax(&x).await?,
+            StepKind::MaxPool { kernel, stride, padding } => party.maxpool2d(&x, *kernel, *stride, *padding).await?,
+            StepKind::AvgPool { kernel, stride, padding, count_include_pad } => {
+                if *count_include_pad || *padding == (0, 0) {
+                    party.avg_pool2d(&x, *kernel, *stride, *padding)?
+                } else {
+                    // Divisor = number of real (unpadded) elements in each window: public.
+                    let ones = RingTensor::filled(&step.input[1..], 1);
+                    let counts = mpc_proto::AShare::from_share(ones.reshape(&{
+                        let mut s = vec![1];
+                        s.extend_from_slice(&step.input[1..]);
+                        s
+                    })?);
+                    let sums = party.sum_pool2d(&counts, *kernel, *stride, *padding)?.into_share()?;
+                    let inv: Vec<u64> =
+                        sums.as_slice().iter().map(|&c| fx.encode(1.0 / c as f64)).collect::<Result<_, _>>()?;
+                    let inv = repeat_batch(&RingTensor::from_vec(&sums.shape()[1..], inv)?, step.output[0])?;
+                    let s = party.sum_pool2d(&x, *kernel, *stride, *padding)?;
+                    party.trunc(&s.mul_public(&inv)?, fx.frac_bits)
+                }
+            }
+            StepKind::GlobalAvgPool => {
+                let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
+                let s = x.reshape(&[n, c, h * w])?.sum_axis(2)?.reshape(&[n, c, 1, 1])?;
+                party.mul_const(&s, 1.0 / (h * w) as f64)?
+            }
+            StepKind::Flatten | StepKind::Reshape => x.reshape(&step.output)?,
+            StepKind::Affine => {
+                let n = step.input[0];
+                let scale = zip_local(&x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
+                let shift = zip_local(&x, &s[1], &step.input, |_, b| repeat_batch(b, n))?;
+                party.mul_fixed(&x, &scale).await?.add(&shift)?
+            }
+        };
+        record(party, step.kind.name(), &mut profile);
+    }
+
+    // Output policy.
+    let out_shape = plan.output_shape().to_vec();
+    let classes = *out_shape.last().unwrap_or(&1);
+    let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::Softmax | StepKind::Sigmoid));
+    let output = match plan.output {
+        OutputPolicy::Logits => party.reveal_to(PartyId::P1, &x).await?.map(|t| fx.decode_tensor(&t)),
+        OutputPolicy::Probabilities => {
+            let p = if ends_in_prob {
+                x
+            } else if classes == 1 {
+                party.sigmoid(&x).await?
+            } else {
+                party.softmax(&x).await?
+            };
+            party.reveal_to(PartyId::P1, &p).await?.map(|t| fx.decode_tensor(&t))
+        }
+        OutputPolicy::Label => {
+            let n = out_shape[0];
+            let label = if classes == 1 {
+                // Binary: threshold the probability at 1/2 (or the logit at 0).
+                let t = if ends_in_prob { fx.encode(0.5)? } else { 0 };
+                let lt = party.lt_public(&x.reshape(&[n])?, &RingTensor::filled(&[n], t)).await?;
+                party.one_minus(&lt)?
+            } else {
+                let flat = x.reshape(&[n, classes])?;
+                let hot = party.argmax(&flat).await?;
+                let idx = RingTensor::from_vec(&[classes, 1], (0..classes as u64).collect())?;
+                hot.matmul_public(&idx)?.reshape(&[n])?
+            };
+            party
+                .reveal_to(PartyId::P1, &label)
+                .await?
+                .map(|t| ArrayD::from_shape_vec(IxDyn(&[n]), t.as_slice().iter().map(|&v| v as f64).collect()))
+                .transpose()
+                .map_err(|e| ModelError::Invalid(e.to_string()))?
+        }
+    };
+    record(party, "output", &mut profile);
+    Ok(Inference { output, profile })
+}

@@ -1,0 +1,189 @@
+//! Private inference of whole networks against the plaintext f64 evaluation of the same model.
+
+use mpc_ml::{Inference, Layer, Model, OutputPolicy, infer};
+use mpc_proto::prg::Prg;
+use mpc_proto::{FixedPoint, PartyId, run_parties};
+use ndarray::{ArrayD, IxDyn};
+
+/// PyTorch-style uniform init in ±1/sqrt(fan_in), seeded.
+fn init(shape: &[usize], fan_in: usize, g: &mut Prg) -> ArrayD<f64> {
+    let r = 1.0 / (fan_in as f64).sqrt();
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || ((g.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * r)
+}
+
+fn linear(i: usize, o: usize, g: &mut Prg) -> Layer {
+    Layer::Linear { weight: init(&[i, o], i, g), bias: Some(init(&[o], i, g)) }
+}
+
+fn conv(c: usize, o: usize, k: usize, pad: usize, g: &mut Prg) -> Layer {
+    let fan = c * k * k;
+    Layer::Conv2d {
+        weight: init(&[o, c, k, k], fan, g),
+        bias: Some(init(&[o], fan, g)),
+        stride: (1, 1),
+        padding: (pad, pad),
+    }
+}
+
+/// "Network A" (SecureML): FC 784-128-128-10 with ReLU.
+fn network_a(seed: u64) -> Model {
+    let g = &mut Prg::from_u64(seed);
+    Model {
+        input_shape: vec![784],
+        layers: vec![linear(784, 128, g), Layer::Relu, linear(128, 128, g), Layer::Relu, linear(128, 10, g)],
+    }
+}
+
+/// LeNet-5 as in the benchmark workloads.
+fn lenet5(seed: u64) -> Model {
+    let g = &mut Prg::from_u64(seed);
+    let pool = Layer::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
+    Model {
+        input_shape: vec![1, 28, 28],
+        layers: vec![
+            conv(1, 6, 5, 0, g),
+            Layer::Relu,
+            pool.clone(),
+            conv(6, 16, 5, 0, g),
+            Layer::Relu,
+            pool,
+            Layer::Flatten,
+            linear(256, 120, g),
+            Layer::Relu,
+            linear(120, 84, g),
+            Layer::Relu,
+            linear(84, 10, g),
+        ],
+    }
+}
+
+/// Every layer kind at least once.
+fn kitchen_sink(seed: u64) -> Model {
+    let g = &mut Prg::from_u64(seed);
+    let scale = init(&[4, 12, 12], 1, g).mapv(|v| 1.0 + 0.5 * v);
+    let shift = init(&[4, 12, 12], 1, g).mapv(|v| 0.1 * v);
+    Model {
+        input_shape: vec![2, 12, 12],
+        layers: vec![
+            conv(2, 4, 3, 1, g),
+            Layer::Affine { scale, shift },
+            Layer::Relu,
+            Layer::MaxPool { kernel: (3, 3), stride: (2, 2), padding: (1, 1) },
+            Layer::AvgPool { kernel: (3, 3), stride: (1, 1), padding: (1, 1), count_include_pad: false },
+            Layer::AvgPool { kernel: (2, 2), stride: (1, 1), padding: (0, 0), count_include_pad: true },
+            Layer::Reshape { shape: vec![4, 5, 5] },
+            Layer::GlobalAvgPool,
+            Layer::Flatten,
+            linear(4, 3, g),
+            Layer::Sigmoid,
+            linear(3, 5, g),
+            Layer::Softmax,
+        ],
+    }
+}
+
+fn inputs(shape: &[usize], seed: u64) -> ArrayD<f64> {
+    let mut g = Prg::from_u64(seed);
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || (g.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+/// Runs the private inference of `model` on `x` and returns P1's result.
+fn run(model: &Model, x: &ArrayD<f64>, policy: OutputPolicy) -> Inference {
+    let plan = model.plan(x.shape()[0], policy, FixedPoint::default()).unwrap();
+    let out = run_parties(1, |mut p| {
+        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
+        async move {
+            let m = (p.id() == PartyId::P0).then_some(&model);
+            let i = (p.id() == PartyId::P1).then_some(&x);
+            Ok(infer(&mut p, &plan, m, i).await?)
+        }
+    })
+    .unwrap();
+    assert!(out[0].output.is_none() && out[2].output.is_none(), "only Bob learns the output");
+    out[1].clone()
+}
+
+fn max_err(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+fn argmax_rows(a: &ArrayD<f64>) -> Vec<usize> {
+    let c = *a.shape().last().unwrap();
+    a.as_slice().unwrap().chunks(c).map(|r| r.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0).collect()
+}
+
+#[test]
+fn network_a_logits_match_plaintext() {
+    let m = network_a(1);
+    let x = inputs(&[8, 784], 2);
+    let r = run(&m, &x, OutputPolicy::Logits);
+    let want = m.eval_plain(&x);
+    let err = max_err(r.output.as_ref().unwrap(), &want);
+    assert!(err <= 1e-3, "max logit error {err}");
+    // Rounds: pre-open 1, three linear 3, two ReLU 2, reveal 1 (+ setup 1 is not in the profile).
+    let rounds: u64 = r.profile.iter().map(|p| p.stats.rounds).sum();
+    assert_eq!(rounds, 1 + 3 + 2 + 1);
+    let names: Vec<&str> = r.profile.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["weights", "linear", "relu", "linear", "relu", "linear", "output"]);
+}
+
+#[test]
+fn lenet5_labels_and_probabilities_match_plaintext() {
+    let m = lenet5(3);
+    let x = inputs(&[4, 1, 28, 28], 4);
+    let want = m.eval_plain(&x);
+    let logits = run(&m, &x, OutputPolicy::Logits);
+    let err = max_err(logits.output.as_ref().unwrap(), &want);
+    assert!(err <= 1e-3, "max logit error {err}");
+    let labels = run(&m, &x, OutputPolicy::Label).output.unwrap();
+    let want_labels: Vec<f64> = argmax_rows(&want).into_iter().map(|i| i as f64).collect();
+    assert_eq!(labels.as_slice().unwrap(), want_labels.as_slice());
+    let probs = run(&m, &x, OutputPolicy::Probabilities).output.unwrap();
+    let err = max_err(&probs, &mpc_ml::plain::softmax(&want));
+    assert!(err <= 1e-3, "max probability error {err}");
+}
+
+#[test]
+fn every_layer_kind_matches_plaintext() {
+    let m = kitchen_sink(5);
+    let x = inputs(&[3, 2, 12, 12], 6);
+    let r = run(&m, &x, OutputPolicy::Probabilities);
+    let err = max_err(r.output.as_ref().unwrap(), &m.eval_plain(&x));
+    assert!(err <= 1e-3, "max probability error {err}");
+}
+
+#[test]
+fn binary_labels_threshold_the_sigmoid() {
+    let g = &mut Prg::from_u64(8);
+    let m = Model { input_shape: vec![30], layers: vec![linear(30, 1, g), Layer::Sigmoid] };
+    let x = inputs(&[40, 30], 9).mapv(|v| 6.0 * v - 3.0);
+    let want = m.eval_plain(&x);
+    let got = run(&m, &x, OutputPolicy::Label).output.unwrap();
+    for (p, l) in want.iter().zip(got.iter()) {
+        if (p - 0.5).abs() > 1e-3 {
+            assert_eq!(*l, if *p >= 0.5 { 1.0 } else { 0.0 }, "p = {p}");
+        }
+    }
+}
+
+#[test]
+fn mismatched_model_or_input_is_refused() {
+    let m = network_a(1);
+    let plan = m.plan(2, OutputPolicy::Logits, FixedPoint::default()).unwrap();
+    let other = network_a(2).plan(3, OutputPolicy::Logits, FixedPoint::default()).unwrap();
+    assert_ne!(plan.hash(), other.hash());
+    assert_eq!(plan.hash(), m.plan(2, OutputPolicy::Logits, FixedPoint::default()).unwrap().hash());
+    // Bob's input of the wrong shape: a clean error, no hang.
+    let r = run_parties(2, |mut p| {
+        let (plan, m) = (plan.clone(), m.clone());
+        async move {
+            let bad = ArrayD::zeros(IxDyn(&[2, 783]));
+            let mm = (p.id() == PartyId::P0).then_some(&m);
+            let i = (p.id() == PartyId::P1).then_some(&bad);
+            Ok(infer(&mut p, &plan, mm, i).await?)
+        }
+    });
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("input of shape [2, 783]"), "{e}");
+}
