@@ -7,10 +7,12 @@
 //!   secure protocols against.
 #![deny(unsafe_code)]
 
+pub mod data;
 mod error;
 pub mod infer;
 pub mod model;
 pub mod plain;
+pub mod train;
 
 pub use error::ModelError;
 pub use infer::{Inference, LayerProfile, infer};

@@ -1,0 +1,105 @@
+//! Private training on real data against the same SGD in plain f64 (same seed, initial weights,
+//! batches and hyperparameters).
+
+use std::path::Path;
+
+use mpc_ml::data::{Standardizer, load_csv, split};
+use mpc_ml::train::{Arch, TrainConfig, TrainPlan, accuracy, r2, train, train_plain};
+use mpc_ml::{Model, ModelError};
+use mpc_proto::{PartyId, run_parties};
+use ndarray::{Array1, Array2};
+
+fn data(name: &str, label: &str, test: f64) -> (Array2<f64>, Array1<f64>, Array2<f64>, Array1<f64>) {
+    let t = load_csv(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data").join(name), label).unwrap();
+    let (tr, te) = split(&t, test, 42);
+    let s = Standardizer::fit(&tr.x);
+    (s.apply(&tr.x), tr.y, s.apply(&te.x), te.y)
+}
+
+/// Trains privately; returns the model revealed to Bob.
+fn train_private(plan: &TrainPlan, x: &Array2<f64>, y: &Array1<f64>) -> Model {
+    let out = run_parties(7, |mut p| {
+        let (plan, x, y) = (plan.clone(), x.clone(), y.clone());
+        async move {
+            let d = (p.id() == PartyId::P1).then_some((&x, &y));
+            let m = train(&mut p, &plan, d, |_| {}).await?;
+            Ok(m.reveal_to(&mut p, PartyId::P1).await?)
+        }
+    })
+    .unwrap();
+    assert!(out[0].is_none() && out[2].is_none(), "only Bob learns the model");
+    out[1].clone().unwrap()
+}
+
+#[test]
+fn logistic_regression_on_breast_cancer() {
+    let (x, y, xt, yt) = data("breast_cancer.csv", "malignant", 0.2);
+    let plan = TrainPlan {
+        config: TrainConfig { arch: Arch::LogReg, epochs: 10, batch: 32, lr: 0.5, seed: 1 },
+        samples: x.nrows(),
+        features: x.ncols(),
+    };
+    let private = train_private(&plan, &x, &y);
+    let plain = train_plain(&plan, &x, &y);
+    let (ap, aq) = (accuracy(&private, &xt, &yt), accuracy(&plain, &xt, &yt));
+    eprintln!("breast cancer logreg: private {ap:.4}, plain {aq:.4}");
+    assert!((ap - aq).abs() <= 0.01 + 1e-9, "private {ap} vs plain {aq}");
+    assert!(aq > 0.93, "the plain model should be good: {aq}");
+}
+
+#[test]
+fn linear_regression_on_diabetes() {
+    let (x, y, xt, yt) = data("diabetes.csv", "progression", 0.2);
+    // Targets in hundreds: scale to units of 100 so products stay small in fixed point.
+    let (ys, yts) = (&y / 100.0, &yt / 100.0);
+    let plan = TrainPlan {
+        config: TrainConfig { arch: Arch::LinReg, epochs: 20, batch: 32, lr: 0.05, seed: 2 },
+        samples: x.nrows(),
+        features: x.ncols(),
+    };
+    let private = train_private(&plan, &x, &ys);
+    let plain = train_plain(&plan, &x, &ys);
+    let (rp, rq) = (r2(&private, &xt, &yts), r2(&plain, &xt, &yts));
+    eprintln!("diabetes linreg: private R² {rp:.4}, plain {rq:.4}");
+    assert!((rp - rq).abs() <= 0.01, "private {rp} vs plain {rq}");
+    assert!(rq > 0.3, "{rq}");
+}
+
+#[test]
+fn mlp_on_mnist_subset() {
+    let (x, y, xt, yt) = data("mnist_1000.csv", "digit", 0.2);
+    let plan = TrainPlan {
+        config: TrainConfig {
+            arch: Arch::Mlp { hidden: vec![32], classes: 10 },
+            epochs: 3,
+            batch: 50,
+            lr: 0.1,
+            seed: 3,
+        },
+        samples: x.nrows(),
+        features: x.ncols(),
+    };
+    let private = train_private(&plan, &x, &y);
+    let plain = train_plain(&plan, &x, &y);
+    let (ap, aq) = (accuracy(&private, &xt, &yt), accuracy(&plain, &xt, &yt));
+    eprintln!("mnist mlp: private {ap:.4}, plain {aq:.4}");
+    assert!((ap - aq).abs() <= 0.01 + 1e-9, "private {ap} vs plain {aq}");
+    assert!(aq > 0.75, "{aq}");
+}
+
+#[test]
+fn unusable_settings_are_refused_before_anything_runs() {
+    let x = Array2::from_elem((10, 2), 1000.0);
+    let y = Array1::zeros(10);
+    let plan = TrainPlan {
+        config: TrainConfig { arch: Arch::LogReg, epochs: 1, batch: 5, lr: 0.1, seed: 1 },
+        samples: 10,
+        features: 2,
+    };
+    let e = mpc_ml::train::check_settings(&plan, &x, &y).unwrap_err();
+    assert!(e.to_string().contains("standardise"), "{e}");
+    let tiny = TrainPlan { config: TrainConfig { lr: 1e-5, ..plan.config.clone() }, ..plan.clone() };
+    assert!(matches!(mpc_ml::train::check_settings(&tiny, &(&x / 1000.0), &y), Err(ModelError::Invalid(_))));
+    let labels = Array1::from_elem(10, 2.0);
+    assert!(mpc_ml::train::check_settings(&plan, &(&x / 1000.0), &labels).is_err());
+}
