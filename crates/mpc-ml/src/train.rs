@@ -122,7 +122,7 @@ impl TrainPlan {
 
     /// The batches of every epoch (seeded shuffles of the sample indices).
     pub fn batches(&self) -> Vec<Vec<usize>> {
-        let mut g = Prg::from_u64(self.config.seed ^ 0xba7c_4e5);
+        let mut g = Prg::from_u64(self.config.seed ^ 0x0ba7_c4e5);
         let mut out = Vec::new();
         let mut idx: Vec<usize> = (0..self.samples).collect();
         for _ in 0..self.config.epochs {
