@@ -11,6 +11,8 @@ pub mod data;
 mod error;
 pub mod infer;
 pub mod model;
+pub mod npy;
+pub mod onnx;
 pub mod plain;
 pub mod train;
 

@@ -8,7 +8,7 @@
 //
 // Regenerate (from the repository root; the generator lives outside the cargo workspace):
 //   CARGO_TARGET_DIR=/tmp/onnx-proto-gen-target \
-//     cargo run --release --manifest-path tools/fixtures/onnx-proto-gen/Cargo.toml -- . 1.23.2
+//     cargo run --release --locked --manifest-path tools/fixtures/onnx-proto-gen/Cargo.toml -- . 1.23.2
 // It runs rustfmt with the repository's rustfmt.toml on the result.
 #![allow(missing_docs, unreachable_pub, dead_code, rustdoc::all, clippy::all, clippy::pedantic)]
 
