@@ -247,8 +247,8 @@ impl Channel {
 
     /// Receives `n` ring elements from `from` in one frame of `kind`.
     pub async fn recv_u64(&mut self, from: PartyId, kind: FrameKind, n: usize) -> Result<Vec<u64>> {
-        let bytes = self.recv_bytes(from, kind, Some(n * 8)).await?;
-        Ok(frame::bytes_to_u64(&bytes))
+        let (raw, start) = self.recv_frame(from, kind, Some(n * 8)).await?;
+        Ok(frame::bytes_to_u64(&raw[start..]))
     }
 
     /// Sends `payload` to `peer` and receives as many elements from it, concurrently (so two
