@@ -348,12 +348,9 @@ fn gen_gate_keys<K: GateKey>(
     let klen = K::byte_len_for(bits);
     let (mut b0, mut b1) = (Vec::with_capacity(len * klen), Vec::with_capacity(len * klen));
     let rng = g.private.as_mut().expect("the dealer holds its private PRG");
-    for (a, b) in r0.as_slice().iter().zip(r1.as_slice()) {
-        let (k0, k1) = K::keygen_pair(bits, a.wrapping_add(*b), rng)
-            .map_err(|e| Error::InvalidInput(format!("{} gate: {e}", K::NAME)))?;
-        k0.write_to(&mut b0);
-        k1.write_to(&mut b1);
-    }
+    let r: Vec<u64> = r0.as_slice().iter().zip(r1.as_slice()).map(|(a, b)| a.wrapping_add(*b)).collect();
+    K::keygen_into(bits, &r, rng, &mut b0, &mut b1)
+        .map_err(|e| Error::InvalidInput(format!("{} gate: {e}", K::NAME)))?;
     Ok((r0, r1, b0, b1))
 }
 

@@ -484,8 +484,10 @@ impl Ctx {
                         (Some(k.mapv(|v| 1.0 / v)), None)
                     }
                     _ => {
-                        return Err(self
-                            .err(n, "division of a constant by the data (needs a secret reciprocal) is not supported"));
+                        return Err(self.err(
+                            n,
+                            "division of a constant by the data (needs a secret reciprocal) is not supported",
+                        ));
                     }
                 };
                 self.affine_const(n, scale, shift)

@@ -201,6 +201,111 @@ pub fn keygen<const L: usize, R: CryptoRng + ?Sized>(
     Ok((k0, k1))
 }
 
+/// Dealer: [`keygen`] for many `(alpha, beta)` pairs at once (all on the same `n`-bit domain),
+/// level by level across chunks of keys so the PRG runs on many blocks per AES call (the
+/// per-key [`keygen`] issues four-block calls and is several times slower).
+#[allow(clippy::needless_range_loop)] // several parallel per-key state arrays indexed together
+pub fn keygen_batch<const L: usize, R: CryptoRng + ?Sized>(
+    n: u32,
+    alphas: &[u64],
+    betas: &[[u64; L]],
+    rng: &mut R,
+) -> Result<Vec<(DcfKey<L>, DcfKey<L>)>, FssError> {
+    const { assert!(L >= 1 && L <= MAX_L, "payload length must be in 1..=8") };
+    if !(1..=64).contains(&n) {
+        return Err(FssError::InvalidBitWidth { got: n, min: 1, max: 64 });
+    }
+    if alphas.len() != betas.len() {
+        return Err(FssError::LengthMismatch { keys: alphas.len(), inputs: betas.len(), outputs: alphas.len() });
+    }
+    if let Some(&alpha) = alphas.iter().find(|&&a| n < 64 && a >> n != 0) {
+        return Err(FssError::AlphaOutOfDomain { alpha, n });
+    }
+    let prg = Prg::fixed();
+    let vb = L.div_ceil(2);
+    let bps = 2 + 2 * vb; // blocks per seed expansion (both sides)
+    let mut out = Vec::with_capacity(alphas.len());
+    let mut inp = vec![Block::default(); CHUNK * 2 * bps];
+    let mut hashed = vec![Block::default(); CHUNK * 2 * bps];
+    for (alpha_c, beta_c) in alphas.chunks(CHUNK).zip(betas.chunks(CHUNK)) {
+        let m = alpha_c.len();
+        let seeds: Vec<(u128, u128)> = (0..m).map(|_| (rand_seed(rng), rand_seed(rng))).collect();
+        let mut s: Vec<[u128; 2]> = seeds.iter().map(|&(a, b)| [a, b]).collect();
+        let mut t: Vec<[u64; 2]> = vec![[0, 1]; m];
+        let mut va = vec![[0u64; L]; m];
+        let mut cws: Vec<Vec<Cw<L>>> = (0..m).map(|_| Vec::with_capacity(n as usize)).collect();
+        for i in 0..n {
+            for j in 0..m {
+                for p in 0..2 {
+                    let o = (j * 2 + p) * bps;
+                    for side in 0..2u64 {
+                        inp[o + side as usize] = prg::to_block(s[j][p] ^ prg::seed_tweak(side));
+                        for k in 0..vb {
+                            inp[o + 2 + side as usize * vb + k] = prg::to_block(s[j][p] ^ prg::value_tweak(side, k));
+                        }
+                    }
+                }
+            }
+            prg.hash_blocks(&inp[..m * 2 * bps], &mut hashed[..m * 2 * bps]);
+            for j in 0..m {
+                let expand = |p: usize| {
+                    let o = (j * 2 + p) * bps;
+                    let raw = [prg::from_block(&hashed[o]), prg::from_block(&hashed[o + 1])];
+                    let v = [words::<L>(&hashed[o + 2..o + 2 + vb]), words::<L>(&hashed[o + 2 + vb..o + bps])];
+                    (raw, v)
+                };
+                let ((raw0, v0), (raw1, v1)) = (expand(0), expand(1));
+                let a = (alpha_c[j] >> (n - 1 - i)) & 1;
+                let (keep, lose) = (a as usize, (1 - a) as usize);
+                let s_cw = (raw0[lose] ^ raw1[lose]) & SEED_MASK;
+                let neg = t[j][1] == 1;
+                let sgn = |z: u64| if neg { z.wrapping_neg() } else { z };
+                let mut v_cw = [0u64; L];
+                for k in 0..L {
+                    let mut z = v1[lose][k].wrapping_sub(v0[lose][k]).wrapping_sub(va[j][k]);
+                    if lose == 0 {
+                        z = z.wrapping_add(beta_c[j][k]);
+                    }
+                    v_cw[k] = sgn(z);
+                    va[j][k] = va[j][k].wrapping_sub(v1[keep][k]).wrapping_add(v0[keep][k]).wrapping_add(sgn(v_cw[k]));
+                }
+                let t_cw_l = ((raw0[0] ^ raw1[0]) as u64 & 1) ^ a ^ 1;
+                let t_cw_r = ((raw0[1] ^ raw1[1]) as u64 & 1) ^ a;
+                let t_cw_keep = if keep == 0 { t_cw_l } else { t_cw_r };
+                let s_word = s_cw | t_cw_l as u128 | ((t_cw_r as u128) << 1);
+                cws[j].push(Cw { s: [s_word as u64, (s_word >> 64) as u64], v: v_cw });
+                let [t0, t1] = t[j];
+                let m0 = mask128(t0.wrapping_neg()) & s_cw;
+                let m1 = mask128(t1.wrapping_neg()) & s_cw;
+                t[j] = [(raw0[keep] as u64 & 1) ^ (t0 & t_cw_keep), (raw1[keep] as u64 & 1) ^ (t1 & t_cw_keep)];
+                s[j] = [(raw0[keep] & SEED_MASK) ^ m0, (raw1[keep] & SEED_MASK) ^ m1];
+            }
+        }
+        // Leaf conversion for both parties' final seeds of every key in one call.
+        for j in 0..m {
+            for p in 0..2 {
+                for k in 0..vb {
+                    inp[(j * 2 + p) * vb + k] = prg::to_block(s[j][p] ^ prg::leaf_tweak(k));
+                }
+            }
+        }
+        prg.hash_blocks(&inp[..m * 2 * vb], &mut hashed[..m * 2 * vb]);
+        for (j, cw) in cws.into_iter().enumerate() {
+            let c0 = words::<L>(&hashed[(j * 2) * vb..(j * 2 + 1) * vb]);
+            let c1 = words::<L>(&hashed[(j * 2 + 1) * vb..(j * 2 + 2) * vb]);
+            let mut last = [0u64; L];
+            for k in 0..L {
+                let z = c1[k].wrapping_sub(c0[k]).wrapping_sub(va[j][k]);
+                last[k] = if t[j][1] == 1 { z.wrapping_neg() } else { z };
+            }
+            let k0 = DcfKey { n: n as u8, seed: seeds[j].0, cws: cw.clone(), last };
+            let k1 = DcfKey { n: n as u8, seed: seeds[j].1, cws: cw, last };
+            out.push((k0, k1));
+        }
+    }
+    Ok(out)
+}
+
 /// Online: party `party ∈ {0, 1}` evaluates its key at `x` (only the low `n`
 /// bits of `x` are used) and returns its additive share of `f_{α,β}(x)`.
 pub fn eval<const L: usize>(party: u8, key: &DcfKey<L>, x: u64) -> Result<[u64; L], FssError> {

@@ -149,6 +149,35 @@ impl SignGate {
     }
 }
 
+impl SignGate {
+    /// Dealer: key pairs for many masks at once (batched DCF key generation), serialised
+    /// back to back into `out0` (P0's keys) and `out1` (P1's).
+    pub fn keygen_into<R: CryptoRng + ?Sized>(
+        n: u32,
+        r_ins: &[u64],
+        rng: &mut R,
+        out0: &mut Vec<u8>,
+        out1: &mut Vec<u8>,
+    ) -> Result<(), FssError> {
+        check_width(n)?;
+        let mut alphas = Vec::with_capacity(r_ins.len());
+        let mut betas = Vec::with_capacity(r_ins.len());
+        for &r in r_ins {
+            let (rh, rl, _) = split_mask(n, r);
+            alphas.push(rl);
+            betas.push([1u64.wrapping_sub(rh << 1)]);
+        }
+        let dcfs = dcf::keygen_batch::<1, R>(n - 1, &alphas, &betas, rng)?;
+        for (&r, (d0, d1)) in r_ins.iter().zip(dcfs) {
+            let (rh, _, _) = split_mask(n, r);
+            let a = rng.next_u64();
+            out0.extend_from_slice(&SignKey { n: n as u8, rh: a, dcf: d0 }.to_bytes());
+            out1.extend_from_slice(&SignKey { n: n as u8, rh: rh.wrapping_sub(a), dcf: d1 }.to_bytes());
+        }
+        Ok(())
+    }
+}
+
 impl SignKey {
     /// Gate bit width `n`.
     pub fn n(&self) -> u32 {
@@ -824,6 +853,38 @@ impl Relu64Gate {
     }
 }
 
+impl Relu64Gate {
+    /// Dealer: key pairs for many masks at once (batched DCF key generation), serialised
+    /// back to back into `out0` (P0's keys) and `out1` (P1's).
+    pub fn keygen_into<R: CryptoRng + ?Sized>(
+        n: u32,
+        r_ins: &[u64],
+        rng: &mut R,
+        out0: &mut Vec<u8>,
+        out1: &mut Vec<u8>,
+    ) -> Result<(), FssError> {
+        check_width(n)?;
+        let mut alphas = Vec::with_capacity(r_ins.len());
+        let mut betas = Vec::with_capacity(r_ins.len());
+        for &r in r_ins {
+            let (rh, rl, _) = split_mask(n, r);
+            let u = 1u64.wrapping_sub(rh << 1);
+            alphas.push(rl);
+            betas.push([u, u.wrapping_mul(r)]);
+        }
+        let dcfs = dcf::keygen_batch::<2, R>(n - 1, &alphas, &betas, rng)?;
+        for (&r, (d0, d1)) in r_ins.iter().zip(dcfs) {
+            let (rh, _, _) = split_mask(n, r);
+            let consts = [rh, r, rh.wrapping_mul(r)];
+            let a: [u64; 3] = std::array::from_fn(|_| rng.next_u64());
+            let b: [u64; 3] = std::array::from_fn(|i| consts[i].wrapping_sub(a[i]));
+            out0.extend_from_slice(&Relu64Key { n: n as u8, k: a, dcf: d0 }.to_bytes());
+            out1.extend_from_slice(&Relu64Key { n: n as u8, k: b, dcf: d1 }.to_bytes());
+        }
+        Ok(())
+    }
+}
+
 impl Relu64Key {
     /// Gate bit width `n`.
     pub fn n(&self) -> u32 {
@@ -919,6 +980,35 @@ mod relu64_tests {
             }
         }
         assert!(Relu64Key::from_bytes(&[RELU64_TAG, 200]).is_err());
+    }
+
+    #[test]
+    fn batched_keygen_gives_working_keys() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(65);
+        for n in [2u32, 17, 49, 64] {
+            let half = if n == 64 { i64::MAX } else { (1i64 << (n - 1)) - 1 };
+            let xs: Vec<i64> = (-40..40).map(|v: i64| v.clamp(-half - 1, half)).chain([half, -half - 1]).collect();
+            let rs: Vec<u64> = xs.iter().map(|_| rng.random()).collect();
+            let ys: Vec<u64> = xs.iter().zip(&rs).map(|(&x, &r)| (x as u64).wrapping_add(r)).collect();
+            let m = xs.len();
+            let (mut a0, mut a1) = (vec![], vec![]);
+            Relu64Gate::keygen_into(n, &rs, &mut rng, &mut a0, &mut a1).unwrap();
+            let (p0, p1) = (PackedKeys::relu64(a0, 0, m, n).unwrap(), PackedKeys::relu64(a1, 0, m, n).unwrap());
+            let (mut r0, mut d0, mut r1, mut d1) = (vec![0; m], vec![0; m], vec![0; m], vec![0; m]);
+            Relu64Gate::eval_packed(0, &p0, &ys, &mut r0, &mut d0).unwrap();
+            Relu64Gate::eval_packed(1, &p1, &ys, &mut r1, &mut d1).unwrap();
+            let (mut s0, mut s1) = (vec![], vec![]);
+            SignGate::keygen_into(n, &rs, &mut rng, &mut s0, &mut s1).unwrap();
+            let (q0, q1) = (PackedKeys::sign(s0, 0, m, n).unwrap(), PackedKeys::sign(s1, 0, m, n).unwrap());
+            let (mut b0, mut b1) = (vec![0; m], vec![0; m]);
+            SignGate::eval_packed(0, &q0, &ys, &mut b0).unwrap();
+            SignGate::eval_packed(1, &q1, &ys, &mut b1).unwrap();
+            for i in 0..m {
+                assert_eq!(r0[i].wrapping_add(r1[i]), xs[i].max(0) as u64, "relu n={n} x={}", xs[i]);
+                assert_eq!(d0[i].wrapping_add(d1[i]), u64::from(xs[i] >= 0));
+                assert_eq!(b0[i].wrapping_add(b1[i]), u64::from(xs[i] < 0), "sign n={n} x={}", xs[i]);
+            }
+        }
         assert!(Relu64Key::from_bytes(&[]).is_err());
     }
 }

@@ -93,6 +93,22 @@ pub trait GateKey: Sized + Send {
     fn parse(bytes: &[u8]) -> Result<Self, FssError>;
     /// Wraps `count` serialised keys at `buf[start..]` for in-place evaluation.
     fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError>;
+    /// Dealer: key pairs for all `r_ins`, serialised into `out0` / `out1` (batched where the
+    /// gate supports it).
+    fn keygen_into<R: rand_core::CryptoRng + ?Sized>(
+        n: u32,
+        r_ins: &[u64],
+        rng: &mut R,
+        out0: &mut Vec<u8>,
+        out1: &mut Vec<u8>,
+    ) -> Result<(), FssError> {
+        for &r in r_ins {
+            let (k0, k1) = Self::keygen_pair(n, r, rng)?;
+            k0.write_to(out0);
+            k1.write_to(out1);
+        }
+        Ok(())
+    }
 }
 
 impl GateKey for SignKey {
@@ -112,6 +128,15 @@ impl GateKey for SignKey {
     fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError> {
         PackedKeys::sign(buf, start, count, n)
     }
+    fn keygen_into<R: rand_core::CryptoRng + ?Sized>(
+        n: u32,
+        r_ins: &[u64],
+        rng: &mut R,
+        out0: &mut Vec<u8>,
+        out1: &mut Vec<u8>,
+    ) -> Result<(), FssError> {
+        SignGate::keygen_into(n, r_ins, rng, out0, out1)
+    }
 }
 
 impl GateKey for Relu64Key {
@@ -130,6 +155,15 @@ impl GateKey for Relu64Key {
     }
     fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError> {
         PackedKeys::relu64(buf, start, count, n)
+    }
+    fn keygen_into<R: rand_core::CryptoRng + ?Sized>(
+        n: u32,
+        r_ins: &[u64],
+        rng: &mut R,
+        out0: &mut Vec<u8>,
+        out1: &mut Vec<u8>,
+    ) -> Result<(), FssError> {
+        Relu64Gate::keygen_into(n, r_ins, rng, out0, out1)
     }
 }
 
