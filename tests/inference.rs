@@ -174,6 +174,13 @@ fn mismatched_model_or_input_is_refused() {
     let other = network_a(2).plan(3, OutputPolicy::Logits, FixedPoint::default()).unwrap();
     assert_ne!(plan.hash(), other.hash());
     assert_eq!(plan.hash(), m.plan(2, OutputPolicy::Logits, FixedPoint::default()).unwrap().hash());
+    // The data owner and the dealer re-derive any batch from the published batch-1 plan.
+    let published = m.plan(1, OutputPolicy::Logits, FixedPoint::default()).unwrap();
+    assert_eq!(published.rebatch(2).unwrap(), plan);
+    plan.validate().unwrap();
+    let mut broken = plan.clone();
+    broken.steps[1].input = vec![2, 7];
+    assert!(broken.validate().is_err());
     // Bob's input of the wrong shape: a clean error, no hang.
     let r = run_parties(2, |mut p| {
         let (plan, m) = (plan.clone(), m.clone());

@@ -238,6 +238,48 @@ impl Plan {
     pub fn batch(&self) -> usize {
         self.input[0]
     }
+
+    /// The same plan for another batch size (every layer's shape depends on the batch only
+    /// through the leading axis). This is how the data owner and the dealer, who hold the
+    /// published architecture but not the weights, derive a job's plan.
+    pub fn rebatch(&self, batch: usize) -> Result<Plan, ModelError> {
+        if batch == 0 {
+            return Err(ModelError::Invalid("batch size must be at least 1".into()));
+        }
+        let with = |s: &[usize]| {
+            let mut v = s.to_vec();
+            if let Some(first) = v.first_mut() {
+                *first = batch;
+            }
+            v
+        };
+        Ok(Plan {
+            version: self.version,
+            input: with(&self.input),
+            steps: self.steps.iter().map(|st| Step { kind: st.kind.clone(), input: with(&st.input), output: with(&st.output) }).collect(),
+            output: self.output,
+            fixed: self.fixed,
+        })
+    }
+
+    /// Checks that the plan is internally consistent (what a node does with a plan it
+    /// received): shapes chain, every step's output follows from its input.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let mut cur = self.input.clone();
+        if cur.is_empty() || cur[0] == 0 {
+            return Err(ModelError::Invalid("plan input needs a batch axis".into()));
+        }
+        for (i, st) in self.steps.iter().enumerate() {
+            if st.input != cur {
+                return Err(ModelError::Invalid(format!("step {i} ({}) expects {:?}, gets {cur:?}", st.kind.name(), st.input)));
+            }
+            if st.output.first() != cur.first() || st.output.iter().product::<usize>() == 0 {
+                return Err(ModelError::Invalid(format!("step {i} ({}) has a bad output shape {:?}", st.kind.name(), st.output)));
+            }
+            cur = st.output.clone();
+        }
+        Ok(())
+    }
 }
 
 fn pool_out(h: usize, k: usize, s: usize, p: usize) -> Option<usize> {
