@@ -1,0 +1,2 @@
+//! Placeholder until the transport benchmark lands.
+fn main() {}
