@@ -8,9 +8,14 @@
 //! What it does not do: any protocol logic (that is `mpc-proto`).
 #![deny(unsafe_code)]
 
+pub mod api;
+pub mod client;
 pub mod config;
 pub mod identity;
+pub mod jobs;
 pub mod mesh;
+pub mod node;
+pub mod store;
 pub mod testbed;
 pub mod tls;
 pub mod transport;

@@ -87,7 +87,16 @@ impl PeerAuth {
                 // rcgen certificates carry no EKU; one that does must allow the TLS use either way.
                 let chain_ok =
                     [webpki::KeyUsage::server_auth(), webpki::KeyUsage::client_auth()].into_iter().any(|u| {
-                        ee.verify_for_usage(self.algs.all, std::slice::from_ref(&anchor), intermediates, now, u, None, None).is_ok()
+                        ee.verify_for_usage(
+                            self.algs.all,
+                            std::slice::from_ref(&anchor),
+                            intermediates,
+                            now,
+                            u,
+                            None,
+                            None,
+                        )
+                        .is_ok()
                     });
                 if !chain_ok {
                     return Err("not issued by the consortium CA (or expired)".into());
