@@ -27,17 +27,28 @@ pub struct Addrs {
 /// consortium CA written to `dir/ca.pem` and trust mode is `ca`; otherwise they are self-signed
 /// and pinned.
 pub fn write_consortium(dir: &Path, addrs: Addrs, ca: bool) -> anyhow::Result<[PathBuf; 3]> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let authority = if ca { Some(Ca::new("membrane-test-consortium")?) } else { None };
-    if let Some(a) = &authority {
+    write_consortium_with(dir, addrs, authority.as_ref(), NAMES)
+}
+
+/// [`write_consortium`] with a given CA (or pinned trust for `None`) and organisation names.
+pub fn write_consortium_with(
+    dir: &Path,
+    addrs: Addrs,
+    authority: Option<&Ca>,
+    names: [&str; 3],
+) -> anyhow::Result<[PathBuf; 3]> {
+    let ca = authority.is_some();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(a) = authority {
         std::fs::write(dir.join("ca.pem"), a.cert_pem()).context("writing ca.pem")?;
     }
     let mut certs = Vec::new();
     for role in Role::ALL {
         let d = dir.join(role.as_str());
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-        let name = NAMES[role.party().index()];
-        let id: Identity = match &authority {
+        let name = names[role.party().index()];
+        let id: Identity = match authority {
             Some(a) => a.issue(name)?,
             None => identity::self_signed(name)?,
         };
@@ -49,7 +60,7 @@ pub fn write_consortium(dir: &Path, addrs: Addrs, ca: bool) -> anyhow::Result<[P
         .iter()
         .map(|&r| PartySection {
             role: r,
-            name: NAMES[r.party().index()].into(),
+            name: names[r.party().index()].into(),
             address: addrs.udp[r.party().index()],
             cert: (!ca).then(|| PathBuf::from(format!("../{}/node.cert.pem", r.as_str()))),
         })

@@ -8,6 +8,7 @@ use mpc_proto::testing::run_parties_on;
 use mpc_proto::transport::Transport;
 use mpc_proto::{AShare, Error, LocalConfig, Party, PartyId, RingTensor, SessionConfig, SessionId, run_parties_with};
 use party_node::config::Config;
+use party_node::identity::Ca;
 use party_node::mesh::{Mesh, MeshOptions, bind_udp};
 use party_node::testbed::{self, Addrs};
 
@@ -177,6 +178,36 @@ fn an_unknown_certificate_is_refused() {
         let bob = start(&bed.cfgs[1]);
         bob.wait_ready(Duration::from_secs(10)).await.unwrap();
         assert!(alice.is_connected(PartyId::P1) && dealer.is_connected(PartyId::P1));
+    });
+}
+
+#[test]
+fn ca_mode_refuses_foreign_and_unlisted_certificates() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = testbed::free_addrs().unwrap();
+    let ca = Ca::new("consortium").unwrap();
+    let real = testbed::write_consortium_with(&dir.path().join("real"), addrs, Some(&ca), testbed::NAMES).unwrap();
+    let cfgs: Vec<Config> = real.iter().map(|p| Config::load(p).unwrap()).collect();
+    // Mallory A: Bob's name and address, certificate from another CA.
+    let foreign = Ca::new("other").unwrap();
+    let a = testbed::write_consortium_with(&dir.path().join("a"), addrs, Some(&foreign), testbed::NAMES).unwrap();
+    // Mallory B: the consortium's own CA, but issued to an organisation that is not a party.
+    let names = [testbed::NAMES[0], "mallory-inc", testbed::NAMES[2]];
+    let b = testbed::write_consortium_with(&dir.path().join("b"), addrs, Some(&ca), names).unwrap();
+    rt.block_on(async {
+        let alice = start(&cfgs[0]);
+        let dealer = start(&cfgs[2]);
+        for rogue in [&a[1], &b[1]] {
+            let m = start(&Config::load(rogue).unwrap());
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert!(alice.is_connected(PartyId::P2), "the legitimate pair connects under the CA");
+            assert!(!alice.is_connected(PartyId::P1) && !dealer.is_connected(PartyId::P1), "{}", rogue.display());
+            assert!(!m.is_connected(PartyId::P0) && !m.is_connected(PartyId::P2));
+            m.shutdown().await;
+        }
+        let bob = start(&cfgs[1]);
+        bob.wait_ready(Duration::from_secs(10)).await.unwrap();
     });
 }
 
