@@ -352,8 +352,18 @@ impl Jobs {
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
         let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
         let config = SessionConfig::new(session, plan.hash());
-        let mut party = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng)
+        // Bounded: a peer whose node accepted the stream but whose organisation never
+        // submitted the job would otherwise hold this one for the whole frame deadline.
+        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
+        let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
             .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "session setup did not complete within {:?}: did every organisation submit job {id} with the same \
+                     shapes?",
+                    mesh.join_timeout()
+                )
+            })?
             .map_err(|e| self.explain(mesh, e))?;
         self.progress(id, 2, Some(&party));
         let me = party.id();
@@ -429,4 +439,52 @@ pub fn check_request(req: &JobRequest) -> anyhow::Result<()> {
         bail!("m, k and n must be positive");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_running_when_the_node_stopped_is_reloaded_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let id = JobId::random();
+        let record = |state| JobRecord {
+            id: id.to_string(),
+            plan: Plan { m: 1, k: 2, n: 3 },
+            state,
+            steps_done: 2,
+            steps_total: 4,
+            step: "matmul".into(),
+            error: None,
+            created_unix_ms: 1,
+            finished_unix_ms: None,
+            total: OpCounters::default(),
+            ops: BTreeMap::new(),
+            wire_sent: 0,
+            wire_recv: 0,
+        };
+        store.put("jobs", &id.to_string(), &serde_json::to_vec(&record(JobState::Running)).unwrap()).unwrap();
+        let done = JobId::random();
+        let mut r = record(JobState::Done);
+        r.id = done.to_string();
+        store.put("jobs", &done.to_string(), &serde_json::to_vec(&r).unwrap()).unwrap();
+        let jobs = Jobs::load(PartyId::P1, store.clone()).unwrap();
+        assert_eq!(jobs.get(id).unwrap().state, JobState::Interrupted);
+        assert_eq!(jobs.get(done).unwrap().state, JobState::Done);
+        // The new state is on disk too.
+        let again = Jobs::load(PartyId::P1, store).unwrap();
+        assert_eq!(again.get(id).unwrap().state, JobState::Interrupted);
+    }
+
+    #[test]
+    fn job_ids_and_plans() {
+        let id = JobId::random();
+        assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);
+        assert!("xyz".parse::<JobId>().is_err() && "0".repeat(33).parse::<JobId>().is_err());
+        let p = Plan { m: 2, k: 3, n: 4 };
+        assert_ne!(p.hash(), Plan { m: 3, k: 2, n: 4 }.hash());
+        assert_eq!(p.hash(), Plan { m: 2, k: 3, n: 4 }.hash());
+    }
 }

@@ -229,6 +229,11 @@ impl Mesh {
         self.inner.endpoint.local_addr()
     }
 
+    /// How long joining a session may take.
+    pub fn join_timeout(&self) -> Duration {
+        self.inner.opts.join_timeout
+    }
+
     /// Whether a connection to `p` is up.
     pub fn is_connected(&self, p: PartyId) -> bool {
         self.inner.current(p).is_some()
