@@ -166,6 +166,26 @@ fn bench(c: &mut Criterion) {
             });
         });
     }
+    // The same round trip driven from a task on the runtime (no hop from the caller's thread).
+    for (name, pair) in &pairs {
+        let Pair::Quic(a, b, ..) = pair else { continue };
+        g.bench_function(BenchmarkId::from_parameter(format!("{name}-in-runtime")), |bench| {
+            bench.iter_custom(|iters| {
+                let (a, b) = (a.clone(), b.clone());
+                rt.block_on(rt.spawn(async move {
+                    let t0 = Instant::now();
+                    for _ in 0..iters {
+                        a.send(PartyId::P1, vec![1; 64]).await.unwrap();
+                        let f = b.recv(PartyId::P0).await.unwrap();
+                        b.send(PartyId::P0, f).await.unwrap();
+                        a.recv(PartyId::P1).await.unwrap();
+                    }
+                    t0.elapsed()
+                }))
+                .unwrap()
+            });
+        });
+    }
     g.finish();
 }
 

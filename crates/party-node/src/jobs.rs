@@ -28,6 +28,9 @@ use crate::store::Store;
 /// Largest matrix side a job accepts.
 pub const MAX_DIM: usize = 4096;
 
+/// Jobs that may be joining or running at once on a node (each has its own thread).
+pub const MAX_ACTIVE: usize = 16;
+
 /// A job id: 128 random bits, written as 32 hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct JobId(pub u128);
@@ -291,6 +294,9 @@ impl Jobs {
             if records.contains_key(&id) {
                 return Err(SubmitError::Duplicate(id));
             }
+            if records.values().filter(|r| !r.state.is_final()).count() >= MAX_ACTIVE {
+                return Err(SubmitError::Busy);
+            }
             records.insert(
                 id,
                 JobRecord {
@@ -425,6 +431,9 @@ pub enum SubmitError {
     /// A job with this id exists on this node.
     #[error("job {0} already exists on this node")]
     Duplicate(JobId),
+    /// Too many jobs are active on this node.
+    #[error("this node already runs {MAX_ACTIVE} jobs; retry when one has finished")]
+    Busy,
     /// The node could not start it.
     #[error("{0}")]
     Internal(String),

@@ -124,6 +124,24 @@ fn concurrent_sessions_share_connections() {
 }
 
 #[test]
+fn an_oversized_frame_is_refused_before_allocation() {
+    let rt = runtime();
+    let bed = bed(false);
+    rt.block_on(async {
+        let small = MeshOptions { max_frame: 1024, ..MeshOptions::default() };
+        let meshes = vec![start(&bed.cfgs[0]), start_with(&bed.cfgs[1], small), start(&bed.cfgs[2])];
+        let ts = sessions(&meshes, 5).await;
+        ts[0].send(PartyId::P1, vec![0; 1024]).await.unwrap();
+        assert_eq!(ts[1].recv(PartyId::P0).await.unwrap().len(), 1024, "at the limit is fine");
+        ts[0].send(PartyId::P1, vec![0; 1 << 20]).await.unwrap();
+        let e = ts[1].recv(PartyId::P0).await.unwrap_err();
+        assert_eq!(e, mpc_proto::TransportError::TooLarge { len: 1 << 20, max: 1024 });
+        let e = ts[1].send(PartyId::P0, vec![0; 1025]).await.unwrap_err();
+        assert!(matches!(e, mpc_proto::TransportError::TooLarge { len: 1025, .. }), "{e}");
+    });
+}
+
+#[test]
 fn any_start_order_forms_the_mesh() {
     let rt = runtime();
     let bed = bed(false);
