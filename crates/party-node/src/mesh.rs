@@ -384,10 +384,39 @@ impl Inner {
                 }
             }
         };
+        // A peer that was connected and drops while we wait will not join: fail now rather
+        // than at the deadline (it may be back later, but not for this session).
+        let mut conn_rx = self.peers[p.index()].conn.subscribe();
+        let lost = async move {
+            let mut seen = conn_rx.borrow_and_update().is_some();
+            loop {
+                if conn_rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                let up = conn_rx.borrow_and_update().is_some();
+                if seen && !up {
+                    return;
+                }
+                seen |= up;
+            }
+        };
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx).await {
-            Ok(Ok(s)) => Ok(s),
-            _ => {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(left, rx) => Some(r),
+            () = lost => None,
+        };
+        match outcome {
+            Some(Ok(Ok(s))) => Ok(s),
+            None => {
+                self.parked.lock().expect("parked lock").remove(&(session, p));
+                let why = self.peers[p.index()].info.lock().expect("peer info lock").last_error.clone();
+                anyhow::bail!(
+                    "lost the connection to {} ({p}) while waiting for it to join job {session}: {}",
+                    Role::of(p),
+                    why.unwrap_or_else(|| "closed".into())
+                )
+            }
+            Some(_) => {
                 self.parked.lock().expect("parked lock").remove(&(session, p));
                 let state =
                     if self.current(p).is_some() { "connected, but its node has not started" } else { "not connected" };

@@ -172,6 +172,31 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
         wait_ready(&[&alice, &bob, &dealer]).await;
         run_job(&[&alice, &bob, &dealer], 3, 2, 4).await;
 
+        // A computing party dies: Alice is in session setup waiting for Bob's hello, the dealer
+        // is waiting for Bob's stream. Both fail within 5 s, naming Bob.
+        let r = alice.post("/v1/jobs", json!({"m": 4, "k": 4, "n": 4, "seed": 1})).await;
+        let id = r.body["id"].as_str().unwrap().to_string();
+        dealer.post("/v1/jobs", json!({"id": id, "m": 4, "k": 4, "n": 4})).await.ok().unwrap();
+        let t0 = Instant::now();
+        while alice.get(&format!("/v1/jobs/{id}")).await["state"] != "running" {
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut bob = bob;
+        bob.kill9();
+        let killed = Instant::now();
+        for n in [&alice, &dealer] {
+            let j = wait_final(n, &id, Duration::from_secs(5)).await;
+            assert_eq!(j["state"], "failed", "{j}");
+            let err = j["error"].as_str().unwrap();
+            assert!(err.contains("lost the connection to bob"), "{err}");
+        }
+        assert!(killed.elapsed() < Duration::from_secs(5), "failed after {:?}", killed.elapsed());
+        let bob = Node::spawn(&bob.path.clone(), 1);
+        wait_ready(&[&alice, &bob, &dealer]).await;
+        let jobs = bob.get("/v1/jobs").await;
+        assert_eq!(jobs["jobs"].as_array().unwrap().len(), 3, "Bob's records survive its SIGKILL: {jobs}");
+
         // Plan mismatch: Bob's shapes differ -> every side fails cleanly.
         let r = alice.post("/v1/jobs", json!({"m": 2, "k": 2, "n": 2, "seed": 1})).await;
         let id = r.body["id"].as_str().unwrap().to_string();
