@@ -1,12 +1,23 @@
 //! `party-node`: the daemon each organisation runs, and its CLI.
 //!
-//! Today it offers `party-node demo`, an in-process three-party run of the MPC core; the QUIC
-//! mesh, the job scheduler, the store and the control API are the next milestones.
+//! `party-node init` makes a node's identity and config, `party-node run` runs it, `status` and
+//! `jobs` are thin clients of its control API, and `demo` runs the three parties in one process.
 #![deny(unsafe_code)]
 
 mod demo;
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use party_node::client;
+use party_node::config::{Config, Role, random_token};
+use party_node::identity;
+use party_node::jobs::{JobRequest, check_request};
+use party_node::testbed;
+use serde_json::json;
 
 /// Membrane party node.
 #[derive(Parser)]
@@ -25,11 +36,271 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         batch: usize,
     },
+    /// Create this node's key pair, self-signed certificate and config.
+    Init {
+        /// This node's role.
+        #[arg(long)]
+        role: Role,
+        /// Organisation name (a-z, 0-9, '-'); it becomes the certificate's DNS name.
+        #[arg(long)]
+        name: String,
+        /// Directory to write node.key.pem, node.cert.pem and node.toml into.
+        #[arg(long)]
+        out: PathBuf,
+        /// UDP address the node listens on for its peers.
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        listen: SocketAddr,
+        /// Control API address (loopback).
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        api: SocketAddr,
+    },
+    /// Create a complete three-node consortium on this machine (to try the node): DIR/alice,
+    /// DIR/bob, DIR/dealer, each with its identity and config.
+    InitLocal {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// First UDP port (nodes use this and the next two; the APIs use +100).
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
+    },
+    /// Run the node.
+    Run {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show the node's health and its peers.
+    Status {
+        /// The node's config (for the API address and token).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Submit and inspect jobs.
+    Jobs {
+        /// The node's config (for the API address and token).
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+    #[command(hide = true, name = "store-torture")]
+    /// Test aid: write store items forever (a test kills it and checks the store).
+    StoreTorture {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// List the node's jobs.
+    List,
+    /// Submit a job (secure matmul of Bob's m×k by Alice's k×n, revealed to Bob). Every node
+    /// must be given the same id and shapes; omit --id on the first to draw one.
+    Submit {
+        /// Job id (32 hex digits) from the first submission.
+        #[arg(long)]
+        id: Option<String>,
+        /// Rows of Bob's matrix.
+        #[arg(long)]
+        m: usize,
+        /// Columns of Bob's matrix, rows of Alice's.
+        #[arg(long)]
+        k: usize,
+        /// Columns of Alice's matrix.
+        #[arg(long)]
+        n: usize,
+        /// Alice and Bob: the seed of this party's private input.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Show one job.
+    Show {
+        /// Job id.
+        id: String,
+    },
+    /// Wait until a job is done or failed (exit status 1 if it failed).
+    Wait {
+        /// Job id.
+        id: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Bob: print the revealed result of a job.
+    Result {
+        /// Job id.
+        id: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { batch } => demo::run(batch),
+        Command::Init { role, name, out, listen, api } => init(role, &name, &out, listen, api),
+        Command::InitLocal { out, base_port } => init_local(&out, base_port),
+        Command::Run { config } => {
+            init_logging();
+            let cfg = Config::load(&config)?;
+            runtime()?.block_on(party_node::node::run(cfg))
+        }
+        Command::Status { config } => runtime()?.block_on(status(&config)),
+        Command::Jobs { config, action } => runtime()?.block_on(jobs(&config, action)),
+        Command::StoreTorture { dir } => store_torture(&dir),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEMBRANE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn init(role: Role, name: &str, out: &Path, listen: SocketAddr, api: SocketAddr) -> anyhow::Result<()> {
+    identity::check_name(name)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let id = identity::self_signed(name)?;
+    identity::write_new(&out.join("node.key.pem"), &id.key_pem, true)?;
+    identity::write_new(&out.join("node.cert.pem"), &id.cert_pem, false)?;
+    let others: Vec<Role> = Role::ALL.into_iter().filter(|&r| r != role).collect();
+    let template = |r: Role| {
+        format!(
+            "# [[party]]\n# role = \"{r}\"\n# name = \"<their organisation name>\"\n# address = \"<their UDP address>\"\n\
+             # cert = \"{r}.cert.pem\"            # the node.cert.pem they send you\n"
+        )
+    };
+    let text = format!(
+        "# Membrane node config ({role}). Paths are relative to this file.\n\
+         [node]\nrole = \"{role}\"\ncert = \"node.cert.pem\"\nkey = \"node.key.pem\"\ndata_dir = \"data\"\n\n\
+         [api]\nlisten = \"{api}\"\ntoken = \"{token}\"\n\n\
+         [trust]\nmode = \"pinned\"    # or \"ca\" with ca = \"consortium-ca.pem\"\n\n\
+         [[party]]\nrole = \"{role}\"\nname = \"{name}\"\naddress = \"{listen}\"\ncert = \"node.cert.pem\"\n\n\
+         # Add the other two parties, with the certificates they send you (send them node.cert.pem):\n{}\n{}",
+        template(others[0]),
+        template(others[1]),
+        token = random_token(),
+    );
+    identity::write_new(&out.join("node.toml"), &text, true)?;
+    println!("wrote {0}/node.key.pem (secret), {0}/node.cert.pem, {0}/node.toml", out.display());
+    println!("next: exchange node.cert.pem with the other two organisations, add their [[party]] entries,");
+    println!("then `party-node run --config {}/node.toml`", out.display());
+    Ok(())
+}
+
+fn init_local(out: &Path, base: u16) -> anyhow::Result<()> {
+    let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let addrs = testbed::Addrs {
+        udp: [at(base), at(base + 1), at(base + 2)],
+        api: [at(base + 100), at(base + 101), at(base + 102)],
+    };
+    let paths = testbed::write_consortium(out, addrs, false)?;
+    for p in paths {
+        println!("party-node run --config {}", p.display());
+    }
+    Ok(())
+}
+
+async fn api_call(
+    cfg: &Config,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    client::call(cfg.api_listen, Some(&cfg.api_token.0), method, path, body).await?.ok()
+}
+
+async fn status(config: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let h = api_call(&cfg, "GET", "/v1/health", None).await?;
+    println!("node: {} (P{}), up {} s", h["role"].as_str().unwrap_or("?"), h["party"], h["uptime_s"]);
+    let p = api_call(&cfg, "GET", "/v1/peers", None).await?;
+    println!("{:<8} {:<16} {:<22} {:<10} {:>9}  last error", "peer", "name", "address", "state", "rtt");
+    for peer in p["peers"].as_array().into_iter().flatten() {
+        let rtt = peer["rtt_ms"].as_f64().map(|r| format!("{r:.2} ms")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<8} {:<16} {:<22} {:<10} {:>9}  {}",
+            peer["role"].as_str().unwrap_or("?"),
+            peer["name"].as_str().unwrap_or("?"),
+            peer["address"].as_str().unwrap_or("?"),
+            if peer["connected"].as_bool() == Some(true) { "connected" } else { "down" },
+            rtt,
+            peer["last_error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn jobs(config: &Path, action: JobsAction) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    match action {
+        JobsAction::List => {
+            let v = api_call(&cfg, "GET", "/v1/jobs", None).await?;
+            for j in v["jobs"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<11} {}/{} {:<14} {}",
+                    j["id"].as_str().unwrap_or("?"),
+                    j["state"].as_str().unwrap_or("?"),
+                    j["steps_done"],
+                    j["steps_total"],
+                    j["step"].as_str().unwrap_or(""),
+                    j["error"].as_str().unwrap_or("")
+                );
+            }
+        }
+        JobsAction::Submit { id, m, k, n, seed } => {
+            let req = JobRequest { id, m, k, n, seed };
+            check_request(&req)?;
+            let v = api_call(&cfg, "POST", "/v1/jobs", Some(serde_json::to_value(&req)?)).await?;
+            println!("{}", v["id"].as_str().unwrap_or("?"));
+        }
+        JobsAction::Show { id } => {
+            let v = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        JobsAction::Wait { id, timeout } => {
+            let t0 = Instant::now();
+            loop {
+                let v = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
+                match v["state"].as_str() {
+                    Some("done") => {
+                        println!("done");
+                        return Ok(());
+                    }
+                    Some(s @ ("failed" | "interrupted")) => {
+                        bail!("job {id} {s}: {}", v["error"].as_str().unwrap_or("no reason recorded"))
+                    }
+                    _ if t0.elapsed() > Duration::from_secs(timeout) => {
+                        bail!("job {id} still not done after {timeout} s")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        JobsAction::Result { id } => {
+            let v = api_call(&cfg, "GET", &format!("/v1/jobs/{id}/result"), None).await?;
+            println!("{}", json!(v));
+        }
+    }
+    Ok(())
+}
+
+fn store_torture(dir: &Path) -> anyhow::Result<()> {
+    let store = party_node::store::Store::open(dir)?;
+    // Item i holds i repeated; each size differs so a torn write could not pass as another.
+    for i in 0u64.. {
+        let payload: Vec<u8> = std::iter::repeat_n(i.to_le_bytes(), 1 + (i as usize % 4096)).flatten().collect();
+        store.put("items", &format!("{:08}", i % 50), &payload)?;
+        store.put("done", &format!("{:08}", i % 50), &i.to_le_bytes())?;
+    }
+    Ok(())
 }

@@ -1,0 +1,352 @@
+//! The node's configuration file (TOML), its validation, and the loaded form the node runs on.
+//!
+//! ```toml
+//! [node]
+//! role = "alice"                 # alice = P0, bob = P1, dealer = P2
+//! cert = "node.cert.pem"         # paths are relative to this file's directory
+//! key = "node.key.pem"
+//! data_dir = "data"
+//!
+//! [api]
+//! listen = "127.0.0.1:7100"
+//! token = "…"                    # bearer token of the control API
+//!
+//! [trust]
+//! mode = "pinned"                # or "ca" with `ca = "consortium-ca.pem"`
+//!
+//! [[party]]                      # three entries: alice, bob, dealer
+//! role = "alice"
+//! name = "acme"
+//! address = "127.0.0.1:7000"
+//! cert = "node.cert.pem"         # pinned mode: that party's certificate
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail, ensure};
+use mpc_proto::PartyId;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::check_name;
+
+/// A party's role in the 2pc-dealer model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The model owner, P0.
+    Alice,
+    /// The data owner, P1 (learns outputs).
+    Bob,
+    /// The dealer, P2 (supplies correlated randomness).
+    Dealer,
+}
+
+impl Role {
+    /// All roles, in party order.
+    pub const ALL: [Role; 3] = [Role::Alice, Role::Bob, Role::Dealer];
+
+    /// The protocol party of this role.
+    pub fn party(self) -> PartyId {
+        match self {
+            Role::Alice => PartyId::P0,
+            Role::Bob => PartyId::P1,
+            Role::Dealer => PartyId::P2,
+        }
+    }
+
+    /// The role of a protocol party.
+    pub fn of(p: PartyId) -> Role {
+        Role::ALL[p.index()]
+    }
+
+    /// Lower-case name, as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Alice => "alice",
+            Role::Bob => "bob",
+            Role::Dealer => "dealer",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The config file as written on disk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// This node.
+    pub node: NodeSection,
+    /// The control API.
+    pub api: ApiSection,
+    /// How peers are authenticated.
+    pub trust: TrustSection,
+    /// The three parties of the consortium (this node included).
+    #[serde(default, rename = "party")]
+    pub parties: Vec<PartySection>,
+}
+
+/// `[node]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's role.
+    pub role: Role,
+    /// This node's certificate (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM, PKCS#8).
+    pub key: PathBuf,
+    /// Where shares and job records are kept.
+    pub data_dir: PathBuf,
+}
+
+/// `[api]`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Listen address; must be a loopback address.
+    pub listen: SocketAddr,
+    /// Bearer token clients must present.
+    pub token: String,
+}
+
+impl std::fmt::Debug for ApiSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSection").field("listen", &self.listen).field("token", &"<secret>").finish()
+    }
+}
+
+/// `[trust]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// `pinned` or `ca`.
+    pub mode: TrustMode,
+    /// The consortium CA certificate (mode `ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+}
+
+/// How peers are authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustMode {
+    /// Each party's exact certificate is listed.
+    Pinned,
+    /// Certificates signed by the consortium CA, valid for the party's name.
+    Ca,
+}
+
+/// `[[party]]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartySection {
+    /// The party's role.
+    pub role: Role,
+    /// Organisation name (the certificate's DNS name).
+    pub name: String,
+    /// UDP address of its node.
+    pub address: SocketAddr,
+    /// Its certificate (required in pinned mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+}
+
+/// A validated configuration with every file loaded.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// This node's party.
+    pub me: PartyId,
+    /// The parties, indexed by party id.
+    pub parties: [Peer; 3],
+    /// This node's certificate chain.
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    /// This node's private key.
+    pub key: Secret<PrivateKeyDer<'static>>,
+    /// How peers are authenticated.
+    pub trust: Trust,
+    /// Data directory (absolute or relative to the working directory).
+    pub data_dir: PathBuf,
+    /// Control API listen address.
+    pub api_listen: SocketAddr,
+    /// Control API bearer token.
+    pub api_token: Secret<String>,
+}
+
+/// A value that must never be printed.
+pub struct Secret<T>(pub T);
+
+impl<T> std::fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// One party as the node sees it.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Its party id.
+    pub id: PartyId,
+    /// Organisation name.
+    pub name: String,
+    /// UDP address.
+    pub address: SocketAddr,
+    /// Its pinned certificate (pinned mode).
+    pub cert: Option<CertificateDer<'static>>,
+}
+
+/// Loaded trust anchors.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// Peers' exact certificates (in [`Config::parties`]).
+    Pinned,
+    /// The consortium CA certificate.
+    Ca(CertificateDer<'static>),
+}
+
+/// Reads one PEM certificate.
+pub fn read_cert(path: &Path, what: &str) -> anyhow::Result<CertificateDer<'static>> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .with_context(|| format!("{what} {} contains no PEM certificate", path.display()))?
+        .with_context(|| format!("{what} {} is not a valid PEM certificate", path.display()))
+}
+
+impl Config {
+    /// Loads and validates the config at `path`, reading every file it names.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {} (create one with `party-node init`)", path.display()))?;
+        let file: ConfigFile =
+            toml::from_str(&text).with_context(|| format!("config {} is invalid", path.display()))?;
+        Self::from_file(file, path).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Validates a parsed config; relative paths are resolved against `path`'s directory.
+    pub fn from_file(file: ConfigFile, path: &Path) -> anyhow::Result<Config> {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let at = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        ensure!(
+            file.api.listen.ip().is_loopback(),
+            "[api] listen = {} is not a loopback address: the control API serves only 127.0.0.1",
+            file.api.listen
+        );
+        ensure!(file.api.token.len() >= 16, "[api] token must be at least 16 characters (`party-node init` makes one)");
+
+        let mut slots: [Option<&PartySection>; 3] = [None, None, None];
+        for p in &file.parties {
+            check_name(&p.name).with_context(|| format!("[[party]] {}", p.role))?;
+            let slot = &mut slots[p.role.party().index()];
+            ensure!(slot.is_none(), "[[party]] role {} is listed twice: each role appears exactly once", p.role);
+            *slot = Some(p);
+        }
+        let missing: Vec<&str> =
+            Role::ALL.iter().filter(|r| slots[r.party().index()].is_none()).map(|r| r.as_str()).collect();
+        ensure!(
+            missing.is_empty(),
+            "no [[party]] entry for {}: list all three parties (role, name, address{}), exchanging certificates \
+             with the other organisations",
+            missing.join(" and "),
+            if file.trust.mode == TrustMode::Pinned { ", cert" } else { "" }
+        );
+        let slots = slots.map(|s| s.expect("checked above"));
+        for (i, a) in slots.iter().enumerate() {
+            for b in &slots[i + 1..] {
+                ensure!(a.name != b.name, "parties {} and {} share the name {:?}", a.role, b.role, a.name);
+                ensure!(a.address != b.address, "parties {} and {} share the address {}", a.role, b.role, a.address);
+            }
+        }
+
+        let me = file.node.role.party();
+        let cert_path = at(&file.node.cert);
+        let own_cert = read_cert(&cert_path, "[node] cert")?;
+        let key_path = at(&file.node.key);
+        let key_pem =
+            std::fs::read(&key_path).with_context(|| format!("cannot read [node] key {}", key_path.display()))?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| anyhow::anyhow!("[node] key {} is not a PEM private key: {e}", key_path.display()))?;
+
+        let mut parties = Vec::with_capacity(3);
+        for s in slots {
+            let cert = match (&file.trust.mode, &s.cert) {
+                (TrustMode::Pinned, Some(c)) => Some(read_cert(&at(c), &format!("[[party]] {} cert", s.role))?),
+                (TrustMode::Pinned, None) => {
+                    bail!("[[party]] {} has no cert: pinned trust needs every party's certificate file", s.role)
+                }
+                (TrustMode::Ca, _) => None,
+            };
+            parties.push(Peer { id: s.role.party(), name: s.name.clone(), address: s.address, cert });
+        }
+        let parties: [Peer; 3] = parties.try_into().expect("three parties");
+
+        let trust = match file.trust.mode {
+            TrustMode::Pinned => {
+                let pinned = parties[me.index()].cert.as_ref().expect("pinned mode has certs");
+                ensure!(
+                    *pinned == own_cert,
+                    "[node] cert {} is not the certificate pinned for {} in its [[party]] entry: this node's own \
+                     certificate must be listed (is [node] role right?)",
+                    cert_path.display(),
+                    file.node.role
+                );
+                for (i, a) in parties.iter().enumerate() {
+                    for b in &parties[i + 1..] {
+                        ensure!(
+                            a.cert != b.cert,
+                            "parties {} and {} pin the same certificate",
+                            Role::of(a.id),
+                            Role::of(b.id)
+                        );
+                    }
+                }
+                Trust::Pinned
+            }
+            TrustMode::Ca => {
+                let ca_path =
+                    file.trust.ca.as_ref().context("[trust] mode = \"ca\" needs `ca = \"<CA certificate>\"`")?;
+                let ca = read_cert(&at(ca_path), "[trust] ca")?;
+                crate::tls::check_ca_issued(&ca, &own_cert, &parties[me.index()].name).with_context(|| {
+                    format!(
+                        "[node] cert {} is not valid for this node ({}) under the consortium CA",
+                        cert_path.display(),
+                        parties[me.index()].name
+                    )
+                })?;
+                Trust::Ca(ca)
+            }
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            me,
+            parties,
+            cert_chain: vec![own_cert],
+            key: Secret(key),
+            trust,
+            data_dir: at(&file.node.data_dir),
+            api_listen: file.api.listen,
+            api_token: Secret(file.api.token),
+        })
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        Role::of(self.me)
+    }
+}
+
+/// A fresh random API token (32 hex characters).
+pub fn random_token() -> String {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
+    hex::encode(b)
+}

@@ -1,0 +1,499 @@
+//! Jobs: one MPC session each, run by all three nodes under the same random 128-bit id.
+//!
+//! Until the ML layer lands, a job is a core workload: Bob's private `m×k` matrix times Alice's
+//! private `k×n` matrix, revealed to Bob only, with the dealer supplying the Beaver triple. Each
+//! organisation submits the job to its own node (same id, same shapes; Alice and Bob add the
+//! seed of their private input). The shapes form the public plan; its hash is checked by
+//! `Party::connect` before any share moves, so nodes that disagree fail cleanly on every side.
+//!
+//! Records are kept in the [`Store`] (`jobs/<id>`), rewritten atomically at each state change;
+//! a job that was running when the node stopped is reported as interrupted after a restart.
+//! Computing parties keep their share of the product (`shares/<id>`), Bob the revealed product
+//! (`results/<id>`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use mpc_proto::prg::Prg;
+use mpc_proto::{CorrelationMode, Error as MpcError, Party, PartyId, RingTensor, SessionConfig, SessionId};
+use rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Role;
+use crate::mesh::Mesh;
+use crate::store::Store;
+
+/// Largest matrix side a job accepts.
+pub const MAX_DIM: usize = 4096;
+
+/// Jobs that may be joining or running at once on a node (each has its own thread).
+pub const MAX_ACTIVE: usize = 16;
+
+/// A job id: 128 random bits, written as 32 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(pub u128);
+
+impl JobId {
+    /// A fresh random id.
+    pub fn random() -> JobId {
+        let mut b = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
+        JobId(u128::from_le_bytes(b))
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl std::str::FromStr for JobId {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<JobId> {
+        ensure!(s.len() == 32, "job id {s:?} must be 32 hex digits");
+        Ok(JobId(u128::from_str_radix(s, 16).with_context(|| format!("job id {s:?} must be 32 hex digits"))?))
+    }
+}
+
+/// A job request, as submitted to one node.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// The job id (32 hex digits); omitted, the node draws one (give it to the other nodes).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Rows of Bob's matrix.
+    pub m: usize,
+    /// Columns of Bob's matrix = rows of Alice's.
+    pub k: usize,
+    /// Columns of Alice's matrix.
+    pub n: usize,
+    /// Alice and Bob: seed of this party's private input matrix (secret; never logged or stored).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl std::fmt::Debug for JobRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRequest").field("id", &self.id).field("shape", &(self.m, self.k, self.n)).finish()
+    }
+}
+
+/// The public part of a job: what all three nodes must agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Rows of Bob's matrix.
+    pub m: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Columns of Alice's matrix.
+    pub n: usize,
+}
+
+impl Plan {
+    /// SHA-256 of the plan's canonical description.
+    pub fn hash(&self) -> [u8; 32] {
+        let text = format!("membrane/job/v1: bob[{}x{}] * alice[{}x{}] -> reveal bob", self.m, self.k, self.k, self.n);
+        ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref().try_into().expect("32 bytes")
+    }
+}
+
+/// Where a job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for the peers to join.
+    Joining,
+    /// Session set up; protocol running.
+    Running,
+    /// Finished.
+    Done,
+    /// Failed; see `error`.
+    Failed,
+    /// The node stopped while the job ran.
+    Interrupted,
+}
+
+impl JobState {
+    /// Whether the job will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed | JobState::Interrupted)
+    }
+}
+
+/// Counters of one operation, from `party.stats()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpCounters {
+    /// Top-level calls.
+    pub calls: u64,
+    /// Online rounds.
+    pub rounds: u64,
+    /// Online payload bytes sent.
+    pub online_sent: u64,
+    /// Online payload bytes received.
+    pub online_recv: u64,
+    /// Dealer-material bytes sent.
+    pub offline_sent: u64,
+    /// Dealer-material bytes received.
+    pub offline_recv: u64,
+}
+
+impl From<mpc_proto::OpStats> for OpCounters {
+    fn from(s: mpc_proto::OpStats) -> Self {
+        OpCounters {
+            calls: s.calls,
+            rounds: s.rounds,
+            online_sent: s.online_sent,
+            online_recv: s.online_recv,
+            offline_sent: s.offline_sent,
+            offline_recv: s.offline_recv,
+        }
+    }
+}
+
+/// What the node reports about a job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: String,
+    /// The public plan.
+    pub plan: Plan,
+    /// State.
+    pub state: JobState,
+    /// Steps done out of `steps_total`.
+    pub steps_done: u32,
+    /// Number of steps.
+    pub steps_total: u32,
+    /// The step in progress or last done.
+    pub step: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Submission time, Unix milliseconds.
+    pub created_unix_ms: u64,
+    /// End time, Unix milliseconds.
+    pub finished_unix_ms: Option<u64>,
+    /// Totals over the session.
+    pub total: OpCounters,
+    /// Per top-level operation.
+    pub ops: BTreeMap<String, OpCounters>,
+    /// Whole-frame bytes sent and received on the transport (framing included).
+    pub wire_sent: u64,
+    /// See `wire_sent`.
+    pub wire_recv: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The node's jobs.
+pub struct Jobs {
+    me: PartyId,
+    store: Arc<Store>,
+    records: Mutex<BTreeMap<JobId, JobRecord>>,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Jobs({})", self.me)
+    }
+}
+
+const STEPS: [&str; 4] = ["join", "session setup", "matmul", "reveal"];
+
+/// A job's input matrix from its owner's seed: small signed integers (exact in the ring).
+pub fn seeded_matrix(seed: u64, rows: usize, cols: usize) -> RingTensor {
+    let mut g = Prg::from_u64(seed);
+    let v = (0..rows * cols).map(|_| ((g.next_u64() % 201) as i64 - 100) as u64).collect();
+    RingTensor::from_vec(&[rows, cols], v).expect("shape matches length")
+}
+
+impl Jobs {
+    /// Loads the records in `store`; jobs that were not final are now interrupted.
+    pub fn load(me: PartyId, store: Arc<Store>) -> anyhow::Result<Jobs> {
+        let mut records = BTreeMap::new();
+        for name in store.list("jobs")? {
+            let id: JobId =
+                name.parse().with_context(|| format!("unexpected file jobs/{name} in the data directory"))?;
+            let raw = store.get("jobs", &name)?.context("listed item vanished")?;
+            let mut r: JobRecord =
+                serde_json::from_slice(&raw).with_context(|| format!("job record jobs/{name} is unreadable"))?;
+            if !r.state.is_final() {
+                r.state = JobState::Interrupted;
+                r.error = Some("the node stopped while the job ran".into());
+                store.put("jobs", &name, &serde_json::to_vec(&r)?)?;
+            }
+            records.insert(id, r);
+        }
+        Ok(Jobs { me, store, records: Mutex::new(records) })
+    }
+
+    /// All records, oldest first.
+    pub fn list(&self) -> Vec<JobRecord> {
+        let mut v: Vec<JobRecord> = self.records.lock().expect("jobs lock").values().cloned().collect();
+        v.sort_by_key(|r| r.created_unix_ms);
+        v
+    }
+
+    /// One record.
+    pub fn get(&self, id: JobId) -> Option<JobRecord> {
+        self.records.lock().expect("jobs lock").get(&id).cloned()
+    }
+
+    /// Bob's revealed result of a finished job: `(shape, values as signed integers)`.
+    pub fn result(&self, id: JobId) -> anyhow::Result<Option<(Vec<usize>, Vec<i64>)>> {
+        let Some(raw) = self.store.get("results", &id.to_string())? else { return Ok(None) };
+        Ok(Some(serde_json::from_slice(&raw).context("result record is unreadable")?))
+    }
+
+    fn update(&self, id: JobId, f: impl FnOnce(&mut JobRecord)) {
+        let snapshot = {
+            let mut records = self.records.lock().expect("jobs lock");
+            let Some(r) = records.get_mut(&id) else { return };
+            f(r);
+            r.clone()
+        };
+        // Persist state changes; a failure to write is logged, the job record stays in memory.
+        match serde_json::to_vec(&snapshot) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.put("jobs", &id.to_string(), &bytes) {
+                    tracing::error!(job = %id, error = %format!("{e:#}"), "cannot persist the job record");
+                }
+            }
+            Err(e) => tracing::error!(job = %id, error = %e, "cannot encode the job record"),
+        }
+    }
+
+    /// Validates `req`, records the job and starts it on its own thread. Returns its id.
+    pub fn submit(self: &Arc<Self>, mesh: Arc<Mesh>, req: JobRequest) -> Result<JobId, SubmitError> {
+        let plan = Plan { m: req.m, k: req.k, n: req.n };
+        for (v, name) in [(plan.m, "m"), (plan.k, "k"), (plan.n, "n")] {
+            if !(1..=MAX_DIM).contains(&v) {
+                return Err(SubmitError::Invalid(format!("{name} = {v} must be between 1 and {MAX_DIM}")));
+            }
+        }
+        let role = Role::of(self.me);
+        let seed = match (role, req.seed) {
+            (Role::Dealer, Some(_)) => {
+                return Err(SubmitError::Invalid("the dealer has no input: omit `seed`".into()));
+            }
+            (Role::Alice | Role::Bob, None) => {
+                return Err(SubmitError::Invalid(format!("{role} provides an input matrix: give its `seed`")));
+            }
+            (_, s) => s,
+        };
+        let id = match &req.id {
+            Some(s) => s.parse::<JobId>().map_err(|e| SubmitError::Invalid(e.to_string()))?,
+            None => JobId::random(),
+        };
+        {
+            let mut records = self.records.lock().expect("jobs lock");
+            if records.contains_key(&id) {
+                return Err(SubmitError::Duplicate(id));
+            }
+            if records.values().filter(|r| !r.state.is_final()).count() >= MAX_ACTIVE {
+                return Err(SubmitError::Busy);
+            }
+            records.insert(
+                id,
+                JobRecord {
+                    id: id.to_string(),
+                    plan,
+                    state: JobState::Joining,
+                    steps_done: 0,
+                    steps_total: STEPS.len() as u32,
+                    step: STEPS[0].into(),
+                    error: None,
+                    created_unix_ms: now_ms(),
+                    finished_unix_ms: None,
+                    total: OpCounters::default(),
+                    ops: BTreeMap::new(),
+                    wire_sent: 0,
+                    wire_recv: 0,
+                },
+            );
+        }
+        self.update(id, |_| {});
+        tracing::info!(job = %id, m = plan.m, k = plan.k, n = plan.n, "job submitted");
+        let jobs = self.clone();
+        let rt = tokio::runtime::Handle::current();
+        // Local GEMMs are CPU-bound: run the job on its own thread so it never stalls the
+        // runtime's workers (quinn's drivers, the API).
+        std::thread::Builder::new()
+            .name(format!("job-{id}"))
+            .spawn(move || {
+                let result = rt.block_on(jobs.execute(&mesh, id, plan, seed));
+                jobs.finish(&mesh, id, result);
+            })
+            .map_err(|e| SubmitError::Internal(format!("cannot start the job thread: {e}")))?;
+        Ok(id)
+    }
+
+    fn progress(&self, id: JobId, done: u32, party: Option<&Party>) {
+        self.update(id, |r| {
+            r.steps_done = done;
+            r.step = STEPS[(done as usize).min(STEPS.len() - 1)].into();
+            if done >= 1 {
+                r.state = JobState::Running;
+            }
+            if let Some(p) = party {
+                let s = p.stats();
+                r.total = s.total.into();
+                r.ops = s.per_op.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+                let t = p.traffic();
+                r.wire_sent = t.sent_bytes.iter().sum();
+                r.wire_recv = t.recv_bytes.iter().sum();
+            }
+        });
+    }
+
+    async fn execute(&self, mesh: &Mesh, id: JobId, plan: Plan, seed: Option<u64>) -> anyhow::Result<()> {
+        let session = SessionId(id.0);
+        let transport = mesh.open_session(session).await?;
+        self.progress(id, 1, None);
+        let mut seed_bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
+        let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
+        let config = SessionConfig::new(session, plan.hash());
+        // Bounded: a peer whose node accepted the stream but whose organisation never
+        // submitted the job would otherwise hold this one for the whole frame deadline.
+        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
+        let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "session setup did not complete within {:?}: did every organisation submit job {id} with the same \
+                     shapes?",
+                    mesh.join_timeout()
+                )
+            })?
+            .map_err(|e| self.explain(mesh, e))?;
+        self.progress(id, 2, Some(&party));
+        let me = party.id();
+        let x = (me == PartyId::P1).then(|| seeded_matrix(seed.expect("Bob has a seed"), plan.m, plan.k));
+        let w = (me == PartyId::P0).then(|| seeded_matrix(seed.expect("Alice has a seed"), plan.k, plan.n));
+        let xs = party.share_input(PartyId::P1, &[plan.m, plan.k], x.as_ref()).map_err(|e| self.explain(mesh, e))?;
+        let ws = party.share_input(PartyId::P0, &[plan.k, plan.n], w.as_ref()).map_err(|e| self.explain(mesh, e))?;
+        let y = party.matmul(&xs, &ws).await.map_err(|e| self.explain(mesh, e))?;
+        self.progress(id, 3, Some(&party));
+        if !party.is_dealer() {
+            let share = y.expose_share()?.as_slice().iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+            self.store.put("shares", &id.to_string(), &share).context("storing this party's share of the product")?;
+        }
+        let out = party.reveal_to(PartyId::P1, &y).await.map_err(|e| self.explain(mesh, e))?;
+        if let Some(out) = out {
+            let values: Vec<i64> = out.as_slice().iter().map(|&v| v as i64).collect();
+            let bytes = serde_json::to_vec(&(out.shape(), values))?;
+            self.store.put("results", &id.to_string(), &bytes).context("storing the result")?;
+        }
+        self.progress(id, 4, Some(&party));
+        Ok(())
+    }
+
+    /// Turns "peer aborted" into the reason the connection dropped, when the mesh knows it.
+    fn explain(&self, mesh: &Mesh, e: MpcError) -> anyhow::Error {
+        match &e {
+            MpcError::PeerAborted(p) => match mesh.down_reason(*p) {
+                Some(why) => anyhow::anyhow!("lost the connection to {} ({p}): {why}", Role::of(*p)),
+                None => anyhow::anyhow!("{} ({p}) aborted the job", Role::of(*p)),
+            },
+            _ => anyhow::Error::new(e),
+        }
+    }
+
+    fn finish(&self, _mesh: &Mesh, id: JobId, result: anyhow::Result<()>) {
+        match &result {
+            Ok(()) => tracing::info!(job = %id, "job done"),
+            Err(e) => tracing::warn!(job = %id, error = %format!("{e:#}"), "job failed"),
+        }
+        self.update(id, |r| {
+            r.finished_unix_ms = Some(now_ms());
+            match result {
+                Ok(()) => r.state = JobState::Done,
+                Err(e) => {
+                    r.state = JobState::Failed;
+                    r.error = Some(format!("{e:#}"));
+                }
+            }
+        });
+    }
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The request is unusable (the client's fault).
+    #[error("{0}")]
+    Invalid(String),
+    /// A job with this id exists on this node.
+    #[error("job {0} already exists on this node")]
+    Duplicate(JobId),
+    /// Too many jobs are active on this node.
+    #[error("this node already runs {MAX_ACTIVE} jobs; retry when one has finished")]
+    Busy,
+    /// The node could not start it.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Checks a submitted request's basic shape without a node (used by the CLI before sending).
+pub fn check_request(req: &JobRequest) -> anyhow::Result<()> {
+    if let Some(id) = &req.id {
+        id.parse::<JobId>()?;
+    }
+    if req.m == 0 || req.k == 0 || req.n == 0 {
+        bail!("m, k and n must be positive");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_running_when_the_node_stopped_is_reloaded_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let id = JobId::random();
+        let record = |state| JobRecord {
+            id: id.to_string(),
+            plan: Plan { m: 1, k: 2, n: 3 },
+            state,
+            steps_done: 2,
+            steps_total: 4,
+            step: "matmul".into(),
+            error: None,
+            created_unix_ms: 1,
+            finished_unix_ms: None,
+            total: OpCounters::default(),
+            ops: BTreeMap::new(),
+            wire_sent: 0,
+            wire_recv: 0,
+        };
+        store.put("jobs", &id.to_string(), &serde_json::to_vec(&record(JobState::Running)).unwrap()).unwrap();
+        let done = JobId::random();
+        let mut r = record(JobState::Done);
+        r.id = done.to_string();
+        store.put("jobs", &done.to_string(), &serde_json::to_vec(&r).unwrap()).unwrap();
+        let jobs = Jobs::load(PartyId::P1, store.clone()).unwrap();
+        assert_eq!(jobs.get(id).unwrap().state, JobState::Interrupted);
+        assert_eq!(jobs.get(done).unwrap().state, JobState::Done);
+        // The new state is on disk too.
+        let again = Jobs::load(PartyId::P1, store).unwrap();
+        assert_eq!(again.get(id).unwrap().state, JobState::Interrupted);
+    }
+
+    #[test]
+    fn job_ids_and_plans() {
+        let id = JobId::random();
+        assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);
+        assert!("xyz".parse::<JobId>().is_err() && "0".repeat(33).parse::<JobId>().is_err());
+        let p = Plan { m: 2, k: 3, n: 4 };
+        assert_ne!(p.hash(), Plan { m: 3, k: 2, n: 4 }.hash());
+        assert_eq!(p.hash(), Plan { m: 2, k: 3, n: 4 }.hash());
+    }
+}

@@ -1,0 +1,562 @@
+//! The mesh: one QUIC endpoint per node, one connection per pair of parties, one bidirectional
+//! stream per session and peer.
+//!
+//! The lower party id dials the higher one (P0 dials P1 and P2, P1 dials P2), retrying with
+//! exponential backoff, so nodes can start in any order and a restarted node is reconnected;
+//! the acceptor keeps the newest connection from a peer. Only configured peers get through the
+//! TLS handshake ([`crate::tls`]).
+//!
+//! Sessions: the lower party opens a stream and writes a header (`MBR1` and the 16-byte session
+//! id); the higher party's node parks it until its own job for that session asks for it
+//! ([`Mesh::open_session`]), whichever happens first.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use mpc_proto::{PartyId, SessionId};
+use quinn::{Connection, RecvStream, SendStream};
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Role};
+use crate::tls::{self, PeerAuth};
+use crate::transport::{DEFAULT_MAX_FRAME, Link, QuicTransport};
+
+const STREAM_MAGIC: &[u8; 4] = b"MBR1";
+/// Parked inbound session streams older than this are dropped.
+const PARK_TTL: Duration = Duration::from_secs(120);
+/// At most this many parked inbound session streams.
+const PARK_MAX: usize = 1024;
+
+/// Largest MTU bound that keeps UDP segmentation offload on. quinn batches up to 10 datagrams
+/// in one GSO send, and the kernel refuses a send over 64 KiB: with larger datagrams whole
+/// batches were silently lost and, measured on loopback, a connection idle for ~10 s and then
+/// saturated hit its idle timeout. Above this bound the mesh turns GSO off.
+pub const GSO_MAX_MTU: u16 = 6_000;
+
+/// Tunables of the mesh.
+#[derive(Clone, Debug)]
+pub struct MeshOptions {
+    /// A frame not sent or received within this time fails the session with a timeout.
+    pub frame_deadline: Duration,
+    /// How long [`Mesh::open_session`] waits for the peers' connections and session streams.
+    pub join_timeout: Duration,
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+    /// QUIC idle timeout: a peer silent this long (keep-alives included) is gone.
+    pub idle_timeout: Duration,
+    /// Upper bound for path-MTU discovery (bytes of UDP payload).
+    pub mtu_upper_bound: u16,
+    /// Per-stream receive window.
+    pub stream_window: u32,
+    /// Per-connection receive window (and send window).
+    pub conn_window: u32,
+    /// Largest frame accepted from a peer.
+    pub max_frame: usize,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            frame_deadline: Duration::from_secs(300),
+            join_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(3),
+            // Above quinn's 1452: loopback and jumbo-frame LANs carry larger datagrams, and
+            // PMTUD probes upwards from 1200 with black-hole fallback, so WAN paths stay safe.
+            // At most GSO_MAX_MTU, so a full GSO batch stays a valid UDP send (see there).
+            mtu_upper_bound: GSO_MAX_MTU,
+            stream_window: 32 << 20,
+            conn_window: 64 << 20,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// Binds a UDP socket with large kernel buffers (the defaults drop packets under load).
+pub fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).context("UDP socket")?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.bind(&addr.into()).with_context(|| format!("cannot bind UDP {addr} (is another node running?)"))?;
+    Ok(s.into())
+}
+
+/// What the node knows about one peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerStatus {
+    /// Party id (0..=2).
+    pub party: u8,
+    /// Role.
+    pub role: Role,
+    /// Organisation name.
+    pub name: String,
+    /// Configured UDP address.
+    pub address: SocketAddr,
+    /// Whether a connection is up.
+    pub connected: bool,
+    /// When the peer was last known alive (now, while connected), Unix milliseconds.
+    pub last_seen_unix_ms: Option<u64>,
+    /// Smoothed RTT of the connection, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Current path MTU (UDP payload bytes) of the connection.
+    pub mtu: Option<u16>,
+    /// Why the last connection ended.
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct PeerInfo {
+    last_seen: Option<SystemTime>,
+    last_error: Option<String>,
+}
+
+struct PeerSlot {
+    conn: watch::Sender<Option<Connection>>,
+    info: Mutex<PeerInfo>,
+}
+
+type Streams = (SendStream, RecvStream);
+
+enum Parked {
+    Arrived(Streams, Instant),
+    Waiting(oneshot::Sender<Streams>),
+}
+
+struct Inner {
+    me: PartyId,
+    names: [String; 3],
+    addrs: [SocketAddr; 3],
+    endpoint: quinn::Endpoint,
+    peers: [PeerSlot; 3],
+    parked: Mutex<HashMap<(SessionId, PartyId), Parked>>,
+    opts: MeshOptions,
+    auth: Arc<PeerAuth>,
+    rt: tokio::runtime::Handle,
+}
+
+/// A node's endpoint and its connections to the other two parties.
+pub struct Mesh {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mesh({})", self.inner.me)
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn transport_config(opts: &MeshOptions) -> anyhow::Result<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(opts.keep_alive));
+    t.max_idle_timeout(Some(opts.idle_timeout.try_into().context("idle timeout")?));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(opts.mtu_upper_bound);
+    t.mtu_discovery_config(Some(mtu));
+    if opts.mtu_upper_bound > GSO_MAX_MTU {
+        t.enable_segmentation_offload(false);
+    }
+    t.stream_receive_window(opts.stream_window.into());
+    t.receive_window(opts.conn_window.into());
+    t.send_window(u64::from(opts.conn_window));
+    t.max_concurrent_bidi_streams(256u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    Ok(t)
+}
+
+impl Mesh {
+    /// Binds the node's configured address and starts the mesh.
+    pub fn bind(cfg: &Config, opts: MeshOptions) -> anyhow::Result<Mesh> {
+        let socket = bind_udp(cfg.parties[cfg.me.index()].address)?;
+        Self::start(cfg, socket, opts)
+    }
+
+    /// Starts the mesh on an already bound socket (must be called inside a tokio runtime).
+    pub fn start(cfg: &Config, socket: UdpSocket, opts: MeshOptions) -> anyhow::Result<Mesh> {
+        let rt = tokio::runtime::Handle::try_current().context("the mesh needs a tokio runtime")?;
+        let auth = Arc::new(PeerAuth::new(cfg));
+        let transport = Arc::new(transport_config(&opts)?);
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(cfg, auth.clone())?)
+            .context("QUIC server TLS")?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(transport.clone());
+        let mut endpoint_cfg = quinn::EndpointConfig::default();
+        // Peers cap our path-MTU discovery at what we advertise here (quinn's default: 1472).
+        endpoint_cfg.max_udp_payload_size(opts.mtu_upper_bound.max(1200)).context("max UDP payload size")?;
+        let endpoint = quinn::Endpoint::new(endpoint_cfg, Some(server), socket, Arc::new(quinn::TokioRuntime))
+            .context("QUIC endpoint")?;
+        let inner = Arc::new(Inner {
+            me: cfg.me,
+            names: cfg.parties.clone().map(|p| p.name),
+            addrs: cfg.parties.clone().map(|p| p.address),
+            endpoint,
+            peers: [(); 3].map(|()| PeerSlot { conn: watch::channel(None).0, info: Mutex::new(PeerInfo::default()) }),
+            parked: Mutex::new(HashMap::new()),
+            opts,
+            auth: auth.clone(),
+            rt,
+        });
+        let mut tasks = vec![tokio::spawn(inner.clone().accept_loop())];
+        for p in PartyId::ALL.into_iter().filter(|&p| p > cfg.me) {
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(cfg, &auth, p)?)
+                .context("QUIC client TLS")?;
+            let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+            client.transport_config(transport.clone());
+            tasks.push(tokio::spawn(inner.clone().dial_loop(p, client)));
+        }
+        tracing::info!(party = %cfg.me, addr = %inner.endpoint.local_addr()?, "mesh endpoint up");
+        Ok(Mesh { inner, tasks })
+    }
+
+    /// This node's party.
+    pub fn me(&self) -> PartyId {
+        self.inner.me
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.endpoint.local_addr()
+    }
+
+    /// How long joining a session may take.
+    pub fn join_timeout(&self) -> Duration {
+        self.inner.opts.join_timeout
+    }
+
+    /// Whether a connection to `p` is up.
+    pub fn is_connected(&self, p: PartyId) -> bool {
+        self.inner.current(p).is_some()
+    }
+
+    /// Waits until every peer is connected, or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for p in self.others() {
+            self.inner.wait_conn(p, deadline).await?;
+        }
+        Ok(())
+    }
+
+    fn others(&self) -> impl Iterator<Item = PartyId> + use<> {
+        let me = self.inner.me;
+        PartyId::ALL.into_iter().filter(move |&p| p != me)
+    }
+
+    /// Status of each peer.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.others()
+            .map(|p| {
+                let conn = self.inner.current(p);
+                let info = self.inner.peers[p.index()].info.lock().expect("peer info lock");
+                PeerStatus {
+                    party: p.0,
+                    role: Role::of(p),
+                    name: self.inner.names[p.index()].clone(),
+                    address: self.inner.addrs[p.index()],
+                    connected: conn.is_some(),
+                    last_seen_unix_ms: if conn.is_some() {
+                        Some(unix_ms(SystemTime::now()))
+                    } else {
+                        info.last_seen.map(unix_ms)
+                    },
+                    rtt_ms: conn.as_ref().map(|c| c.rtt().as_secs_f64() * 1e3),
+                    mtu: conn.as_ref().map(|c| c.stats().path.current_mtu),
+                    last_error: info.last_error.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Why the connection to `p` is down, if it is.
+    pub fn down_reason(&self, p: PartyId) -> Option<String> {
+        if self.is_connected(p) {
+            return None;
+        }
+        let info = self.inner.peers[p.index()].info.lock().expect("peer info lock");
+        Some(info.last_error.clone().unwrap_or_else(|| "never connected".into()))
+    }
+
+    /// Joins session `session`: one stream per peer, opened towards higher ids and awaited from
+    /// lower ids. Fails if a peer is unreachable or does not join within the join timeout.
+    pub async fn open_session(&self, session: SessionId) -> anyhow::Result<QuicTransport> {
+        let deadline = Instant::now() + self.inner.opts.join_timeout;
+        let mut links: [Option<Link>; 3] = [None, None, None];
+        let joins = self.others().map(|p| {
+            let inner = self.inner.clone();
+            async move {
+                let (tx, rx) = if inner.me < p {
+                    let conn = inner.wait_conn(p, deadline).await?;
+                    let (mut tx, rx) = conn.open_bi().await.with_context(|| format!("opening a stream to {p}"))?;
+                    let mut header = STREAM_MAGIC.to_vec();
+                    header.extend_from_slice(&session.0.to_le_bytes());
+                    tx.write_all(&header).await.with_context(|| format!("writing the session header to {p}"))?;
+                    (tx, rx)
+                } else {
+                    inner.wait_stream(session, p, deadline).await?
+                };
+                anyhow::Ok((p, Link { tx: tokio::sync::Mutex::new(tx), rx: tokio::sync::Mutex::new(rx) }))
+            }
+        });
+        for r in futures::future::join_all(joins).await {
+            let (p, link) = r?;
+            links[p.index()] = Some(link);
+        }
+        Ok(QuicTransport::new(
+            self.inner.me,
+            links,
+            self.inner.opts.frame_deadline,
+            self.inner.opts.max_frame,
+            self.inner.rt.clone(),
+        ))
+    }
+}
+
+impl Mesh {
+    /// Closes every connection (peers see a clean close, not a timeout) and waits until the
+    /// endpoint has told them, so the UDP port can be bound again.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.inner.endpoint.close(0u32.into(), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.inner.endpoint.close(0u32.into(), b"node shutting down");
+    }
+}
+
+impl Inner {
+    fn current(&self, p: PartyId) -> Option<Connection> {
+        self.peers[p.index()].conn.borrow().clone().filter(|c| c.close_reason().is_none())
+    }
+
+    async fn wait_conn(&self, p: PartyId, deadline: Instant) -> anyhow::Result<Connection> {
+        let mut rx = self.peers[p.index()].conn.subscribe();
+        loop {
+            if let Some(c) = rx.borrow_and_update().clone().filter(|c| c.close_reason().is_none()) {
+                return Ok(c);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let why = || {
+                let info = self.peers[p.index()].info.lock().expect("peer info lock");
+                info.last_error.clone().unwrap_or_else(|| "never connected".into())
+            };
+            match tokio::time::timeout(left, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => anyhow::bail!(
+                    "{} ({p}, {}) is not connected ({}) after waiting {:?}",
+                    Role::of(p),
+                    self.names[p.index()],
+                    why(),
+                    self.opts.join_timeout
+                ),
+            }
+        }
+    }
+
+    async fn wait_stream(&self, session: SessionId, p: PartyId, deadline: Instant) -> anyhow::Result<Streams> {
+        let rx = {
+            let mut parked = self.parked.lock().expect("parked lock");
+            match parked.remove(&(session, p)) {
+                Some(Parked::Arrived(s, _)) => return Ok(s),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    parked.insert((session, p), Parked::Waiting(tx));
+                    rx
+                }
+            }
+        };
+        // A peer that was connected and drops while we wait will not join: fail now rather
+        // than at the deadline (it may be back later, but not for this session).
+        let mut conn_rx = self.peers[p.index()].conn.subscribe();
+        let lost = async move {
+            let mut seen = conn_rx.borrow_and_update().is_some();
+            loop {
+                if conn_rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                let up = conn_rx.borrow_and_update().is_some();
+                if seen && !up {
+                    return;
+                }
+                seen |= up;
+            }
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(left, rx) => Some(r),
+            () = lost => None,
+        };
+        match outcome {
+            Some(Ok(Ok(s))) => Ok(s),
+            None => {
+                self.parked.lock().expect("parked lock").remove(&(session, p));
+                let why = self.peers[p.index()].info.lock().expect("peer info lock").last_error.clone();
+                anyhow::bail!(
+                    "lost the connection to {} ({p}) while waiting for it to join job {session}: {}",
+                    Role::of(p),
+                    why.unwrap_or_else(|| "closed".into())
+                )
+            }
+            Some(_) => {
+                self.parked.lock().expect("parked lock").remove(&(session, p));
+                let state =
+                    if self.current(p).is_some() { "connected, but its node has not started" } else { "not connected" };
+                anyhow::bail!(
+                    "{} ({p}) did not join job {session} within {:?} ({state} this job)",
+                    Role::of(p),
+                    self.opts.join_timeout
+                )
+            }
+        }
+    }
+
+    fn park(&self, session: SessionId, p: PartyId, s: Streams) {
+        let mut parked = self.parked.lock().expect("parked lock");
+        let s = match parked.remove(&(session, p)) {
+            Some(Parked::Waiting(tx)) => match tx.send(s) {
+                Ok(()) => return,
+                Err(s) => s,
+            },
+            _ => s,
+        };
+        parked.retain(|_, v| !matches!(v, Parked::Arrived(_, t) if t.elapsed() > PARK_TTL));
+        if parked.len() >= PARK_MAX {
+            tracing::warn!(peer = %p, "too many parked session streams; refusing one");
+            return;
+        }
+        parked.insert((session, p), Parked::Arrived(s, Instant::now()));
+    }
+
+    fn install(&self, p: PartyId, conn: Connection) {
+        tracing::info!(peer = %p, role = %Role::of(p), name = %self.names[p.index()], remote = %conn.remote_address(), "peer connected");
+        let old = self.peers[p.index()].conn.send_replace(Some(conn));
+        if let Some(old) = old {
+            old.close(1u32.into(), b"replaced by a newer connection");
+        }
+        self.peers[p.index()].info.lock().expect("peer info lock").last_seen = Some(SystemTime::now());
+    }
+
+    fn uninstall(&self, p: PartyId, conn: &Connection, why: String) {
+        let slot = &self.peers[p.index()];
+        let was_current = slot.conn.send_if_modified(|c| {
+            if c.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+                *c = None;
+                true
+            } else {
+                false
+            }
+        });
+        if was_current {
+            tracing::warn!(peer = %p, role = %Role::of(p), reason = %why, "peer connection lost");
+            let mut info = slot.info.lock().expect("peer info lock");
+            info.last_seen = Some(SystemTime::now());
+            info.last_error = Some(why);
+        }
+    }
+
+    /// Accepts session streams on `conn` until it closes; returns why it closed.
+    async fn serve(self: &Arc<Self>, p: PartyId, conn: Connection) -> String {
+        loop {
+            match conn.accept_bi().await {
+                Ok((tx, mut rx)) => {
+                    let inner = self.clone();
+                    tokio::spawn(async move {
+                        let mut header = [0u8; 20];
+                        match tokio::time::timeout(Duration::from_secs(10), rx.read_exact(&mut header)).await {
+                            Ok(Ok(())) if &header[..4] == STREAM_MAGIC => {
+                                let id = u128::from_le_bytes(header[4..].try_into().expect("16 bytes"));
+                                inner.park(SessionId(id), p, (tx, rx));
+                            }
+                            _ => tracing::warn!(peer = %p, "dropped a stream without a valid session header"),
+                        }
+                    });
+                }
+                Err(e) => return e.to_string(),
+            }
+        }
+    }
+
+    async fn dial_loop(self: Arc<Self>, p: PartyId, client: quinn::ClientConfig) {
+        let mut backoff = Duration::from_millis(50);
+        let mut failures = 0u32;
+        loop {
+            let attempt = self.endpoint.connect_with(client.clone(), self.addrs[p.index()], &self.names[p.index()]);
+            let result = match attempt {
+                Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(conn) => {
+                    backoff = Duration::from_millis(50);
+                    failures = 0;
+                    self.install(p, conn.clone());
+                    let why = self.serve(p, conn.clone()).await;
+                    self.uninstall(p, &conn, why);
+                }
+                Err(e) => {
+                    failures += 1;
+                    // The first failure and then every 20th: a peer that is down is normal at start.
+                    if failures % 20 == 1 {
+                        tracing::info!(peer = %p, addr = %self.addrs[p.index()], error = %e, "cannot reach peer yet; retrying");
+                    }
+                    let mut info = self.peers[p.index()].info.lock().expect("peer info lock");
+                    info.last_error = Some(e);
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(%remote, error = %e, "refused an inbound connection");
+                        return;
+                    }
+                };
+                let Some(p) = inner.identify(&conn) else {
+                    conn.close(2u32.into(), b"unknown peer");
+                    return;
+                };
+                if p > inner.me {
+                    // By convention the lower id dials; accept anyway (the newest connection wins).
+                    tracing::debug!(peer = %p, "inbound connection from a higher party id");
+                }
+                inner.install(p, conn.clone());
+                let why = inner.serve(p, conn.clone()).await;
+                inner.uninstall(p, &conn, why);
+            });
+        }
+    }
+
+    fn identify(&self, conn: &Connection) -> Option<PartyId> {
+        let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+        let (ee, rest) = certs.split_first()?;
+        self.auth.identify(ee, rest, rustls::pki_types::UnixTime::now()).ok()
+    }
+}

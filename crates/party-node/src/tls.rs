@@ -1,0 +1,232 @@
+//! Mutual TLS for the mesh: rustls with the ring provider, TLS 1.3 only, ALPN `membrane/1`.
+//!
+//! Both directions use [`PeerAuth`], which accepts exactly the configured peers: in pinned mode
+//! a certificate byte-identical to one listed in the config, in CA mode a certificate chaining
+//! to the consortium CA and valid for a configured party's name. Anything else is refused during
+//! the handshake and logged with the certificate's SHA-256 fingerprint. A dialer additionally
+//! requires the certificate of the peer it meant to reach.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use mpc_proto::PartyId;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::config::{Config, Trust};
+
+/// The ALPN protocol of the mesh.
+pub const ALPN: &[u8] = b"membrane/1";
+
+/// The process's crypto provider: ring, passed explicitly (never a process default).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Short SHA-256 fingerprint of a certificate, for logs.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    hex::encode(&d.as_ref()[..12])
+}
+
+/// Checks that `cert` chains to `ca` and is valid for organisation `name` (CA mode).
+pub fn check_ca_issued(ca: &CertificateDer<'static>, cert: &CertificateDer<'_>, name: &str) -> anyhow::Result<()> {
+    let algs = provider().signature_verification_algorithms;
+    let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| anyhow::anyhow!("unusable CA certificate: {e}"))?;
+    let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| anyhow::anyhow!("unparsable certificate: {e}"))?;
+    ee.verify_for_usage(algs.all, &[anchor], &[], UnixTime::now(), webpki::KeyUsage::server_auth(), None, None)
+        .map_err(|e| anyhow::anyhow!("not issued by the consortium CA: {e}"))?;
+    let sn = ServerName::try_from(name.to_string()).context("party name is not a DNS name")?;
+    ee.verify_is_valid_for_subject_name(&sn).map_err(|e| anyhow::anyhow!("not valid for {name:?}: {e}"))?;
+    Ok(())
+}
+
+/// Who may connect, and how to tell which party a certificate belongs to.
+#[derive(Debug)]
+pub struct PeerAuth {
+    me: PartyId,
+    /// The peers (never this node), with their pinned certificate or name.
+    peers: Vec<(PartyId, Option<CertificateDer<'static>>, String)>,
+    ca: Option<CertificateDer<'static>>,
+    algs: WebPkiSupportedAlgorithms,
+    /// On a dialer: the only party this connection may reach.
+    expect: Option<PartyId>,
+}
+
+impl PeerAuth {
+    /// The verifier for `cfg`'s consortium.
+    pub fn new(cfg: &Config) -> PeerAuth {
+        let peers =
+            cfg.parties.iter().filter(|p| p.id != cfg.me).map(|p| (p.id, p.cert.clone(), p.name.clone())).collect();
+        let ca = match &cfg.trust {
+            Trust::Pinned => None,
+            Trust::Ca(c) => Some(c.clone()),
+        };
+        PeerAuth { me: cfg.me, peers, ca, algs: provider().signature_verification_algorithms, expect: None }
+    }
+
+    fn expecting(&self, p: PartyId) -> PeerAuth {
+        PeerAuth { me: self.me, peers: self.peers.clone(), ca: self.ca.clone(), algs: self.algs, expect: Some(p) }
+    }
+
+    /// The configured peer `end_entity` belongs to, or why it is refused.
+    pub fn identify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<PartyId, String> {
+        let found = match &self.ca {
+            None => self.peers.iter().find(|(_, c, _)| c.as_ref() == Some(end_entity)).map(|p| p.0),
+            Some(ca) => {
+                let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| format!("unusable CA: {e}"))?;
+                let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|e| format!("unparsable: {e}"))?;
+                // rcgen certificates carry no EKU; one that does must allow the TLS use either way.
+                let chain_ok =
+                    [webpki::KeyUsage::server_auth(), webpki::KeyUsage::client_auth()].into_iter().any(|u| {
+                        ee.verify_for_usage(
+                            self.algs.all,
+                            std::slice::from_ref(&anchor),
+                            intermediates,
+                            now,
+                            u,
+                            None,
+                            None,
+                        )
+                        .is_ok()
+                    });
+                if !chain_ok {
+                    return Err("not issued by the consortium CA (or expired)".into());
+                }
+                self.peers
+                    .iter()
+                    .find(|(_, _, name)| {
+                        ServerName::try_from(name.as_str())
+                            .map(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok())
+                            .unwrap_or(false)
+                    })
+                    .map(|p| p.0)
+            }
+        };
+        let found = found.ok_or_else(|| "not the certificate of any configured peer".to_string())?;
+        match self.expect {
+            Some(want) if want != found => Err(format!("belongs to {found}, but {want} was dialled")),
+            _ => Ok(found),
+        }
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<PartyId, rustls::Error> {
+        self.identify(end_entity, intermediates, now).map_err(|why| {
+            tracing::warn!(fingerprint = %fingerprint(end_entity), reason = %why, "refused a peer certificate");
+            rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+        })
+    }
+}
+
+impl ServerCertVerifier for PeerAuth {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The name is not used: identity is the pinned certificate or the CA-issued name, and
+        // `expect` ties it to the party dialled.
+        self.check(end_entity, intermediates, now).map(|_| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for PeerAuth {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check(end_entity, intermediates, now).map(|_| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// rustls server config: client certificates mandatory, verified by `auth`.
+pub fn server_config(cfg: &Config, auth: Arc<PeerAuth>) -> anyhow::Result<rustls::ServerConfig> {
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with the ring provider")?
+        .with_client_cert_verifier(auth)
+        .with_single_cert(cfg.cert_chain.clone(), cfg.key.0.clone_key())
+        .context("this node's certificate and key do not form a usable pair")?;
+    sc.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(sc)
+}
+
+/// rustls client config for dialling `peer`: presents this node's certificate and accepts only
+/// `peer`'s.
+pub fn client_config(cfg: &Config, auth: &PeerAuth, peer: PartyId) -> anyhow::Result<rustls::ClientConfig> {
+    let mut cc = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with the ring provider")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(auth.expecting(peer)))
+        .with_client_auth_cert(cfg.cert_chain.clone(), cfg.key.0.clone_key())
+        .context("this node's certificate and key do not form a usable pair")?;
+    cc.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(cc)
+}

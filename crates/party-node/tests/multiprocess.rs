@@ -1,0 +1,295 @@
+//! Three `party-node run` processes on loopback: the mesh forms, jobs run and give Bob the
+//! right product, a SIGKILLed peer fails the others' job within 5 s and a restarted one serves
+//! the next job, the control API refuses missing and wrong tokens, and the store survives
+//! SIGKILL at any moment.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use party_node::client::{Reply, call};
+use party_node::config::Config;
+use party_node::jobs::seeded_matrix;
+use party_node::testbed;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_party-node");
+
+struct Node {
+    child: Child,
+    cfg: Config,
+    path: PathBuf,
+    log: PathBuf,
+}
+
+impl Node {
+    fn spawn(path: &Path, run: u32) -> Node {
+        let cfg = Config::load(path).unwrap();
+        let log = path.with_file_name(format!("node-{run}.log"));
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Node { child, cfg, path: path.to_path_buf(), log }
+    }
+
+    fn kill9(&mut self) {
+        // Child::kill sends SIGKILL on Unix.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        call(self.cfg.api_listen, Some(&self.cfg.api_token.0), "GET", path, None).await.unwrap().ok().unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        call(self.cfg.api_listen, Some(&self.cfg.api_token.0), "POST", path, Some(body)).await.unwrap()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_ready(nodes: &[&Node]) {
+    let t0 = Instant::now();
+    for n in nodes {
+        loop {
+            let ok = match call(n.cfg.api_listen, Some(&n.cfg.api_token.0), "GET", "/v1/health", None).await {
+                Ok(r) if r.status == 200 => r.body["mesh_ready"] == json!(true),
+                _ => false,
+            };
+            if ok {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "mesh not ready; log:\n{}", n.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn wait_final(n: &Node, id: &str, within: Duration) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let j = n.get(&format!("/v1/jobs/{id}")).await;
+        if ["done", "failed", "interrupted"].contains(&j["state"].as_str().unwrap()) {
+            return j;
+        }
+        assert!(t0.elapsed() < within, "job {id} not final after {within:?}: {j}\nlog:\n{}", n.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_job(nodes: &[&Node; 3], m: usize, k: usize, n: usize) -> String {
+    let r = nodes[0].post("/v1/jobs", json!({"m": m, "k": k, "n": n, "seed": 11})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let r = nodes[1].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n, "seed": 22})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = nodes[2].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    for node in nodes {
+        let j = wait_final(node, &id, Duration::from_secs(60)).await;
+        assert_eq!(j["state"], "done", "{j}");
+    }
+    let res = nodes[1].get(&format!("/v1/jobs/{id}/result")).await;
+    let want = seeded_matrix(22, m, k).matmul(&seeded_matrix(11, k, n)).unwrap();
+    let want: Vec<i64> = want.as_slice().iter().map(|&v| v as i64).collect();
+    assert_eq!(res["shape"], json!([m, n]));
+    assert_eq!(res["values"], json!(want), "Bob's result is the product of the two private inputs");
+    id
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = testbed::write_consortium(dir.path(), testbed::free_addrs().unwrap(), false).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        // Start in reverse order: the dialers (lower ids) come up last.
+        let dealer = Node::spawn(&paths[2], 0);
+        let bob = Node::spawn(&paths[1], 0);
+        let alice = Node::spawn(&paths[0], 0);
+        wait_ready(&[&alice, &bob, &dealer]).await;
+        let peers = alice.get("/v1/peers").await;
+        assert!(
+            peers["peers"].as_array().unwrap().iter().all(|p| p["connected"] == json!(true) && p["rtt_ms"].is_number())
+        );
+
+        let id = run_job(&[&alice, &bob, &dealer], 7, 13, 5).await;
+        let j = alice.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(j["ops"]["matmul"]["rounds"], json!(1), "{j}");
+        assert_eq!(j["ops"]["matmul"]["online_sent"], json!(8 * (7 * 13 + 13 * 5)), "{j}");
+        let r = call(alice.cfg.api_listen, Some(&alice.cfg.api_token.0), "GET", &format!("/v1/jobs/{id}/result"), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "only Bob learns results");
+
+        // Alice and Bob join a job; the dealer is SIGKILLed before it submits its side.
+        let r = alice.post("/v1/jobs", json!({"m": 4, "k": 4, "n": 4, "seed": 1})).await;
+        let id = r.body["id"].as_str().unwrap().to_string();
+        bob.post("/v1/jobs", json!({"id": id, "m": 4, "k": 4, "n": 4, "seed": 2})).await.ok().unwrap();
+        let t0 = Instant::now();
+        loop {
+            let (a, b) = (alice.get(&format!("/v1/jobs/{id}")).await, bob.get(&format!("/v1/jobs/{id}")).await);
+            if a["state"] == "running" && b["state"] == "running" {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "{a} {b}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut dealer = dealer;
+        dealer.kill9();
+        let killed = Instant::now();
+        for n in [&alice, &bob] {
+            let j = wait_final(n, &id, Duration::from_secs(5)).await;
+            assert_eq!(j["state"], "failed", "{j}");
+            let err = j["error"].as_str().unwrap();
+            assert!(err.contains("dealer"), "the error names the lost peer: {err}");
+        }
+        let took = killed.elapsed();
+        assert!(took < Duration::from_secs(5), "failed after {took:?}");
+        let health = alice.get("/v1/health").await;
+        assert_eq!(health["status"], "ok", "the node keeps serving");
+
+        // The dealer restarts; the next job works.
+        let dealer = Node::spawn(&dealer.path.clone(), 1);
+        wait_ready(&[&alice, &bob, &dealer]).await;
+        run_job(&[&alice, &bob, &dealer], 3, 2, 4).await;
+
+        // A computing party dies: Alice is in session setup waiting for Bob's hello, the dealer
+        // is waiting for Bob's stream. Both fail within 5 s, naming Bob.
+        let r = alice.post("/v1/jobs", json!({"m": 4, "k": 4, "n": 4, "seed": 1})).await;
+        let id = r.body["id"].as_str().unwrap().to_string();
+        dealer.post("/v1/jobs", json!({"id": id, "m": 4, "k": 4, "n": 4})).await.ok().unwrap();
+        let t0 = Instant::now();
+        while alice.get(&format!("/v1/jobs/{id}")).await["state"] != "running" {
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut bob = bob;
+        bob.kill9();
+        let killed = Instant::now();
+        for n in [&alice, &dealer] {
+            let j = wait_final(n, &id, Duration::from_secs(5)).await;
+            assert_eq!(j["state"], "failed", "{j}");
+            let err = j["error"].as_str().unwrap();
+            assert!(err.contains("lost the connection to bob"), "{err}");
+        }
+        assert!(killed.elapsed() < Duration::from_secs(5), "failed after {:?}", killed.elapsed());
+        let bob = Node::spawn(&bob.path.clone(), 1);
+        wait_ready(&[&alice, &bob, &dealer]).await;
+        let jobs = bob.get("/v1/jobs").await;
+        assert_eq!(jobs["jobs"].as_array().unwrap().len(), 3, "Bob's records survive its SIGKILL: {jobs}");
+
+        // Plan mismatch: Bob's shapes differ -> every side fails cleanly.
+        let r = alice.post("/v1/jobs", json!({"m": 2, "k": 2, "n": 2, "seed": 1})).await;
+        let id = r.body["id"].as_str().unwrap().to_string();
+        bob.post("/v1/jobs", json!({"id": id, "m": 3, "k": 2, "n": 2, "seed": 2})).await.ok().unwrap();
+        dealer.post("/v1/jobs", json!({"id": id, "m": 2, "k": 2, "n": 2})).await.ok().unwrap();
+        for n in [&alice, &bob, &dealer] {
+            let j = wait_final(n, &id, Duration::from_secs(10)).await;
+            assert_eq!(j["state"], "failed", "{j}");
+        }
+        let e = bob.get(&format!("/v1/jobs/{id}")).await["error"].as_str().unwrap().to_string();
+        assert!(e.contains("plan hash"), "{e}");
+
+        // No secret in any log line: the API token and the input seeds' values are not printed.
+        for n in [&alice, &bob, &dealer] {
+            let log = n.log_text();
+            assert!(!log.contains(&n.cfg.api_token.0), "token in the log");
+            assert!(!log.contains("PRIVATE KEY"), "key in the log");
+        }
+    });
+}
+
+#[test]
+fn the_api_refuses_missing_and_wrong_tokens_and_names_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = testbed::write_consortium(dir.path(), testbed::free_addrs().unwrap(), false).unwrap();
+    let bob = Node::spawn(&paths[1], 0);
+    let rt = runtime();
+    rt.block_on(async {
+        let addr = bob.cfg.api_listen;
+        let t0 = Instant::now();
+        let r = loop {
+            match call(addr, None, "GET", "/v1/health", None).await {
+                Ok(r) => break r,
+                Err(_) if t0.elapsed() < Duration::from_secs(20) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("{e:#}\n{}", bob.log_text()),
+            }
+        };
+        assert_eq!(r.status, 401);
+        assert!(r.body["error"].as_str().unwrap().contains("missing bearer token"));
+        let r = call(addr, Some("not-the-token-at-all"), "GET", "/v1/jobs", None).await.unwrap();
+        assert_eq!((r.status, r.body["error"].as_str().unwrap()), (401, "wrong bearer token"));
+        let r = call(addr, Some("not-the-token-at-all"), "GET", "/metrics", None).await.unwrap();
+        assert_eq!(r.status, 401);
+        let ok = bob.get("/metrics").await;
+        assert!(ok.as_str().unwrap().contains("membrane_peer_connected{peer=\"alice\"} 0"), "{ok}");
+
+        let r = bob.post("/v1/jobs", json!({"m": 2, "k": 2})).await;
+        assert_eq!(r.status, 400);
+        assert!(r.body["error"].as_str().unwrap().contains("missing field `n`"), "{:?}", r.body);
+        let r = bob.post("/v1/jobs", json!({"m": 2, "k": 2, "n": 2})).await;
+        assert_eq!(r.status, 422);
+        assert!(r.body["error"].as_str().unwrap().contains("seed"), "{:?}", r.body);
+        let r = bob.post("/v1/jobs", json!({"m": 2, "k": 2, "n": 2, "seed": 1, "id": "xyz"})).await;
+        assert_eq!(r.status, 422, "{:?}", r.body);
+        let r = bob.post("/v1/jobs", json!({"m": 0, "k": 2, "n": 2, "seed": 1})).await;
+        assert_eq!(r.status, 422, "{:?}", r.body);
+        let big = "x".repeat(64 * 1024);
+        let r = bob.post("/v1/jobs", json!({"m": 1, "k": 1, "n": 1, "id": big})).await;
+        assert_eq!(r.status, 413, "{:?}", r.body);
+        let r = bob.get("/v1/jobs").await;
+        assert_eq!(r["jobs"], json!([]));
+        let r = call(addr, Some(&bob.cfg.api_token.0), "GET", "/v1/jobs/00", None).await.unwrap();
+        assert_eq!(r.status, 400);
+    });
+}
+
+#[test]
+fn store_items_survive_sigkill_at_any_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..12u64 {
+        let mut child = Command::new(BIN).args(["store-torture", "--dir"]).arg(dir.path()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(60 + (round * 37) % 150));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let store = party_node::store::Store::open(dir.path()).unwrap();
+        let items = store.list("items").unwrap();
+        assert!(!items.is_empty() || round == 0);
+        for name in items {
+            let slot: u64 = name.parse().unwrap();
+            let payload = store.get("items", &name).unwrap().expect("listed");
+            let i = u64::from_le_bytes(payload[..8].try_into().unwrap());
+            assert_eq!(i % 50, slot);
+            assert_eq!(payload.len(), 8 * (1 + (i as usize % 4096)), "item {name} complete");
+            assert!(payload.chunks(8).all(|c| c == i.to_le_bytes()), "item {name} not mixed");
+            if let Some(done) = store.get("done", &name).unwrap() {
+                assert!(u64::from_le_bytes(done[..8].try_into().unwrap()) <= i, "items are written before `done`");
+            }
+        }
+        for kind in ["items", "done"] {
+            let leftovers = std::fs::read_dir(dir.path().join(kind))
+                .map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count())
+                .unwrap_or(0);
+            assert_eq!(leftovers, 0, "temporary files are cleaned when the store opens");
+        }
+    }
+}
