@@ -256,7 +256,11 @@ impl Plan {
         Ok(Plan {
             version: self.version,
             input: with(&self.input),
-            steps: self.steps.iter().map(|st| Step { kind: st.kind.clone(), input: with(&st.input), output: with(&st.output) }).collect(),
+            steps: self
+                .steps
+                .iter()
+                .map(|st| Step { kind: st.kind.clone(), input: with(&st.input), output: with(&st.output) })
+                .collect(),
             output: self.output,
             fixed: self.fixed,
         })
@@ -271,10 +275,18 @@ impl Plan {
         }
         for (i, st) in self.steps.iter().enumerate() {
             if st.input != cur {
-                return Err(ModelError::Invalid(format!("step {i} ({}) expects {:?}, gets {cur:?}", st.kind.name(), st.input)));
+                return Err(ModelError::Invalid(format!(
+                    "step {i} ({}) expects {:?}, gets {cur:?}",
+                    st.kind.name(),
+                    st.input
+                )));
             }
             if st.output.first() != cur.first() || st.output.iter().product::<usize>() == 0 {
-                return Err(ModelError::Invalid(format!("step {i} ({}) has a bad output shape {:?}", st.kind.name(), st.output)));
+                return Err(ModelError::Invalid(format!(
+                    "step {i} ({}) has a bad output shape {:?}",
+                    st.kind.name(),
+                    st.output
+                )));
             }
             cur = st.output.clone();
         }

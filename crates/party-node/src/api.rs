@@ -8,7 +8,9 @@
 //! | `GET /v1/peers` | each peer: connected, last seen, RTT, last error |
 //! | `GET /v1/jobs`, `POST /v1/jobs` | list; submit ([`JobRequest`]) |
 //! | `GET /v1/jobs/{id}` | state, progress, per-operation rounds and bytes |
-//! | `GET /v1/jobs/{id}/result` | Bob: the revealed product |
+//! | `GET /v1/jobs/{id}/result` | Bob: the revealed result |
+//! | `GET /v1/models`, `POST /v1/models` | models known here; Alice: publish an ONNX file ([`PublishRequest`]) |
+//! | `POST /v1/plans` | Bob, dealer: register a plan Alice published ([`RegisterRequest`]) |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Request bodies are limited to 16 KiB; errors are JSON `{"error": "…"}` naming the problem.
@@ -29,6 +31,7 @@ use serde_json::json;
 use crate::config::Role;
 use crate::jobs::{JobId, JobRequest, JobState, Jobs, SubmitError};
 use crate::mesh::Mesh;
+use crate::ml::{PublishRequest, RegisterRequest};
 
 /// Largest request body.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -73,6 +76,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/result", get(job_result))
+        .route("/v1/models", get(list_models).post(publish_model))
+        .route("/v1/plans", axum::routing::post(register_plan))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError(StatusCode::NOT_FOUND, "no such route; see /v1/health, /v1/peers, /v1/jobs, /metrics".into())
@@ -143,7 +148,7 @@ async fn job_result(State(st): State<Arc<ApiState>>, Path(id): Path<String>) -> 
         return Err(ApiError(StatusCode::CONFLICT, format!("job {id} is {:?}, not done", r.state)));
     }
     match st.jobs.result(id) {
-        Ok(Some((shape, values))) => Ok(Json(json!({ "shape": shape, "values": values }))),
+        Ok(Some(v)) => Ok(Json(v)),
         Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("job {id} has no stored result"))),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))),
     }
@@ -164,6 +169,48 @@ async fn submit_job(
         Err(e @ SubmitError::Busy) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
         Err(e @ SubmitError::Internal(_)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
+}
+
+fn body_error(what: &str, e: JsonRejection) -> ApiError {
+    let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };
+    ApiError(status, format!("{what}: {}", e.body_text()))
+}
+
+async fn list_models(State(st): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Value>> {
+    let plans =
+        crate::ml::list(st.jobs.store()).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    let models: Vec<serde_json::Value> = plans
+        .iter()
+        .map(|(name, plan)| {
+            json!({
+                "name": name,
+                "layers": plan.steps.iter().map(|s| s.kind.name()).collect::<Vec<_>>(),
+                "input": &plan.input[1..],
+                "output": plan.output,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "models": models })))
+}
+
+async fn publish_model(
+    State(st): State<Arc<ApiState>>,
+    body: Result<Json<PublishRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let Json(req) = body.map_err(|e| body_error("publish request", e))?;
+    let plan = crate::ml::publish(st.jobs.store(), st.role, &req)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    Ok((StatusCode::CREATED, Json(json!({ "name": req.name, "plan": plan }))))
+}
+
+async fn register_plan(
+    State(st): State<Arc<ApiState>>,
+    body: Result<Json<RegisterRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let Json(req) = body.map_err(|e| body_error("plan registration", e))?;
+    crate::ml::register(st.jobs.store(), st.role, &req)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    Ok((StatusCode::CREATED, Json(json!({ "name": req.name }))))
 }
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {

@@ -1,89 +1,59 @@
-//! The in-process demo: three parties over the in-memory mesh with the real dealer.
-
-use std::time::Instant;
+//! `party-node demo`: the main demo on an embedded default. Three `party-node` processes
+//! (Alice, Bob, dealer) on loopback over QUIC with mutual TLS; Alice publishes a small MNIST CNN
+//! (conv, batch norm, max and average pooling, exported by PyTorch), Bob gets predictions for
+//! bundled test images, and neither sees the other's plaintext.
 
 use anyhow::{Context, ensure};
-use mpc_proto::correlations::Bilinear;
-use mpc_proto::prg::Prg;
-use mpc_proto::{FixedPoint, PartyId, RingTensor, run_parties};
-use ndarray::{Array2, Axis};
+use mpc_ml::{OutputPolicy, npy};
+use ndarray::{Axis, Slice};
 
-const FEATURES: usize = 784;
-const CLASSES: usize = 10;
+use crate::local;
 
-/// Seeded uniform reals in `[-r, r)`.
-fn reals(rows: usize, cols: usize, r: f64, seed: u64) -> Array2<f64> {
-    let mut g = Prg::from_u64(seed);
-    Array2::from_shape_simple_fn((rows, cols), || ((g.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * r)
-}
+const MODEL: &[u8] = include_bytes!("../../../fixtures/onnx/mnist_cnn.onnx");
+const IMAGES: &[u8] = include_bytes!("../../../fixtures/onnx/mnist_cnn.input.npy");
+const LABELS: &[u8] = include_bytes!("../../../fixtures/onnx/mnist_cnn.labels.npy");
 
-pub(crate) fn run(batch: usize) -> anyhow::Result<()> {
-    ensure!((1..=4096).contains(&batch), "--batch must be between 1 and 4096");
-    let fx = FixedPoint::default();
-    // Alice's model: a 784→10 linear scorer. Bob's data: `batch` records of 784 features in [0, 1).
-    let weights = reals(FEATURES, CLASSES, 0.1, 1);
-    let bias = reals(1, CLASSES, 0.5, 2);
-    let records = reals(batch, FEATURES, 1.0, 3).mapv(f64::abs);
+pub(crate) fn run(images: usize) -> anyhow::Result<()> {
+    ensure!((1..=100).contains(&images), "--images must be between 1 and 100 (the bundled test set)");
+    let dir = std::env::temp_dir().join(format!("membrane-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let model = dir.join("mnist_cnn.onnx");
+    std::fs::write(&model, MODEL)?;
+    let x = npy::parse(IMAGES).map_err(anyhow::Error::msg)?.slice_axis(Axis(0), Slice::from(0..images)).to_owned();
+    let labels = npy::parse(LABELS).map_err(anyhow::Error::msg)?;
+    let input = dir.join("bob_images.npy");
+    npy::write(&input, &x)?;
+    let output = dir.join("bob_predictions.npy");
 
-    println!("Membrane demo: Alice (P0) owns a {FEATURES}→{CLASSES} linear model, Bob (P1) owns {batch} records,");
-    println!("the dealer (P2) supplies correlated randomness. Only Bob learns the scores.\n");
+    println!("Membrane demo: private inference across three organisations, on this machine.");
+    println!("  alice  (model owner) holds a CNN trained on MNIST: conv, batch norm, ReLU, max/avg pooling, linear");
+    println!("  bob    (data owner)  holds {images} handwritten digits (28×28)");
+    println!("  dealer               supplies correlated randomness and sees neither\n");
 
-    let enc = |a: &Array2<f64>| fx.encode_array(&a.clone().into_dyn()).context("encoding");
-    let (w, b, x) = (enc(&weights)?, enc(&bias)?.reshape(&[CLASSES])?, enc(&records)?);
-    let started = Instant::now();
-    let results = run_parties(42, |mut party| {
-        let (w, b, x) = (w.clone(), b.clone(), x.clone());
-        async move {
-            let me = party.id();
-            let is = |p: PartyId, t: &RingTensor| (me == p).then(|| t.clone());
-            let w = party.share_input(PartyId::P0, w.shape(), is(PartyId::P0, &w).as_ref())?;
-            let b = party.share_input(PartyId::P0, b.shape(), is(PartyId::P0, &b).as_ref())?;
-            let x = party.share_input(PartyId::P1, x.shape(), is(PartyId::P1, &x).as_ref())?;
-            // Once per model: open W − B for a fixed random B.
-            let w = party.preopen(Bilinear::MatMul, &w).await?;
-            // Per query: one round for the product; the bias add is local.
-            let t = Instant::now();
-            let y = party.matmul_preopened(&x, &w).await?;
-            let bias_rows = b.reshape(&[1, CLASSES])?;
-            let y = y.add(&broadcast_rows(&bias_rows, batch)?)?;
-            let out = party.reveal_to(PartyId::P1, &y).await?;
-            Ok((out, party.stats().clone(), t.elapsed()))
-        }
-    })
-    .context("the private job failed")?;
-    let total = started.elapsed();
+    let mut c = local::Consortium::start(false)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let r = rt.block_on(local::predict(&mut c, &model, &input, &output, OutputPolicy::Label, None))?;
+    drop(c);
+    let plain = local::plaintext(&model, &input, OutputPolicy::Label)?;
+    let got: Vec<usize> = r.output.iter().map(|&v| v as usize).collect();
+    let want: Vec<usize> = plain.iter().map(|&v| v as usize).collect();
+    let truth: Vec<usize> = labels.iter().take(images).map(|&v| v as usize).collect();
+    let agree = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    let correct = got.iter().zip(&truth).filter(|(a, b)| a == b).count();
 
-    let scores = fx.decode_tensor(results[1].0.as_ref().context("Bob receives the scores")?);
-    let plain = records.dot(&weights) + &bias;
-    let err = scores.iter().zip(plain.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    let argmax =
-        |row: ndarray::ArrayView1<'_, f64>| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
-    let scores2 = scores.into_dimensionality::<ndarray::Ix2>()?;
-    let agree =
-        scores2.axis_iter(Axis(0)).zip(plain.axis_iter(Axis(0))).filter(|(s, p)| argmax(*s) == argmax(*p)).count();
-
-    println!("result (Bob): max |private − plaintext| = {err:.2e}; top class agrees on {agree}/{batch} records");
+    println!("\nbob learns only the predicted digit of each image (output policy: label):");
+    println!("  predicted: {}", got.iter().take(32).map(|d| d.to_string()).collect::<Vec<_>>().join(" "));
+    println!("  true:      {}", truth.iter().take(32).map(|d| d.to_string()).collect::<Vec<_>>().join(" "));
+    println!("  accuracy {correct}/{images}; agreement with plaintext inference {agree}/{images}");
+    println!("  wall time {:.2} s for the whole job (dealer material generated on demand)", r.seconds);
+    local::print_profile(&r);
+    println!("\nnext:");
+    println!("  your own model:   party-node local predict --model M.onnx --input X.npy --output Y.npy --verify");
     println!(
-        "time: {:.1} ms for the whole job (setup, dealer, pre-opening, query); query {:.1} ms\n",
-        total.as_secs_f64() * 1e3,
-        results[1].2.as_secs_f64() * 1e3
+        "  real deployment:  party-node init / run / publish / register / predict (README.md, crates/party-node/README.md)"
     );
-    println!("{:<8} {:>8} {:>14} {:>16}", "party", "rounds", "online sent", "dealer material");
-    for (name, r) in ["Alice", "Bob", "dealer"].iter().zip(&results) {
-        let t = r.1.total;
-        println!("{name:<8} {:>8} {:>12} B {:>14} B", t.rounds, t.online_sent, t.offline_sent);
-    }
-    println!("\nNext: `cargo test --workspace` runs the test suite; examples/ has custom protocols");
-    println!("(`cargo run --release --example private_dot_product`); README.md maps the crates.");
-    ensure!(err < 1e-2 && agree == batch, "private result disagrees with plaintext");
+    println!("  the library API:  cargo run --release --example private_dot_product; docs/security.md");
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(agree == images, "private predictions disagree with plaintext on {} images", images - agree);
     Ok(())
-}
-
-/// A `[1, n]` share repeated to `[rows, n]` (local).
-fn broadcast_rows(row: &mpc_proto::AShare, rows: usize) -> mpc_proto::Result<mpc_proto::AShare> {
-    let n = row.shape()[1];
-    row.map_linear(
-        |_| Ok(vec![rows, n]),
-        |t| RingTensor::from_vec(&[rows, n], t.as_slice().iter().copied().cycle().take(rows * n).collect()),
-    )
 }

@@ -58,6 +58,17 @@ impl std::str::FromStr for JobId {
     }
 }
 
+/// What a job computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Bob's seeded m×k matrix times Alice's seeded k×n matrix, revealed to Bob.
+    #[default]
+    Matmul,
+    /// Private inference of a published model on Bob's input.
+    Predict,
+}
+
 /// A job request, as submitted to one node.
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -65,20 +76,51 @@ pub struct JobRequest {
     /// The job id (32 hex digits); omitted, the node draws one (give it to the other nodes).
     #[serde(default)]
     pub id: Option<String>,
-    /// Rows of Bob's matrix.
+    /// What to compute (default `matmul`).
+    #[serde(default)]
+    pub kind: JobKind,
+    /// Matmul: rows of Bob's matrix.
+    #[serde(default)]
     pub m: usize,
-    /// Columns of Bob's matrix = rows of Alice's.
+    /// Matmul: columns of Bob's matrix = rows of Alice's.
+    #[serde(default)]
     pub k: usize,
-    /// Columns of Alice's matrix.
+    /// Matmul: columns of Alice's matrix.
+    #[serde(default)]
     pub n: usize,
-    /// Alice and Bob: seed of this party's private input matrix (secret; never logged or stored).
+    /// Matmul, Alice and Bob: seed of this party's private input matrix (secret; never logged
+    /// or stored).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Predict: the published model's name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Predict: number of input rows (Alice and the dealer; Bob's comes from his input file).
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// Predict, Bob: input file (.npy or .csv) on Bob's machine.
+    #[serde(default)]
+    pub input: Option<String>,
+    /// Predict, Bob: where to write the output (.npy or .csv).
+    #[serde(default)]
+    pub output: Option<String>,
+}
+
+impl JobRequest {
+    /// A matmul request.
+    pub fn matmul(id: Option<String>, m: usize, k: usize, n: usize, seed: Option<u64>) -> Self {
+        JobRequest { id, kind: JobKind::Matmul, m, k, n, seed, model: None, batch: None, input: None, output: None }
+    }
 }
 
 impl std::fmt::Debug for JobRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobRequest").field("id", &self.id).field("shape", &(self.m, self.k, self.n)).finish()
+        f.debug_struct("JobRequest")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("shape", &(self.m, self.k, self.n))
+            .field("model", &self.model)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,6 +141,30 @@ impl Plan {
         let text = format!("membrane/job/v1: bob[{}x{}] * alice[{}x{}] -> reveal bob", self.m, self.k, self.k, self.n);
         ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref().try_into().expect("32 bytes")
     }
+}
+
+/// The public description of a job, as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobPlan {
+    /// See [`JobKind::Matmul`].
+    Matmul {
+        /// Rows of Bob's matrix.
+        m: usize,
+        /// Inner dimension.
+        k: usize,
+        /// Columns of Alice's matrix.
+        n: usize,
+    },
+    /// See [`JobKind::Predict`].
+    Predict {
+        /// Model name.
+        model: String,
+        /// Batch size.
+        batch: usize,
+        /// Hex SHA-256 of the plan the parties agreed on.
+        plan_hash: String,
+    },
 }
 
 /// Where a job is.
@@ -160,7 +226,7 @@ pub struct JobRecord {
     /// Job id.
     pub id: String,
     /// The public plan.
-    pub plan: Plan,
+    pub plan: JobPlan,
     /// State.
     pub state: JobState,
     /// Steps done out of `steps_total`.
@@ -183,6 +249,9 @@ pub struct JobRecord {
     pub wire_sent: u64,
     /// See `wire_sent`.
     pub wire_recv: u64,
+    /// Predict: per-layer time, rounds and bytes at this node.
+    #[serde(default)]
+    pub layers: Vec<crate::ml::LayerRecord>,
 }
 
 fn now_ms() -> u64 {
@@ -203,6 +272,7 @@ impl std::fmt::Debug for Jobs {
 }
 
 const STEPS: [&str; 4] = ["join", "session setup", "matmul", "reveal"];
+const PREDICT_STEPS: [&str; 4] = ["join", "session setup", "inference", "output written"];
 
 /// A job's input matrix from its owner's seed: small signed integers (exact in the ring).
 pub fn seeded_matrix(seed: u64, rows: usize, cols: usize) -> RingTensor {
@@ -243,10 +313,18 @@ impl Jobs {
         self.records.lock().expect("jobs lock").get(&id).cloned()
     }
 
-    /// Bob's revealed result of a finished job: `(shape, values as signed integers)`.
-    pub fn result(&self, id: JobId) -> anyhow::Result<Option<(Vec<usize>, Vec<i64>)>> {
+    /// Bob's revealed result of a finished job: `{"shape": [...], "values": [...]}` (signed
+    /// integers for matmul jobs, reals for predictions).
+    pub fn result(&self, id: JobId) -> anyhow::Result<Option<serde_json::Value>> {
         let Some(raw) = self.store.get("results", &id.to_string())? else { return Ok(None) };
-        Ok(Some(serde_json::from_slice(&raw).context("result record is unreadable")?))
+        let (shape, values): (serde_json::Value, serde_json::Value) =
+            serde_json::from_slice(&raw).context("result record is unreadable")?;
+        Ok(Some(serde_json::json!({ "shape": shape, "values": values })))
+    }
+
+    /// The node's store (models and plans live there too).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     fn update(&self, id: JobId, f: impl FnOnce(&mut JobRecord)) {
@@ -269,25 +347,55 @@ impl Jobs {
 
     /// Validates `req`, records the job and starts it on its own thread. Returns its id.
     pub fn submit(self: &Arc<Self>, mesh: Arc<Mesh>, req: JobRequest) -> Result<JobId, SubmitError> {
-        let plan = Plan { m: req.m, k: req.k, n: req.n };
-        for (v, name) in [(plan.m, "m"), (plan.k, "k"), (plan.n, "n")] {
-            if !(1..=MAX_DIM).contains(&v) {
-                return Err(SubmitError::Invalid(format!("{name} = {v} must be between 1 and {MAX_DIM}")));
-            }
-        }
         let role = Role::of(self.me);
-        let seed = match (role, req.seed) {
-            (Role::Dealer, Some(_)) => {
-                return Err(SubmitError::Invalid("the dealer has no input: omit `seed`".into()));
+        let work = match req.kind {
+            JobKind::Matmul => {
+                let plan = Plan { m: req.m, k: req.k, n: req.n };
+                for (v, name) in [(plan.m, "m"), (plan.k, "k"), (plan.n, "n")] {
+                    if !(1..=MAX_DIM).contains(&v) {
+                        return Err(SubmitError::Invalid(format!("{name} = {v} must be between 1 and {MAX_DIM}")));
+                    }
+                }
+                let seed = match (role, req.seed) {
+                    (Role::Dealer, Some(_)) => {
+                        return Err(SubmitError::Invalid("the dealer has no input: omit `seed`".into()));
+                    }
+                    (Role::Alice | Role::Bob, None) => {
+                        return Err(SubmitError::Invalid(format!("{role} provides an input matrix: give its `seed`")));
+                    }
+                    (_, s) => s,
+                };
+                Work::Matmul(plan, seed)
             }
-            (Role::Alice | Role::Bob, None) => {
-                return Err(SubmitError::Invalid(format!("{role} provides an input matrix: give its `seed`")));
+            JobKind::Predict => {
+                if req.seed.is_some() || req.m + req.k + req.n > 0 {
+                    return Err(SubmitError::Invalid(
+                        "predict jobs take `model`, `batch`, `input`, `output` only".into(),
+                    ));
+                }
+                let model = req.model.clone().ok_or_else(|| SubmitError::Invalid("predict needs `model`".into()))?;
+                let prepared = crate::ml::prepare(
+                    &self.store,
+                    role,
+                    &model,
+                    req.batch,
+                    req.input.as_deref(),
+                    req.output.as_deref(),
+                )
+                .map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
+                Work::Predict(model, Box::new(prepared))
             }
-            (_, s) => s,
         };
         let id = match &req.id {
             Some(s) => s.parse::<JobId>().map_err(|e| SubmitError::Invalid(e.to_string()))?,
             None => JobId::random(),
+        };
+        let (plan, steps) = match &work {
+            Work::Matmul(p, _) => (JobPlan::Matmul { m: p.m, k: p.k, n: p.n }, STEPS.len()),
+            Work::Predict(model, prep) => (
+                JobPlan::Predict { model: model.clone(), batch: prep.plan.batch(), plan_hash: hex(&prep.plan.hash()) },
+                PREDICT_STEPS.len(),
+            ),
         };
         {
             let mut records = self.records.lock().expect("jobs lock");
@@ -304,7 +412,7 @@ impl Jobs {
                     plan,
                     state: JobState::Joining,
                     steps_done: 0,
-                    steps_total: STEPS.len() as u32,
+                    steps_total: steps as u32,
                     step: STEPS[0].into(),
                     error: None,
                     created_unix_ms: now_ms(),
@@ -313,11 +421,12 @@ impl Jobs {
                     ops: BTreeMap::new(),
                     wire_sent: 0,
                     wire_recv: 0,
+                    layers: vec![],
                 },
             );
         }
         self.update(id, |_| {});
-        tracing::info!(job = %id, m = plan.m, k = plan.k, n = plan.n, "job submitted");
+        tracing::info!(job = %id, kind = ?req.kind, "job submitted");
         let jobs = self.clone();
         let rt = tokio::runtime::Handle::current();
         // Local GEMMs are CPU-bound: run the job on its own thread so it never stalls the
@@ -325,17 +434,65 @@ impl Jobs {
         std::thread::Builder::new()
             .name(format!("job-{id}"))
             .spawn(move || {
-                let result = rt.block_on(jobs.execute(&mesh, id, plan, seed));
+                let result = match work {
+                    Work::Matmul(plan, seed) => rt.block_on(jobs.execute(&mesh, id, plan, seed)),
+                    Work::Predict(_, prep) => rt.block_on(jobs.execute_predict(&mesh, id, *prep)),
+                };
                 jobs.finish(&mesh, id, result);
             })
             .map_err(|e| SubmitError::Internal(format!("cannot start the job thread: {e}")))?;
         Ok(id)
     }
 
+    /// Predict: open the session, run the plan, write Bob's output.
+    async fn execute_predict(&self, mesh: &Mesh, id: JobId, prep: crate::ml::Prepared) -> anyhow::Result<()> {
+        let session = SessionId(id.0);
+        let transport = mesh.open_session(session).await?;
+        self.progress_in(id, 1, None, &PREDICT_STEPS);
+        let mut seed_bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
+        let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
+        let config = SessionConfig { session, plan_hash: prep.plan.hash(), fixed: prep.plan.fixed };
+        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
+        let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "session setup did not complete within {:?}: did every organisation submit job {id} for the same \
+                     model and batch?",
+                    mesh.join_timeout()
+                )
+            })?
+            .map_err(|e| self.explain(mesh, e))?;
+        self.progress_in(id, 2, Some(&party), &PREDICT_STEPS);
+        let result = mpc_ml::infer(&mut party, &prep.plan, prep.model.as_ref(), prep.input.as_ref()).await;
+        let inference = match result {
+            Ok(r) => r,
+            Err(mpc_ml::ModelError::Mpc(e)) => return Err(self.explain(mesh, e)),
+            Err(e) => return Err(e.into()),
+        };
+        self.update(id, |r| r.layers = inference.profile.iter().map(Into::into).collect());
+        self.progress_in(id, 3, Some(&party), &PREDICT_STEPS);
+        if let (Some(out), Some(path)) = (&inference.output, &prep.output) {
+            crate::ml::write_output(path, out)?;
+            self.store.put(
+                "results",
+                &id.to_string(),
+                &serde_json::to_vec(&(out.shape(), out.iter().collect::<Vec<_>>()))?,
+            )?;
+        }
+        self.progress_in(id, 4, Some(&party), &PREDICT_STEPS);
+        Ok(())
+    }
+
     fn progress(&self, id: JobId, done: u32, party: Option<&Party>) {
+        self.progress_in(id, done, party, &STEPS)
+    }
+
+    fn progress_in(&self, id: JobId, done: u32, party: Option<&Party>, steps: &[&str]) {
         self.update(id, |r| {
             r.steps_done = done;
-            r.step = STEPS[(done as usize).min(STEPS.len() - 1)].into();
+            r.step = steps[(done as usize).min(steps.len() - 1)].into();
             if done >= 1 {
                 r.state = JobState::Running;
             }
@@ -444,10 +601,11 @@ pub fn check_request(req: &JobRequest) -> anyhow::Result<()> {
     if let Some(id) = &req.id {
         id.parse::<JobId>()?;
     }
-    if req.m == 0 || req.k == 0 || req.n == 0 {
-        bail!("m, k and n must be positive");
+    match req.kind {
+        JobKind::Matmul if req.m == 0 || req.k == 0 || req.n == 0 => bail!("m, k and n must be positive"),
+        JobKind::Predict if req.model.is_none() => bail!("a predict job needs a model name"),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -461,7 +619,7 @@ mod tests {
         let id = JobId::random();
         let record = |state| JobRecord {
             id: id.to_string(),
-            plan: Plan { m: 1, k: 2, n: 3 },
+            plan: JobPlan::Matmul { m: 1, k: 2, n: 3 },
             state,
             steps_done: 2,
             steps_total: 4,
@@ -473,6 +631,7 @@ mod tests {
             ops: BTreeMap::new(),
             wire_sent: 0,
             wire_recv: 0,
+            layers: vec![],
         };
         store.put("jobs", &id.to_string(), &serde_json::to_vec(&record(JobState::Running)).unwrap()).unwrap();
         let done = JobId::random();
@@ -496,4 +655,14 @@ mod tests {
         assert_ne!(p.hash(), Plan { m: 3, k: 2, n: 4 }.hash());
         assert_eq!(p.hash(), Plan { m: 2, k: 3, n: 4 }.hash());
     }
+}
+
+/// What a job thread runs.
+enum Work {
+    Matmul(Plan, Option<u64>),
+    Predict(String, Box<crate::ml::Prepared>),
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -39,6 +39,7 @@ pub mod config;
 pub mod identity;
 pub mod jobs;
 pub mod mesh;
+pub mod ml;
 pub mod node;
 pub mod store;
 pub mod testbed;

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 mod demo;
+mod local;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,12 +30,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the three parties (Alice, Bob, dealer) in this process on a built-in example: Bob's
-    /// private batch scored by Alice's private linear model, revealed to Bob only.
+    /// The main demo: three local nodes (Alice, Bob, dealer) over QUIC; Alice publishes a
+    /// bundled MNIST CNN, Bob gets private predictions for bundled test images.
     Demo {
-        /// Batch size (Bob's number of private records).
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
+        /// How many of the 100 bundled test images Bob classifies.
+        #[arg(long, default_value_t = 24)]
+        images: usize,
     },
     /// Create this node's key pair, self-signed certificate and config.
     Init {
@@ -64,6 +65,70 @@ enum Command {
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
     },
+    /// Alice: publish an ONNX model on this node; prints the public plan to give to Bob and
+    /// the dealer (they `register` it). The dealer and Bob never see the weights.
+    Publish {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The ONNX file (exported by PyTorch, opset ≥ 13).
+        #[arg(long)]
+        model: PathBuf,
+        /// Name the other organisations will use.
+        #[arg(long)]
+        name: String,
+        /// What Bob learns: label (argmax only), probabilities or logits.
+        #[arg(long, default_value = "logits")]
+        output: String,
+        /// Fixed-point fractional bits.
+        #[arg(long)]
+        frac_bits: Option<u32>,
+        /// Write the plan here instead of printing it.
+        #[arg(long)]
+        plan_out: Option<PathBuf>,
+    },
+    /// Bob, dealer: register a plan that Alice published.
+    Register {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The model's name.
+        #[arg(long)]
+        name: String,
+        /// The plan file Alice's `publish` wrote.
+        #[arg(long)]
+        plan: PathBuf,
+    },
+    /// Submit a private prediction to this node. Every organisation submits the same --id:
+    /// Bob with --input/--output, Alice and the dealer with --batch.
+    Predict {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The published model's name.
+        #[arg(long)]
+        model: String,
+        /// Job id (32 hex digits) from the first submission.
+        #[arg(long)]
+        id: Option<String>,
+        /// Bob: input (.npy float32/float64 batch first, or .csv).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Bob: where to write the output (.npy or .csv).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Alice, dealer: number of rows in Bob's input.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Wait for the job and print its profile.
+        #[arg(long, default_value_t = true)]
+        wait: bool,
+    },
+    /// Try it on one machine: three local nodes over QUIC on loopback.
+    Local {
+        #[command(subcommand)]
+        action: LocalAction,
+    },
     /// Run the node.
     Run {
         /// The node's config.
@@ -89,6 +154,35 @@ enum Command {
     StoreTorture {
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LocalAction {
+    /// Private inference: Alice's model, Bob's input, three processes over QUIC; writes Bob's
+    /// output (float64 .npy, batch first) and prints the per-layer profile.
+    Predict {
+        /// The ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// The input (.npy float32/float64, batch first; or .csv).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the output (.npy or .csv).
+        #[arg(long)]
+        output: PathBuf,
+        /// What Bob learns: logits, probabilities or label.
+        #[arg(long, default_value = "logits")]
+        output_policy: String,
+        /// Also evaluate in plain f64 here and report the difference.
+        #[arg(long)]
+        verify: bool,
+        /// Fixed-point fractional bits.
+        #[arg(long)]
+        frac_bits: Option<u32>,
+        /// Keep the temporary consortium directory (configs, logs, stores).
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -138,9 +232,19 @@ enum JobsAction {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { batch } => demo::run(batch),
+        Command::Demo { images } => demo::run(images),
         Command::Init { role, name, out, listen, api } => init(role, &name, &out, listen, api),
         Command::InitLocal { out, base_port } => init_local(&out, base_port),
+        Command::Publish { config, model, name, output, frac_bits, plan_out } => {
+            runtime()?.block_on(publish(&config, &model, &name, &output, frac_bits, plan_out.as_deref()))
+        }
+        Command::Register { config, name, plan } => runtime()?.block_on(register(&config, &name, &plan)),
+        Command::Predict { config, model, id, input, output, batch, wait } => {
+            runtime()?.block_on(predict(&config, &model, id, input, output, batch, wait))
+        }
+        Command::Local {
+            action: LocalAction::Predict { model, input, output, output_policy, verify, frac_bits, keep },
+        } => local_predict(&model, &input, &output, &output_policy, verify, frac_bits, keep),
         Command::Run { config } => {
             init_logging();
             let cfg = Config::load(&config)?;
@@ -258,7 +362,7 @@ async fn jobs(config: &Path, action: JobsAction) -> anyhow::Result<()> {
             }
         }
         JobsAction::Submit { id, m, k, n, seed } => {
-            let req = JobRequest { id, m, k, n, seed };
+            let req = JobRequest::matmul(id, m, k, n, seed);
             check_request(&req)?;
             let v = api_call(&cfg, "POST", "/v1/jobs", Some(serde_json::to_value(&req)?)).await?;
             println!("{}", v["id"].as_str().unwrap_or("?"));
@@ -297,10 +401,162 @@ async fn jobs(config: &Path, action: JobsAction) -> anyhow::Result<()> {
 fn store_torture(dir: &Path) -> anyhow::Result<()> {
     let store = party_node::store::Store::open(dir)?;
     // Item i holds i repeated; each size differs so a torn write could not pass as another.
-    for i in 0u64.. {
+    // Resume after the highest `done` of an earlier (killed) run, so `done ≤ item` per slot
+    // holds across runs too.
+    let mut start = 0u64;
+    for name in store.list("done")? {
+        if let Some(d) = store.get("done", &name)? {
+            start = start.max(u64::from_le_bytes(d[..8].try_into().context("done item of 8 bytes")?) + 1);
+        }
+    }
+    for i in start.. {
         let payload: Vec<u8> = std::iter::repeat_n(i.to_le_bytes(), 1 + (i as usize % 4096)).flatten().collect();
         store.put("items", &format!("{:08}", i % 50), &payload)?;
         store.put("done", &format!("{:08}", i % 50), &i.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+async fn publish(
+    config: &Path,
+    model: &Path,
+    name: &str,
+    output: &str,
+    frac_bits: Option<u32>,
+    plan_out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let path = std::fs::canonicalize(model).with_context(|| format!("{} not found", model.display()))?;
+    let v = api_call(
+        &cfg,
+        "POST",
+        "/v1/models",
+        Some(json!({"name": name, "path": path.display().to_string(), "output": output, "frac_bits": frac_bits})),
+    )
+    .await?;
+    let plan = serde_json::to_string_pretty(&v["plan"])?;
+    match plan_out {
+        Some(p) => {
+            std::fs::write(p, &plan).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!("published {name:?}; send {} to bob and the dealer (`party-node register`)", p.display());
+        }
+        None => println!("{plan}"),
+    }
+    Ok(())
+}
+
+async fn register(config: &Path, name: &str, plan: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let text = std::fs::read_to_string(plan).with_context(|| format!("reading {}", plan.display()))?;
+    let plan: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a plan (JSON)", plan.display()))?;
+    api_call(&cfg, "POST", "/v1/plans", Some(json!({"name": name, "plan": plan}))).await?;
+    eprintln!("registered {name:?}");
+    Ok(())
+}
+
+async fn predict(
+    config: &Path,
+    model: &str,
+    id: Option<String>,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    batch: Option<usize>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let abs = |p: Option<PathBuf>, must_exist: bool| -> anyhow::Result<Option<String>> {
+        p.map(|p| {
+            let p = if must_exist {
+                std::fs::canonicalize(&p).with_context(|| format!("{} not found", p.display()))?
+            } else if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir()?.join(p)
+            };
+            Ok(p.display().to_string())
+        })
+        .transpose()
+    };
+    let req = json!({
+        "id": id, "kind": "predict", "model": model, "batch": batch,
+        "input": abs(input, true)?, "output": abs(output, false)?,
+    });
+    let v = api_call(&cfg, "POST", "/v1/jobs", Some(req)).await?;
+    let id = v["id"].as_str().unwrap_or("?").to_string();
+    println!("{id}");
+    if !wait {
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    loop {
+        let r = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
+        match r["state"].as_str() {
+            Some("done") => {
+                for l in r["layers"].as_array().into_iter().flatten() {
+                    eprintln!(
+                        "  {:<14} {:>8.1} ms {:>4} rounds {:>12} B online",
+                        l["name"].as_str().unwrap_or("?"),
+                        l["seconds"].as_f64().unwrap_or(0.0) * 1e3,
+                        l["rounds"],
+                        l["online_sent"]
+                    );
+                }
+                return Ok(());
+            }
+            Some(s @ ("failed" | "interrupted")) => bail!("job {id} {s}: {}", r["error"].as_str().unwrap_or("?")),
+            _ if t0.elapsed() > Duration::from_secs(600) => bail!("job {id} not done after 600 s"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Number of rows of Bob's input for a model with this per-sample shape.
+fn read_input_rows(path: &Path, per_sample: &[usize]) -> anyhow::Result<usize> {
+    Ok(party_node::ml::read_input(path, per_sample)?.shape()[0])
+}
+
+/// Reads an output file written by a prediction job.
+fn ml_read_output(path: &Path) -> anyhow::Result<ndarray::ArrayD<f64>> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => Ok(mpc_ml::npy::read(path)?),
+        _ => {
+            let text = std::fs::read_to_string(path)?;
+            let rows: Vec<Vec<f64>> = text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| l.split(',').map(|c| c.parse::<f64>()).collect::<Result<_, _>>())
+                .collect::<Result<_, _>>()?;
+            let w = rows.first().map(Vec::len).unwrap_or(0);
+            Ok(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[rows.len(), w]), rows.concat())?)
+        }
+    }
+}
+
+fn local_predict(
+    model: &Path,
+    input: &Path,
+    output: &Path,
+    policy: &str,
+    verify: bool,
+    frac_bits: Option<u32>,
+    keep: bool,
+) -> anyhow::Result<()> {
+    let policy: mpc_ml::OutputPolicy = policy.parse().map_err(anyhow::Error::msg)?;
+    // Check the model and input before starting anything.
+    let imported = mpc_ml::onnx::import_file(model)?;
+    party_node::ml::read_input(input, &imported.model.input_shape)?;
+    let mut c = local::Consortium::start(keep)?;
+    let r = runtime()?.block_on(local::predict(&mut c, model, input, output, policy, frac_bits))?;
+    local::print_profile(&r);
+    if verify {
+        let want = local::plaintext(model, input, policy)?;
+        let err = r.output.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        println!(
+            "
+verify: max |private − plaintext| = {err:.3e} over {} values",
+            want.len()
+        );
     }
     Ok(())
 }

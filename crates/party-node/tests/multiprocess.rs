@@ -244,8 +244,18 @@ fn the_api_refuses_missing_and_wrong_tokens_and_names_bad_requests() {
         assert!(ok.as_str().unwrap().contains("membrane_peer_connected{peer=\"alice\"} 0"), "{ok}");
 
         let r = bob.post("/v1/jobs", json!({"m": 2, "k": 2})).await;
-        assert_eq!(r.status, 400);
-        assert!(r.body["error"].as_str().unwrap().contains("missing field `n`"), "{:?}", r.body);
+        assert_eq!(r.status, 422);
+        assert!(r.body["error"].as_str().unwrap().contains("n = 0 must be between 1 and"), "{:?}", r.body);
+        let r = bob
+            .post(
+                "/v1/jobs",
+                json!({"kind": "predict", "model": "nope", "input": "/nonexistent.npy", "output": "/tmp/o.npy"}),
+            )
+            .await;
+        assert_eq!(r.status, 422);
+        assert!(r.body["error"].as_str().unwrap().contains("no model named \"nope\""), "{:?}", r.body);
+        let r = bob.post("/v1/jobs", json!({"kind": "bake"})).await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
         let r = bob.post("/v1/jobs", json!({"m": 2, "k": 2, "n": 2})).await;
         assert_eq!(r.status, 422);
         assert!(r.body["error"].as_str().unwrap().contains("seed"), "{:?}", r.body);

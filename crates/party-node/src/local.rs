@@ -1,0 +1,280 @@
+//! `party-node local …` and `party-node demo`: a three-node consortium on this machine — three
+//! `party-node run` processes talking QUIC with mutual TLS over loopback — driven through their
+//! control APIs exactly as three organisations would drive their own nodes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use mpc_ml::{OutputPolicy, onnx};
+use ndarray::{ArrayD, Axis};
+use party_node::client;
+use party_node::config::Config;
+use party_node::jobs::JobId;
+use party_node::testbed;
+use serde_json::json;
+
+const ROLES: [&str; 3] = ["alice", "bob", "dealer"];
+
+/// Three running nodes; killed (by their PIDs) when dropped.
+pub(crate) struct Consortium {
+    dir: PathBuf,
+    children: Vec<Child>,
+    configs: Vec<Config>,
+    keep: bool,
+}
+
+impl Drop for Consortium {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn free_addr(udp: bool) -> anyhow::Result<SocketAddr> {
+    Ok(if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?
+    })
+}
+
+impl Consortium {
+    /// Writes identities and configs in a fresh temporary directory and starts the three nodes.
+    pub(crate) fn start(keep: bool) -> anyhow::Result<Consortium> {
+        let mut b = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
+        let dir = std::env::temp_dir().join(format!("membrane-local-{}", u64::from_le_bytes(b)));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let addrs = testbed::Addrs {
+            udp: [free_addr(true)?, free_addr(true)?, free_addr(true)?],
+            api: [free_addr(false)?, free_addr(false)?, free_addr(false)?],
+        };
+        let paths = testbed::write_consortium(&dir, addrs, false)?;
+        let exe = std::env::current_exe().context("locating the party-node binary")?;
+        let mut c = Consortium { dir: dir.clone(), children: vec![], configs: vec![], keep };
+        for (role, path) in ROLES.iter().zip(&paths) {
+            let log = std::fs::File::create(dir.join(format!("{role}.log")))?;
+            let child = Command::new(&exe)
+                .args(["run", "--config"])
+                .arg(path)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting the {role} node"))?;
+            c.children.push(child);
+            c.configs.push(Config::load(path)?);
+        }
+        Ok(c)
+    }
+
+    fn log_tail(&self, role: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.join(format!("{role}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+
+    async fn call(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let cfg = &self.configs[i];
+        client::call(cfg.api_listen, Some(&cfg.api_token.0), method, path, body)
+            .await?
+            .ok()
+            .with_context(|| format!("{}'s node", ROLES[i]))
+    }
+
+    /// Waits until every node's mesh is up.
+    pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        for i in 0..3 {
+            loop {
+                if let Some(status) = self.children[i].try_wait()? {
+                    bail!("the {} node exited ({status}):\n{}", ROLES[i], self.log_tail(ROLES[i]));
+                }
+                let cfg = &self.configs[i];
+                let ready = match client::call(cfg.api_listen, Some(&cfg.api_token.0), "GET", "/v1/health", None).await
+                {
+                    Ok(r) => r.status == 200 && r.body["mesh_ready"] == json!(true),
+                    Err(_) => false,
+                };
+                if ready {
+                    break;
+                }
+                ensure!(
+                    t0.elapsed() < timeout,
+                    "the mesh did not form within {timeout:?}:\n{}",
+                    self.log_tail(ROLES[i])
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `local predict` returns to its caller (the demo prints more from it).
+pub(crate) struct LocalResult {
+    /// Bob's output as written.
+    pub output: ArrayD<f64>,
+    /// Bob's job record (per-layer profile, totals).
+    pub bob_job: serde_json::Value,
+    /// The three nodes' job records (alice, bob, dealer).
+    pub jobs: Vec<serde_json::Value>,
+    /// Seconds from submission to Bob's output.
+    pub seconds: f64,
+}
+
+/// Publishes `model` on Alice's node, registers its plan with Bob and the dealer, and runs one
+/// prediction of `input` (Bob's), writing `output`.
+pub(crate) async fn predict(
+    c: &mut Consortium,
+    model: &Path,
+    input: &Path,
+    output: &Path,
+    policy: OutputPolicy,
+    frac_bits: Option<u32>,
+) -> anyhow::Result<LocalResult> {
+    let abs = |p: &Path| -> anyhow::Result<String> {
+        Ok(std::fs::canonicalize(p).with_context(|| format!("{} not found", p.display()))?.display().to_string())
+    };
+    let (model_path, input_path) = (abs(model)?, abs(input)?);
+    let output_path = if output.is_absolute() { output.to_path_buf() } else { std::env::current_dir()?.join(output) };
+    eprintln!("[1/4] starting alice, bob and dealer nodes (QUIC + mutual TLS on loopback)…");
+    c.wait_ready(Duration::from_secs(30)).await?;
+    eprintln!("[2/4] alice publishes {}; bob and the dealer register its public plan…", model.display());
+    let policy_s = match policy {
+        OutputPolicy::Logits => "logits",
+        OutputPolicy::Probabilities => "probabilities",
+        OutputPolicy::Label => "label",
+    };
+    let published = c
+        .call(
+            0,
+            "POST",
+            "/v1/models",
+            Some(json!({"name": "model", "path": model_path, "output": policy_s, "frac_bits": frac_bits})),
+        )
+        .await?;
+    for i in [1, 2] {
+        c.call(i, "POST", "/v1/plans", Some(json!({"name": "model", "plan": published["plan"]}))).await?;
+    }
+    let batch = {
+        let per_sample: Vec<usize> =
+            serde_json::from_value::<Vec<usize>>(published["plan"]["input"].clone())?[1..].to_vec();
+        crate::read_input_rows(Path::new(&input_path), &per_sample)?
+    };
+    eprintln!("[3/4] bob predicts on {batch} private records…");
+    let id = JobId::random().to_string();
+    let t0 = Instant::now();
+    c.call(0, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "predict", "model": "model", "batch": batch}))).await?;
+    c.call(2, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "predict", "model": "model", "batch": batch}))).await?;
+    c.call(
+        1,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"id": id, "kind": "predict", "model": "model", "input": input_path, "output": output_path.display().to_string()})),
+    )
+    .await?;
+    let mut records = vec![serde_json::Value::Null; 3];
+    for i in [1, 0, 2] {
+        loop {
+            let r = c.call(i, "GET", &format!("/v1/jobs/{id}"), None).await?;
+            match r["state"].as_str() {
+                Some("done") => {
+                    records[i] = r;
+                    break;
+                }
+                Some(s @ ("failed" | "interrupted")) => {
+                    bail!("the job {s} on {}'s node: {}", ROLES[i], r["error"].as_str().unwrap_or("no reason recorded"))
+                }
+                _ if t0.elapsed() > Duration::from_secs(600) => bail!("the job did not finish within 10 minutes"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    eprintln!("[4/4] done in {seconds:.2} s; bob's output is in {}", output_path.display());
+    let out = crate::ml_read_output(&output_path)?;
+    Ok(LocalResult { output: out, bob_job: records[1].clone(), jobs: records, seconds })
+}
+
+/// Prints Bob's per-layer profile and the three nodes' totals.
+pub(crate) fn print_profile(r: &LocalResult) {
+    println!("\nper-layer profile (bob's node):");
+    println!("  {:<14} {:>9} {:>7} {:>13} {:>15}", "stage", "time", "rounds", "online sent", "dealer material");
+    for l in r.bob_job["layers"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<14} {:>7.1}ms {:>7} {:>11} B {:>13} B",
+            l["name"].as_str().unwrap_or("?"),
+            l["seconds"].as_f64().unwrap_or(0.0) * 1e3,
+            l["rounds"].as_u64().unwrap_or(0),
+            l["online_sent"].as_u64().unwrap_or(0),
+            l["offline_bytes"].as_u64().unwrap_or(0)
+        );
+    }
+    println!("\n  {:<8} {:>7} {:>14} {:>16} {:>14}", "node", "rounds", "online sent", "dealer material", "on the wire");
+    for (role, j) in ROLES.iter().zip(&r.jobs) {
+        let t = &j["total"];
+        let material = t["offline_sent"].as_u64().unwrap_or(0) + t["offline_recv"].as_u64().unwrap_or(0);
+        println!(
+            "  {:<8} {:>7} {:>12} B {:>14} B {:>12} B",
+            role,
+            t["rounds"].as_u64().unwrap_or(0),
+            t["online_sent"].as_u64().unwrap_or(0),
+            material,
+            j["wire_sent"].as_u64().unwrap_or(0)
+        );
+    }
+}
+
+/// The plaintext evaluation of the same model under the same output policy (`--verify`).
+pub(crate) fn plaintext(model: &Path, input: &Path, policy: OutputPolicy) -> anyhow::Result<ArrayD<f64>> {
+    let m = onnx::import_file(model)?.model;
+    let x = party_node::ml::read_input(input, &m.input_shape)?;
+    let y = m.eval_plain(&x);
+    let ends_in_prob = matches!(m.layers.last(), Some(mpc_ml::Layer::Softmax | mpc_ml::Layer::Sigmoid));
+    let classes = *y.shape().last().unwrap_or(&1);
+    Ok(match policy {
+        OutputPolicy::Logits => y,
+        OutputPolicy::Probabilities if ends_in_prob => y,
+        OutputPolicy::Probabilities if classes == 1 => mpc_ml::plain::sigmoid(&y),
+        OutputPolicy::Probabilities => mpc_ml::plain::softmax(&y),
+        OutputPolicy::Label => labels(&y, ends_in_prob),
+    })
+}
+
+/// Class labels from outputs `[n, c]` (argmax, first on ties) or `[n, 1]` (threshold).
+pub(crate) fn labels(y: &ArrayD<f64>, prob: bool) -> ArrayD<f64> {
+    let n = y.shape()[0];
+    let c = y.len() / n.max(1);
+    let y2 = y.view().into_shape_with_order((n, c)).expect("2-D");
+    y2.axis_iter(Axis(0))
+        .map(|r| {
+            if c == 1 {
+                f64::from(r[0] >= if prob { 0.5 } else { 0.0 })
+            } else {
+                let mut best = 0;
+                for j in 1..c {
+                    if r[j] > r[best] {
+                        best = j;
+                    }
+                }
+                best as f64
+            }
+        })
+        .collect::<ndarray::Array1<f64>>()
+        .into_dyn()
+}

@@ -1,0 +1,256 @@
+//! Models and private inference jobs on the node.
+//!
+//! * **Publishing** (Alice): `POST /v1/models` with a local ONNX path imports the model, keeps
+//!   the file in Alice's store (`models/<name>`) and the public plan for batch 1 in
+//!   `plans/<name>`; the response carries that plan. Alice sends it to the other two
+//!   organisations, who register it on their nodes (`POST /v1/plans`): that is all Bob and the
+//!   dealer ever learn of the model.
+//! * **Predicting**: every node is given the same job (`kind = "predict"`, model name, batch);
+//!   Bob also names his input file (.npy or .csv) and where to write the output. Each node
+//!   derives the job's plan from the registered one; `Party::connect` checks that the three
+//!   hashes agree before any share moves. Alice's weights are shared afresh in each job (no
+//!   communication) and pre-opened in one round.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail, ensure};
+use mpc_ml::{LayerProfile, Model, OutputPolicy, Plan, npy, onnx};
+use ndarray::{ArrayD, IxDyn};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Role;
+use crate::store::Store;
+
+/// Largest batch a prediction job accepts.
+pub const MAX_BATCH: usize = 4096;
+
+/// Model and plan names: 1–64 of `a-z A-Z 0-9 - _ .`, not starting with a dot.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    ensure!(
+        (1..=64).contains(&name.len())
+            && !name.starts_with('.')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "model name {name:?}: use 1-64 letters, digits, '-', '_' or '.'"
+    );
+    Ok(())
+}
+
+/// `POST /v1/models` body (Alice).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// Name the other organisations will use.
+    pub name: String,
+    /// Path of the ONNX file on this machine.
+    pub path: String,
+    /// What Bob learns: `logits`, `probabilities` or `label`.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Fixed-point fractional bits (default 16).
+    #[serde(default)]
+    pub frac_bits: Option<u32>,
+}
+
+/// `POST /v1/plans` body (Bob, dealer): a plan published by Alice.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The model's name.
+    pub name: String,
+    /// The plan Alice's `publish` printed.
+    pub plan: Plan,
+}
+
+/// Imports and stores a model (Alice). Returns the public plan for batch 1.
+pub fn publish(store: &Store, role: Role, req: &PublishRequest) -> anyhow::Result<Plan> {
+    ensure!(role == Role::Alice, "only the model owner (alice) publishes models; this node is {role}");
+    check_name(&req.name)?;
+    let bytes = std::fs::read(&req.path).with_context(|| format!("reading the model file {}", req.path))?;
+    let imported = onnx::import(&bytes).with_context(|| format!("importing {}", req.path))?;
+    let policy: OutputPolicy = req.output.as_deref().unwrap_or("logits").parse().map_err(anyhow::Error::msg)?;
+    let frac = req.frac_bits.unwrap_or(16);
+    let fixed = mpc_proto::FixedPoint::new(frac, 47u32.saturating_sub(frac)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = imported.model.plan(1, policy, fixed)?;
+    store.put("models", &req.name, &bytes)?;
+    store.put("plans", &req.name, &serde_json::to_vec(&plan)?)?;
+    tracing::info!(model = %req.name, layers = plan.steps.len(), "model published");
+    Ok(plan)
+}
+
+/// Registers a published plan (Bob, dealer).
+pub fn register(store: &Store, role: Role, req: &RegisterRequest) -> anyhow::Result<()> {
+    ensure!(
+        role != Role::Alice,
+        "alice publishes models (POST /v1/models); register plans on bob's and the dealer's nodes"
+    );
+    check_name(&req.name)?;
+    req.plan.validate()?;
+    ensure!(req.plan.batch() == 1, "register the batch-1 plan that `publish` printed");
+    store.put("plans", &req.name, &serde_json::to_vec(&req.plan)?)?;
+    tracing::info!(model = %req.name, "plan registered");
+    Ok(())
+}
+
+/// The registered plans: `(name, plan)`.
+pub fn list(store: &Store) -> anyhow::Result<Vec<(String, Plan)>> {
+    let mut out = Vec::new();
+    for name in store.list("plans")? {
+        if let Some(b) = store.get("plans", &name)? {
+            out.push((name.clone(), serde_json::from_slice(&b).with_context(|| format!("plan {name} is unreadable"))?));
+        }
+    }
+    Ok(out)
+}
+
+/// Everything a node needs to run its part of a prediction.
+pub struct Prepared {
+    /// The job's plan.
+    pub plan: Plan,
+    /// Alice: the model.
+    pub model: Option<Model>,
+    /// Bob: the input.
+    pub input: Option<ArrayD<f64>>,
+    /// Bob: where to write the output.
+    pub output: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("steps", &self.plan.steps.len()).finish_non_exhaustive()
+    }
+}
+
+/// Validates a prediction request on this node and loads what it needs (before the job starts,
+/// so a bad request is a 4xx, not a failed job).
+pub fn prepare(
+    store: &Store,
+    role: Role,
+    model: &str,
+    batch: Option<usize>,
+    input: Option<&str>,
+    output: Option<&str>,
+) -> anyhow::Result<Prepared> {
+    check_name(model)?;
+    let raw = store
+        .get("plans", model)?
+        .with_context(|| format!("no model named {model:?} on this node (publish or register it first)"))?;
+    let published: Plan = serde_json::from_slice(&raw).context("the stored plan is unreadable")?;
+    let (input, output) = match role {
+        Role::Bob => {
+            let path = input.context("bob's prediction needs `input` (a .npy or .csv file)")?;
+            let out = output.context("bob's prediction needs `output` (a .npy or .csv path)")?;
+            let x = read_input(Path::new(path), &published.input[1..])?;
+            if let Some(b) = batch {
+                ensure!(b == x.shape()[0], "batch {b} given, but the input has {} rows", x.shape()[0]);
+            }
+            (Some(x), Some(PathBuf::from(out)))
+        }
+        _ => {
+            ensure!(input.is_none() && output.is_none(), "only bob gives `input` and `output`");
+            (None, None)
+        }
+    };
+    let batch = match (&input, batch) {
+        (Some(x), _) => x.shape()[0],
+        (None, Some(b)) => b,
+        (None, None) => bail!("give `batch` (the number of rows in bob's input)"),
+    };
+    ensure!((1..=MAX_BATCH).contains(&batch), "batch {batch} must be between 1 and {MAX_BATCH}");
+    let plan = published.rebatch(batch)?;
+    let model = if role == Role::Alice {
+        let bytes =
+            store.get("models", model)?.with_context(|| format!("model {model:?} has a plan but no ONNX file here"))?;
+        let m = onnx::import(&bytes)?.model;
+        ensure!(m.plan(batch, plan.output, plan.fixed)? == plan, "the stored model does not match its published plan");
+        Some(m)
+    } else {
+        None
+    };
+    Ok(Prepared { plan, model, input, output })
+}
+
+/// Reads Bob's input: `.npy` (float32/float64, batch first) or `.csv` (numbers only, an
+/// optional header row), reshaped to `[rows, per_sample…]` when the sizes agree.
+pub fn read_input(path: &Path, per_sample: &[usize]) -> anyhow::Result<ArrayD<f64>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let a = match ext {
+        "npy" => npy::read(path)?,
+        "csv" => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut rows: Vec<Vec<f64>> = Vec::new();
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let cells: Result<Vec<f64>, _> = line.split(',').map(|c| c.trim().parse::<f64>()).collect();
+                match cells {
+                    Ok(r) => rows.push(r),
+                    Err(_) if i == 0 => continue, // header
+                    Err(_) => bail!("{}: row {} has a cell that is not a number", path.display(), i + 1),
+                }
+            }
+            ensure!(!rows.is_empty(), "{}: no data rows", path.display());
+            let w = rows[0].len();
+            ensure!(rows.iter().all(|r| r.len() == w), "{}: rows have different lengths", path.display());
+            ArrayD::from_shape_vec(IxDyn(&[rows.len(), w]), rows.concat())?
+        }
+        _ => bail!("{}: input must be a .npy or .csv file", path.display()),
+    };
+    ensure!(a.ndim() >= 1 && a.shape()[0] > 0, "{}: empty input", path.display());
+    ensure!(a.iter().all(|v| v.is_finite()), "{}: the input has NaN or infinite values", path.display());
+    let n = a.shape()[0];
+    let per: usize = per_sample.iter().product();
+    ensure!(
+        a.len() == n * per,
+        "{}: input of shape {:?}, the model expects [batch, {}]",
+        path.display(),
+        a.shape(),
+        per_sample.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+    );
+    let mut shape = vec![n];
+    shape.extend_from_slice(per_sample);
+    Ok(a.into_shape_with_order(IxDyn(&shape))?)
+}
+
+/// Writes Bob's output as `.npy` (float64, batch first) or `.csv`.
+pub fn write_output(path: &Path, a: &ArrayD<f64>) -> anyhow::Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext {
+        "npy" => npy::write(path, a).with_context(|| format!("writing {}", path.display())),
+        "csv" => {
+            let n = a.shape().first().copied().unwrap_or(1);
+            let w = a.len() / n.max(1);
+            let mut s = String::new();
+            for row in a.as_standard_layout().as_slice().expect("standard layout").chunks(w.max(1)) {
+                s.push_str(&row.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(","));
+                s.push('\n');
+            }
+            std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
+        }
+        _ => bail!("{}: output must end in .npy or .csv", path.display()),
+    }
+}
+
+/// One stage of the per-layer profile, as stored on the job.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayerRecord {
+    /// Stage name.
+    pub name: String,
+    /// Seconds at this node.
+    pub seconds: f64,
+    /// Online rounds.
+    pub rounds: u64,
+    /// Online bytes sent by this node.
+    pub online_sent: u64,
+    /// Dealer-material bytes received (P0/P1) or sent (dealer).
+    pub offline_bytes: u64,
+}
+
+impl From<&LayerProfile> for LayerRecord {
+    fn from(p: &LayerProfile) -> Self {
+        LayerRecord {
+            name: p.name.clone(),
+            seconds: p.seconds,
+            rounds: p.stats.rounds,
+            online_sent: p.stats.online_sent,
+            offline_bytes: p.stats.offline_recv + p.stats.offline_sent,
+        }
+    }
+}
