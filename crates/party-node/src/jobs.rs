@@ -67,6 +67,8 @@ pub enum JobKind {
     Matmul,
     /// Private inference of a published model on Bob's input.
     Predict,
+    /// Private training on Bob's data (see `train`).
+    Train,
 }
 
 /// A job request, as submitted to one node.
@@ -104,12 +106,27 @@ pub struct JobRequest {
     /// Predict, Bob: where to write the output (.npy or .csv).
     #[serde(default)]
     pub output: Option<String>,
+    /// Train: the training parameters.
+    #[serde(default)]
+    pub train: Option<crate::ml::TrainRequest>,
 }
 
 impl JobRequest {
     /// A matmul request.
     pub fn matmul(id: Option<String>, m: usize, k: usize, n: usize, seed: Option<u64>) -> Self {
-        JobRequest { id, kind: JobKind::Matmul, m, k, n, seed, model: None, batch: None, input: None, output: None }
+        JobRequest {
+            id,
+            kind: JobKind::Matmul,
+            m,
+            k,
+            n,
+            seed,
+            model: None,
+            batch: None,
+            input: None,
+            output: None,
+            train: None,
+        }
     }
 }
 
@@ -144,7 +161,7 @@ impl Plan {
 }
 
 /// The public description of a job, as reported.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum JobPlan {
     /// See [`JobKind::Matmul`].
@@ -163,6 +180,13 @@ pub enum JobPlan {
         /// Batch size.
         batch: usize,
         /// Hex SHA-256 of the plan the parties agreed on.
+        plan_hash: String,
+    },
+    /// See [`JobKind::Train`].
+    Train {
+        /// The public training plan.
+        plan: mpc_ml::train::TrainPlan,
+        /// Hex SHA-256 of it.
         plan_hash: String,
     },
 }
@@ -252,6 +276,9 @@ pub struct JobRecord {
     /// Predict: per-layer time, rounds and bytes at this node.
     #[serde(default)]
     pub layers: Vec<crate::ml::LayerRecord>,
+    /// Train, Bob: metrics of the trained model (only if it was revealed to him).
+    #[serde(default)]
+    pub metrics: Option<serde_json::Value>,
 }
 
 fn now_ms() -> u64 {
@@ -273,6 +300,7 @@ impl std::fmt::Debug for Jobs {
 
 const STEPS: [&str; 4] = ["join", "session setup", "matmul", "reveal"];
 const PREDICT_STEPS: [&str; 4] = ["join", "session setup", "inference", "output written"];
+const TRAIN_STEPS: [&str; 4] = ["join", "session setup", "training", "model stored"];
 
 /// A job's input matrix from its owner's seed: small signed integers (exact in the ring).
 pub fn seeded_matrix(seed: u64, rows: usize, cols: usize) -> RingTensor {
@@ -385,6 +413,14 @@ impl Jobs {
                 .map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
                 Work::Predict(model, Box::new(prepared))
             }
+            JobKind::Train => {
+                let t = req
+                    .train
+                    .as_ref()
+                    .ok_or_else(|| SubmitError::Invalid("a train job needs `train` parameters".into()))?;
+                let prepared = crate::ml::prepare_train(role, t).map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
+                Work::Train(Box::new(prepared))
+            }
         };
         let id = match &req.id {
             Some(s) => s.parse::<JobId>().map_err(|e| SubmitError::Invalid(e.to_string()))?,
@@ -396,6 +432,9 @@ impl Jobs {
                 JobPlan::Predict { model: model.clone(), batch: prep.plan.batch(), plan_hash: hex(&prep.plan.hash()) },
                 PREDICT_STEPS.len(),
             ),
+            Work::Train(prep) => {
+                (JobPlan::Train { plan: prep.plan.clone(), plan_hash: hex(&train_hash(&prep.plan)) }, TRAIN_STEPS.len())
+            }
         };
         {
             let mut records = self.records.lock().expect("jobs lock");
@@ -422,6 +461,7 @@ impl Jobs {
                     wire_sent: 0,
                     wire_recv: 0,
                     layers: vec![],
+                    metrics: None,
                 },
             );
         }
@@ -437,11 +477,81 @@ impl Jobs {
                 let result = match work {
                     Work::Matmul(plan, seed) => rt.block_on(jobs.execute(&mesh, id, plan, seed)),
                     Work::Predict(_, prep) => rt.block_on(jobs.execute_predict(&mesh, id, *prep)),
+                    Work::Train(prep) => rt.block_on(jobs.execute_train(&mesh, id, *prep)),
                 };
                 jobs.finish(&mesh, id, result);
             })
             .map_err(|e| SubmitError::Internal(format!("cannot start the job thread: {e}")))?;
         Ok(id)
+    }
+
+    /// Train: open the session, train on shares, store this party's share of the model, and
+    /// reveal it to Bob if the job says so (then Bob's node reports held-out metrics).
+    async fn execute_train(&self, mesh: &Mesh, id: JobId, prep: crate::ml::PreparedTrain) -> anyhow::Result<()> {
+        let session = SessionId(id.0);
+        let transport = mesh.open_session(session).await?;
+        self.progress_in(id, 1, None, &TRAIN_STEPS);
+        let mut seed_bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
+        let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
+        let config = SessionConfig::new(session, train_hash(&prep.plan));
+        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
+        let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
+            .await
+            .map_err(|_| anyhow::anyhow!("session setup did not complete within {:?}", mesh.join_timeout()))?
+            .map_err(|e| self.explain(mesh, e))?;
+        self.progress_in(id, 2, Some(&party), &TRAIN_STEPS);
+        let data = prep.train.as_ref().map(|(x, y)| (x, y));
+        let progress = |p: mpc_ml::train::TrainProgress| {
+            self.update(id, |r| {
+                r.step = format!("training: epoch {}/{}, step {}/{}", p.epoch, prep.plan.config.epochs, p.step, p.steps)
+            });
+        };
+        let shared = match mpc_ml::train::train(&mut party, &prep.plan, data, progress).await {
+            Ok(m) => m,
+            Err(mpc_ml::ModelError::Mpc(e)) => return Err(self.explain(mesh, e)),
+            Err(e) => return Err(e.into()),
+        };
+        self.progress_in(id, 3, Some(&party), &TRAIN_STEPS);
+        if !party.is_dealer() {
+            let mut bytes = Vec::new();
+            for (w, b) in shared.layers() {
+                for t in [w, b] {
+                    bytes.extend(t.expose_share()?.as_slice().iter().flat_map(|v| v.to_le_bytes()));
+                }
+            }
+            self.store.put("shares", &id.to_string(), &bytes).context("storing this party's share of the model")?;
+        }
+        if prep.reveal {
+            let model = shared.reveal_to(&mut party, PartyId::P1).await.map_err(|e| match e {
+                mpc_ml::ModelError::Mpc(e) => self.explain(mesh, e),
+                e => e.into(),
+            })?;
+            if let (Some(m), Some((xt, yt)), Some((x, y))) = (model, &prep.test, &prep.train) {
+                use mpc_ml::train::{Arch, accuracy, r2};
+                let metrics = match prep.plan.config.arch {
+                    Arch::LinReg => serde_json::json!({"train_r2": r2(&m, x, y), "test_r2": r2(&m, xt, yt)}),
+                    _ => {
+                        serde_json::json!({"train_accuracy": accuracy(&m, x, y), "test_accuracy": accuracy(&m, xt, yt)})
+                    }
+                };
+                let weights: Vec<serde_json::Value> = m
+                    .layers
+                    .iter()
+                    .filter_map(|l| match l {
+                        mpc_ml::Layer::Linear { weight, bias } => Some(serde_json::json!({
+                            "weight_shape": weight.shape(), "weight": weight.iter().collect::<Vec<_>>(),
+                            "bias": bias.as_ref().map(|b| b.iter().copied().collect::<Vec<_>>()),
+                        })),
+                        _ => None,
+                    })
+                    .collect();
+                self.store.put("models", &format!("trained-{id}"), &serde_json::to_vec(&weights)?)?;
+                self.update(id, |r| r.metrics = Some(metrics));
+            }
+        }
+        self.progress_in(id, 4, Some(&party), &TRAIN_STEPS);
+        Ok(())
     }
 
     /// Predict: open the session, run the plan, write Bob's output.
@@ -632,6 +742,7 @@ mod tests {
             wire_sent: 0,
             wire_recv: 0,
             layers: vec![],
+            metrics: None,
         };
         store.put("jobs", &id.to_string(), &serde_json::to_vec(&record(JobState::Running)).unwrap()).unwrap();
         let done = JobId::random();
@@ -661,6 +772,13 @@ mod tests {
 enum Work {
     Matmul(Plan, Option<u64>),
     Predict(String, Box<crate::ml::Prepared>),
+    Train(Box<crate::ml::PreparedTrain>),
+}
+
+/// SHA-256 of a training plan's canonical JSON.
+fn train_hash(p: &mpc_ml::train::TrainPlan) -> [u8; 32] {
+    let bytes = serde_json::to_vec(p).expect("plans serialise");
+    ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref().try_into().expect("32 bytes")
 }
 
 fn hex(b: &[u8]) -> String {

@@ -278,3 +278,58 @@ pub(crate) fn labels(y: &ArrayD<f64>, prob: bool) -> ArrayD<f64> {
         .collect::<ndarray::Array1<f64>>()
         .into_dyn()
 }
+
+/// Runs one training job on the three nodes; returns Bob's metrics and the job's duration.
+pub(crate) async fn train(
+    c: &mut Consortium,
+    bob: &party_node::ml::TrainRequest,
+    others: &party_node::ml::TrainRequest,
+) -> anyhow::Result<(serde_json::Value, f64)> {
+    eprintln!("[1/3] starting alice, bob and dealer nodes (QUIC + mutual TLS on loopback)…");
+    c.wait_ready(Duration::from_secs(30)).await?;
+    let id = JobId::random().to_string();
+    eprintln!("[2/3] bob shares his data; the three nodes train {} for {} epochs on shares…", bob.arch, bob.epochs);
+    let t0 = Instant::now();
+    for (i, req) in [(0, others), (2, others), (1, bob)] {
+        let mut r = req.clone();
+        if i != 1 {
+            r.data = None;
+            r.label = None;
+        }
+        c.call(i, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "train", "train": r}))).await?;
+    }
+    let mut last = String::new();
+    let mut done = [false; 3];
+    let mut metrics = serde_json::Value::Null;
+    while done.iter().any(|d| !d) {
+        for i in 0..3 {
+            if done[i] {
+                continue;
+            }
+            let r = c.call(i, "GET", &format!("/v1/jobs/{id}"), None).await?;
+            match r["state"].as_str() {
+                Some("done") => {
+                    done[i] = true;
+                    if i == 1 {
+                        metrics = r["metrics"].clone();
+                    }
+                }
+                Some(s @ ("failed" | "interrupted")) => {
+                    bail!("the job {s} on {}'s node: {}", ROLES[i], r["error"].as_str().unwrap_or("no reason recorded"))
+                }
+                _ => {
+                    let step = r["step"].as_str().unwrap_or("").to_string();
+                    if i == 1 && step != last {
+                        eprint!("\r      {step:<60}");
+                        last = step;
+                    }
+                }
+            }
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(3600), "training did not finish within an hour");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("\r[3/3] done in {secs:.2} s{:<50}", "");
+    Ok((metrics, secs))
+}

@@ -124,6 +124,27 @@ enum Command {
         #[arg(long, default_value_t = true)]
         wait: bool,
     },
+    /// Submit a private training job to this node. Bob gives --data/--label; Alice and the
+    /// dealer give --samples/--features (and --classes for an MLP) and Bob's job id.
+    Train {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Job id from the first submission.
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Alice, dealer: training rows.
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Alice, dealer: feature columns.
+        #[arg(long)]
+        features: Option<usize>,
+        /// Alice, dealer: classes (MLP).
+        #[arg(long, default_value_t = 1)]
+        classes: usize,
+    },
     /// Try it on one machine: three local nodes over QUIC on loopback.
     Local {
         #[command(subcommand)]
@@ -157,6 +178,63 @@ enum Command {
     },
 }
 
+/// Training parameters shared by `train` and `local train`.
+#[derive(clap::Args, Clone)]
+struct TrainArgs {
+    /// Bob: CSV file with a header row (every column numeric).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Bob: the label column.
+    #[arg(long)]
+    label: Option<String>,
+    /// linreg, logreg or mlp:H1,H2,… (hidden widths).
+    #[arg(long)]
+    model: String,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// Seed of the initial weights, batch order and train/test split (public).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Held-out fraction for test metrics.
+    #[arg(long, default_value_t = 0.2)]
+    test_split: f64,
+    /// Who learns the trained model: `bob` (omit to keep it secret-shared).
+    #[arg(long)]
+    reveal_to: Option<String>,
+}
+
+impl TrainArgs {
+    fn request(&self, shape: Option<(usize, usize, usize)>) -> anyhow::Result<party_node::ml::TrainRequest> {
+        let reveal_to_bob = match self.reveal_to.as_deref() {
+            None => false,
+            Some("bob") => true,
+            Some(other) => bail!("--reveal-to {other}: only bob (the data owner) may learn the model"),
+        };
+        let abs = |p: &Path| std::fs::canonicalize(p).with_context(|| format!("{} not found", p.display()));
+        Ok(party_node::ml::TrainRequest {
+            arch: self.model.clone(),
+            epochs: self.epochs,
+            batch: self.batch,
+            lr: self.lr,
+            seed: self.seed,
+            samples: shape.map(|s| s.0),
+            features: shape.map(|s| s.1),
+            classes: shape.map(|s| s.2),
+            data: self.data.as_deref().map(abs).transpose()?.map(|p| p.display().to_string()),
+            label: self.label.clone(),
+            test_split: Some(self.test_split),
+            reveal_to_bob,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum LocalAction {
     /// Private inference: Alice's model, Bob's input, three processes over QUIC; writes Bob's
@@ -183,6 +261,17 @@ enum LocalAction {
         /// Keep the temporary consortium directory (configs, logs, stores).
         #[arg(long)]
         keep: bool,
+    },
+    /// Private training on Bob's CSV with three processes over QUIC.
+    Train {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Also train in plain f64 with the same seed, batches and hyperparameters.
+        #[arg(long)]
+        verify: bool,
+        /// End with one JSON line of the metrics.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -245,6 +334,15 @@ fn main() -> anyhow::Result<()> {
         Command::Local {
             action: LocalAction::Predict { model, input, output, output_policy, verify, frac_bits, keep },
         } => local_predict(&model, &input, &output, &output_policy, verify, frac_bits, keep),
+        Command::Local { action: LocalAction::Train { args, verify, json } } => local_train(&args, verify, json),
+        Command::Train { config, id, args, samples, features, classes } => {
+            let shape = match (samples, features) {
+                (Some(s), Some(f)) => Some((s, f, classes)),
+                (None, None) => None,
+                _ => bail!("give both --samples and --features"),
+            };
+            runtime()?.block_on(train_submit(&config, id, &args, shape))
+        }
         Command::Run { config } => {
             init_logging();
             let cfg = Config::load(&config)?;
@@ -557,6 +655,57 @@ fn local_predict(
 verify: max |private − plaintext| = {err:.3e} over {} values",
             want.len()
         );
+    }
+    Ok(())
+}
+
+async fn train_submit(
+    config: &Path,
+    id: Option<String>,
+    args: &TrainArgs,
+    shape: Option<(usize, usize, usize)>,
+) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let req = json!({"id": id, "kind": "train", "train": args.request(shape)?});
+    let v = api_call(&cfg, "POST", "/v1/jobs", Some(req)).await?;
+    println!("{}", v["id"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result<()> {
+    let data = args.data.as_deref().context("local train needs --data")?;
+    let label = args.label.as_deref().context("local train needs --label")?;
+    if (verify || json_out) && args.reveal_to.is_none() {
+        bail!("--verify and --json report the trained model's metrics: add --reveal-to bob");
+    }
+    // Bob's side computes the public shape; everything is checked before a node starts.
+    let shape = party_node::ml::train_shape(data, label, &args.model, args.test_split, args.seed)?;
+    let bob_req = args.request(None)?;
+    let prepared = party_node::ml::prepare_train(party_node::config::Role::Bob, &bob_req)?;
+    let mut c = local::Consortium::start(false)?;
+    let rt = runtime()?;
+    let (metrics, secs) = rt.block_on(local::train(&mut c, &bob_req, &args.request(Some(shape))?))?;
+    let mut out = serde_json::Map::new();
+    out.insert("seconds".into(), json!(secs));
+    if let Some(m) = metrics.as_object() {
+        out.extend(m.clone());
+    }
+    println!("trained privately in {secs:.2} s: {}", serde_json::Value::Object(out.clone()));
+    if verify {
+        use mpc_ml::train::{Arch, accuracy, r2, train_plain};
+        let ((x, y), (xt, yt)) = (prepared.train.expect("bob has data"), prepared.test.expect("bob has data"));
+        let m = train_plain(&prepared.plan, &x, &y);
+        let plain = match prepared.plan.config.arch {
+            Arch::LinReg => json!({"plain_train_r2": r2(&m, &x, &y), "plain_test_r2": r2(&m, &xt, &yt)}),
+            _ => json!({"plain_train_accuracy": accuracy(&m, &x, &y), "plain_test_accuracy": accuracy(&m, &xt, &yt)}),
+        };
+        println!("plaintext training, same seed and batches: {plain}");
+        if let Some(p) = plain.as_object() {
+            out.extend(p.clone());
+        }
+    }
+    if json_out {
+        println!("{}", serde_json::Value::Object(out));
     }
     Ok(())
 }

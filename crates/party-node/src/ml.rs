@@ -254,3 +254,115 @@ impl From<&LayerProfile> for LayerRecord {
         }
     }
 }
+
+/// Training parameters of a job request (all public; Bob's node also reads the data).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    /// `linreg`, `logreg` or `mlp:H1,H2,…`.
+    pub arch: String,
+    /// Epochs.
+    pub epochs: usize,
+    /// Minibatch size.
+    pub batch: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Seed of the initial weights, batch order and train/test split.
+    #[serde(default)]
+    pub seed: u64,
+    /// Training samples (Alice and the dealer; Bob's node derives it from the file).
+    #[serde(default)]
+    pub samples: Option<usize>,
+    /// Features (Alice and the dealer).
+    #[serde(default)]
+    pub features: Option<usize>,
+    /// Classes for an MLP (Alice and the dealer).
+    #[serde(default)]
+    pub classes: Option<usize>,
+    /// Bob: the CSV file.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// Bob: the label column.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Bob: held-out fraction for the test metrics (default 0.2).
+    #[serde(default)]
+    pub test_split: Option<f64>,
+    /// Reveal the trained model to Bob (default: it stays secret-shared, each node storing its
+    /// share).
+    #[serde(default)]
+    pub reveal_to_bob: bool,
+}
+
+/// What a node needs to run its part of a training job.
+pub struct PreparedTrain {
+    /// The public plan.
+    pub plan: mpc_ml::train::TrainPlan,
+    /// Bob: standardised training data.
+    pub train: Option<(ndarray::Array2<f64>, ndarray::Array1<f64>)>,
+    /// Bob: standardised test data.
+    pub test: Option<(ndarray::Array2<f64>, ndarray::Array1<f64>)>,
+    /// Whether Bob learns the model.
+    pub reveal: bool,
+}
+
+impl std::fmt::Debug for PreparedTrain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedTrain").field("samples", &self.plan.samples).finish_non_exhaustive()
+    }
+}
+
+/// The public shape of Bob's training data: `(samples, features, classes)` after the split.
+pub fn train_shape(
+    path: &Path,
+    label: &str,
+    arch: &str,
+    test_split: f64,
+    seed: u64,
+) -> anyhow::Result<(usize, usize, usize)> {
+    let t = mpc_ml::data::load_csv(path, label)?;
+    let (tr, _) = mpc_ml::data::split(&t, test_split, seed);
+    let classes = if arch.starts_with("mlp") { t.y.iter().fold(0f64, |m, &v| m.max(v)) as usize + 1 } else { 1 };
+    Ok((tr.x.nrows(), tr.x.ncols(), classes))
+}
+
+/// Validates a training request on this node and loads Bob's data.
+pub fn prepare_train(role: Role, req: &TrainRequest) -> anyhow::Result<PreparedTrain> {
+    use mpc_ml::train::{Arch, TrainConfig, TrainPlan};
+    let mut arch: Arch = req.arch.parse().map_err(anyhow::Error::msg)?;
+    ensure!((1..=1000).contains(&req.epochs), "epochs must be between 1 and 1000");
+    ensure!((1..=MAX_BATCH).contains(&req.batch), "batch must be between 1 and {MAX_BATCH}");
+    let split = req.test_split.unwrap_or(0.2);
+    ensure!((0.0..0.9).contains(&split), "test_split must be in [0, 0.9)");
+    let (train, test, samples, features, classes) = if role == Role::Bob {
+        let path = req.data.as_deref().context("bob's training job needs `data` (a CSV file)")?;
+        let label = req.label.as_deref().context("bob's training job needs `label` (the label column)")?;
+        let t = mpc_ml::data::load_csv(Path::new(path), label)?;
+        let (tr, te) = mpc_ml::data::split(&t, split, req.seed);
+        // Bob owns all the data, so he standardises locally (it is the same as doing it under
+        // MPC and reveals nothing to anyone).
+        let s = mpc_ml::data::Standardizer::fit(&tr.x);
+        let classes =
+            if matches!(arch, Arch::Mlp { .. }) { t.y.iter().fold(0f64, |m, &v| m.max(v)) as usize + 1 } else { 1 };
+        let (n, d) = (tr.x.nrows(), tr.x.ncols());
+        (Some((s.apply(&tr.x), tr.y)), Some((s.apply(&te.x), te.y)), n, d, classes)
+    } else {
+        ensure!(req.data.is_none() && req.label.is_none(), "only bob gives `data` and `label`");
+        let n = req.samples.context("give `samples` (bob's number of training rows)")?;
+        let d = req.features.context("give `features` (bob's number of feature columns)")?;
+        (None, None, n, d, req.classes.unwrap_or(1))
+    };
+    if let Arch::Mlp { classes: c, .. } = &mut arch {
+        ensure!(classes >= 2, "an MLP needs at least two classes");
+        *c = classes;
+    }
+    let plan = TrainPlan {
+        config: TrainConfig { arch, epochs: req.epochs, batch: req.batch, lr: req.lr, seed: req.seed },
+        samples,
+        features,
+    };
+    if let Some((x, y)) = &train {
+        mpc_ml::train::check_settings(&plan, x, y)?;
+    }
+    Ok(PreparedTrain { plan, train, test, reveal: req.reveal_to_bob })
+}
