@@ -718,6 +718,23 @@ pub fn check_request(req: &JobRequest) -> anyhow::Result<()> {
     }
 }
 
+/// What a job thread runs.
+enum Work {
+    Matmul(Plan, Option<u64>),
+    Predict(String, Box<crate::ml::Prepared>),
+    Train(Box<crate::ml::PreparedTrain>),
+}
+
+/// SHA-256 of a training plan's canonical JSON.
+fn train_hash(p: &mpc_ml::train::TrainPlan) -> [u8; 32] {
+    let bytes = serde_json::to_vec(p).expect("plans serialise");
+    ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref().try_into().expect("32 bytes")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,21 +783,4 @@ mod tests {
         assert_ne!(p.hash(), Plan { m: 3, k: 2, n: 4 }.hash());
         assert_eq!(p.hash(), Plan { m: 2, k: 3, n: 4 }.hash());
     }
-}
-
-/// What a job thread runs.
-enum Work {
-    Matmul(Plan, Option<u64>),
-    Predict(String, Box<crate::ml::Prepared>),
-    Train(Box<crate::ml::PreparedTrain>),
-}
-
-/// SHA-256 of a training plan's canonical JSON.
-fn train_hash(p: &mpc_ml::train::TrainPlan) -> [u8; 32] {
-    let bytes = serde_json::to_vec(p).expect("plans serialise");
-    ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref().try_into().expect("32 bytes")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

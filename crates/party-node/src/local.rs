@@ -97,6 +97,7 @@ impl Consortium {
     }
 
     /// Waits until every node's mesh is up.
+    #[allow(clippy::needless_range_loop)] // i indexes three parallel arrays (children, configs, ROLES)
     pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let t0 = Instant::now();
         for i in 0..3 {
@@ -280,6 +281,7 @@ pub(crate) fn labels(y: &ArrayD<f64>, prob: bool) -> ArrayD<f64> {
 }
 
 /// Runs one training job on the three nodes; returns Bob's metrics and the job's duration.
+#[allow(clippy::needless_range_loop)] // i indexes the nodes' parallel arrays
 pub(crate) async fn train(
     c: &mut Consortium,
     bob: &party_node::ml::TrainRequest,
