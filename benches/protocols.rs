@@ -2,15 +2,15 @@
 //!
 //! Two figures per workload: `wall` is the whole job with the dealer producing material on
 //! demand (what a peer whose dealer works on demand should be compared with); `online` is P1's
-//! time when the dealer ran ahead (material already delivered). Bytes and rounds are printed
-//! once per workload beside the times.
+//! time for the online pass after an offline pass fetched every correlation
+//! ([`Party::begin_offline`]). Bytes and rounds are printed once per workload beside the times.
 
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mpc_proto::correlations::Bilinear;
 use mpc_proto::prg::Prg;
-use mpc_proto::{AShare, LocalConfig, Party, PartyId, Result, RingTensor, run_parties_with};
+use mpc_proto::{AShare, Party, PartyId, Result, RingTensor, run_parties};
 
 #[derive(Clone, Copy)]
 enum Workload {
@@ -38,39 +38,54 @@ fn input(p: &mut Party, owner: PartyId, v: &RingTensor) -> Result<AShare> {
     p.share_input(owner, v.shape(), value)
 }
 
-/// Runs one job; returns P1's elapsed time for its program and P0, P1, P2 stats totals.
-fn run(w: Workload, dealer_first: bool, data: &(RingTensor, RingTensor)) -> (Duration, [mpc_proto::OpStats; 3]) {
-    let mut cfg = LocalConfig::new(1);
-    cfg.dealer_first = dealer_first;
-    let out = run_parties_with(cfg, |mut p| async move {
-        let (x, y) = data;
-        // Weights are pre-opened once per model, outside the timed query.
-        let pre = match w {
-            Workload::MatMulPreopened(..) => {
-                let ys = input(&mut p, PartyId::P0, y)?;
-                Some(p.preopen(Bilinear::MatMul, &ys).await?)
-            }
-            _ => None,
-        };
-        let before = p.stats().total;
-        let t = Instant::now();
-        let xs = input(&mut p, PartyId::P1, x)?;
-        let z = match (w, &pre) {
-            (Workload::Mul(_), _) => {
-                let ys = input(&mut p, PartyId::P0, y)?;
-                p.mul(&xs, &ys).await?
-            }
-            (Workload::MatMul(..), _) => {
-                let ys = input(&mut p, PartyId::P0, y)?;
-                p.matmul(&xs, &ys).await?
-            }
-            (Workload::MatMulPreopened(..), Some(pw)) => p.matmul_preopened(&xs, pw).await?,
-            (Workload::Relu(_), _) => p.relu(&xs).await?,
-            (Workload::Cmp(_), _) => p.ltz(&xs.neg()).await?, // x > 0  ⇔  −x < 0
-            _ => unreachable!(),
-        };
-        let _ = p.reveal_to(PartyId::P1, &z).await?;
-        Ok((t.elapsed(), p.stats().total.since(&before)))
+/// The workload's program; returns the time and counters of the query part (after weights
+/// are pre-opened).
+async fn program(
+    p: &mut Party,
+    w: Workload,
+    data: &(RingTensor, RingTensor),
+) -> Result<(Duration, mpc_proto::OpStats)> {
+    let (x, y) = data;
+    // Weights are pre-opened once per model, outside the timed query.
+    let pre = match w {
+        Workload::MatMulPreopened(..) => {
+            let ys = input(p, PartyId::P0, y)?;
+            Some(p.preopen(Bilinear::MatMul, &ys).await?)
+        }
+        _ => None,
+    };
+    let before = p.stats().total;
+    let t = Instant::now();
+    let xs = input(p, PartyId::P1, x)?;
+    let z = match (w, &pre) {
+        (Workload::Mul(_), _) => {
+            let ys = input(p, PartyId::P0, y)?;
+            p.mul(&xs, &ys).await?
+        }
+        (Workload::MatMul(..), _) => {
+            let ys = input(p, PartyId::P0, y)?;
+            p.matmul(&xs, &ys).await?
+        }
+        (Workload::MatMulPreopened(..), Some(pw)) => p.matmul_preopened(&xs, pw).await?,
+        (Workload::Relu(_), _) => p.relu(&xs).await?,
+        (Workload::Cmp(_), _) => p.ltz(&xs.neg()).await?, // x > 0  ⇔  −x < 0
+        _ => unreachable!(),
+    };
+    let _ = p.reveal_to(PartyId::P1, &z).await?;
+    Ok((t.elapsed(), p.stats().total.since(&before)))
+}
+
+/// Runs one job; returns P1's elapsed time for the query and P0, P1, P2 counters. With
+/// `pooled`, an offline pass first fetches all correlations (dealer traffic, seed expansion)
+/// and the time is the online pass's alone.
+fn run(w: Workload, pooled: bool, data: &(RingTensor, RingTensor)) -> (Duration, [mpc_proto::OpStats; 3]) {
+    let out = run_parties(1, |mut p| async move {
+        if pooled {
+            p.begin_offline()?;
+            program(&mut p, w, data).await?;
+            p.begin_online()?;
+        }
+        program(&mut p, w, data).await
     })
     .expect("benchmark job");
     (out[1].0, [out[0].1, out[1].1, out[2].1])
@@ -102,13 +117,15 @@ fn bench_protocols(c: &mut Criterion) {
             }
         };
         let (_, s) = run(w, false, &data);
+        let (_, online) = run(w, true, &data);
         eprintln!(
-            "{}: rounds {} (incl. reveal), online bytes sent P0 {} P1 {}, dealer material {} bytes",
+            "{}: rounds {} (incl. reveal), online bytes sent P0 {} P1 {}, dealer material {} bytes; pooled online pass: {} dealer bytes",
             w.name(),
             s[1].rounds,
             s[0].online_sent,
             s[1].online_sent,
-            s[2].offline_sent
+            s[2].offline_sent,
+            online[1].offline_recv + online[2].offline_sent
         );
         if let Workload::Relu(_) | Workload::Cmp(_) = w {
             g.sample_size(10).measurement_time(Duration::from_secs(8));

@@ -307,3 +307,58 @@ fn truncation_error_at_scale() {
     }
     assert!(worst <= 1, "worst truncation error {worst} ulp");
 }
+
+/// One program run twice: an offline pass that only fetches correlations (all dealer traffic),
+/// then the online pass, which must see no dealer traffic at all and give the same result.
+#[test]
+fn preprocessing_pool_moves_all_dealer_traffic_offline() {
+    async fn program(p: &mut Party, x: &RingTensor, w: &RingTensor) -> Result<Option<RingTensor>> {
+        let xs = input(p, P1, x)?;
+        let ws = input(p, P0, w)?;
+        let z = p.matmul(&xs, &ws).await?;
+        let z = p.trunc(&z, 16);
+        let r = p.relu(&z).await?;
+        let m = p.mul(&r, &r).await?;
+        p.reveal_to(P1, &m).await
+    }
+    let fx = FixedPoint::default();
+    let x = fx.encode_array(&reals(&[16, 32], 2.0, 50)).unwrap();
+    let w = fx.encode_array(&reals(&[32, 8], 1.0, 51)).unwrap();
+    let direct = run_parties(9, |mut p| {
+        let (x, w) = (x.clone(), w.clone());
+        async move { program(&mut p, &x, &w).await }
+    })
+    .unwrap();
+    let pooled = run_parties(9, |mut p| {
+        let (x, w) = (x.clone(), w.clone());
+        async move {
+            p.begin_offline()?;
+            let none = program(&mut p, &x, &w).await?;
+            assert!(none.is_none(), "nothing is revealed in the offline pass");
+            let offline = p.stats().total;
+            p.begin_online()?;
+            let out = program(&mut p, &x, &w).await?;
+            Ok((out, offline, p.stats().total.since(&offline)))
+        }
+    })
+    .unwrap();
+    assert_eq!(pooled[1].0, direct[1], "same result with and without preprocessing");
+    for (i, (_, offline, online)) in pooled.iter().enumerate() {
+        assert_eq!((online.offline_recv, online.offline_sent), (0, 0), "P{i}: dealer traffic online");
+        assert_eq!(offline.rounds, 1, "P{i}: only session setup before the online pass");
+    }
+    assert!(pooled[2].1.offline_sent > 0 && pooled[1].1.offline_recv > 0);
+    assert_eq!(pooled[0].2.rounds, 4, "matmul, relu, mul, reveal");
+    // An online pass that asks for something else is a desync, not silent misuse.
+    let bad = run_parties(9, |mut p| {
+        let (x, w) = (x.clone(), w.clone());
+        async move {
+            p.begin_offline()?;
+            program(&mut p, &x, &w).await?;
+            p.begin_online()?;
+            let xs = input(&mut p, P1, &x)?;
+            p.relu(&xs).await.map(|_| ())
+        }
+    });
+    assert!(matches!(bad, Err(mpc_proto::Error::Desync { .. })), "{bad:?}");
+}

@@ -135,6 +135,191 @@ pub trait Correlations: Send {
         len: usize,
         bits: u32,
     ) -> BoxFuture<'a, Result<GateMaterial<Relu64Key>>>;
+    /// Switches a recording [`Pool`] to replay (see [`Party::begin_online`](crate::Party::begin_online)).
+    fn replay(&mut self) -> Result<()> {
+        Err(Error::InvalidInput("this correlation source has no preprocessing pool".into()))
+    }
+}
+
+/// Material fetched in the offline pass, in request order.
+enum Stored {
+    Triple(Triple),
+    FixedB(FixedBHandle, AShare),
+    FixedBTriple(FixedBTriple),
+    Sign(GateMaterial<SignKey>),
+    Relu(GateMaterial<Relu64Key>),
+}
+
+impl Stored {
+    fn name(&self) -> &'static str {
+        match self {
+            Stored::Triple(_) => "triple",
+            Stored::FixedB(..) => "fixed B",
+            Stored::FixedBTriple(_) => "fixed-B triple",
+            Stored::Sign(_) => "sign keys",
+            Stored::Relu(_) => "ReLU keys",
+        }
+    }
+}
+
+/// A preprocessing pool: records every correlation a program needs during the offline pass
+/// (returning shape-only placeholders), then hands them out in the same order online.
+pub struct Pool {
+    inner: Option<Box<dyn Correlations>>,
+    stored: std::collections::VecDeque<Stored>,
+    recording: bool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} items, recording: {})", self.stored.len(), self.recording)
+    }
+}
+
+impl Pool {
+    /// A placeholder used while swapping sources.
+    pub(crate) fn empty() -> Self {
+        Pool { inner: None, stored: Default::default(), recording: false }
+    }
+
+    /// Records what `inner` supplies.
+    pub(crate) fn recording(inner: Box<dyn Correlations>) -> Self {
+        Pool { inner: Some(inner), stored: Default::default(), recording: true }
+    }
+
+    fn inner(&mut self) -> Result<&mut Box<dyn Correlations>> {
+        self.inner.as_mut().ok_or_else(|| Error::InvalidInput("empty correlation pool".into()))
+    }
+
+    fn next(&mut self, want: &'static str) -> Result<Stored> {
+        let s = self.stored.pop_front().ok_or_else(|| Error::Desync {
+            peer: PartyId::P2,
+            detail: format!("the online pass asks for {want} beyond what the offline pass prepared"),
+        })?;
+        if s.name() != want {
+            return Err(Error::Desync {
+                peer: PartyId::P2,
+                detail: format!("the online pass asks for {want} where the offline pass prepared {}", s.name()),
+            });
+        }
+        Ok(s)
+    }
+}
+
+fn check_shape(what: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Error::Desync {
+            peer: PartyId::P2,
+            detail: format!("{what} prepared for shape {got:?}, requested for {want:?}"),
+        })
+    }
+}
+
+fn placeholder_gate<K: GateKey>(len: usize, bits: u32) -> Result<GateMaterial<K>> {
+    Ok(GateMaterial { r: AShare::dealer(&[len]), keys: pack_keys::<K>(vec![], 0, 0, bits)? })
+}
+
+impl Correlations for Pool {
+    fn triple<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        op: Bilinear,
+        xs: &'a [usize],
+        ys: &'a [usize],
+    ) -> BoxFuture<'a, Result<Triple>> {
+        Box::pin(async move {
+            let zs = op.output_shape(xs, ys)?;
+            if self.recording {
+                let t = self.inner()?.triple(ch, op, xs, ys).await?;
+                self.stored.push_back(Stored::Triple(t));
+                return Ok(Triple { a: AShare::dealer(xs), b: AShare::dealer(ys), c: AShare::dealer(&zs) });
+            }
+            let Stored::Triple(t) = self.next("triple")? else { unreachable!("checked by next") };
+            check_shape("triple", t.c.shape(), &zs)?;
+            check_shape("triple", t.a.shape(), xs)?;
+            Ok(t)
+        })
+    }
+
+    fn register_fixed_b<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        op: Bilinear,
+        ys: &'a [usize],
+    ) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
+        Box::pin(async move {
+            if self.recording {
+                let (h, b) = self.inner()?.register_fixed_b(ch, op, ys).await?;
+                self.stored.push_back(Stored::FixedB(h, b));
+                return Ok((h, AShare::dealer(ys)));
+            }
+            let Stored::FixedB(h, b) = self.next("fixed B")? else { unreachable!("checked by next") };
+            check_shape("fixed B", b.shape(), ys)?;
+            Ok((h, b))
+        })
+    }
+
+    fn fixed_b_triple<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        handle: FixedBHandle,
+        xs: &'a [usize],
+    ) -> BoxFuture<'a, Result<FixedBTriple>> {
+        Box::pin(async move {
+            if self.recording {
+                let t = self.inner()?.fixed_b_triple(ch, handle, xs).await?;
+                let c = t.c.shape().to_vec();
+                self.stored.push_back(Stored::FixedBTriple(t));
+                return Ok(FixedBTriple { a: AShare::dealer(xs), c: AShare::dealer(&c) });
+            }
+            let Stored::FixedBTriple(t) = self.next("fixed-B triple")? else { unreachable!("checked by next") };
+            check_shape("fixed-B triple", t.a.shape(), xs)?;
+            Ok(t)
+        })
+    }
+
+    fn sign_keys<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        len: usize,
+        bits: u32,
+    ) -> BoxFuture<'a, Result<GateMaterial<SignKey>>> {
+        Box::pin(async move {
+            if self.recording {
+                let m = self.inner()?.sign_keys(ch, len, bits).await?;
+                self.stored.push_back(Stored::Sign(m));
+                return placeholder_gate(len, bits);
+            }
+            let Stored::Sign(m) = self.next("sign keys")? else { unreachable!("checked by next") };
+            check_shape("sign keys", m.r.shape(), &[len])?;
+            Ok(m)
+        })
+    }
+
+    fn relu_keys<'a>(
+        &'a mut self,
+        ch: &'a mut Channel,
+        len: usize,
+        bits: u32,
+    ) -> BoxFuture<'a, Result<GateMaterial<Relu64Key>>> {
+        Box::pin(async move {
+            if self.recording {
+                let m = self.inner()?.relu_keys(ch, len, bits).await?;
+                self.stored.push_back(Stored::Relu(m));
+                return placeholder_gate(len, bits);
+            }
+            let Stored::Relu(m) = self.next("ReLU keys")? else { unreachable!("checked by next") };
+            check_shape("ReLU keys", m.r.shape(), &[len])?;
+            Ok(m)
+        })
+    }
+
+    fn replay(&mut self) -> Result<()> {
+        self.recording = false;
+        Ok(())
+    }
 }
 
 /// One party's FSS gate material for `len` elements: its share of the input masks `r_in` and

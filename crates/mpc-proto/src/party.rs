@@ -123,6 +123,8 @@ pub struct Party {
     /// P0–P1 pairwise PRG for input masks (`None` on the dealer).
     pub(crate) pair: Option<Prg>,
     poisoned: bool,
+    /// Running the offline (preprocessing) pass: shares are placeholders, nothing is opened.
+    offline: bool,
 }
 
 impl std::fmt::Debug for Party {
@@ -222,7 +224,7 @@ impl Party {
             CorrelationMode::Dealer => dealer_corr,
             CorrelationMode::Test(seed) => Box::new(TestDealer::new(id, seed)),
         };
-        Ok(Party { id, config, ch, corr, pair, poisoned: false })
+        Ok(Party { id, config, ch, corr, pair, poisoned: false, offline: false })
     }
 
     /// This party's id.
@@ -253,6 +255,40 @@ impl Party {
     /// Whole-frame traffic of the underlying transport.
     pub fn traffic(&self) -> TrafficSnapshot {
         self.ch.traffic()
+    }
+
+    /// Whether protocol steps run on shape-only placeholders here: always on the dealer, and on
+    /// P0/P1 during the offline pass.
+    pub(crate) fn placeholder(&self) -> bool {
+        self.id.is_dealer() || self.offline
+    }
+
+    /// Starts the offline (preprocessing) pass. Run the program once after this call: every
+    /// correlation it needs is fetched (the dealer generates and sends it; P0 and P1 expand
+    /// their seeds and receive the dealer's corrections and keys) and stored in order, while
+    /// shares are placeholders and nothing is opened or revealed. Then call
+    /// [`Party::begin_online`] and run the **same** program again: it consumes the stored
+    /// material and only its online traffic remains. All three parties must do the same.
+    pub fn begin_offline(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let inner = std::mem::replace(&mut self.corr, Box::new(crate::correlations::Pool::empty()));
+        self.corr = Box::new(crate::correlations::Pool::recording(inner));
+        self.offline = true;
+        Ok(())
+    }
+
+    /// Ends the offline pass: the program's second run replays the stored material. A request
+    /// that differs from what was recorded (another op, another shape) is an
+    /// [`Error::Desync`] with the dealer.
+    pub fn begin_online(&mut self) -> Result<()> {
+        if !self.offline {
+            return Err(Error::InvalidInput("begin_online without begin_offline".into()));
+        }
+        self.corr.replay()?;
+        self.offline = false;
+        Ok(())
     }
 
     /// Whether an earlier error poisoned this party.

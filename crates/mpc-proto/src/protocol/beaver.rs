@@ -63,7 +63,7 @@ impl Party {
     pub(crate) async fn beaver(&mut self, op: Bilinear, x: &AShare, y: &AShare) -> Result<AShare> {
         let zs = op.output_shape(x.shape(), y.shape())?;
         let t = self.corr.triple(&mut self.ch, op, x.shape(), y.shape()).await?;
-        if self.is_dealer() {
+        if self.placeholder() {
             return Ok(AShare::dealer(&zs));
         }
         let d_i = mask(x.expose_share()?, t.a.expose_share()?)?;
@@ -143,7 +143,7 @@ impl Party {
         let top = self.begin("preopen")?;
         let r = async {
             let (handle, b) = self.corr.register_fixed_b(&mut self.ch, op, w.shape()).await?;
-            let e = if self.is_dealer() {
+            let e = if self.placeholder() {
                 None
             } else {
                 let e_i = mask(w.expose_share()?, b.expose_share()?)?;
@@ -164,12 +164,12 @@ impl Party {
             let mut masked = Vec::with_capacity(items.len());
             for (op, w) in items {
                 let (handle, b) = self.corr.register_fixed_b(&mut self.ch, *op, w.shape()).await?;
-                if !self.is_dealer() {
+                if !self.placeholder() {
                     masked.push(AShare::from_share(mask(w.expose_share()?, b.expose_share()?)?));
                 }
                 handles.push(handle);
             }
-            let opened = if self.is_dealer() || items.is_empty() {
+            let opened = if self.placeholder() || items.is_empty() {
                 None
             } else {
                 self.open_inner(&masked.iter().collect::<Vec<_>>()).await?
@@ -201,7 +201,7 @@ impl Party {
         let r = async {
             let zs = w.op.output_shape(x.shape(), w.shape())?;
             let t = self.corr.fixed_b_triple(&mut self.ch, w.handle, x.shape()).await?;
-            if self.is_dealer() {
+            if self.placeholder() {
                 return Ok(AShare::dealer(&zs));
             }
             let d_i = mask(x.expose_share()?, t.a.expose_share()?)?;

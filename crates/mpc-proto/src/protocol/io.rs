@@ -25,6 +25,9 @@ impl Party {
         } else if value.is_some() {
             return Err(Error::InvalidInput(format!("{} passed a value for an input owned by {owner}", self.id)));
         }
+        if self.placeholder() {
+            return Ok(AShare::dealer(shape));
+        }
         let Some(pair) = self.pair.as_mut() else { return Ok(AShare::dealer(shape)) };
         let r = RingTensor::random(shape, pair);
         Ok(AShare::from_share(match value {
@@ -45,7 +48,7 @@ impl Party {
 
     /// Opens several tensors in one round (one message each way).
     pub(crate) async fn open_inner(&mut self, xs: &[&AShare]) -> Result<Option<Vec<RingTensor>>> {
-        if self.is_dealer() {
+        if self.placeholder() {
             return Ok(None);
         }
         let mut mine = Vec::with_capacity(xs.iter().map(|x| x.len()).sum());
@@ -78,7 +81,7 @@ impl Party {
         if to.is_dealer() || to.index() > 2 {
             return Err(Error::InvalidInput(format!("outputs are revealed to P0 or P1, not {to}")));
         }
-        if self.is_dealer() {
+        if self.placeholder() {
             return Ok(None);
         }
         self.ch.stats.record_round();

@@ -63,7 +63,7 @@ impl Party {
     async fn ltz_inner(&mut self, x: &AShare) -> Result<AShare> {
         let bits = self.cmp_bits();
         let mat = self.corr.sign_keys(&mut self.ch, x.len(), bits).await?;
-        if self.is_dealer() {
+        if self.placeholder() {
             return Ok(AShare::dealer(x.shape()));
         }
         let y = self.open_masked(x.expose_share()?, mat.r.expose_share()?, bits).await?;
@@ -125,7 +125,7 @@ impl Party {
     async fn relu_inner(&mut self, x: &AShare) -> Result<(AShare, AShare)> {
         let bits = self.cmp_bits();
         let mat = self.corr.relu_keys(&mut self.ch, x.len(), bits).await?;
-        if self.is_dealer() {
+        if self.placeholder() {
             return Ok((AShare::dealer(x.shape()), AShare::dealer(x.shape())));
         }
         let y = self.open_masked(x.expose_share()?, mat.r.expose_share()?, 64).await?;
@@ -204,7 +204,7 @@ impl Party {
         let eye: Vec<u64> =
             (0..outer).flat_map(|_| (0..len).flat_map(move |i| (0..len).map(move |j| u64::from(i == j)))).collect();
         let mut hot = self.add_public(
-            &AShare::dealer_or_zero(self.id, &[outer, len * len]),
+            &AShare::dealer_or_zero(self.placeholder(), &[outer, len * len]),
             &RingTensor::from_vec(&[outer, len * len], eye)?,
         )?;
         let mut c = len;
@@ -271,7 +271,7 @@ impl Party {
         let f = fx.frac_bits;
         let bits = self.cmp_bits();
         let mat = self.corr.relu_keys(&mut self.ch, x.len(), bits).await?;
-        if self.is_dealer() {
+        if self.placeholder() {
             return Ok(AShare::dealer(x.shape()));
         }
         let xs = x.expose_share()?;
@@ -380,8 +380,8 @@ impl Party {
 
 impl AShare {
     /// Zeros for computing parties, a placeholder on the dealer.
-    pub(crate) fn dealer_or_zero(id: PartyId, shape: &[usize]) -> AShare {
-        if id.is_dealer() { AShare::dealer(shape) } else { AShare::from_share(RingTensor::zeros(shape)) }
+    pub(crate) fn dealer_or_zero(placeholder: bool, shape: &[usize]) -> AShare {
+        if placeholder { AShare::dealer(shape) } else { AShare::from_share(RingTensor::zeros(shape)) }
     }
 }
 
