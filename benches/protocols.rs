@@ -7,6 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+/// As in `party-node`: keep large tensors' memory mapped between allocations.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mpc_proto::correlations::Bilinear;
 use mpc_proto::prg::Prg;

@@ -66,6 +66,9 @@ impl Party {
         if self.placeholder() {
             return Ok(AShare::dealer(&zs));
         }
+        if op == Bilinear::Mul {
+            return self.beaver_mul_fused(x, y, &t).await;
+        }
         let d_i = mask(x.expose_share()?, t.a.expose_share()?)?;
         let e_i = mask(y.expose_share()?, t.b.expose_share()?)?;
         let opened = self
@@ -74,6 +77,30 @@ impl Party {
             .expect("computing party gets the opened values");
         let (d, e) = (&opened[0], &opened[1]);
         Ok(AShare::from_share(combine(op, d, e, y.expose_share()?, t.a.expose_share()?, t.c.expose_share()?)?))
+    }
+
+    /// The elementwise case of [`Party::beaver`] in two fused passes (mask into the message;
+    /// combine from the message), without the intermediate tensors of the generic path: the
+    /// same arithmetic as [`mask`] and [`combine`].
+    async fn beaver_mul_fused(&mut self, x: &AShare, y: &AShare, t: &crate::correlations::Triple) -> Result<AShare> {
+        let (xs, ys) = (x.expose_share()?.as_slice(), y.expose_share()?.as_slice());
+        let (a, b, c) =
+            (t.a.expose_share()?.as_slice(), t.b.expose_share()?.as_slice(), t.c.expose_share()?.as_slice());
+        let n = xs.len();
+        let mut mine = Vec::with_capacity(2 * n);
+        mine.extend(xs.iter().zip(a).map(|(x, a)| x.wrapping_sub(*a)));
+        mine.extend(ys.iter().zip(b).map(|(y, b)| y.wrapping_sub(*b)));
+        let theirs = self.ch.exchange_u64(self.id.peer(), crate::transport::FrameKind::Open, &mine).await?;
+        let (md, me) = mine.split_at(n);
+        let (td, te) = theirs.split_at(n);
+        let z: Vec<u64> = (0..n)
+            .map(|k| {
+                let d = md[k].wrapping_add(td[k]);
+                let e = me[k].wrapping_add(te[k]);
+                d.wrapping_mul(ys[k]).wrapping_add(a[k].wrapping_mul(e)).wrapping_add(c[k])
+            })
+            .collect();
+        Ok(AShare::from_share(RingTensor::from_vec(x.shape(), z)?))
     }
 
     /// Beaver product then truncation by the fraction bits (building block).
