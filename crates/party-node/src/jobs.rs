@@ -491,15 +491,8 @@ impl Jobs {
         let session = SessionId(id.0);
         let transport = mesh.open_session(session).await?;
         self.progress_in(id, 1, None, &TRAIN_STEPS);
-        let mut seed_bytes = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
-        let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
         let config = SessionConfig::new(session, train_hash(&prep.plan));
-        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
-        let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
-            .await
-            .map_err(|_| anyhow::anyhow!("session setup did not complete within {:?}", mesh.join_timeout()))?
-            .map_err(|e| self.explain(mesh, e))?;
+        let mut party = self.connect(mesh, id, transport, config, "training parameters").await?;
         self.progress_in(id, 2, Some(&party), &TRAIN_STEPS);
         let data = prep.train.as_ref().map(|(x, y)| (x, y));
         let progress = |p: mpc_ml::train::TrainProgress| {
@@ -559,21 +552,8 @@ impl Jobs {
         let session = SessionId(id.0);
         let transport = mesh.open_session(session).await?;
         self.progress_in(id, 1, None, &PREDICT_STEPS);
-        let mut seed_bytes = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
-        let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
         let config = SessionConfig { session, plan_hash: prep.plan.hash(), fixed: prep.plan.fixed };
-        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
-        let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "session setup did not complete within {:?}: did every organisation submit job {id} for the same \
-                     model and batch?",
-                    mesh.join_timeout()
-                )
-            })?
-            .map_err(|e| self.explain(mesh, e))?;
+        let mut party = self.connect(mesh, id, transport, config, "model and batch").await?;
         self.progress_in(id, 2, Some(&party), &PREDICT_STEPS);
         let result = mpc_ml::infer(&mut party, &prep.plan, prep.model.as_ref(), prep.input.as_ref()).await;
         let inference = match result {
@@ -621,23 +601,8 @@ impl Jobs {
         let session = SessionId(id.0);
         let transport = mesh.open_session(session).await?;
         self.progress(id, 1, None);
-        let mut seed_bytes = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
-        let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
         let config = SessionConfig::new(session, plan.hash());
-        // Bounded: a peer whose node accepted the stream but whose organisation never
-        // submitted the job would otherwise hold this one for the whole frame deadline.
-        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
-        let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "session setup did not complete within {:?}: did every organisation submit job {id} with the same \
-                     shapes?",
-                    mesh.join_timeout()
-                )
-            })?
-            .map_err(|e| self.explain(mesh, e))?;
+        let mut party = self.connect(mesh, id, transport, config, "shapes").await?;
         self.progress(id, 2, Some(&party));
         let me = party.id();
         let x = (me == PartyId::P1).then(|| seeded_matrix(seed.expect("Bob has a seed"), plan.m, plan.k));
@@ -658,6 +623,33 @@ impl Jobs {
         }
         self.progress(id, 4, Some(&party));
         Ok(())
+    }
+
+    /// Session setup with fresh OS randomness, bounded by the mesh's join timeout: a peer whose
+    /// node accepted the stream but whose organisation never submitted the job would otherwise
+    /// hold this one for the whole frame deadline. `agree_on` names what must match in the error.
+    async fn connect(
+        &self,
+        mesh: &Mesh,
+        id: JobId,
+        transport: crate::transport::QuicTransport,
+        config: SessionConfig,
+        agree_on: &str,
+    ) -> anyhow::Result<Party> {
+        let mut seed_bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
+        let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
+        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
+        tokio::time::timeout(mesh.join_timeout(), connect)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "session setup did not complete within {:?}: did every organisation submit job {id} with the same \
+                     {agree_on}?",
+                    mesh.join_timeout()
+                )
+            })?
+            .map_err(|e| self.explain(mesh, e))
     }
 
     /// Turns "peer aborted" into the reason the connection dropped, when the mesh knows it.
