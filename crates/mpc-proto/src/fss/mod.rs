@@ -79,109 +79,48 @@ pub(crate) fn check_party(party: u8) -> Result<bool, FssError> {
     }
 }
 
-/// A gate key type the dealer can generate around a mask and ship as bytes.
-pub trait GateKey: Sized + Send {
+/// What the dealer and the parties need of a gate's keys: generate many around their masks,
+/// ship them as bytes, evaluate them in place.
+pub trait GateKey: PackedGate + Sized + Send {
     /// Name for errors.
     const NAME: &'static str;
     /// Serialised size of one key at bit width `n`.
-    fn byte_len_for(n: u32) -> usize;
-    /// Dealer: a key pair for mask `r_in` at bit width `n`.
-    fn keygen_pair<R: rand_core::CryptoRng + ?Sized>(n: u32, r_in: u64, rng: &mut R) -> Result<(Self, Self), FssError>;
-    /// Appends the serialised key to `out`.
-    fn write_to(&self, out: &mut Vec<u8>);
-    /// Parses one key.
-    fn parse(bytes: &[u8]) -> Result<Self, FssError>;
-    /// Wraps `count` serialised keys at `buf[start..]` for in-place evaluation.
+    fn byte_len_for(n: u32) -> usize {
+        Self::key_len(n)
+    }
+    /// Wraps `count` serialised keys at `buf[start..]` for in-place evaluation (validating them).
     fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError>;
-    /// Dealer: key pairs for all `r_ins`, serialised into `out0` / `out1` (batched where the
-    /// gate supports it).
+    /// Dealer: key pairs for all `r_ins`, serialised into `out0` (P0's) and `out1` (P1's).
     fn keygen_into<R: rand_core::CryptoRng + ?Sized>(
         n: u32,
         r_ins: &[u64],
         rng: &mut R,
         out0: &mut Vec<u8>,
         out1: &mut Vec<u8>,
-    ) -> Result<(), FssError> {
-        for &r in r_ins {
-            let (k0, k1) = Self::keygen_pair(n, r, rng)?;
-            k0.write_to(out0);
-            k1.write_to(out1);
+    ) -> Result<(), FssError>;
+}
+
+/// Implements [`GateKey`] for a key type from its gate's batched key generation and packed
+/// constructor.
+macro_rules! gate_key {
+    ($key:ty, $gate:ty, $name:literal, $packed:ident) => {
+        impl GateKey for $key {
+            const NAME: &'static str = $name;
+            fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError> {
+                PackedKeys::$packed(buf, start, count, n)
+            }
+            fn keygen_into<R: rand_core::CryptoRng + ?Sized>(
+                n: u32,
+                r_ins: &[u64],
+                rng: &mut R,
+                out0: &mut Vec<u8>,
+                out1: &mut Vec<u8>,
+            ) -> Result<(), FssError> {
+                <$gate>::keygen_into(n, r_ins, rng, out0, out1)
+            }
         }
-        Ok(())
-    }
+    };
 }
 
-impl GateKey for SignKey {
-    const NAME: &'static str = "sign";
-    fn byte_len_for(n: u32) -> usize {
-        SignKey::byte_len_for(n)
-    }
-    fn keygen_pair<R: rand_core::CryptoRng + ?Sized>(n: u32, r_in: u64, rng: &mut R) -> Result<(Self, Self), FssError> {
-        SignGate::keygen(n, r_in, rng)
-    }
-    fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_bytes());
-    }
-    fn parse(bytes: &[u8]) -> Result<Self, FssError> {
-        SignKey::from_bytes(bytes)
-    }
-    fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError> {
-        PackedKeys::sign(buf, start, count, n)
-    }
-    fn keygen_into<R: rand_core::CryptoRng + ?Sized>(
-        n: u32,
-        r_ins: &[u64],
-        rng: &mut R,
-        out0: &mut Vec<u8>,
-        out1: &mut Vec<u8>,
-    ) -> Result<(), FssError> {
-        SignGate::keygen_into(n, r_ins, rng, out0, out1)
-    }
-}
-
-impl GateKey for Relu64Key {
-    const NAME: &'static str = "relu";
-    fn byte_len_for(n: u32) -> usize {
-        Relu64Key::byte_len_for(n)
-    }
-    fn keygen_pair<R: rand_core::CryptoRng + ?Sized>(n: u32, r_in: u64, rng: &mut R) -> Result<(Self, Self), FssError> {
-        Relu64Gate::keygen(n, r_in, rng)
-    }
-    fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_bytes());
-    }
-    fn parse(bytes: &[u8]) -> Result<Self, FssError> {
-        Relu64Key::from_bytes(bytes)
-    }
-    fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError> {
-        PackedKeys::relu64(buf, start, count, n)
-    }
-    fn keygen_into<R: rand_core::CryptoRng + ?Sized>(
-        n: u32,
-        r_ins: &[u64],
-        rng: &mut R,
-        out0: &mut Vec<u8>,
-        out1: &mut Vec<u8>,
-    ) -> Result<(), FssError> {
-        Relu64Gate::keygen_into(n, r_ins, rng, out0, out1)
-    }
-}
-
-impl GateKey for ReluKey {
-    const NAME: &'static str = "relu";
-    fn byte_len_for(n: u32) -> usize {
-        ReluKey::byte_len_for(n)
-    }
-    fn keygen_pair<R: rand_core::CryptoRng + ?Sized>(n: u32, r_in: u64, rng: &mut R) -> Result<(Self, Self), FssError> {
-        ReluGate::keygen(n, r_in, rng)
-    }
-    fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_bytes());
-    }
-    fn parse(bytes: &[u8]) -> Result<Self, FssError> {
-        ReluKey::from_bytes(bytes)
-    }
-    fn packed(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<PackedKeys<Self>, FssError> {
-        PackedKeys::relu(buf, start, count, n)
-    }
-}
+gate_key!(SignKey, SignGate, "sign", sign);
+gate_key!(Relu64Key, Relu64Gate, "relu", relu64);
