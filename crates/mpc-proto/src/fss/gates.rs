@@ -568,14 +568,6 @@ impl PackedGate for SignKey {
     }
 }
 
-impl PackedGate for ReluKey {
-    const TAG: u8 = RELU_TAG;
-    const HEADER: usize = 26;
-    fn key_len(n: u32) -> usize {
-        ReluKey::byte_len_for(n)
-    }
-}
-
 /// `count` serialised keys of one gate type and width, back to back in one buffer (as the
 /// dealer sends them), validated once and evaluated without parsing: the online phase does no
 /// per-key allocation or copying.
@@ -664,15 +656,6 @@ impl PackedKeys<SignKey> {
     }
 }
 
-impl PackedKeys<ReluKey> {
-    /// [`PackedKeys::new`] for ReLU keys, with the DCF keys validated too.
-    pub fn relu(buf: Vec<u8>, start: usize, count: usize, n: u32) -> Result<Self, FssError> {
-        let k = Self::new(buf, start, count, n)?;
-        k.check_dcf::<3>()?;
-        Ok(k)
-    }
-}
-
 impl SignGate {
     /// Online batch over packed keys: `out[i]` = share of `[x_i < 0]` from `ys[i]`.
     pub fn eval_packed(party: u8, keys: &PackedKeys<SignKey>, ys: &[u64], out: &mut [u64]) -> Result<(), FssError> {
@@ -690,33 +673,6 @@ impl SignGate {
     }
 }
 
-impl ReluGate {
-    /// Online batch over packed keys: shares of `ReLU(x_i)` and `[x_i ≥ 0]` from `ys[i]`.
-    pub fn eval_packed(
-        party: u8,
-        keys: &PackedKeys<ReluKey>,
-        ys: &[u64],
-        relu: &mut [u64],
-        drelu: &mut [u64],
-    ) -> Result<(), FssError> {
-        let p1 = check_party(party)?;
-        check_batch(keys.len(), ys.len(), &[relu.len(), drelu.len()])?;
-        let n = keys.n();
-        dcf::eval_batch_idx::<3, _>(
-            p1,
-            keys.len(),
-            |i| keys.dcf::<3>(i),
-            |i| ys[i] & low_mask(n - 1),
-            |i, s| {
-                let o = Self::finish(p1, n, keys.consts::<3>(i), ys[i], s);
-                relu[i] = o.relu;
-                drelu[i] = o.drelu;
-            },
-        );
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod packed_tests {
     use super::*;
@@ -728,38 +684,36 @@ mod packed_tests {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
         let n = 20;
         let xs: Vec<u64> = (0..100u64).map(|i| (i.wrapping_mul(7919) as i64 % 400_000 - 200_000) as u64).collect();
-        let (mut k0s, mut k1s, mut b0, mut b1, mut ys) = (vec![], vec![], vec![0u8; 3], vec![], vec![]);
+        let (mut k0s, mut b0, mut b1, mut ys) = (vec![], vec![0u8; 3], vec![], vec![]);
         for (i, &x) in xs.iter().enumerate() {
             let r = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let (k0, k1) = ReluGate::keygen(n, r, &mut rng).unwrap();
+            let (k0, k1) = Relu64Gate::keygen(n, r, &mut rng).unwrap();
             b0.extend_from_slice(&k0.to_bytes());
             b1.extend_from_slice(&k1.to_bytes());
             k0s.push(k0);
-            k1s.push(k1);
             ys.push(x.wrapping_add(r));
         }
-        let p0 = PackedKeys::relu(b0.clone(), 3, xs.len(), n).unwrap();
-        let p1 = PackedKeys::relu(b1.clone(), 0, xs.len(), n).unwrap();
+        let p0 = PackedKeys::relu64(b0.clone(), 3, xs.len(), n).unwrap();
+        let p1 = PackedKeys::relu64(b1.clone(), 0, xs.len(), n).unwrap();
         let m = xs.len();
         let (mut r0, mut d0, mut r1, mut d1) = (vec![0; m], vec![0; m], vec![0; m], vec![0; m]);
-        ReluGate::eval_packed(0, &p0, &ys, &mut r0, &mut d0).unwrap();
-        ReluGate::eval_packed(1, &p1, &ys, &mut r1, &mut d1).unwrap();
-        let (mut o0, mut e0) = (vec![0; m], vec![0; m]);
-        ReluGate::eval_batch(0, &k0s, &ys, &mut o0, &mut e0).unwrap();
-        assert_eq!((&o0, &e0), (&r0, &d0));
+        Relu64Gate::eval_packed(0, &p0, &ys, &mut r0, &mut d0).unwrap();
+        Relu64Gate::eval_packed(1, &p1, &ys, &mut r1, &mut d1).unwrap();
         for i in 0..m {
+            let owned = Relu64Gate::eval(0, &k0s[i], ys[i]).unwrap();
+            assert_eq!((owned.relu, owned.drelu), (r0[i], d0[i]), "packed and owned keys agree");
             let x = xs[i] as i64;
             assert_eq!(r0[i].wrapping_add(r1[i]), x.max(0) as u64);
             assert_eq!(d0[i].wrapping_add(d1[i]), u64::from(x >= 0));
         }
-        assert!(PackedKeys::<ReluKey>::relu(b1.clone(), 1, m, n).is_err());
-        assert!(PackedKeys::<ReluKey>::relu(b1.clone(), 0, m, n + 1).is_err());
+        assert!(PackedKeys::<Relu64Key>::relu64(b1.clone(), 1, m, n).is_err());
+        assert!(PackedKeys::<Relu64Key>::relu64(b1.clone(), 0, m, n + 1).is_err());
         let mut bad = b1.clone();
         bad[0] = b'S';
-        assert!(PackedKeys::<ReluKey>::relu(bad, 0, m, n).is_err());
+        assert!(PackedKeys::<Relu64Key>::relu64(bad, 0, m, n).is_err());
         let mut bad_seed = b1;
         bad_seed[26 + 2] |= 3; // low seed bits must be zero
-        assert!(PackedKeys::<ReluKey>::relu(bad_seed, 0, m, n).is_err());
+        assert!(PackedKeys::<Relu64Key>::relu64(bad_seed, 0, m, n).is_err());
     }
 }
 
