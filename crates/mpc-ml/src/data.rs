@@ -70,17 +70,38 @@ pub fn load_csv(path: &Path, label: &str) -> Result<Table, DataError> {
 
 /// [`load_csv`] on text already in memory (`name` is used in errors).
 pub fn parse_csv(name: &str, text: &str, label: &str) -> Result<Table, DataError> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) =
-        lines.next().ok_or_else(|| DataError::Shape { path: name.into(), problem: "empty file".into() })?;
-    let cols: Vec<String> = header.split(',').map(|c| c.trim().trim_matches('"').to_string()).collect();
+    let (cols, m) = parse_matrix(name, text)?;
     let li = cols.iter().position(|c| c == label).ok_or_else(|| DataError::NoLabel {
         path: name.into(),
         label: label.into(),
         columns: cols.join(", "),
     })?;
+    let keep: Vec<usize> = (0..cols.len()).filter(|&j| j != li).collect();
+    Ok(Table {
+        x: m.select(Axis(1), &keep),
+        y: m.column(li).to_owned(),
+        features: keep.iter().map(|&j| cols[j].clone()).collect(),
+    })
+}
+
+/// Reads a CSV file with a header row in which every column is numeric: the column names and
+/// the `[rows, columns]` matrix. Errors name the row and column.
+pub fn load_matrix(path: &Path) -> Result<(Vec<String>, Array2<f64>), DataError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io { path: p.clone(), source })?;
+    parse_matrix(&p, &text)
+}
+
+/// [`load_matrix`] on text already in memory (`name` is used in errors).
+pub fn parse_matrix(name: &str, text: &str) -> Result<(Vec<String>, Array2<f64>), DataError> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) =
+        lines.next().ok_or_else(|| DataError::Shape { path: name.into(), problem: "empty file".into() })?;
+    let cols: Vec<String> = header.split(',').map(|c| c.trim().trim_matches('"').to_string()).collect();
+    if let Some(j) = cols.iter().position(|c| c.is_empty()) {
+        return Err(DataError::Shape { path: name.into(), problem: format!("header column {} has no name", j + 1) });
+    }
     let mut xs = Vec::new();
-    let mut ys = Vec::new();
     let mut rows = 0;
     for (i, line) in lines {
         let cells: Vec<&str> = line.split(',').collect();
@@ -101,16 +122,15 @@ pub fn parse_csv(name: &str, text: &str, label: &str) -> Result<Table, DataError
             if !v.is_finite() {
                 return Err(bad(format!("{c:?} is not finite")));
             }
-            if j == li { ys.push(v) } else { xs.push(v) }
+            xs.push(v);
         }
         rows += 1;
     }
     if rows == 0 {
         return Err(DataError::Shape { path: name.into(), problem: "no data rows".into() });
     }
-    let features: Vec<String> = cols.iter().enumerate().filter(|(j, _)| *j != li).map(|(_, c)| c.clone()).collect();
-    let x = Array2::from_shape_vec((rows, features.len()), xs).expect("row lengths checked");
-    Ok(Table { x, y: Array1::from(ys), features })
+    let m = Array2::from_shape_vec((rows, cols.len()), xs).expect("row lengths checked");
+    Ok((cols, m))
 }
 
 /// Splits rows into train and test sets by a seeded shuffle; `test` is the test fraction.

@@ -3,10 +3,13 @@
 //! * [`model`] — [`Model`] (the owner's network with weights), [`Plan`] (the public op list all
 //!   parties agree on by hash) and [`OutputPolicy`];
 //! * [`infer`](mod@infer) — private inference of a plan over secret shares;
+//! * [`analytics`] — statistics of secret-shared columns (sum, mean, variance, min/max,
+//!   histograms, correlation) revealed to the data owner only;
 //! * [`plain`] — the plaintext `f64` reference of every operation, which the tests compare the
 //!   secure protocols against.
 #![deny(unsafe_code)]
 
+pub mod analytics;
 pub mod data;
 mod error;
 pub mod infer;

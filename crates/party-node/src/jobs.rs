@@ -69,6 +69,8 @@ pub enum JobKind {
     Predict,
     /// Private training on Bob's data (see `train`).
     Train,
+    /// Statistics of Bob's (and Alice's) rows, revealed to Bob (see `analyze`).
+    Analyze,
 }
 
 /// A job request, as submitted to one node.
@@ -109,6 +111,9 @@ pub struct JobRequest {
     /// Train: the training parameters.
     #[serde(default)]
     pub train: Option<crate::ml::TrainRequest>,
+    /// Analyze: the statistics and data.
+    #[serde(default)]
+    pub analyze: Option<crate::ml::AnalyzeRequest>,
 }
 
 impl JobRequest {
@@ -126,6 +131,7 @@ impl JobRequest {
             input: None,
             output: None,
             train: None,
+            analyze: None,
         }
     }
 }
@@ -186,6 +192,13 @@ pub enum JobPlan {
     Train {
         /// The public training plan.
         plan: mpc_ml::train::TrainPlan,
+        /// Hex SHA-256 of it.
+        plan_hash: String,
+    },
+    /// See [`JobKind::Analyze`].
+    Analyze {
+        /// The public analytics plan (row counts, column names, statistics, bin edges).
+        plan: mpc_ml::analytics::AnalyticsPlan,
         /// Hex SHA-256 of it.
         plan_hash: String,
     },
@@ -276,7 +289,8 @@ pub struct JobRecord {
     /// Predict: per-layer time, rounds and bytes at this node.
     #[serde(default)]
     pub layers: Vec<crate::ml::LayerRecord>,
-    /// Train, Bob: metrics of the trained model (only if it was revealed to him).
+    /// Train, Bob: metrics of the trained model (only if it was revealed to him). Analyze,
+    /// Bob: the statistics.
     #[serde(default)]
     pub metrics: Option<serde_json::Value>,
 }
@@ -301,6 +315,7 @@ impl std::fmt::Debug for Jobs {
 const STEPS: [&str; 4] = ["join", "session setup", "matmul", "reveal"];
 const PREDICT_STEPS: [&str; 4] = ["join", "session setup", "inference", "output written"];
 const TRAIN_STEPS: [&str; 4] = ["join", "session setup", "training", "model stored"];
+const ANALYZE_STEPS: [&str; 4] = ["join", "session setup", "computing", "result stored"];
 
 /// A job's input matrix from its owner's seed: small signed integers (exact in the ring).
 pub fn seeded_matrix(seed: u64, rows: usize, cols: usize) -> RingTensor {
@@ -345,9 +360,12 @@ impl Jobs {
     /// integers for matmul jobs, reals for predictions).
     pub fn result(&self, id: JobId) -> anyhow::Result<Option<serde_json::Value>> {
         let Some(raw) = self.store.get("results", &id.to_string())? else { return Ok(None) };
-        let (shape, values): (serde_json::Value, serde_json::Value) =
-            serde_json::from_slice(&raw).context("result record is unreadable")?;
-        Ok(Some(serde_json::json!({ "shape": shape, "values": values })))
+        let v: serde_json::Value = serde_json::from_slice(&raw).context("result record is unreadable")?;
+        Ok(Some(match v {
+            // Tensors are stored as [shape, values]; analytics reports as {"statistics": …}.
+            serde_json::Value::Array(a) if a.len() == 2 => serde_json::json!({ "shape": a[0], "values": a[1] }),
+            other => other,
+        }))
     }
 
     /// The node's store (models and plans live there too).
@@ -421,6 +439,15 @@ impl Jobs {
                 let prepared = crate::ml::prepare_train(role, t).map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
                 Work::Train(Box::new(prepared))
             }
+            JobKind::Analyze => {
+                let a = req
+                    .analyze
+                    .as_ref()
+                    .ok_or_else(|| SubmitError::Invalid("an analyze job needs `analyze` parameters".into()))?;
+                let prepared =
+                    crate::ml::prepare_analyze(role, a).map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
+                Work::Analyze(Box::new(prepared))
+            }
         };
         let id = match &req.id {
             Some(s) => s.parse::<JobId>().map_err(|e| SubmitError::Invalid(e.to_string()))?,
@@ -434,6 +461,9 @@ impl Jobs {
             ),
             Work::Train(prep) => {
                 (JobPlan::Train { plan: prep.plan.clone(), plan_hash: hex(&train_hash(&prep.plan)) }, TRAIN_STEPS.len())
+            }
+            Work::Analyze(prep) => {
+                (JobPlan::Analyze { plan: prep.plan.clone(), plan_hash: hex(&prep.plan.hash()) }, ANALYZE_STEPS.len())
             }
         };
         {
@@ -478,6 +508,7 @@ impl Jobs {
                     Work::Matmul(plan, seed) => rt.block_on(jobs.execute(&mesh, id, plan, seed)),
                     Work::Predict(_, prep) => rt.block_on(jobs.execute_predict(&mesh, id, *prep)),
                     Work::Train(prep) => rt.block_on(jobs.execute_train(&mesh, id, *prep)),
+                    Work::Analyze(prep) => rt.block_on(jobs.execute_analyze(&mesh, id, *prep)),
                 };
                 jobs.finish(&mesh, id, result);
             })
@@ -544,6 +575,32 @@ impl Jobs {
             }
         }
         self.progress_in(id, 4, Some(&party), &TRAIN_STEPS);
+        Ok(())
+    }
+
+    /// Analyze: open the session, compute the statistics, record them at Bob's node.
+    async fn execute_analyze(&self, mesh: &Mesh, id: JobId, prep: crate::ml::PreparedAnalyze) -> anyhow::Result<()> {
+        let session = SessionId(id.0);
+        let transport = mesh.open_session(session).await?;
+        self.progress_in(id, 1, None, &ANALYZE_STEPS);
+        let config = SessionConfig { session, plan_hash: prep.plan.hash(), fixed: prep.plan.fixed };
+        let mut party = self.connect(mesh, id, transport, config, "analytics plan").await?;
+        self.progress_in(id, 2, Some(&party), &ANALYZE_STEPS);
+        let report = match mpc_ml::analytics::analyze(&mut party, &prep.plan, prep.data.as_ref()).await {
+            Ok(r) => r,
+            Err(mpc_ml::ModelError::Mpc(e)) => return Err(self.explain(mesh, e)),
+            Err(e) => return Err(e.into()),
+        };
+        self.progress_in(id, 3, Some(&party), &ANALYZE_STEPS);
+        if let Some(r) = report {
+            let v = serde_json::to_value(&r)?;
+            let stored = serde_json::json!({ "statistics": v });
+            self.store
+                .put("results", &id.to_string(), &serde_json::to_vec(&stored)?)
+                .context("storing the statistics")?;
+            self.update(id, |rec| rec.metrics = Some(v));
+        }
+        self.progress_in(id, 4, Some(&party), &ANALYZE_STEPS);
         Ok(())
     }
 
@@ -715,6 +772,7 @@ enum Work {
     Matmul(Plan, Option<u64>),
     Predict(String, Box<crate::ml::Prepared>),
     Train(Box<crate::ml::PreparedTrain>),
+    Analyze(Box<crate::ml::PreparedAnalyze>),
 }
 
 /// SHA-256 of a training plan's canonical JSON.

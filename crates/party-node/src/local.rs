@@ -335,3 +335,112 @@ pub(crate) async fn train(
     eprintln!("\r[3/3] done in {secs:.2} s{:<50}", "");
     Ok((metrics, secs))
 }
+
+/// Runs one analytics job on the three nodes: Bob's node builds the plan from his file, Alice
+/// (with her rows, if any) and the dealer join with that plan. Returns Bob's report and the
+/// job's duration.
+#[allow(clippy::needless_range_loop)] // i indexes the nodes' parallel arrays
+pub(crate) async fn analyze(
+    c: &mut Consortium,
+    bob: &party_node::ml::AnalyzeRequest,
+    alice_data: Option<String>,
+) -> anyhow::Result<(mpc_ml::analytics::Report, f64)> {
+    eprintln!("[1/3] starting alice, bob and dealer nodes (QUIC + mutual TLS on loopback)…");
+    c.wait_ready(Duration::from_secs(30)).await?;
+    let id = JobId::random().to_string();
+    let t0 = Instant::now();
+    c.call(1, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "analyze", "analyze": bob}))).await?;
+    let rec = c.call(1, "GET", &format!("/v1/jobs/{id}"), None).await?;
+    let plan = rec["plan"]["plan"].clone();
+    ensure!(!plan.is_null(), "bob's job record has no analytics plan: {rec}");
+    let rows = plan["rows"].clone();
+    eprintln!("[2/3] rows {rows} (alice, bob) are secret-shared; the nodes compute on shares…");
+    for i in [0, 2] {
+        let data = if i == 0 { alice_data.clone() } else { None };
+        c.call(
+            i,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"id": id, "kind": "analyze", "analyze": {"plan": plan, "data": data}})),
+        )
+        .await?;
+    }
+    let mut done = [false; 3];
+    let mut report = None;
+    while done.iter().any(|d| !d) {
+        for i in 0..3 {
+            if done[i] {
+                continue;
+            }
+            let r = c.call(i, "GET", &format!("/v1/jobs/{id}"), None).await?;
+            match r["state"].as_str() {
+                Some("done") => {
+                    done[i] = true;
+                    if i == 1 {
+                        report = Some(serde_json::from_value(r["metrics"].clone())?);
+                    }
+                }
+                Some(s @ ("failed" | "interrupted")) => {
+                    bail!("the job {s} on {}'s node: {}", ROLES[i], r["error"].as_str().unwrap_or("no reason recorded"))
+                }
+                _ => {}
+            }
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(3600), "the job did not finish within an hour");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("[3/3] done in {secs:.2} s");
+    Ok((report.context("bob's node recorded no statistics")?, secs))
+}
+
+/// Prints an analytics report as tables.
+pub(crate) fn print_report(r: &mpc_ml::analytics::Report) {
+    let per_column: Vec<(&str, &Vec<f64>)> =
+        [("sum", &r.sum), ("mean", &r.mean), ("var", &r.var), ("std", &r.std), ("min", &r.min), ("max", &r.max)]
+            .into_iter()
+            .filter_map(|(n, v)| v.as_ref().map(|v| (n, v)))
+            .collect();
+    println!("rows: {}", r.count);
+    if !per_column.is_empty() {
+        let w = r.columns.iter().map(|c| c.len()).max().unwrap_or(6).max(6);
+        print!("  {:<w$}", "column");
+        for (n, _) in &per_column {
+            print!(" {n:>14}");
+        }
+        println!();
+        for (j, c) in r.columns.iter().enumerate() {
+            print!("  {c:<w$}");
+            for (_, v) in &per_column {
+                print!(" {:>14.6}", v[j] + 0.0);
+            }
+            println!();
+        }
+    }
+    if let Some(corr) = &r.corr {
+        println!("correlation (Pearson):");
+        let short: Vec<String> = r.columns.iter().map(|c| c.chars().take(8).collect()).collect();
+        print!("  {:<10}", "");
+        for s in &short {
+            print!(" {s:>8}");
+        }
+        println!();
+        for (s, row) in short.iter().zip(corr) {
+            print!("  {s:<10}");
+            for v in row {
+                print!(" {v:>8.4}");
+            }
+            println!();
+        }
+    }
+    for h in &r.histograms {
+        println!("histogram of {}:", h.column);
+        let total = h.counts.iter().sum::<u64>().max(1);
+        for (k, &count) in h.counts.iter().enumerate() {
+            let lo = if k == 0 { "-inf".to_string() } else { h.edges[k - 1].to_string() };
+            let hi = if k == h.edges.len() { "inf".to_string() } else { h.edges[k].to_string() };
+            let bar = "#".repeat((40 * count / total) as usize);
+            println!("  [{lo:>8}, {hi:>8})  {count:>8}  {bar}");
+        }
+    }
+}

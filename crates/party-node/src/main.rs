@@ -150,6 +150,31 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         classes: usize,
     },
+    /// Statistics of Bob's rows (and Alice's, if she contributes), revealed to Bob only. Bob
+    /// submits first with --data and --stats/--hist and gets the job id and the public plan;
+    /// Alice and the dealer join with --id and --plan (Alice adds --data if the plan has her rows).
+    Analyze {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Job id from Bob's submission.
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        args: AnalyzeArgs,
+        /// Bob: rows Alice contributes (she gives --data with them).
+        #[arg(long, default_value_t = 0)]
+        alice_rows: usize,
+        /// Alice, dealer: the plan file Bob's submission wrote.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Bob: write the public plan here for Alice and the dealer.
+        #[arg(long)]
+        plan_out: Option<PathBuf>,
+        /// Bob: wait for the job and print the statistics.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Try it on one machine: three local nodes over QUIC on loopback.
     Local {
         #[command(subcommand)]
@@ -240,6 +265,40 @@ impl TrainArgs {
     }
 }
 
+/// Parameters of an analytics job (Bob's side; Alice gives only --data).
+#[derive(clap::Args, Clone)]
+struct AnalyzeArgs {
+    /// CSV file with a header row; every column numeric.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Statistics: count,sum,mean,var,std,min,max,corr.
+    #[arg(long)]
+    stats: Option<String>,
+    /// A histogram with public bin edges, COLUMN:EDGE,EDGE,… (repeatable).
+    #[arg(long = "hist")]
+    histograms: Vec<String>,
+    /// End with one JSON line of the statistics.
+    #[arg(long)]
+    json: bool,
+}
+
+impl AnalyzeArgs {
+    fn request(&self, alice_rows: usize) -> anyhow::Result<party_node::ml::AnalyzeRequest> {
+        let data = match &self.data {
+            Some(p) => Some(std::fs::canonicalize(p).with_context(|| format!("{} not found", p.display()))?),
+            None => None,
+        };
+        Ok(party_node::ml::AnalyzeRequest {
+            plan: None,
+            stats: self.stats.clone(),
+            histograms: self.histograms.clone(),
+            alice_rows,
+            data: data.map(|p| p.display().to_string()),
+            frac_bits: None,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum LocalAction {
     /// Private inference: Alice's model, Bob's input, three processes over QUIC; writes Bob's
@@ -277,6 +336,18 @@ enum LocalAction {
         /// End with one JSON line of the metrics.
         #[arg(long)]
         json: bool,
+    },
+    /// Private analytics of Bob's CSV (optionally pooled with Alice's rows) with three
+    /// processes over QUIC; the statistics are revealed to Bob only.
+    Analyze {
+        #[command(flatten)]
+        args: AnalyzeArgs,
+        /// Rows Alice contributes: a CSV with the same columns.
+        #[arg(long)]
+        alice_data: Option<PathBuf>,
+        /// Also compute the statistics in plain f64 and report the largest difference.
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -340,6 +411,18 @@ fn main() -> anyhow::Result<()> {
             action: LocalAction::Predict { model, input, output, output_policy, verify, frac_bits, keep },
         } => local_predict(&model, &input, &output, &output_policy, verify, frac_bits, keep),
         Command::Local { action: LocalAction::Train { args, verify, json } } => local_train(&args, verify, json),
+        Command::Local { action: LocalAction::Analyze { args, alice_data, verify } } => {
+            local_analyze(&args, alice_data.as_deref(), verify)
+        }
+        Command::Analyze { config, id, args, alice_rows, plan, plan_out, wait } => runtime()?.block_on(analyze_submit(
+            &config,
+            id,
+            &args,
+            alice_rows,
+            plan.as_deref(),
+            plan_out.as_deref(),
+            wait,
+        )),
         Command::Train { config, id, args, samples, features, classes } => {
             let shape = match (samples, features) {
                 (Some(s), Some(f)) => Some((s, f, classes)),
@@ -711,6 +794,112 @@ fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result
     }
     if json_out {
         println!("{}", serde_json::Value::Object(out));
+    }
+    Ok(())
+}
+
+async fn analyze_submit(
+    config: &Path,
+    id: Option<String>,
+    args: &AnalyzeArgs,
+    alice_rows: usize,
+    plan: Option<&Path>,
+    plan_out: Option<&Path>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let mut req = args.request(alice_rows)?;
+    if let Some(p) = plan {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        req.plan =
+            Some(serde_json::from_str(&text).with_context(|| format!("{} is not an analytics plan", p.display()))?);
+    }
+    let v = api_call(&cfg, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "analyze", "analyze": req}))).await?;
+    let id = v["id"].as_str().unwrap_or("?").to_string();
+    println!("{id}");
+    if let Some(out) = plan_out {
+        let rec = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
+        let plan = serde_json::to_string_pretty(&rec["plan"]["plan"])?;
+        std::fs::write(out, plan).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!(
+            "wrote the public plan to {0}; alice and the dealer run: party-node analyze --config … --id {id} --plan {0}",
+            out.display()
+        );
+    }
+    if !wait {
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    loop {
+        let r = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
+        match r["state"].as_str() {
+            Some("done") => {
+                if r["metrics"].is_null() {
+                    eprintln!("done (the statistics are revealed to bob only)");
+                } else {
+                    let report: mpc_ml::analytics::Report = serde_json::from_value(r["metrics"].clone())?;
+                    local::print_report(&report);
+                    if args.json {
+                        println!("{}", serde_json::to_string(&report)?);
+                    }
+                }
+                return Ok(());
+            }
+            Some(s @ ("failed" | "interrupted")) => bail!("job {id} {s}: {}", r["error"].as_str().unwrap_or("?")),
+            _ if t0.elapsed() > Duration::from_secs(3600) => bail!("job {id} not done after an hour"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn local_analyze(args: &AnalyzeArgs, alice_data: Option<&Path>, verify: bool) -> anyhow::Result<()> {
+    use mpc_ml::analytics::analyze_plain;
+    use party_node::config::Role;
+    args.data.as_deref().context("local analyze needs --data (bob's CSV)")?;
+    // Alice's rows: counted here, checked by her node; everything is validated before a node starts.
+    let alice = match alice_data {
+        Some(p) => {
+            let abs = std::fs::canonicalize(p).with_context(|| format!("{} not found", p.display()))?;
+            Some((abs.display().to_string(), mpc_ml::data::load_matrix(&abs)?))
+        }
+        None => None,
+    };
+    let bob_req = args.request(alice.as_ref().map(|(_, (_, x))| x.nrows()).unwrap_or(0))?;
+    let bob = party_node::ml::prepare_analyze(Role::Bob, &bob_req)?;
+    if let Some((path, (cols, _))) = &alice {
+        ensure_columns(cols, &bob.plan.columns, path)?;
+        let req = party_node::ml::AnalyzeRequest {
+            plan: Some(bob.plan.clone()),
+            data: Some(path.clone()),
+            ..Default::default()
+        };
+        party_node::ml::prepare_analyze(Role::Alice, &req)?;
+    }
+    let mut c = local::Consortium::start(false)?;
+    let (report, secs) =
+        runtime()?.block_on(local::analyze(&mut c, &bob_req, alice.as_ref().map(|(p, _)| p.clone())))?;
+    drop(c);
+    println!("statistics revealed to bob, computed on shares in {secs:.2} s:");
+    local::print_report(&report);
+    if verify {
+        let all = match &alice {
+            Some((_, (_, xa))) => {
+                ndarray::concatenate(ndarray::Axis(0), &[xa.view(), bob.data.as_ref().expect("bob has data").view()])?
+            }
+            None => bob.data.clone().expect("bob has data"),
+        };
+        let plain = analyze_plain(&bob.plan, &all);
+        println!("\nverify: max |private − plaintext f64| = {:.3e} over every figure", report.max_abs_diff(&plain));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+fn ensure_columns(got: &[String], want: &[String], path: &str) -> anyhow::Result<()> {
+    if got != want {
+        bail!("{path}: columns {} differ from bob's {}", got.join(", "), want.join(", "));
     }
     Ok(())
 }

@@ -366,3 +366,102 @@ pub fn prepare_train(role: Role, req: &TrainRequest) -> anyhow::Result<PreparedT
     }
     Ok(PreparedTrain { plan, train, test, reveal: req.reveal_to_bob })
 }
+
+/// Analytics parameters of a job request. Bob's node builds the public plan from his CSV and
+/// these fields; Alice and the dealer submit that plan (`plan`), which Bob's job record shows.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyzeRequest {
+    /// Alice, dealer: the public plan from Bob's job record.
+    #[serde(default)]
+    pub plan: Option<mpc_ml::analytics::AnalyticsPlan>,
+    /// Bob: statistics, comma-separated (`count,sum,mean,var,std,min,max,corr`).
+    #[serde(default)]
+    pub stats: Option<String>,
+    /// Bob: histograms, each `COLUMN:EDGE,EDGE,…`.
+    #[serde(default)]
+    pub histograms: Vec<String>,
+    /// Bob: rows Alice contributes (default 0: only Bob's rows).
+    #[serde(default)]
+    pub alice_rows: usize,
+    /// Bob, and Alice if she contributes rows: the CSV file (header row, numeric columns).
+    #[serde(default)]
+    pub data: Option<String>,
+    /// Bob: fixed-point fractional bits (default 16).
+    #[serde(default)]
+    pub frac_bits: Option<u32>,
+}
+
+/// What a node needs to run its part of an analytics job.
+pub struct PreparedAnalyze {
+    /// The public plan.
+    pub plan: mpc_ml::analytics::AnalyticsPlan,
+    /// This party's rows, if it contributes any.
+    pub data: Option<ndarray::Array2<f64>>,
+}
+
+impl std::fmt::Debug for PreparedAnalyze {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedAnalyze").field("rows", &self.plan.rows).finish_non_exhaustive()
+    }
+}
+
+/// Largest number of rows of an analytics job.
+pub const MAX_ANALYZE_ROWS: usize = 10_000_000;
+
+/// Validates an analytics request on this node and loads this party's rows (checked against
+/// the plan's bounds before anything is sent).
+pub fn prepare_analyze(role: Role, req: &AnalyzeRequest) -> anyhow::Result<PreparedAnalyze> {
+    use mpc_ml::analytics::{AnalyticsPlan, Histogram, check_data, parse_stats};
+    let load = |path: &str| mpc_ml::data::load_matrix(Path::new(path));
+    let (plan, data) = match role {
+        Role::Bob => {
+            ensure!(req.plan.is_none(), "bob's node builds the plan: give `stats`/`histograms` and `data`, not `plan`");
+            let path = req.data.as_deref().context("bob's analytics job needs `data` (a CSV file)")?;
+            let (columns, x) = load(path)?;
+            let stats = match req.stats.as_deref() {
+                Some(s) => parse_stats(s).map_err(anyhow::Error::msg)?,
+                None => vec![],
+            };
+            let histograms = req
+                .histograms
+                .iter()
+                .map(|h| h.parse::<Histogram>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let fixed = mpc_proto::FixedPoint::new(req.frac_bits.unwrap_or(16), 31)?;
+            let plan = AnalyticsPlan { rows: [req.alice_rows, x.nrows()], columns, stats, histograms, fixed };
+            (plan, Some(x))
+        }
+        Role::Alice | Role::Dealer => {
+            ensure!(
+                req.stats.is_none() && req.histograms.is_empty() && req.alice_rows == 0 && req.frac_bits.is_none(),
+                "{role} submits the plan from bob's job record (`plan`), not its parts"
+            );
+            let plan = req.plan.clone().context("give `plan`: the public plan from bob's job record")?;
+            let data = match (role, plan.rows[0], req.data.as_deref()) {
+                (Role::Dealer, _, Some(_)) => bail!("the dealer contributes no rows: omit `data`"),
+                (Role::Alice, 0, Some(_)) => bail!("the plan has no rows from alice: omit `data`"),
+                (Role::Alice, n, None) if n > 0 => bail!("the plan has {n} rows from alice: give `data`"),
+                (_, _, Some(path)) => {
+                    let (columns, x) = load(path)?;
+                    ensure!(
+                        columns == plan.columns,
+                        "alice's columns ({}) differ from the plan's ({})",
+                        columns.join(", "),
+                        plan.columns.join(", ")
+                    );
+                    Some(x)
+                }
+                _ => None,
+            };
+            (plan, data)
+        }
+    };
+    ensure!(plan.n() <= MAX_ANALYZE_ROWS, "{} rows in all; at most {MAX_ANALYZE_ROWS}", plan.n());
+    plan.validate()?;
+    if let Some(x) = &data {
+        check_data(&plan, role.party(), x)?;
+    }
+    Ok(PreparedAnalyze { plan, data })
+}
