@@ -103,3 +103,82 @@ fn unusable_settings_are_refused_before_anything_runs() {
     let labels = Array1::from_elem(10, 2.0);
     assert!(mpc_ml::train::check_settings(&plan, &(&x / 1000.0), &labels).is_err());
 }
+
+/// The trained model stays secret-shared and serves predictions at once: nobody ever holds its
+/// weights, yet Bob's predictions equal those of the (separately revealed) model in plaintext.
+#[test]
+fn a_shared_trained_model_serves_predictions_without_being_revealed() {
+    use mpc_ml::{OutputPolicy, infer_shared};
+    let (x, y, xt, _) = data("breast_cancer.csv", "malignant", 0.2);
+    let plan = TrainPlan {
+        config: TrainConfig { arch: Arch::LogReg, epochs: 3, batch: 32, lr: 0.5, seed: 4 },
+        samples: x.nrows(),
+        features: x.ncols(),
+    };
+    let fx = mpc_proto::FixedPoint::default();
+    let iplan = plan.inference_plan(xt.nrows(), OutputPolicy::Probabilities, fx).unwrap();
+    let out = run_parties(8, |mut p| {
+        let (plan, iplan, x, y, xt) = (plan.clone(), iplan.clone(), x.clone(), y.clone(), xt.clone().into_dyn());
+        async move {
+            let bob = p.id() == PartyId::P1;
+            let m = train(&mut p, &plan, bob.then_some((&x, &y)), |_| {}).await?;
+            let served = infer_shared(&mut p, &iplan, &m.weight_shares(), bob.then_some(&xt)).await?;
+            // Revealed only to check against: a deployment would not.
+            let model = m.reveal_to(&mut p, PartyId::P1).await?;
+            Ok((served.output, model))
+        }
+    })
+    .unwrap();
+    assert!(out[0].0.is_none() && out[2].0.is_none(), "only Bob learns predictions");
+    let (probs, model) = (out[1].0.clone().unwrap(), out[1].1.clone().unwrap());
+    let want = model.eval_plain(&xt.clone().into_dyn());
+    let err = probs.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    // Sigmoid spline 5·10^-4 plus fixed-point rounding of 30 products.
+    assert!(err < 2e-3, "max |served − plaintext| = {err}");
+    // A plan whose shapes do not match the shared weights is refused.
+    let wrong = TrainPlan { features: 5, ..plan.clone() }.inference_plan(1, OutputPolicy::Probabilities, fx).unwrap();
+    let r = run_parties(9, |mut p| {
+        let (plan, wrong, x, y) = (plan.clone(), wrong.clone(), x.clone(), y.clone());
+        async move {
+            let bob = p.id() == PartyId::P1;
+            let m = train(&mut p, &plan, bob.then_some((&x, &y)), |_| {}).await?;
+            let input = ndarray::ArrayD::zeros(ndarray::IxDyn(&[1, 5]));
+            Ok(infer_shared(&mut p, &wrong, &m.weight_shares(), bob.then_some(&input)).await?.output)
+        }
+    });
+    let e = format!("{:?}", r.unwrap_err());
+    assert!(e.contains("shared weights of shapes"), "{e}");
+}
+
+/// A revealed model exports as ONNX that loads back (float32 weights) with the same outputs,
+/// and layers the exporter does not write are refused by name.
+#[test]
+fn trained_models_export_to_onnx() {
+    let (x, y, xt, _) = data("wine.csv", "cultivar", 0.2);
+    for arch in [Arch::LogReg, "mlp:16,8".parse::<Arch>().unwrap()] {
+        let arch = match arch {
+            Arch::Mlp { hidden, .. } => Arch::Mlp { hidden, classes: 3 },
+            a => a,
+        };
+        let y2 = if arch == Arch::LogReg { y.mapv(|v| f64::from(v > 0.5)) } else { y.clone() };
+        let plan = TrainPlan {
+            config: TrainConfig { arch, epochs: 2, batch: 16, lr: 0.2, seed: 3 },
+            samples: x.nrows(),
+            features: x.ncols(),
+        };
+        let m = train_plain(&plan, &x, &y2);
+        let bytes = mpc_ml::onnx::export(&m).unwrap();
+        let back = mpc_ml::onnx::import(&bytes).unwrap();
+        assert_eq!(back.opset, 13);
+        let (a, b) = (m.eval_plain(&xt.clone().into_dyn()), back.model.eval_plain(&xt.clone().into_dyn()));
+        assert_eq!(a.shape(), b.shape());
+        let err = a.iter().zip(b.iter()).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
+        // float32 weights: relative 6·10^-8 per weight over ≤ 13 + 16 + 8 terms.
+        assert!(err < 1e-5, "{:?}: round trip error {err}", plan.config.arch);
+    }
+    let conv = mpc_ml::onnx::import_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx/mnist_cnn.onnx"))
+        .unwrap()
+        .model;
+    let e = mpc_ml::onnx::export(&conv).unwrap_err().to_string();
+    assert!(e.contains("cannot be exported") || e.contains("export needs [features]"), "{e}");
+}

@@ -172,6 +172,38 @@ impl Standardizer {
     pub fn apply(&self, x: &Array2<f64>) -> Array2<f64> {
         (x - &self.mean) / &self.std
     }
+
+    /// Folds the standardisation into a model whose first layer is linear, so that the model
+    /// takes raw features: `W' = diag(1/σ)·W`, `b' = b − (μ/σ)·W`. Used before exporting a
+    /// model trained on standardised data.
+    pub fn fold_into(&self, model: &mut crate::Model) -> Result<(), crate::ModelError> {
+        let Some(crate::Layer::Linear { weight, bias }) = model.layers.first_mut() else {
+            return Err(crate::ModelError::Invalid("the first layer is not linear".into()));
+        };
+        let w = weight
+            .view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .map_err(|e| crate::ModelError::Invalid(e.to_string()))?
+            .to_owned();
+        if w.nrows() != self.mean.len() {
+            return Err(crate::ModelError::Invalid(format!(
+                "{} standardised features, the model takes {}",
+                self.mean.len(),
+                w.nrows()
+            )));
+        }
+        let scaled = &w / &self.std.view().insert_axis(Axis(1));
+        let shift = (&self.mean / &self.std).dot(&w);
+        let b = match bias.take() {
+            Some(b) => {
+                b.into_dimensionality::<ndarray::Ix1>().map_err(|e| crate::ModelError::Invalid(e.to_string()))?
+            }
+            None => Array1::zeros(w.ncols()),
+        };
+        *weight = scaled.into_dyn();
+        *bias = Some((b - shift).into_dyn());
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ pub async fn infer(
     model: Option<&Model>,
     input: Option<&ArrayD<f64>>,
 ) -> Result<Inference, ModelError> {
-    let r = infer_inner(party, plan, model, input).await;
+    let r = infer_inner(party, plan, Weights::Owner(model), input).await;
     if r.is_err() && !party.is_poisoned() {
         // A local refusal (bad model or input): tell the peers instead of leaving them waiting.
         party.abort().await;
@@ -106,12 +106,55 @@ pub async fn infer(
     r
 }
 
+/// Runs `plan` on a model whose weights are already secret-shared between P0 and P1 — a model
+/// trained privately ([`crate::train::SharedModel`]) that nobody has seen. `weights` holds this
+/// party's shares in the plan's sharing order: per linear or convolution step its weight, then
+/// its bias if any (the dealer passes placeholders, [`AShare::dealer`]). P1 passes its input.
+/// Costs as [`infer`].
+pub async fn infer_shared(
+    party: &mut Party,
+    plan: &Plan,
+    weights: &[AShare],
+    input: Option<&ArrayD<f64>>,
+) -> Result<Inference, ModelError> {
+    let r = infer_inner(party, plan, Weights::Shared(weights), input).await;
+    if r.is_err() && !party.is_poisoned() {
+        party.abort().await;
+    }
+    r
+}
+
+/// The public shapes of a plan's weight tensors, in the order [`infer_shared`] takes them.
+pub fn shared_weight_shapes(plan: &Plan) -> Vec<Vec<usize>> {
+    plan.steps.iter().flat_map(step_shapes).collect()
+}
+
+fn step_shapes(step: &crate::model::Step) -> Vec<Vec<usize>> {
+    if step.kind == StepKind::Affine {
+        vec![step.input[1..].to_vec(), step.input[1..].to_vec()]
+    } else {
+        weight_shapes(&step.kind)
+    }
+}
+
+/// Where the weights come from.
+enum Weights<'a> {
+    /// P0 holds them in the clear (`None` elsewhere) and shares them.
+    Owner(Option<&'a Model>),
+    /// Already shared.
+    Shared(&'a [AShare]),
+}
+
 async fn infer_inner(
     party: &mut Party,
     plan: &Plan,
-    model: Option<&Model>,
+    weights: Weights<'_>,
     input: Option<&ArrayD<f64>>,
 ) -> Result<Inference, ModelError> {
+    let model = match weights {
+        Weights::Owner(m) => m,
+        Weights::Shared(_) => None,
+    };
     let fx = party.fixed();
     if fx != plan.fixed {
         return Err(ModelError::Invalid(format!(
@@ -120,7 +163,13 @@ async fn infer_inner(
         )));
     }
     let me = party.id();
-    if me == PartyId::P0 {
+    if let Weights::Shared(w) = weights {
+        let want = shared_weight_shapes(plan);
+        let got: Vec<Vec<usize>> = w.iter().map(|t| t.shape().to_vec()).collect();
+        if got != want {
+            return Err(ModelError::Invalid(format!("shared weights of shapes {got:?}, the plan needs {want:?}")));
+        }
+    } else if me == PartyId::P0 {
         let m = model.ok_or_else(|| ModelError::Invalid("the model owner must supply the model".into()))?;
         if &m.plan(plan.batch(), plan.output, plan.fixed)? != plan {
             return Err(ModelError::Invalid("the model does not match the agreed plan".into()));
@@ -151,7 +200,15 @@ async fn infer_inner(
     // Weights: P0 shares every tensor (no communication); linear and conv weights are
     // pre-opened together in one round.
     let mut shares: Vec<Vec<AShare>> = Vec::with_capacity(plan.steps.len());
+    let mut given = match weights {
+        Weights::Shared(w) => Some(w.iter()),
+        Weights::Owner(_) => None,
+    };
     for (i, step) in plan.steps.iter().enumerate() {
+        if let Some(it) = given.as_mut() {
+            shares.push(step_shapes(step).iter().map(|_| it.next().expect("shapes checked").clone()).collect());
+            continue;
+        }
         let values: Vec<Option<RingTensor>> = match model.map(|m| &m.layers[i]) {
             Some(Layer::Linear { weight, bias }) | Some(Layer::Conv2d { weight, bias, .. }) if me == PartyId::P0 => {
                 let mut v = vec![Some(fx.encode_array(weight)?)];
@@ -165,11 +222,7 @@ async fn infer_inner(
             }
             _ => vec![None; weight_shapes(&step.kind).len() + if step.kind == StepKind::Affine { 2 } else { 0 }],
         };
-        let shapes = if step.kind == StepKind::Affine {
-            vec![step.input[1..].to_vec(), step.input[1..].to_vec()]
-        } else {
-            weight_shapes(&step.kind)
-        };
+        let shapes = step_shapes(step);
         let mut layer_shares = Vec::with_capacity(shapes.len());
         for (shape, v) in shapes.iter().zip(values) {
             layer_shares.push(party.share_input(PartyId::P0, shape, v.as_ref())?);

@@ -20,5 +20,5 @@ pub mod plain;
 pub mod train;
 
 pub use error::ModelError;
-pub use infer::{Inference, LayerProfile, infer};
+pub use infer::{Inference, LayerProfile, infer, infer_shared, shared_weight_shapes};
 pub use model::{Layer, Model, OutputPolicy, Plan, Step, StepKind};

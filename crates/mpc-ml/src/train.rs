@@ -152,6 +152,21 @@ impl TrainPlan {
     }
 }
 
+impl TrainPlan {
+    /// The public inference plan of the trained model for `batch` rows: what a prediction job
+    /// on the secret-shared model runs ([`crate::infer_shared`]). Linear and logistic
+    /// regression output the prediction and the probability; an MLP outputs what `policy` says.
+    pub fn inference_plan(
+        &self,
+        batch: usize,
+        policy: crate::OutputPolicy,
+        fixed: mpc_proto::FixedPoint,
+    ) -> Result<crate::Plan, ModelError> {
+        let zeros = self.initial_weights().into_iter().map(|(w, b)| (w * 0.0, b * 0.0)).collect();
+        self.model(zeros).plan(batch, policy, fixed)
+    }
+}
+
 /// Refuses settings that fixed point cannot train well, before anything runs.
 ///
 /// * features must be of moderate size (|x| ≤ 64: standardise them), labels of a regression
@@ -397,6 +412,17 @@ impl SharedModel {
     /// The shares as a [`Model`]-shaped list for private inference: this party's weight shares.
     pub fn layers(&self) -> &[(AShare, AShare)] {
         &self.layers
+    }
+
+    /// This party's shares in the order [`crate::infer_shared`] takes them (weight, bias per
+    /// layer).
+    pub fn weight_shares(&self) -> Vec<AShare> {
+        self.layers.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect()
+    }
+
+    /// The training plan.
+    pub fn plan(&self) -> &TrainPlan {
+        &self.plan
     }
 }
 

@@ -289,6 +289,9 @@ pub struct JobRecord {
     /// Predict: per-layer time, rounds and bytes at this node.
     #[serde(default)]
     pub layers: Vec<crate::ml::LayerRecord>,
+    /// Train: steps done and in all, for progress bars.
+    #[serde(default)]
+    pub progress: Option<[u64; 2]>,
     /// Train, Bob: metrics of the trained model (only if it was revealed to him). Analyze,
     /// Bob: the statistics.
     #[serde(default)]
@@ -491,6 +494,7 @@ impl Jobs {
                     wire_sent: 0,
                     wire_recv: 0,
                     layers: vec![],
+                    progress: None,
                     metrics: None,
                 },
             );
@@ -528,7 +532,9 @@ impl Jobs {
         let data = prep.train.as_ref().map(|(x, y)| (x, y));
         let progress = |p: mpc_ml::train::TrainProgress| {
             self.update(id, |r| {
-                r.step = format!("training: epoch {}/{}, step {}/{}", p.epoch, prep.plan.config.epochs, p.step, p.steps)
+                r.step =
+                    format!("training: epoch {}/{}, step {}/{}", p.epoch, prep.plan.config.epochs, p.step, p.steps);
+                r.progress = Some([p.step as u64, p.steps as u64]);
             });
         };
         let shared = match mpc_ml::train::train(&mut party, &prep.plan, data, progress).await {
@@ -546,6 +552,22 @@ impl Jobs {
             }
             self.store.put("shares", &id.to_string(), &bytes).context("storing this party's share of the model")?;
         }
+        // The model stays shared and serves predictions under its name on all three nodes.
+        let name = prep.name.clone().unwrap_or_else(|| format!("trained-{id}"));
+        let policy = match prep.plan.config.arch {
+            mpc_ml::train::Arch::LinReg => mpc_ml::OutputPolicy::Logits,
+            _ => mpc_ml::OutputPolicy::Probabilities,
+        };
+        let serving = prep.plan.inference_plan(1, policy, party.fixed())?;
+        let record = crate::ml::TrainedRecord {
+            job: id.to_string(),
+            mean: prep.standardizer.as_ref().map(|s| s.mean.to_vec()),
+            std: prep.standardizer.as_ref().map(|s| s.std.to_vec()),
+        };
+        self.store.put("plans", &name, &serde_json::to_vec(&serving)?)?;
+        self.store.put("trained", &name, &serde_json::to_vec(&record)?)?;
+        tracing::info!(job = %id, model = %name, "trained model serves predictions (secret-shared)");
+        self.update(id, |r| r.metrics = Some(serde_json::json!({ "model": name })));
         if prep.reveal {
             let model = shared.reveal_to(&mut party, PartyId::P1).await.map_err(|e| match e {
                 mpc_ml::ModelError::Mpc(e) => self.explain(mesh, e),
@@ -571,7 +593,17 @@ impl Jobs {
                     })
                     .collect();
                 self.store.put("models", &format!("trained-{id}"), &serde_json::to_vec(&weights)?)?;
-                self.update(id, |r| r.metrics = Some(metrics));
+                if let (Some(path), Some(s)) = (&prep.export, &prep.standardizer) {
+                    let mut raw = m.clone();
+                    s.fold_into(&mut raw)?;
+                    let bytes = mpc_ml::onnx::export(&raw)?;
+                    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+                }
+                self.update(id, |r| {
+                    let mut all = metrics;
+                    all["model"] = serde_json::json!(name);
+                    r.metrics = Some(all);
+                });
             }
         }
         self.progress_in(id, 4, Some(&party), &TRAIN_STEPS);
@@ -612,7 +644,10 @@ impl Jobs {
         let config = SessionConfig { session, plan_hash: prep.plan.hash(), fixed: prep.plan.fixed };
         let mut party = self.connect(mesh, id, transport, config, "model and batch").await?;
         self.progress_in(id, 2, Some(&party), &PREDICT_STEPS);
-        let result = mpc_ml::infer(&mut party, &prep.plan, prep.model.as_ref(), prep.input.as_ref()).await;
+        let result = match &prep.shared {
+            Some(w) => mpc_ml::infer_shared(&mut party, &prep.plan, w, prep.input.as_ref()).await,
+            None => mpc_ml::infer(&mut party, &prep.plan, prep.model.as_ref(), prep.input.as_ref()).await,
+        };
         let inference = match result {
             Ok(r) => r,
             Err(mpc_ml::ModelError::Mpc(e)) => return Err(self.explain(mesh, e)),
@@ -809,6 +844,7 @@ mod tests {
             wire_sent: 0,
             wire_recv: 0,
             layers: vec![],
+            progress: None,
             metrics: None,
         };
         store.put("jobs", &id.to_string(), &serde_json::to_vec(&record(JobState::Running)).unwrap()).unwrap();

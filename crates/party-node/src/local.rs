@@ -178,15 +178,30 @@ pub(crate) async fn predict(
         crate::read_input_rows(Path::new(&input_path), &per_sample)?
     };
     eprintln!("[3/4] bob predicts on {batch} private records…");
+    let r = run_predict(c, "model", &input_path, &output_path, batch).await?;
+    eprintln!("[4/4] done in {:.2} s; bob's output is in {}", r.seconds, output_path.display());
+    Ok(r)
+}
+
+/// Runs one prediction job of the model registered as `model` on every node.
+pub(crate) async fn run_predict(
+    c: &mut Consortium,
+    model: &str,
+    input_path: &str,
+    output_path: &Path,
+    batch: usize,
+) -> anyhow::Result<LocalResult> {
     let id = JobId::random().to_string();
     let t0 = Instant::now();
-    c.call(0, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "predict", "model": "model", "batch": batch}))).await?;
-    c.call(2, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "predict", "model": "model", "batch": batch}))).await?;
+    for i in [0, 2] {
+        c.call(i, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "predict", "model": model, "batch": batch})))
+            .await?;
+    }
     c.call(
         1,
         "POST",
         "/v1/jobs",
-        Some(json!({"id": id, "kind": "predict", "model": "model", "input": input_path, "output": output_path.display().to_string()})),
+        Some(json!({"id": id, "kind": "predict", "model": model, "input": input_path, "output": output_path.display().to_string()})),
     )
     .await?;
     let mut records = vec![serde_json::Value::Null; 3];
@@ -207,8 +222,7 @@ pub(crate) async fn predict(
         }
     }
     let seconds = t0.elapsed().as_secs_f64();
-    eprintln!("[4/4] done in {seconds:.2} s; bob's output is in {}", output_path.display());
-    let out = crate::ml_read_output(&output_path)?;
+    let out = crate::ml_read_output(output_path)?;
     Ok(LocalResult { output: out, bob_job: records[1].clone(), jobs: records, seconds })
 }
 
@@ -297,10 +311,11 @@ pub(crate) async fn train(
         if i != 1 {
             r.data = None;
             r.label = None;
+            r.export = None;
         }
         c.call(i, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "train", "train": r}))).await?;
     }
-    let mut last = String::new();
+    let bar = progress_bar();
     let mut done = [false; 3];
     let mut metrics = serde_json::Value::Null;
     while done.iter().any(|d| !d) {
@@ -319,20 +334,16 @@ pub(crate) async fn train(
                 Some(s @ ("failed" | "interrupted")) => {
                     bail!("the job {s} on {}'s node: {}", ROLES[i], r["error"].as_str().unwrap_or("no reason recorded"))
                 }
-                _ => {
-                    let step = r["step"].as_str().unwrap_or("").to_string();
-                    if i == 1 && step != last {
-                        eprint!("\r      {step:<60}");
-                        last = step;
-                    }
-                }
+                _ if i == 1 => follow(&bar, &r),
+                _ => {}
             }
         }
         ensure!(t0.elapsed() < Duration::from_secs(3600), "training did not finish within an hour");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!("\r[3/3] done in {secs:.2} s{:<50}", "");
+    eprintln!("[3/3] done in {secs:.2} s");
     Ok((metrics, secs))
 }
 
@@ -443,4 +454,29 @@ pub(crate) fn print_report(r: &mpc_ml::analytics::Report) {
             println!("  [{lo:>8}, {hi:>8})  {count:>8}  {bar}");
         }
     }
+}
+
+/// A progress bar for a training job (drawn on stderr when it is a terminal, hidden otherwise).
+pub(crate) fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(1), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "      {msg:28} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ~{eta} left",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Moves `bar` to a job record's progress.
+pub(crate) fn follow(bar: &indicatif::ProgressBar, record: &serde_json::Value) {
+    if let Some([done, total]) =
+        record["progress"].as_array().and_then(|a| Some([a.first()?.as_u64()?, a.get(1)?.as_u64()?]))
+    {
+        bar.set_length(total);
+        bar.set_position(done);
+    }
+    let step = record["step"].as_str().unwrap_or("");
+    bar.set_message(step.split(", step").next().unwrap_or(step).to_string());
 }

@@ -149,6 +149,9 @@ enum Command {
         /// Alice, dealer: classes (MLP).
         #[arg(long, default_value_t = 1)]
         classes: usize,
+        /// Wait for the job, with a progress bar, and print its metrics.
+        #[arg(long)]
+        wait: bool,
     },
     /// Statistics of Bob's rows (and Alice's, if she contributes), revealed to Bob only. Bob
     /// submits first with --data and --stats/--hist and gets the job id and the public plan;
@@ -238,6 +241,13 @@ struct TrainArgs {
     /// Who learns the trained model: `bob` (omit to keep it secret-shared).
     #[arg(long)]
     reveal_to: Option<String>,
+    /// Name under which the trained model serves predictions, still secret-shared
+    /// (default trained-<job id>): `party-node predict --model NAME`.
+    #[arg(long)]
+    name: Option<String>,
+    /// Bob, with --reveal-to bob: write the trained model as ONNX (for onnxruntime, PyTorch).
+    #[arg(long)]
+    export: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -261,6 +271,13 @@ impl TrainArgs {
             label: self.label.clone(),
             test_split: Some(self.test_split),
             reveal_to_bob,
+            name: self.name.clone(),
+            export: self
+                .export
+                .as_ref()
+                .map(|p| if p.is_absolute() { Ok(p.clone()) } else { std::env::current_dir().map(|d| d.join(p)) })
+                .transpose()?
+                .map(|p| p.display().to_string()),
         })
     }
 }
@@ -423,13 +440,13 @@ fn main() -> anyhow::Result<()> {
             plan_out.as_deref(),
             wait,
         )),
-        Command::Train { config, id, args, samples, features, classes } => {
+        Command::Train { config, id, args, samples, features, classes, wait } => {
             let shape = match (samples, features) {
                 (Some(s), Some(f)) => Some((s, f, classes)),
                 (None, None) => None,
                 _ => bail!("give both --samples and --features"),
             };
-            runtime()?.block_on(train_submit(&config, id, &args, shape))
+            runtime()?.block_on(train_submit(&config, id, &args, shape, wait))
         }
         Command::Run { config } => {
             init_logging();
@@ -752,19 +769,47 @@ async fn train_submit(
     id: Option<String>,
     args: &TrainArgs,
     shape: Option<(usize, usize, usize)>,
+    wait: bool,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
     let req = json!({"id": id, "kind": "train", "train": args.request(shape)?});
     let v = api_call(&cfg, "POST", "/v1/jobs", Some(req)).await?;
-    println!("{}", v["id"].as_str().unwrap_or("?"));
-    Ok(())
+    let id = v["id"].as_str().unwrap_or("?").to_string();
+    println!("{id}");
+    if !wait {
+        return Ok(());
+    }
+    let bar = local::progress_bar();
+    loop {
+        let r = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
+        match r["state"].as_str() {
+            Some("done") => {
+                bar.finish_and_clear();
+                println!("{}", r["metrics"]);
+                return Ok(());
+            }
+            Some(s @ ("failed" | "interrupted")) => {
+                bar.abandon();
+                bail!("job {id} {s}: {}", r["error"].as_str().unwrap_or("?"))
+            }
+            _ => local::follow(&bar, &r),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("membrane-{}-{}", std::process::id(), party_node::jobs::JobId::random()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result<()> {
     let data = args.data.as_deref().context("local train needs --data")?;
     let label = args.label.as_deref().context("local train needs --label")?;
-    if (verify || json_out) && args.reveal_to.is_none() {
-        bail!("--verify and --json report the trained model's metrics: add --reveal-to bob");
+    if verify && args.reveal_to.is_none() {
+        bail!("--verify compares the trained model's metrics with plaintext training: add --reveal-to bob");
     }
     // Bob's side computes the public shape; everything is checked before a node starts.
     let shape = party_node::ml::train_shape(data, label, &args.model, args.test_split, args.seed)?;
@@ -779,6 +824,42 @@ fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result
         out.extend(m.clone());
     }
     println!("trained privately in {secs:.2} s: {}", serde_json::Value::Object(out.clone()));
+    // The model stays secret-shared and serves predictions at once: Bob's held-out rows (raw
+    // features; his node standardises them as in training) through a predict job.
+    let name = metrics["model"].as_str().context("the training job recorded no model name")?.to_string();
+    let (_, test) = mpc_ml::data::split(&mpc_ml::data::load_csv(data, label)?, args.test_split, args.seed);
+    if test.x.nrows() > 0 {
+        let dir = tempfile_dir()?;
+        let (input, output) = (dir.join("heldout.csv"), dir.join("served.csv"));
+        let rows: Vec<String> =
+            test.x.outer_iter().map(|r| r.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>().join(",")).collect();
+        std::fs::write(&input, rows.join("\n") + "\n")?;
+        let r =
+            rt.block_on(local::run_predict(&mut c, &name, &input.display().to_string(), &output, test.x.nrows()))?;
+        let served = match prepared.plan.config.arch {
+            mpc_ml::train::Arch::LinReg => {
+                let mean = test.y.mean().unwrap_or(0.0);
+                let ss_res: f64 = r.output.iter().zip(&test.y).map(|(p, t)| (p - t).powi(2)).sum();
+                let ss_tot: f64 = test.y.iter().map(|t| (t - mean).powi(2)).sum();
+                json!({"served_test_r2": 1.0 - ss_res / ss_tot})
+            }
+            _ => {
+                let preds = mpc_ml::train::predictions(&r.output);
+                let acc = preds.iter().zip(&test.y).filter(|(p, y)| (**p - **y).abs() < 0.5).count() as f64
+                    / test.y.len() as f64;
+                json!({"served_test_accuracy": acc})
+            }
+        };
+        println!(
+            "served {} held-out predictions from the secret-shared model {name:?} in {:.2} s: {served}",
+            test.x.nrows(),
+            r.seconds
+        );
+        if let Some(m) = served.as_object() {
+            out.extend(m.clone());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     if verify {
         use mpc_ml::train::{Arch, accuracy, r2, train_plain};
         let ((x, y), (xt, yt)) = (prepared.train.expect("bob has data"), prepared.test.expect("bob has data"));

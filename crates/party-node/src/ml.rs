@@ -112,6 +112,46 @@ pub struct Prepared {
     pub input: Option<ArrayD<f64>>,
     /// Bob: where to write the output.
     pub output: Option<PathBuf>,
+    /// A privately trained model: this party's shares of its weights (placeholders on the
+    /// dealer). Nobody holds the weights in the clear.
+    pub shared: Option<Vec<mpc_proto::AShare>>,
+}
+
+/// What every node keeps about a model trained privately (`store` namespace `trained`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct TrainedRecord {
+    /// The training job (its shares are under `shares/<job>` at Alice's and Bob's nodes).
+    pub job: String,
+    /// Bob's node: the standardisation fitted on his training data, applied to his inputs.
+    #[serde(default)]
+    pub mean: Option<Vec<f64>>,
+    /// See `mean`.
+    #[serde(default)]
+    pub std: Option<Vec<f64>>,
+}
+
+/// Reads this party's stored shares of a trained model, shaped as the plan's weights.
+fn load_shares(store: &Store, role: Role, job: &str, plan: &Plan) -> anyhow::Result<Vec<mpc_proto::AShare>> {
+    let shapes = mpc_ml::shared_weight_shapes(plan);
+    if role == Role::Dealer {
+        return Ok(shapes.iter().map(|s| mpc_proto::AShare::dealer(s)).collect());
+    }
+    let raw = store.get("shares", job)?.with_context(|| format!("this node has no shares of training job {job}"))?;
+    let total: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+    ensure!(
+        raw.len() == 8 * total,
+        "the stored shares of job {job} have {} bytes, the model needs {}",
+        raw.len(),
+        8 * total
+    );
+    let mut words = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    shapes
+        .iter()
+        .map(|s| {
+            let n = s.iter().product();
+            Ok(mpc_proto::AShare::from_share(mpc_proto::RingTensor::from_vec(s, words.by_ref().take(n).collect())?))
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for Prepared {
@@ -135,11 +175,22 @@ pub fn prepare(
         .get("plans", model)?
         .with_context(|| format!("no model named {model:?} on this node (publish or register it first)"))?;
     let published: Plan = serde_json::from_slice(&raw).context("the stored plan is unreadable")?;
+    let trained: Option<TrainedRecord> = match store.get("trained", model)? {
+        Some(b) => Some(serde_json::from_slice(&b).context("the trained-model record is unreadable")?),
+        None => None,
+    };
     let (input, output) = match role {
         Role::Bob => {
             let path = input.context("bob's prediction needs `input` (a .npy or .csv file)")?;
             let out = output.context("bob's prediction needs `output` (a .npy or .csv path)")?;
-            let x = read_input(Path::new(path), &published.input[1..])?;
+            let mut x = read_input(Path::new(path), &published.input[1..])?;
+            if let Some(TrainedRecord { mean: Some(mean), std: Some(std), .. }) = &trained {
+                // The model was trained on Bob's standardised features: standardise his input alike.
+                let (mean, std) = (ndarray::Array1::from(mean.clone()), ndarray::Array1::from(std.clone()));
+                let x2 = x.view().into_dimensionality::<ndarray::Ix2>().context("a tabular input")?;
+                ensure!(x2.ncols() == mean.len(), "input of {} columns, the model takes {}", x2.ncols(), mean.len());
+                x = ((&x2 - &mean) / &std).into_dyn();
+            }
             if let Some(b) = batch {
                 ensure!(b == x.shape()[0], "batch {b} given, but the input has {} rows", x.shape()[0]);
             }
@@ -157,6 +208,10 @@ pub fn prepare(
     };
     ensure!((1..=MAX_BATCH).contains(&batch), "batch {batch} must be between 1 and {MAX_BATCH}");
     let plan = published.rebatch(batch)?;
+    if let Some(t) = &trained {
+        let shared = load_shares(store, role, &t.job, &plan)?;
+        return Ok(Prepared { plan, model: None, input, output, shared: Some(shared) });
+    }
     let model = if role == Role::Alice {
         let bytes =
             store.get("models", model)?.with_context(|| format!("model {model:?} has a plan but no ONNX file here"))?;
@@ -166,7 +221,7 @@ pub fn prepare(
     } else {
         None
     };
-    Ok(Prepared { plan, model, input, output })
+    Ok(Prepared { plan, model, input, output, shared: None })
 }
 
 /// Reads Bob's input: `.npy` (float32/float64, batch first) or `.csv` (numbers only, an
@@ -292,6 +347,14 @@ pub struct TrainRequest {
     /// share).
     #[serde(default)]
     pub reveal_to_bob: bool,
+    /// Name under which the trained (secret-shared) model serves predictions; default
+    /// `trained-<job id>`. The same on every node.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Bob, with `reveal_to_bob`: write the revealed model here as ONNX (taking raw, not
+    /// standardised, features).
+    #[serde(default)]
+    pub export: Option<String>,
 }
 
 /// What a node needs to run its part of a training job.
@@ -304,6 +367,12 @@ pub struct PreparedTrain {
     pub test: Option<(ndarray::Array2<f64>, ndarray::Array1<f64>)>,
     /// Whether Bob learns the model.
     pub reveal: bool,
+    /// Bob: the standardisation of his features.
+    pub standardizer: Option<mpc_ml::data::Standardizer>,
+    /// The serving name, if given (else `trained-<job id>`).
+    pub name: Option<String>,
+    /// Bob: ONNX export path.
+    pub export: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PreparedTrain {
@@ -334,7 +403,7 @@ pub fn prepare_train(role: Role, req: &TrainRequest) -> anyhow::Result<PreparedT
     ensure!((1..=MAX_BATCH).contains(&req.batch), "batch must be between 1 and {MAX_BATCH}");
     let split = req.test_split.unwrap_or(0.2);
     ensure!((0.0..0.9).contains(&split), "test_split must be in [0, 0.9)");
-    let (train, test, samples, features, classes) = if role == Role::Bob {
+    let (train, test, samples, features, classes, standardizer) = if role == Role::Bob {
         let path = req.data.as_deref().context("bob's training job needs `data` (a CSV file)")?;
         let label = req.label.as_deref().context("bob's training job needs `label` (the label column)")?;
         let t = mpc_ml::data::load_csv(Path::new(path), label)?;
@@ -345,13 +414,18 @@ pub fn prepare_train(role: Role, req: &TrainRequest) -> anyhow::Result<PreparedT
         let classes =
             if matches!(arch, Arch::Mlp { .. }) { t.y.iter().fold(0f64, |m, &v| m.max(v)) as usize + 1 } else { 1 };
         let (n, d) = (tr.x.nrows(), tr.x.ncols());
-        (Some((s.apply(&tr.x), tr.y)), Some((s.apply(&te.x), te.y)), n, d, classes)
+        (Some((s.apply(&tr.x), tr.y)), Some((s.apply(&te.x), te.y)), n, d, classes, Some(s))
     } else {
         ensure!(req.data.is_none() && req.label.is_none(), "only bob gives `data` and `label`");
         let n = req.samples.context("give `samples` (bob's number of training rows)")?;
         let d = req.features.context("give `features` (bob's number of feature columns)")?;
-        (None, None, n, d, req.classes.unwrap_or(1))
+        ensure!(req.export.is_none(), "only bob, who learns the model, exports it");
+        (None, None, n, d, req.classes.unwrap_or(1), None)
     };
+    if let Some(name) = &req.name {
+        check_name(name)?;
+    }
+    ensure!(req.export.is_none() || req.reveal_to_bob, "exporting the model needs `reveal_to_bob`");
     if let Arch::Mlp { classes: c, .. } = &mut arch {
         ensure!(classes >= 2, "an MLP needs at least two classes");
         *c = classes;
@@ -364,7 +438,15 @@ pub fn prepare_train(role: Role, req: &TrainRequest) -> anyhow::Result<PreparedT
     if let Some((x, y)) = &train {
         mpc_ml::train::check_settings(&plan, x, y)?;
     }
-    Ok(PreparedTrain { plan, train, test, reveal: req.reveal_to_bob })
+    Ok(PreparedTrain {
+        plan,
+        train,
+        test,
+        reveal: req.reveal_to_bob,
+        standardizer,
+        name: req.name.clone(),
+        export: req.export.as_ref().map(PathBuf::from),
+    })
 }
 
 /// Analytics parameters of a job request. Bob's node builds the public plan from his CSV and

@@ -21,11 +21,14 @@ fn local_train_matches_plaintext_training() {
         ("breast_cancer.csv", "malignant", "logreg", "0.5", "test_accuracy"),
         ("wine.csv", "cultivar", "mlp:16", "0.2", "test_accuracy"),
     ] {
+        let dir = tempfile::tempdir().unwrap();
+        let onnx = dir.path().join("model.onnx");
         let run = Command::new(BIN)
             .args(["local", "train", "--data"])
             .arg(data(file))
             .args(["--label", label, "--model", model, "--epochs", "5", "--batch", "16", "--lr", lr])
-            .args(["--reveal-to", "bob", "--verify", "--json"])
+            .args(["--reveal-to", "bob", "--verify", "--json", "--export"])
+            .arg(&onnx)
             .output()
             .unwrap();
         assert!(run.status.success(), "{file}: {}", String::from_utf8_lossy(&run.stderr));
@@ -33,6 +36,16 @@ fn local_train_matches_plaintext_training() {
         let (private, plain) = (m[key].as_f64().unwrap(), m[format!("plain_{key}")].as_f64().unwrap());
         assert!((private - plain).abs() <= 0.01 + 1e-9, "{file}: private {private} vs plain {plain}");
         assert!(plain > 0.85, "{file}: {plain}");
+        // The model also served the held-out rows while still secret-shared (Bob's node
+        // standardised them as in training): the same accuracy within one row's worth.
+        let served = m[format!("served_{key}")].as_f64().unwrap();
+        assert!((served - private).abs() <= 0.01 + 1e-9, "{file}: served {served} vs revealed {private}");
+        // The export takes raw features: it reproduces the revealed model's held-out accuracy.
+        let exported = mpc_ml::onnx::import_file(&onnx).unwrap().model;
+        let t = mpc_ml::data::load_csv(&data(file), label).unwrap();
+        let (_, test) = mpc_ml::data::split(&t, 0.2, 1);
+        let acc = mpc_ml::train::accuracy(&exported, &test.x, &test.y);
+        assert!((acc - private).abs() <= 0.01 + 1e-9, "{file}: exported model {acc} vs revealed {private}");
     }
 }
 

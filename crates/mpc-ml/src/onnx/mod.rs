@@ -14,7 +14,10 @@
 //! missing — never a silently different model.
 
 #[allow(clippy::all, missing_docs, unreachable_pub)]
+mod export;
 pub mod proto;
+
+pub use export::{ExportError, export};
 
 use std::collections::HashMap;
 
