@@ -35,7 +35,7 @@ fn train_private(plan: &TrainPlan, x: &Array2<f64>, y: &Array1<f64>) -> Model {
 fn logistic_regression_on_breast_cancer() {
     let (x, y, xt, yt) = data("breast_cancer.csv", "malignant", 0.2);
     let plan = TrainPlan {
-        config: TrainConfig { arch: Arch::LogReg, epochs: 10, batch: 32, lr: 0.5, seed: 1 },
+        config: TrainConfig { arch: Arch::LogReg, epochs: 10, batch: 32, lr: 0.5, seed: 1, report_loss: false },
         samples: x.nrows(),
         features: x.ncols(),
     };
@@ -53,7 +53,7 @@ fn linear_regression_on_diabetes() {
     // Targets in hundreds: scale to units of 100 so products stay small in fixed point.
     let (ys, yts) = (&y / 100.0, &yt / 100.0);
     let plan = TrainPlan {
-        config: TrainConfig { arch: Arch::LinReg, epochs: 20, batch: 32, lr: 0.05, seed: 2 },
+        config: TrainConfig { arch: Arch::LinReg, epochs: 20, batch: 32, lr: 0.05, seed: 2, report_loss: false },
         samples: x.nrows(),
         features: x.ncols(),
     };
@@ -75,6 +75,7 @@ fn mlp_on_mnist_subset() {
             batch: 50,
             lr: 0.1,
             seed: 3,
+            report_loss: false,
         },
         samples: x.nrows(),
         features: x.ncols(),
@@ -92,7 +93,7 @@ fn unusable_settings_are_refused_before_anything_runs() {
     let x = Array2::from_elem((10, 2), 1000.0);
     let y = Array1::zeros(10);
     let plan = TrainPlan {
-        config: TrainConfig { arch: Arch::LogReg, epochs: 1, batch: 5, lr: 0.1, seed: 1 },
+        config: TrainConfig { arch: Arch::LogReg, epochs: 1, batch: 5, lr: 0.1, seed: 1, report_loss: false },
         samples: 10,
         features: 2,
     };
@@ -111,7 +112,7 @@ fn a_shared_trained_model_serves_predictions_without_being_revealed() {
     use mpc_ml::{OutputPolicy, infer_shared};
     let (x, y, xt, _) = data("breast_cancer.csv", "malignant", 0.2);
     let plan = TrainPlan {
-        config: TrainConfig { arch: Arch::LogReg, epochs: 3, batch: 32, lr: 0.5, seed: 4 },
+        config: TrainConfig { arch: Arch::LogReg, epochs: 3, batch: 32, lr: 0.5, seed: 4, report_loss: false },
         samples: x.nrows(),
         features: x.ncols(),
     };
@@ -162,7 +163,7 @@ fn trained_models_export_to_onnx() {
         };
         let y2 = if arch == Arch::LogReg { y.mapv(|v| f64::from(v > 0.5)) } else { y.clone() };
         let plan = TrainPlan {
-            config: TrainConfig { arch, epochs: 2, batch: 16, lr: 0.2, seed: 3 },
+            config: TrainConfig { arch, epochs: 2, batch: 16, lr: 0.2, seed: 3, report_loss: false },
             samples: x.nrows(),
             features: x.ncols(),
         };
@@ -181,4 +182,34 @@ fn trained_models_export_to_onnx() {
         .model;
     let e = mpc_ml::onnx::export(&conv).unwrap_err().to_string();
     assert!(e.contains("cannot be exported") || e.contains("export needs [features]"), "{e}");
+}
+
+/// With `report_loss`, Bob (and only Bob) sees a loss estimate per epoch, and it falls.
+#[test]
+fn the_loss_estimate_reaches_bob_only() {
+    let (x, y, _, _) = data("breast_cancer.csv", "malignant", 0.2);
+    let plan = TrainPlan {
+        // 455 rows in 7 batches of 65; a slow learning rate so that the fall shows past batch noise.
+        config: TrainConfig { arch: Arch::LogReg, epochs: 4, batch: 65, lr: 0.02, seed: 5, report_loss: true },
+        samples: x.nrows(),
+        features: x.ncols(),
+    };
+    let out = run_parties(12, |mut p| {
+        let (plan, x, y) = (plan.clone(), x.clone(), y.clone());
+        async move {
+            let bob = p.id() == PartyId::P1;
+            let mut losses = vec![];
+            train(&mut p, &plan, bob.then_some((&x, &y)), |s| losses.extend(s.loss)).await?;
+            Ok(losses)
+        }
+    })
+    .unwrap();
+    assert!(out[0].is_empty() && out[2].is_empty(), "only Bob learns the loss");
+    let l = &out[1];
+    assert_eq!(l.len(), 4, "one estimate per epoch: {l:?}");
+    eprintln!("loss per epoch: {l:?}");
+    // Squared errors of probabilities lie in [0, 1]; a learning model's fall (noisy, one batch).
+    // The initial model predicts 0.5 everywhere: a loss of 0.25 before any step.
+    assert!(l.iter().all(|v| (0.0..0.25).contains(v)), "{l:?}");
+    assert!(l.windows(2).all(|w| w[1] < w[0]), "{l:?}");
 }

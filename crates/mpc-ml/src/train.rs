@@ -75,6 +75,11 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Seed of the initial weights and of the batch order.
     pub seed: u64,
+    /// Reveal to the data owner (P1 only), at the end of each epoch, the mean squared error
+    /// of the last minibatch's predictions — a loss estimate to watch training by. Costs one
+    /// product and one reveal per epoch; nobody else learns it.
+    #[serde(default)]
+    pub report_loss: bool,
 }
 
 /// The public description of a training job (what the parties agree on).
@@ -298,6 +303,9 @@ pub struct TrainProgress {
     pub steps: usize,
     /// Current epoch (from 1).
     pub epoch: usize,
+    /// P1, with [`TrainConfig::report_loss`], at the end of an epoch: the mean squared error of
+    /// the epoch's last minibatch (`‖p − y‖² / rows`).
+    pub loss: Option<f64>,
 }
 
 /// Trains privately. P1 passes its data (`x` `[samples, features]`, `y` `[samples]`), the
@@ -373,6 +381,15 @@ pub async fn train(
             Arch::Mlp { .. } => party.softmax(&z).await?,
         };
         let mut dz = p.sub(&yb)?;
+        let epoch_end = (s + 1) % per_epoch.max(1) == 0 || s + 1 == batches.len();
+        let mut loss = None;
+        if plan.config.report_loss && epoch_end {
+            let sq = party.mul_fixed(&dz, &dz).await?;
+            let total = sq.reshape(&[sq.len()])?.sum_axis(0)?;
+            if let Some(v) = party.reveal_to(PartyId::P1, &total).await? {
+                loss = Some(fx.decode_tensor(&v).iter().sum::<f64>() / batch.len() as f64);
+            }
+        }
         let step = plan.config.lr / batch.len() as f64;
         for i in (0..=last).rev() {
             let dw = party.matmul_fixed(&transpose(&acts[i])?, &dz).await?;
@@ -386,7 +403,7 @@ pub async fn train(
                 dz = party.mul(&da, &bits[i - 1]).await?;
             }
         }
-        progress(TrainProgress { step: s + 1, steps: batches.len(), epoch: s / per_epoch.max(1) + 1 });
+        progress(TrainProgress { step: s + 1, steps: batches.len(), epoch: s / per_epoch.max(1) + 1, loss });
     }
     Ok(SharedModel { plan: plan.clone(), layers: ws })
 }

@@ -289,6 +289,9 @@ pub struct JobRecord {
     /// Predict: per-layer time, rounds and bytes at this node.
     #[serde(default)]
     pub layers: Vec<crate::ml::LayerRecord>,
+    /// Train, Bob with `report_loss`: the loss estimate after each epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loss: Vec<f64>,
     /// Train: steps done and in all, for progress bars.
     #[serde(default)]
     pub progress: Option<[u64; 2]>,
@@ -495,6 +498,7 @@ impl Jobs {
                     wire_recv: 0,
                     layers: vec![],
                     progress: None,
+                    loss: vec![],
                     metrics: None,
                 },
             );
@@ -535,6 +539,9 @@ impl Jobs {
                 r.step =
                     format!("training: epoch {}/{}, step {}/{}", p.epoch, prep.plan.config.epochs, p.step, p.steps);
                 r.progress = Some([p.step as u64, p.steps as u64]);
+                if let Some(l) = p.loss {
+                    r.loss.push(l);
+                }
             });
         };
         let shared = match mpc_ml::train::train(&mut party, &prep.plan, data, progress).await {
@@ -845,6 +852,7 @@ mod tests {
             wire_recv: 0,
             layers: vec![],
             progress: None,
+            loss: vec![],
             metrics: None,
         };
         store.put("jobs", &id.to_string(), &serde_json::to_vec(&record(JobState::Running)).unwrap()).unwrap();

@@ -461,7 +461,7 @@ pub(crate) fn progress_bar() -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(Some(1), indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "      {msg:28} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ~{eta} left",
+            "      {msg:40} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ~{eta} left",
         )
         .expect("a valid template")
         .progress_chars("=> "),
@@ -478,5 +478,9 @@ pub(crate) fn follow(bar: &indicatif::ProgressBar, record: &serde_json::Value) {
         bar.set_position(done);
     }
     let step = record["step"].as_str().unwrap_or("");
-    bar.set_message(step.split(", step").next().unwrap_or(step).to_string());
+    let mut msg = step.split(", step").next().unwrap_or(step).to_string();
+    if let Some(l) = record["loss"].as_array().and_then(|a| a.last()).and_then(|l| l.as_f64()) {
+        msg += &format!(", loss {l:.4}");
+    }
+    bar.set_message(msg);
 }

@@ -241,6 +241,9 @@ struct TrainArgs {
     /// Who learns the trained model: `bob` (omit to keep it secret-shared).
     #[arg(long)]
     reveal_to: Option<String>,
+    /// Bob: show a loss estimate (revealed to him only) after each epoch.
+    #[arg(long)]
+    report_loss: bool,
     /// Name under which the trained model serves predictions, still secret-shared
     /// (default trained-<job id>): `party-node predict --model NAME`.
     #[arg(long)]
@@ -271,6 +274,7 @@ impl TrainArgs {
             label: self.label.clone(),
             test_split: Some(self.test_split),
             reveal_to_bob,
+            report_loss: self.report_loss,
             name: self.name.clone(),
             export: self
                 .export

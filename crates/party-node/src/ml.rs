@@ -347,6 +347,9 @@ pub struct TrainRequest {
     /// share).
     #[serde(default)]
     pub reveal_to_bob: bool,
+    /// Reveal a loss estimate to Bob at the end of each epoch (shown on his job's progress).
+    #[serde(default)]
+    pub report_loss: bool,
     /// Name under which the trained (secret-shared) model serves predictions; default
     /// `trained-<job id>`. The same on every node.
     #[serde(default)]
@@ -431,7 +434,14 @@ pub fn prepare_train(role: Role, req: &TrainRequest) -> anyhow::Result<PreparedT
         *c = classes;
     }
     let plan = TrainPlan {
-        config: TrainConfig { arch, epochs: req.epochs, batch: req.batch, lr: req.lr, seed: req.seed },
+        config: TrainConfig {
+            arch,
+            epochs: req.epochs,
+            batch: req.batch,
+            lr: req.lr,
+            seed: req.seed,
+            report_loss: req.report_loss,
+        },
         samples,
         features,
     };
