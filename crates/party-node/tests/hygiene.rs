@@ -155,3 +155,39 @@ fn no_secret_reaches_a_log_line_or_an_api_response() {
         }
     }
 }
+
+/// `Debug` of every secret-bearing type prints shapes and names, never values.
+#[test]
+fn debug_output_of_secret_bearing_types_holds_no_values() {
+    use mpc_proto::prg::{Prg, Seed};
+    use mpc_proto::{AShare, PartyId, RingTensor, run_parties};
+    let secret = 0x0123_4567_89ab_cdefu64;
+    let leaks = |s: &str| renderings(secret).iter().any(|r| s.contains(r.as_str())) || s.contains("239");
+    let share = AShare::from_share(RingTensor::from_vec(&[2], vec![secret, secret]).unwrap());
+    let seed = Seed::from_bytes([239; 32]);
+    for (what, text) in [
+        ("AShare", format!("{share:?} {share:#?}")),
+        ("Seed", format!("{seed:?} {seed:#?}")),
+        ("Prg", format!("{:?}", Prg::new(&seed, 7))),
+    ] {
+        assert!(!leaks(&text), "{what}: {text}");
+    }
+    // A party mid-session (holding seeds, PRGs, dealer material).
+    let out = run_parties(3, |mut p| async move {
+        let x = (p.id() == PartyId::P1).then(|| RingTensor::from_vec(&[1], vec![secret]).unwrap());
+        let _ = p.share_input(PartyId::P1, &[1], x.as_ref())?;
+        Ok(format!("{p:?}"))
+    })
+    .unwrap();
+    for text in out {
+        assert!(!renderings(secret).iter().any(|r| text.contains(r.as_str())), "Party: {text}");
+    }
+    // Node configuration (API token) and job requests (input seeds).
+    let dir = tempfile::tempdir().unwrap();
+    let paths = testbed::write_consortium(dir.path(), testbed::free_addrs().unwrap(), false).unwrap();
+    let cfg = Config::load(&paths[0]).unwrap();
+    let text = format!("{cfg:?}");
+    assert!(!text.contains(&cfg.api_token.0), "Config: {text}");
+    let req = party_node::jobs::JobRequest::matmul(None, 1, 1, 1, Some(secret));
+    assert!(!leaks(&format!("{req:?}")), "JobRequest: {req:?}");
+}
