@@ -37,7 +37,7 @@ async fn quic_pair(mtu: u16) -> Pair {
         .iter()
         .map(|p| {
             let cfg = Config::load(p).unwrap();
-            Mesh::start(&cfg, bind_udp(cfg.parties[cfg.me.index()].address).unwrap(), opts.clone()).unwrap()
+            Mesh::start(&cfg, bind_udp(cfg.listen).unwrap(), opts.clone()).unwrap()
         })
         .collect();
     let s = SessionId(1);

@@ -17,9 +17,17 @@
 //! [[party]]                      # three entries: alice, bob, dealer
 //! role = "alice"
 //! name = "acme"
-//! address = "127.0.0.1:7000"
+//! address = "127.0.0.1:7000"    # or a host name: "alice:7000", "node.acme.example:7000"
 //! cert = "node.cert.pem"         # pinned mode: that party's certificate
 //! ```
+//!
+//! A party's `address` is an IP socket address or `host:port`. Host names are resolved when
+//! they are used — peers' on every connection attempt (so a peer whose address changes, e.g. a
+//! restarted container, is found again), this node's own when it binds — because service
+//! names (docker-compose, Kubernetes) only resolve once the service exists. A node whose own
+//! address is a host name binds the unspecified address (`0.0.0.0:port`): the name may resolve
+//! to an address the node does not own (a Kubernetes Service, a NAT); `[node] listen`
+//! overrides the bind address.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +107,10 @@ pub struct ConfigFile {
 pub struct NodeSection {
     /// This node's role.
     pub role: Role,
+    /// UDP address to bind (default: this party's `address` if it is an IP address, else
+    /// `0.0.0.0` and its port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
     /// This node's certificate (PEM).
     pub cert: PathBuf,
     /// This node's private key (PEM, PKCS#8).
@@ -152,8 +164,8 @@ pub struct PartySection {
     pub role: Role,
     /// Organisation name (the certificate's DNS name).
     pub name: String,
-    /// UDP address of its node.
-    pub address: SocketAddr,
+    /// UDP address of its node (`ip:port` or `host:port`).
+    pub address: PeerAddr,
     /// Its certificate (required in pinned mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<PathBuf>,
@@ -176,6 +188,8 @@ pub struct Config {
     pub trust: Trust,
     /// Data directory (absolute or relative to the working directory).
     pub data_dir: PathBuf,
+    /// UDP address this node binds (see [`NodeSection::listen`]).
+    pub listen: SocketAddr,
     /// Control API listen address.
     pub api_listen: SocketAddr,
     /// Control API bearer token.
@@ -199,7 +213,7 @@ pub struct Peer {
     /// Organisation name.
     pub name: String,
     /// UDP address.
-    pub address: SocketAddr,
+    pub address: PeerAddr,
     /// Its pinned certificate (pinned mode).
     pub cert: Option<CertificateDer<'static>>,
 }
@@ -285,7 +299,7 @@ impl Config {
                 }
                 (TrustMode::Ca, _) => None,
             };
-            parties.push(Peer { id: s.role.party(), name: s.name.clone(), address: s.address, cert });
+            parties.push(Peer { id: s.role.party(), name: s.name.clone(), address: s.address.clone(), cert });
         }
         let parties: [Peer; 3] = parties.try_into().expect("three parties");
 
@@ -325,9 +339,11 @@ impl Config {
                 Trust::Ca(ca)
             }
         };
+        let listen = file.node.listen.unwrap_or_else(|| parties[me.index()].address.bind_addr());
         Ok(Config {
             path: path.to_path_buf(),
             me,
+            listen,
             parties,
             cert_chain: vec![own_cert],
             key: Secret(key),
@@ -341,6 +357,119 @@ impl Config {
     /// This node's role.
     pub fn role(&self) -> Role {
         Role::of(self.me)
+    }
+}
+
+/// A party's UDP address: an IP socket address, or a host name and port resolved when used.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PeerAddr {
+    /// An IP address and port (`192.0.2.1:7000`, `[2001:db8::1]:7000`).
+    Ip(SocketAddr),
+    /// A host name and port (`alice:7000`, `node.acme.example:7000`).
+    Host {
+        /// The host name (a DNS name: letters, digits, '-', '.', '_').
+        host: String,
+        /// The UDP port.
+        port: u16,
+    },
+}
+
+/// Why a string is not a [`PeerAddr`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an address: expected ip:port or host:port (e.g. 203.0.113.7:7000, alice:7000)")]
+pub struct BadAddr(String);
+
+impl std::str::FromStr for PeerAddr {
+    type Err = BadAddr;
+
+    fn from_str(s: &str) -> Result<PeerAddr, BadAddr> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(PeerAddr::Ip(a));
+        }
+        let bad = || BadAddr(s.to_string());
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+            return Err(bad());
+        }
+        // All-numeric dotted names are malformed IP addresses, not host names.
+        if host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(bad());
+        }
+        Ok(PeerAddr::Host { host: host.to_string(), port })
+    }
+}
+
+impl TryFrom<String> for PeerAddr {
+    type Error = BadAddr;
+
+    fn try_from(s: String) -> Result<PeerAddr, BadAddr> {
+        s.parse()
+    }
+}
+
+impl From<PeerAddr> for String {
+    fn from(a: PeerAddr) -> String {
+        a.to_string()
+    }
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(a: SocketAddr) -> PeerAddr {
+        PeerAddr::Ip(a)
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddr::Ip(a) => a.fmt(f),
+            PeerAddr::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl PeerAddr {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match self {
+            PeerAddr::Ip(a) => a.port(),
+            PeerAddr::Host { port, .. } => *port,
+        }
+    }
+
+    /// The address a node with this address binds: the IP address itself, or `0.0.0.0:port`
+    /// for a host name (see the module documentation).
+    pub fn bind_addr(&self) -> SocketAddr {
+        match self {
+            PeerAddr::Ip(a) => *a,
+            PeerAddr::Host { port, .. } => SocketAddr::from(([0, 0, 0, 0], *port)),
+        }
+    }
+
+    /// Resolves the address now (DNS for a host name), preferring addresses of the family
+    /// `ipv4` selects (a socket bound to an IPv4 address cannot reach IPv6 ones).
+    pub async fn resolve(&self, ipv4: bool) -> std::io::Result<SocketAddr> {
+        let (host, port) = match self {
+            PeerAddr::Ip(a) => return Ok(*a),
+            PeerAddr::Host { host, port } => (host.as_str(), *port),
+        };
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        found
+            .iter()
+            .find(|a| a.is_ipv4() == ipv4)
+            .or(found.first())
+            .copied()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address")))
     }
 }
 

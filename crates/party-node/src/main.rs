@@ -53,9 +53,9 @@ enum Command {
         /// Directory to write node.key.pem, node.cert.pem and node.toml into.
         #[arg(long)]
         out: PathBuf,
-        /// UDP address the node listens on for its peers.
+        /// UDP address the node listens on for its peers (ip:port or host:port).
         #[arg(long, default_value = "127.0.0.1:7000")]
-        listen: SocketAddr,
+        listen: party_node::config::PeerAddr,
         /// Control API address (loopback).
         #[arg(long, default_value = "127.0.0.1:7100")]
         api: SocketAddr,
@@ -477,7 +477,13 @@ fn init_logging() {
         .init();
 }
 
-fn init(role: Role, name: &str, out: &Path, listen: SocketAddr, api: SocketAddr) -> anyhow::Result<()> {
+fn init(
+    role: Role,
+    name: &str,
+    out: &Path,
+    listen: party_node::config::PeerAddr,
+    api: SocketAddr,
+) -> anyhow::Result<()> {
     identity::check_name(name)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let id = identity::self_signed(name)?;

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Role};
+use crate::config::{Config, PeerAddr, Role};
 use crate::tls::{self, PeerAuth};
 use crate::transport::{DEFAULT_MAX_FRAME, Link, QuicTransport};
 
@@ -97,8 +97,8 @@ pub struct PeerStatus {
     pub role: Role,
     /// Organisation name.
     pub name: String,
-    /// Configured UDP address.
-    pub address: SocketAddr,
+    /// Configured UDP address (`ip:port` or `host:port`).
+    pub address: PeerAddr,
     /// Whether a connection is up.
     pub connected: bool,
     /// When the peer was last known alive (now, while connected), Unix milliseconds.
@@ -132,7 +132,7 @@ enum Parked {
 struct Inner {
     me: PartyId,
     names: [String; 3],
-    addrs: [SocketAddr; 3],
+    addrs: [PeerAddr; 3],
     endpoint: quinn::Endpoint,
     peers: [PeerSlot; 3],
     parked: Mutex<HashMap<(SessionId, PartyId), Parked>>,
@@ -176,9 +176,10 @@ fn transport_config(opts: &MeshOptions) -> anyhow::Result<quinn::TransportConfig
 }
 
 impl Mesh {
-    /// Binds the node's configured address and starts the mesh.
+    /// Binds the node's configured address ([`Config::listen`]) and starts the mesh.
     pub fn bind(cfg: &Config, opts: MeshOptions) -> anyhow::Result<Mesh> {
-        let socket = bind_udp(cfg.parties[cfg.me.index()].address)?;
+        let socket = bind_udp(cfg.listen)
+            .with_context(|| format!("{} node, address {}", cfg.role(), cfg.parties[cfg.me.index()].address))?;
         Self::start(cfg, socket, opts)
     }
 
@@ -263,7 +264,7 @@ impl Mesh {
                     party: p.0,
                     role: Role::of(p),
                     name: self.inner.names[p.index()].clone(),
-                    address: self.inner.addrs[p.index()],
+                    address: self.inner.addrs[p.index()].clone(),
                     connected: conn.is_some(),
                     last_seen_unix_ms: if conn.is_some() {
                         Some(unix_ms(SystemTime::now()))
@@ -498,11 +499,17 @@ impl Inner {
     async fn dial_loop(self: Arc<Self>, p: PartyId, client: quinn::ClientConfig) {
         let mut backoff = Duration::from_millis(50);
         let mut failures = 0u32;
+        let ipv4 = self.endpoint.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
         loop {
-            let attempt = self.endpoint.connect_with(client.clone(), self.addrs[p.index()], &self.names[p.index()]);
-            let result = match attempt {
-                Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            // Resolved on every attempt: a peer's name may not exist yet (its container is not
+            // up) or may point elsewhere after a restart.
+            let addr = &self.addrs[p.index()];
+            let result = match addr.resolve(ipv4).await {
+                Ok(sa) => match self.endpoint.connect_with(client.clone(), sa, &self.names[p.index()]) {
+                    Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(format!("cannot resolve {}'s address {addr}: {e}", Role::of(p))),
             };
             match result {
                 Ok(conn) => {
@@ -516,7 +523,7 @@ impl Inner {
                     failures += 1;
                     // The first failure and then every 20th: a peer that is down is normal at start.
                     if failures % 20 == 1 {
-                        tracing::info!(peer = %p, addr = %self.addrs[p.index()], error = %e, "cannot reach peer yet; retrying");
+                        tracing::info!(peer = %p, role = %Role::of(p), addr = %self.addrs[p.index()], error = %e, "cannot reach peer yet; retrying");
                     }
                     let mut info = self.peers[p.index()].info.lock().expect("peer info lock");
                     info.last_error = Some(e);

@@ -61,7 +61,7 @@ pub fn write_consortium_with(
         .map(|&r| PartySection {
             role: r,
             name: names[r.party().index()].into(),
-            address: addrs.udp[r.party().index()],
+            address: addrs.udp[r.party().index()].into(),
             cert: (!ca).then(|| PathBuf::from(format!("../{}/node.cert.pem", r.as_str()))),
         })
         .collect();
@@ -70,6 +70,7 @@ pub fn write_consortium_with(
         let file = ConfigFile {
             node: NodeSection {
                 role,
+                listen: None,
                 cert: "node.cert.pem".into(),
                 key: "node.key.pem".into(),
                 data_dir: "data".into(),

@@ -109,3 +109,41 @@ fn init_writes_a_config_that_asks_for_the_other_parties() {
     assert!(!st.status.success());
     assert!(String::from_utf8_lossy(&st.stderr).contains("must not exist yet"));
 }
+
+#[test]
+fn party_addresses_are_ip_or_host_and_port() {
+    use party_node::config::PeerAddr;
+    let ip: PeerAddr = "192.0.2.1:7000".parse().unwrap();
+    assert!(matches!(ip, PeerAddr::Ip(_)));
+    assert_eq!(ip.bind_addr().to_string(), "192.0.2.1:7000");
+    let v6: PeerAddr = "[2001:db8::1]:7000".parse().unwrap();
+    assert!(matches!(v6, PeerAddr::Ip(_)));
+    for ok in ["alice:7000", "node-1.acme.example:7000", "bob.membrane.svc.cluster.local.:7000"] {
+        let a: PeerAddr = ok.parse().unwrap_or_else(|e| panic!("{ok}: {e}"));
+        assert!(matches!(a, PeerAddr::Host { .. }), "{ok}");
+        assert_eq!(a.port(), 7000);
+        assert_eq!(a.bind_addr().to_string(), "0.0.0.0:7000", "a host name binds every interface");
+    }
+    for bad in ["alice", "alice:", "alice:70000", ":7000", "-a:1", "a b:1", "1.2.3:7000", "1.2.3.4.5:1", "[::1:7000"] {
+        let e = bad.parse::<PeerAddr>().unwrap_err().to_string();
+        assert!(e.contains("expected ip:port or host:port"), "{bad}: {e}");
+    }
+
+    // In a config: the address round-trips, duplicates are still refused, a bad one is named.
+    let (_d, paths) = consortium(false);
+    let alice = &paths[0];
+    let original = std::fs::read_to_string(alice).unwrap();
+    let mut file: ConfigFile = toml::from_str(&original).unwrap();
+    file.parties[0].address = "alice:7000".parse().unwrap();
+    file.parties[1].address = "bob:7000".parse().unwrap();
+    std::fs::write(alice, toml::to_string(&file).unwrap()).unwrap();
+    let cfg = Config::load(alice).unwrap();
+    assert_eq!(cfg.parties[1].address.to_string(), "bob:7000");
+    assert_eq!(cfg.listen.to_string(), "0.0.0.0:7000");
+    std::fs::write(alice, &original).unwrap();
+    let e = edit(alice, |f| f.parties[2].address = f.parties[1].address.clone());
+    assert!(e.contains("share the address"), "{e}");
+    std::fs::write(alice, original.replacen("address = \"127.0.0.1:", "address = \"bad name:", 1)).unwrap();
+    let e = format!("{:#}", Config::load(alice).unwrap_err());
+    assert!(e.contains("\"bad name:") && e.contains("expected ip:port or host:port"), "{e}");
+}
