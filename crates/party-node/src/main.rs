@@ -9,6 +9,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod compose;
 mod demo;
 mod local;
 
@@ -202,6 +203,12 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         action: JobsAction,
+    },
+    /// Containers: make a consortium addressed by host names (`init`), or drive one party's
+    /// node through the docker-compose demo (`demo`); see deploy/.
+    Compose {
+        #[command(subcommand)]
+        action: compose::ComposeAction,
     },
     #[command(hide = true, name = "store-torture")]
     /// Test aid: write store items forever (a test kills it and checks the store).
@@ -460,6 +467,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status { config } => runtime()?.block_on(status(&config)),
         Command::Jobs { config, action } => runtime()?.block_on(jobs(&config, action)),
         Command::StoreTorture { dir } => store_torture(&dir),
+        Command::Compose { action } => compose::run(action),
     }
 }
 
