@@ -284,8 +284,13 @@ impl Mesh {
         if self.is_connected(p) {
             return None;
         }
-        let info = self.inner.peers[p.index()].info.lock().expect("peer info lock");
-        Some(info.last_error.clone().unwrap_or_else(|| "never connected".into()))
+        // A connection that just closed is still in its slot until its serve loop records why:
+        // its own close reason is the freshest answer (else a job failing at that instant would
+        // read "never connected").
+        let slot = &self.inner.peers[p.index()];
+        let closing = slot.conn.borrow().as_ref().and_then(|c| c.close_reason()).map(|e| e.to_string());
+        let info = slot.info.lock().expect("peer info lock");
+        Some(closing.or_else(|| info.last_error.clone()).unwrap_or_else(|| "never connected".into()))
     }
 
     /// Joins session `session`: one stream per peer, opened towards higher ids and awaited from
