@@ -42,20 +42,26 @@ build() {
     cargo build --release --locked -p party-node --target "$TARGET"
   echo "== image $MEMBRANE_IMAGE (FROM scratch)"
   ctx=$(mktemp -d)
-  trap 'rm -rf "$ctx"' RETURN
   mkdir -p "$ctx"/fixtures "$ctx"/rootfs/membrane/{alice,bob,dealer} "$ctx"/rootfs/{exchange,tmp}
   # Debug info is two thirds of the binary; the image does not need it.
   if command -v strip >/dev/null 2>&1; then strip -o "$ctx"/party-node "$BIN"; else cp "$BIN" "$ctx"/party-node; fi
   cp fixtures/onnx/mnist_cnn.{onnx,input.npy,labels.npy} "$ctx"/fixtures/
   docker build -q -f deploy/Dockerfile -t "$MEMBRANE_IMAGE" "$ctx"
 }
+ctx=""
+started=""
+cleanup() {
+  [[ -z $ctx ]] || rm -rf "$ctx"
+  [[ -z $started ]] || compose down -v --remove-orphans >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 [[ $mode == --no-build ]] || build
 [[ $mode == --build-only ]] && exit 0
 
-cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; }
-trap cleanup EXIT INT TERM
-cleanup # leftovers of an interrupted run
+started=1
+compose down -v --remove-orphans >/dev/null 2>&1 || true # leftovers of an interrupted run
 
 echo "== docker-compose demo (project $PROJECT)"
 t0=$(date +%s%N)

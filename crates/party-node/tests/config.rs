@@ -147,3 +147,55 @@ fn party_addresses_are_ip_or_host_and_port() {
     let e = format!("{:#}", Config::load(alice).unwrap_err());
     assert!(e.contains("\"bad name:") && e.contains("expected ip:port or host:port"), "{e}");
 }
+
+#[test]
+fn compose_init_writes_three_self_contained_nodes_addressed_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchange = dir.path().join("exchange");
+    std::fs::create_dir_all(exchange.join("old")).unwrap();
+    std::fs::write(exchange.join("plan.json"), "{}").unwrap();
+    let run = || {
+        let st = Command::new(env!("CARGO_BIN_EXE_party-node"))
+            .args(["compose", "init", "--out"])
+            .arg(dir.path().join("c"))
+            .arg("--clear-exchange")
+            .arg(&exchange)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        String::from_utf8_lossy(&st.stdout).into_owned()
+    };
+    run();
+    assert_eq!(std::fs::read_dir(&exchange).unwrap().count(), 0, "the exchange is emptied");
+    let mut tokens = Vec::new();
+    for (i, role) in ["alice", "bob", "dealer"].iter().enumerate() {
+        let node = dir.path().join("c").join(role);
+        // Each directory stands alone (it is one container's volume): move it away and load it.
+        let alone = dir.path().join(format!("alone-{role}"));
+        copy_dir(&node, &alone);
+        let cfg = Config::load(&alone.join("node.toml")).unwrap();
+        assert_eq!(cfg.me.index(), i);
+        let addrs: Vec<String> = cfg.parties.iter().map(|p| p.address.to_string()).collect();
+        assert_eq!(addrs, ["alice:7000", "bob:7000", "dealer:7000"]);
+        assert_eq!(cfg.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(cfg.api_listen.to_string(), "127.0.0.1:7100");
+        tokens.push(cfg.api_token.0.clone());
+    }
+    assert!(tokens[0] != tokens[1] && tokens[1] != tokens[2], "one token per node");
+    // A second run keeps the consortium (compose runs init on every `up`).
+    let key = std::fs::read(dir.path().join("c/bob/node.key.pem")).unwrap();
+    assert!(run().contains("already initialised"));
+    assert_eq!(std::fs::read(dir.path().join("c/bob/node.key.pem")).unwrap(), key);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
