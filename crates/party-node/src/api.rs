@@ -166,7 +166,7 @@ async fn submit_job(
         Ok(id) => Ok((StatusCode::CREATED, Json(json!({ "id": id.to_string() })))),
         Err(e @ SubmitError::Invalid(_)) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         Err(e @ SubmitError::Duplicate(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
-        Err(e @ SubmitError::Busy) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e @ SubmitError::Busy(_)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
         Err(e @ SubmitError::Internal(_)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }

@@ -154,6 +154,7 @@ fn init(out: &Path, hosts: &[String], port: u16, api_port: u16) -> anyhow::Resul
             api: ApiSection { listen: ([127, 0, 0, 1], api_port).into(), token: random_token() },
             trust: TrustSection { mode: TrustMode::Pinned, ca: None },
             parties,
+            limits: Default::default(),
         };
         let text = toml::to_string_pretty(&file).context("serialising the config")?;
         identity::write_new(&d.join("node.toml"), &text, true)?;

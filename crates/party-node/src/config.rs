@@ -99,6 +99,73 @@ pub struct ConfigFile {
     /// The three parties of the consortium (this node included).
     #[serde(default, rename = "party")]
     pub parties: Vec<PartySection>,
+    /// Resource limits (all optional).
+    #[serde(default, skip_serializing_if = "Limits::is_default")]
+    pub limits: Limits,
+}
+
+/// `[limits]`: bounds the node enforces on its peers and its clients, each before the
+/// allocation or work it guards. Every field is optional.
+///
+/// ```toml
+/// [limits]
+/// max_frame_mib = 512      # largest message accepted from a peer (checked on its length prefix)
+/// frame_timeout_s = 300    # a peer silent this long in the middle of a job fails the job
+/// join_timeout_s = 30      # the peers must join a job within this
+/// max_job_s = 3600         # a job running longer is failed (and its peers see it abort)
+/// max_active_jobs = 16     # further submissions get 503 until one finishes
+/// ```
+///
+/// Fixed bounds besides: control API bodies 16 KiB, matmul dimensions 4096, prediction batch
+/// 4096 rows, analytics 10^7 rows and 1024 histogram edges.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest frame accepted from a peer, in MiB.
+    pub max_frame_mib: u32,
+    /// Seconds a peer may stay silent mid-job.
+    pub frame_timeout_s: u64,
+    /// Seconds to wait for the peers to join a job.
+    pub join_timeout_s: u64,
+    /// Seconds a job may run in all.
+    pub max_job_s: u64,
+    /// Jobs that may be in progress at once.
+    pub max_active_jobs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_frame_mib: 512, frame_timeout_s: 300, join_timeout_s: 30, max_job_s: 3600, max_active_jobs: 16 }
+    }
+}
+
+impl Limits {
+    fn is_default(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        ensure!((1..=4095).contains(&self.max_frame_mib), "[limits] max_frame_mib must be between 1 and 4095");
+        for (v, name) in [
+            (self.frame_timeout_s, "frame_timeout_s"),
+            (self.join_timeout_s, "join_timeout_s"),
+            (self.max_job_s, "max_job_s"),
+        ] {
+            ensure!((1..=7 * 24 * 3600).contains(&v), "[limits] {name} must be between 1 s and a week");
+        }
+        ensure!((1..=1024).contains(&self.max_active_jobs), "[limits] max_active_jobs must be between 1 and 1024");
+        Ok(())
+    }
+
+    /// The mesh options these limits imply.
+    pub fn mesh_options(&self) -> crate::mesh::MeshOptions {
+        crate::mesh::MeshOptions {
+            frame_deadline: std::time::Duration::from_secs(self.frame_timeout_s),
+            join_timeout: std::time::Duration::from_secs(self.join_timeout_s),
+            max_frame: (self.max_frame_mib as usize) << 20,
+            ..Default::default()
+        }
+    }
 }
 
 /// `[node]`.
@@ -194,6 +261,8 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// Control API bearer token.
     pub api_token: Secret<String>,
+    /// Resource limits.
+    pub limits: Limits,
 }
 
 /// A value that must never be printed.
@@ -340,6 +409,7 @@ impl Config {
             }
         };
         let listen = file.node.listen.unwrap_or_else(|| parties[me.index()].address.bind_addr());
+        file.limits.check()?;
         Ok(Config {
             path: path.to_path_buf(),
             me,
@@ -351,6 +421,7 @@ impl Config {
             data_dir: at(&file.node.data_dir),
             api_listen: file.api.listen,
             api_token: Secret(file.api.token),
+            limits: file.limits,
         })
     }
 

@@ -28,9 +28,6 @@ use crate::store::Store;
 /// Largest matrix side a job accepts.
 pub const MAX_DIM: usize = 4096;
 
-/// Jobs that may be joining or running at once on a node (each has its own thread).
-pub const MAX_ACTIVE: usize = 16;
-
 /// A job id: 128 random bits, written as 32 hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct JobId(pub u128);
@@ -310,6 +307,7 @@ pub struct Jobs {
     me: PartyId,
     store: Arc<Store>,
     records: Mutex<BTreeMap<JobId, JobRecord>>,
+    limits: crate::config::Limits,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -347,7 +345,13 @@ impl Jobs {
             }
             records.insert(id, r);
         }
-        Ok(Jobs { me, store, records: Mutex::new(records) })
+        Ok(Jobs { me, store, records: Mutex::new(records), limits: crate::config::Limits::default() })
+    }
+
+    /// Applies the node's `[limits]` (active jobs, job time).
+    pub fn with_limits(mut self, limits: crate::config::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// All records, oldest first.
@@ -477,8 +481,8 @@ impl Jobs {
             if records.contains_key(&id) {
                 return Err(SubmitError::Duplicate(id));
             }
-            if records.values().filter(|r| !r.state.is_final()).count() >= MAX_ACTIVE {
-                return Err(SubmitError::Busy);
+            if records.values().filter(|r| !r.state.is_final()).count() >= self.limits.max_active_jobs {
+                return Err(SubmitError::Busy(self.limits.max_active_jobs));
             }
             records.insert(
                 id,
@@ -513,15 +517,25 @@ impl Jobs {
             .name(format!("job-{id}"))
             .spawn(move || {
                 let result = match work {
-                    Work::Matmul(plan, seed) => rt.block_on(jobs.execute(&mesh, id, plan, seed)),
-                    Work::Predict(_, prep) => rt.block_on(jobs.execute_predict(&mesh, id, *prep)),
-                    Work::Train(prep) => rt.block_on(jobs.execute_train(&mesh, id, *prep)),
-                    Work::Analyze(prep) => rt.block_on(jobs.execute_analyze(&mesh, id, *prep)),
+                    Work::Matmul(plan, seed) => rt.block_on(jobs.bounded(jobs.execute(&mesh, id, plan, seed))),
+                    Work::Predict(_, prep) => rt.block_on(jobs.bounded(jobs.execute_predict(&mesh, id, *prep))),
+                    Work::Train(prep) => rt.block_on(jobs.bounded(jobs.execute_train(&mesh, id, *prep))),
+                    Work::Analyze(prep) => rt.block_on(jobs.bounded(jobs.execute_analyze(&mesh, id, *prep))),
                 };
                 jobs.finish(&mesh, id, result);
             })
             .map_err(|e| SubmitError::Internal(format!("cannot start the job thread: {e}")))?;
         Ok(id)
+    }
+
+    /// Runs a job within `[limits] max_job_s`; past it the job's session is dropped (its peers
+    /// see the streams close) and the job fails.
+    async fn bounded(&self, job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+        let limit = std::time::Duration::from_secs(self.limits.max_job_s);
+        match tokio::time::timeout(limit, job).await {
+            Ok(r) => r,
+            Err(_) => anyhow::bail!("the job ran longer than [limits] max_job_s = {} s", self.limits.max_job_s),
+        }
     }
 
     /// Train: open the session, train on shares, store this party's share of the model, and
@@ -790,8 +804,8 @@ pub enum SubmitError {
     #[error("job {0} already exists on this node")]
     Duplicate(JobId),
     /// Too many jobs are active on this node.
-    #[error("this node already runs {MAX_ACTIVE} jobs; retry when one has finished")]
-    Busy,
+    #[error("this node already runs {0} jobs ([limits] max_active_jobs); retry when one has finished")]
+    Busy(usize),
     /// The node could not start it.
     #[error("{0}")]
     Internal(String),

@@ -8,17 +8,17 @@ use anyhow::Context;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::jobs::Jobs;
-use crate::mesh::{Mesh, MeshOptions};
+use crate::mesh::Mesh;
 use crate::store::Store;
 
 /// Runs the node described by `cfg` until a shutdown signal.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&cfg.data_dir)?);
-    let jobs = Arc::new(Jobs::load(cfg.me, store).context("loading job records")?);
+    let jobs = Arc::new(Jobs::load(cfg.me, store).context("loading job records")?.with_limits(cfg.limits));
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .with_context(|| format!("cannot listen on [api] listen = {} (in use?)", cfg.api_listen))?;
-    let mesh = Arc::new(Mesh::bind(&cfg, MeshOptions::default())?);
+    let mesh = Arc::new(Mesh::bind(&cfg, cfg.limits.mesh_options())?);
     tracing::info!(role = %cfg.role(), api = %cfg.api_listen, config = %cfg.path.display(), "node running");
     let state = Arc::new(ApiState {
         role: cfg.role(),

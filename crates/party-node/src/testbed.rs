@@ -81,6 +81,7 @@ pub fn write_consortium_with(
                 ca: ca.then(|| PathBuf::from("../ca.pem")),
             },
             parties: parties.clone(),
+            limits: Default::default(),
         };
         let path = dir.join(role.as_str()).join("node.toml");
         let text = toml::to_string_pretty(&file).context("serialising the config")?;

@@ -199,3 +199,25 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn limits_are_optional_checked_and_named_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths =
+        party_node::testbed::write_consortium(dir.path(), party_node::testbed::free_addrs().unwrap(), false).unwrap();
+    let base = std::fs::read_to_string(&paths[0]).unwrap();
+    assert_eq!(Config::load(&paths[0]).unwrap().limits, party_node::config::Limits::default());
+    std::fs::write(&paths[0], format!("{base}\n[limits]\nmax_active_jobs = 2\nframe_timeout_s = 9\n")).unwrap();
+    let cfg = Config::load(&paths[0]).unwrap();
+    assert_eq!((cfg.limits.max_active_jobs, cfg.limits.frame_timeout_s, cfg.limits.join_timeout_s), (2, 9, 30));
+    assert_eq!(cfg.limits.mesh_options().frame_deadline, std::time::Duration::from_secs(9));
+    for (bad, says) in [
+        ("max_active_jobs = 0", "max_active_jobs"),
+        ("max_frame_mib = 5000", "max_frame_mib"),
+        ("job_seconds = 3", "job_seconds"),
+    ] {
+        std::fs::write(&paths[0], format!("{base}\n[limits]\n{bad}\n")).unwrap();
+        let e = format!("{:#}", Config::load(&paths[0]).unwrap_err());
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
