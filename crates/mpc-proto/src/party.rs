@@ -106,6 +106,12 @@ struct Hello {
     seed: Option<[u8; 32]>,
 }
 
+/// Decodes a session hello as [`Party::connect`] does (for fuzzing the decoder).
+#[doc(hidden)]
+pub fn decode_hello(bytes: &[u8]) -> bool {
+    postcard::from_bytes::<Hello>(bytes).is_ok()
+}
+
 /// Stream ids inside one seed, so that a seed's uses never overlap.
 pub(crate) mod streams {
     /// Dealer material.

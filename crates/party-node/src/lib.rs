@@ -36,6 +36,8 @@
 pub mod api;
 pub mod client;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod jobs;
 pub mod mesh;
