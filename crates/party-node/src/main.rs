@@ -175,6 +175,9 @@ enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Benchmark the standard workloads end to end: three party processes over QUIC on
+    /// loopback, optionally through an emulated WAN (--rtt, --rate); one JSON line per workload.
+    Bench(party_node::bench::BenchArgs),
     #[command(hide = true, name = "store-torture")]
     /// Test aid: write store items forever (a test kills it and checks the store).
     StoreTorture {
@@ -356,6 +359,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status { config } => runtime()?.block_on(status(&config)),
         Command::Jobs { config, action } => runtime()?.block_on(jobs(&config, action)),
         Command::StoreTorture { dir } => store_torture(&dir),
+        Command::Bench(args) => party_node::bench::main(args),
     }
 }
 
