@@ -359,10 +359,9 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
         let _ = ping(&ctl, me, 5).await?;
         let pings = ping(&ctl, me, 20).await?;
         for (k, &w) in list.iter().enumerate() {
-            let line = run_workload(&mesh, &ctl, &mut sessions, me, w, args)
+            let mut line = run_workload(&mesh, &ctl, &mut sessions, me, w, args)
                 .await
                 .with_context(|| format!("workload {w} on {me}"))?;
-            let mut line = line;
             line["index"] = json!(k);
             line["party"] = json!(me.0);
             line["ping_ms"] = json!(pings);

@@ -234,7 +234,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "us" | "µs" => 1e-6,
         _ => return Err(format!("bad duration {s:?}: give a unit (s, ms, us), e.g. 20ms")),
     };
-    if !(v >= 0.0 && v.is_finite()) {
+    if v.is_nan() || v.is_infinite() || v < 0.0 {
         return Err(format!("bad duration {s:?}: must be ≥ 0"));
     }
     Ok(Duration::from_secs_f64(v * scale))
@@ -253,7 +253,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         _ => return Err(format!("bad rate {s:?}: units bit, kbit, mbit, gbit")),
     };
     let bps = v * scale;
-    if !(bps >= 1000.0 && bps.is_finite()) {
+    if bps.is_nan() || bps.is_infinite() || bps < 1000.0 {
         return Err(format!("bad rate {s:?}: at least 1kbit"));
     }
     Ok(bps as u64)
