@@ -357,6 +357,18 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
         // Warm the connections (path-MTU discovery, congestion window) before timing anything.
         barrier(&ctl, me).await?;
         let _ = ping(&ctl, me, 5).await?;
+        // Open the congestion windows: a deployed node's connections are long-lived, and quinn
+        // grows a window only while it is full, so on a fresh connection the first megabytes of
+        // every job would pay extra round trips (seen at 10 ms RTT before this warm-up).
+        for _ in 0..4 {
+            let others = PartyId::ALL.into_iter().filter(move |&p| p != me);
+            for p in others.clone() {
+                ctl.send(p, vec![0x77; 4 << 20]).await?;
+            }
+            for p in others {
+                ctl.recv(p).await?;
+            }
+        }
         let pings = ping(&ctl, me, 20).await?;
         for (k, &w) in list.iter().enumerate() {
             let mut line = run_workload(&mesh, &ctl, &mut sessions, me, w, args)
