@@ -184,6 +184,8 @@ impl Mesh {
 
     /// Starts the mesh on an already bound socket (must be called inside a tokio runtime).
     pub fn start(cfg: &Config, socket: UdpSocket, opts: MeshOptions) -> anyhow::Result<Mesh> {
+        // Wrapping registers the socket with the runtime's reactor (a panic outside a runtime).
+        tokio::runtime::Handle::try_current().context("the mesh needs a tokio runtime")?;
         let socket = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket).context("QUIC socket")?;
         Self::start_with_socket(cfg, socket, opts)
     }
