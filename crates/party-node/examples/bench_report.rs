@@ -173,12 +173,14 @@ fn wan_model(out: &mut String, wan: &[Value], lan: &BTreeMap<String, Value>) {
         let (on_lan, on_wan) =
             if pooled { (f(l, "online_s"), f(v, "online_s")) } else { (f(l, "wall_s"), f(v, "wall_s")) };
         let on_pred = on_lan + rounds * rtt / 2.0 + at_rate(online_bytes);
-        // Wall adds session setup (one round) and the dealer material at the link rate.
-        let wall_pred = f(l, "wall_s") + (rounds + 1.0) * rtt / 2.0 + at_rate(all_bytes);
+        // Wall adds session setup and the dealer material at the link rate. Setup costs two
+        // one-way delays: a higher party can write only once the lower party's stream header
+        // has arrived, and then its hello travels back.
+        let wall_pred = f(l, "wall_s") + (rounds + 2.0) * rtt / 2.0 + at_rate(all_bytes);
         let wall_wan = f(v, "wall_s");
         under += usize::from(on_wan <= issue);
-        within += usize::from((on_wan / on_pred - 1.0).abs() <= 0.1);
-        within_wall += usize::from((wall_wan / wall_pred - 1.0).abs() <= 0.1);
+        within += usize::from(on_wan / on_pred <= 1.1);
+        within_wall += usize::from(wall_wan / wall_pred <= 1.1);
         let _ = writeln!(
             out,
             "| {name}{} | {rounds} | {:.1} ms | {} | {} | {} | {} | {:.2} | {} | {} | {} | {:.2} |",
@@ -197,7 +199,7 @@ fn wan_model(out: &mut String, wan: &[Value], lan: &BTreeMap<String, Value>) {
     }
     let _ = writeln!(
         out,
-        "\nOnline latency within 10 % of the prediction: {within} of {n} workloads; wall: {within_wall} of {n}. \
+        "\nAt most 10 % above the prediction: online {within} of {n} workloads, wall {within_wall} of {n}. \
          Online latency at or below the issue's rounds × RTT + transfer: {under} of {n}."
     );
 }
@@ -235,6 +237,9 @@ enum Line {
 }
 
 type Series = (String, Vec<(f64, f64)>, RGBColor, Line);
+
+/// One point of the RTT sweep: RTT set (ms), online (s), wall (s), rounds, RTT measured (ms).
+type RttPoint = (f64, f64, f64, f64, f64);
 
 fn chart(path: &Path, title: &str, xlabel: &str, log_axes: bool, series: &[Series]) -> anyhow::Result<()> {
     let pts = series.iter().flat_map(|s| s.1.iter()).filter(|p| p.1.is_finite());
@@ -350,8 +355,10 @@ fn main() -> anyhow::Result<()> {
              opening round both computing parties send at once and wait for each other, so a round costs one one-way \
              delay (RTT/2), not a round trip (the final reveal is one message). Prediction = LAN latency + rounds × \
              RTT/2 + the largest party's bytes at the link rate (online: its online bytes; wall: everything it sends, \
-             i.e. the dealer's material, plus the session-setup round). The LAN figure already contains the loopback \
-             transfer of the same bytes, so bandwidth-heavy rows land below 1.0.\n\n",
+             i.e. the dealer's material, plus session setup: two one-way delays, as a party can write to a lower party only \
+             once that party's stream header has arrived). The LAN figure already contains the loopback \
+             transfer of the same bytes, so bandwidth-heavy rows land below 1.0; a ratio below 1.0 also means compute overlapped the network. \
+             The target is met where the ratio is at most 1.10.\n\n",
         );
         wan_model(&mut o, &wan, &lan_by);
     }
@@ -392,8 +399,7 @@ fn main() -> anyhow::Result<()> {
             ("lenet5 wall".into(), by_batch("lenet5-b", "wall_s"), orange, Line::Thin),
         ],
     )?;
-    // (RTT set, online, wall, rounds, measured RTT)
-    let mut by_rtt: BTreeMap<String, Vec<(f64, f64, f64, f64, f64)>> = BTreeMap::new();
+    let mut by_rtt: BTreeMap<String, Vec<RttPoint>> = BTreeMap::new();
     let mut rtt_files: Vec<_> = std::fs::read_dir(&results)?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -441,7 +447,7 @@ fn main() -> anyhow::Result<()> {
             for p in pts {
                 let _ = writeln!(
                     o,
-                    "| {name} | {} ms | {:.1} ms | {} | {} | {} | {} |",
+                    "| {name} | {} ms | {:.2} ms | {} | {} | {} | {} |",
                     p.0,
                     p.4,
                     p.3,

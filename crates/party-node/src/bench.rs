@@ -42,8 +42,8 @@ use workloads::{Data, Workload};
 /// Options of `party-node bench`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
-    /// Workloads, comma-separated: matmul, mul-1m, relu-100k, cmp-100k, mlp-a-b<N>,
-    /// lenet5-b<N>, logreg-train, or all (the standard set).
+    /// Workloads, comma-separated: matmul, mul-1m, relu-100k, cmp-100k, mlp-a-bN, lenet5-bN
+    /// (N = batch size), logreg-train, or all (the standard set).
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Counted runs per workload (medians are reported).
@@ -370,6 +370,7 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
             }
         }
         let pings = ping(&ctl, me, 20).await?;
+        let mut dropped = delayed.as_ref().map_or(0, |d| d.dropped());
         for (k, &w) in list.iter().enumerate() {
             let mut line = run_workload(&mesh, &ctl, &mut sessions, me, w, args)
                 .await
@@ -378,7 +379,9 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
             line["party"] = json!(me.0);
             line["ping_ms"] = json!(pings);
             line["quic_srtt_ms"] = json!(mesh.peers().iter().map(|s| s.rtt_ms).collect::<Vec<_>>());
-            line["dropped"] = json!(delayed.as_ref().map_or(0, |d| d.dropped()));
+            let dropped_now = delayed.as_ref().map_or(0, |d| d.dropped());
+            line["dropped"] = json!(dropped_now - dropped);
+            dropped = dropped_now;
             println!("{line}");
             std::io::stdout().flush()?;
         }

@@ -7,7 +7,7 @@
 //! * [`jobs`] — jobs (sessions) with progress and per-operation counters; [`store`] — atomic
 //!   items at rest; [`api`] and [`client`] — the control API; [`node`] — `party-node run`;
 //! * [`testbed`] — a three-node consortium on loopback for tests, benchmarks and trying it out;
-//! * [`bench`] — `party-node bench`, the end-to-end benchmark runner with WAN emulation.
+//! * [`bench`](mod@bench) — `party-node bench`, the end-to-end benchmark runner with WAN emulation.
 //!
 //! What it does not do: protocol logic (that is `mpc-proto`, driven unchanged over QUIC).
 //!
