@@ -86,9 +86,12 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
 // Parent: consortium, children, aggregation.
 
 /// The children; killed (by their PIDs) and the consortium directory removed when dropped.
+/// Each child's stdin is a pipe held here: if the runner dies, the pipes close and the
+/// children stop (see `child`).
 struct Children {
     dir: PathBuf,
     procs: Vec<Child>,
+    lifelines: Vec<std::process::ChildStdin>,
 }
 
 impl Drop for Children {
@@ -126,7 +129,7 @@ fn parent(args: &BenchArgs, list: &[Workload]) -> anyhow::Result<()> {
         args.rtt,
         args.rate.map(|r| format!(", rate {} Mbit/s", r / 1_000_000)).unwrap_or_default()
     );
-    let mut children = Children { dir: dir.clone(), procs: vec![] };
+    let mut children = Children { dir: dir.clone(), procs: vec![], lifelines: vec![] };
     let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
     for (i, path) in paths.iter().enumerate() {
         let mut cmd = Command::new(&exe);
@@ -140,11 +143,12 @@ fn parent(args: &BenchArgs, list: &[Workload]) -> anyhow::Result<()> {
             cmd.args(["--rate", &format!("{r}bit")]);
         }
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting party {i}"))?;
+        children.lifelines.push(child.stdin.take().expect("piped stdin"));
         let stdout = child.stdout.take().expect("piped stdout");
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -324,6 +328,12 @@ async fn connect(mesh: &Mesh, sessions: &mut Sessions, w: Workload, seed: u64) -
 }
 
 fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result<()> {
+    // The runner holds our stdin open; when it goes away (killed, Ctrl-C), stop too.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        eprintln!("bench: the runner went away; stopping");
+        std::process::exit(2);
+    });
     let cfg = Config::load(cfg_path)?;
     let base = u128::from_str_radix(args.session_base.as_deref().context("--session-base missing")?, 16)
         .context("--session-base")?;
