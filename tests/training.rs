@@ -213,3 +213,35 @@ fn the_loss_estimate_reaches_bob_only() {
     assert!(l.iter().all(|v| (0.0..0.25).contains(v)), "{l:?}");
     assert!(l.windows(2).all(|w| w[1] < w[0]), "{l:?}");
 }
+
+/// Training runs under the preprocessing pool: an offline pass fetches every correlation, the
+/// online pass then trains with no dealer traffic, to the same model.
+#[test]
+fn training_runs_under_the_preprocessing_pool() {
+    let (x, y, _, _) = data("breast_cancer.csv", "malignant", 0.2);
+    let plan = TrainPlan {
+        config: TrainConfig { arch: Arch::LogReg, epochs: 1, batch: 64, lr: 0.5, seed: 6, report_loss: true },
+        samples: x.nrows(),
+        features: x.ncols(),
+    };
+    let direct = train_private(&plan, &x, &y);
+    let pooled = run_parties(7, |mut p| {
+        let (plan, x, y) = (plan.clone(), x.clone(), y.clone());
+        async move {
+            let bob = p.id() == PartyId::P1;
+            p.begin_offline()?;
+            let m = train(&mut p, &plan, bob.then_some((&x, &y)), |_| {}).await?;
+            assert!(m.reveal_to(&mut p, PartyId::P1).await?.is_none(), "nothing is revealed offline");
+            let offline = p.stats().total;
+            p.begin_online()?;
+            let m = train(&mut p, &plan, bob.then_some((&x, &y)), |_| {}).await?;
+            let model = m.reveal_to(&mut p, PartyId::P1).await?;
+            Ok((model, p.stats().total.since(&offline)))
+        }
+    })
+    .unwrap();
+    for (i, (_, online)) in pooled.iter().enumerate() {
+        assert_eq!((online.offline_recv, online.offline_sent), (0, 0), "P{i}: dealer traffic online");
+    }
+    assert_eq!(pooled[1].0.as_ref().unwrap(), &direct, "same model with and without preprocessing");
+}

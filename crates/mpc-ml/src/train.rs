@@ -347,7 +347,7 @@ pub async fn train(
     for (w, b) in plan.initial_weights() {
         let zero_w = AShare::from_share(RingTensor::zeros(&[w.nrows(), w.ncols()]));
         let zero_b = AShare::from_share(RingTensor::zeros(&[b.len()]));
-        if party.is_dealer() {
+        if party.placeholder() {
             ws.push((AShare::dealer(&[w.nrows(), w.ncols()]), AShare::dealer(&[b.len()])));
         } else {
             let wp = party.add_public(&zero_w, &fx.encode_array(&w.into_dyn())?)?;
@@ -423,7 +423,7 @@ impl SharedModel {
                 out.push((w2, b1));
             }
         }
-        Ok((party.id() == to).then(|| self.plan.model(out)))
+        Ok((party.id() == to && !party.placeholder()).then(|| self.plan.model(out)))
     }
 
     /// The shares as a [`Model`]-shaped list for private inference: this party's weight shares.

@@ -265,7 +265,7 @@ impl Party {
 
     /// Whether protocol steps run on shape-only placeholders here: always on the dealer, and on
     /// P0/P1 during the offline pass.
-    pub(crate) fn placeholder(&self) -> bool {
+    pub fn placeholder(&self) -> bool {
         self.id.is_dealer() || self.offline
     }
 

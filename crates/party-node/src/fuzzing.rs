@@ -7,8 +7,11 @@
 
 use mpc_proto::transport::frame;
 
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
 /// Targets by name, as in `fuzz/fuzz_targets/`.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("frame", frame_decode),
     ("hello", hello),
     ("onnx", onnx),

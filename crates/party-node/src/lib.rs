@@ -6,7 +6,8 @@
 //! * [`transport`] — [`QuicTransport`](transport::QuicTransport), the core's `Transport` over QUIC;
 //! * [`jobs`] — jobs (sessions) with progress and per-operation counters; [`store`] — atomic
 //!   items at rest; [`api`] and [`client`] — the control API; [`node`] — `party-node run`;
-//! * [`testbed`] — a three-node consortium on loopback for tests, benchmarks and trying it out.
+//! * [`testbed`] — a three-node consortium on loopback for tests, benchmarks and trying it out;
+//! * [`bench`](mod@bench) — `party-node bench`, the end-to-end benchmark runner with WAN emulation.
 //!
 //! What it does not do: protocol logic (that is `mpc-proto`, driven unchanged over QUIC).
 //!
@@ -34,6 +35,7 @@
 //! ```
 #![deny(unsafe_code)]
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 #[doc(hidden)]

@@ -210,6 +210,9 @@ enum Command {
         #[command(subcommand)]
         action: compose::ComposeAction,
     },
+    /// Benchmark the standard workloads end to end: three party processes over QUIC on
+    /// loopback, optionally through an emulated WAN (--rtt, --rate); one JSON line per workload.
+    Bench(party_node::bench::BenchArgs),
     #[command(hide = true, name = "store-torture")]
     /// Test aid: write store items forever (a test kills it and checks the store).
     StoreTorture {
@@ -468,6 +471,7 @@ fn main() -> anyhow::Result<()> {
         Command::Jobs { config, action } => runtime()?.block_on(jobs(&config, action)),
         Command::StoreTorture { dir } => store_torture(&dir),
         Command::Compose { action } => compose::run(action),
+        Command::Bench(args) => party_node::bench::main(args),
     }
 }
 

@@ -185,6 +185,19 @@ impl Mesh {
 
     /// Starts the mesh on an already bound socket (must be called inside a tokio runtime).
     pub fn start(cfg: &Config, socket: UdpSocket, opts: MeshOptions) -> anyhow::Result<Mesh> {
+        // Wrapping registers the socket with the runtime's reactor (a panic outside a runtime).
+        tokio::runtime::Handle::try_current().context("the mesh needs a tokio runtime")?;
+        let socket = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket).context("QUIC socket")?;
+        Self::start_with_socket(cfg, socket, opts)
+    }
+
+    /// [`Mesh::start`] on any quinn socket, e.g. the benchmark's emulated WAN link
+    /// (`bench::wan::DelayedUdpSocket`).
+    pub fn start_with_socket(
+        cfg: &Config,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        opts: MeshOptions,
+    ) -> anyhow::Result<Mesh> {
         let rt = tokio::runtime::Handle::try_current().context("the mesh needs a tokio runtime")?;
         let auth = Arc::new(PeerAuth::new(cfg));
         let transport = Arc::new(transport_config(&opts)?);
@@ -195,8 +208,13 @@ impl Mesh {
         let mut endpoint_cfg = quinn::EndpointConfig::default();
         // Peers cap our path-MTU discovery at what we advertise here (quinn's default: 1472).
         endpoint_cfg.max_udp_payload_size(opts.mtu_upper_bound.max(1200)).context("max UDP payload size")?;
-        let endpoint = quinn::Endpoint::new(endpoint_cfg, Some(server), socket, Arc::new(quinn::TokioRuntime))
-            .context("QUIC endpoint")?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_cfg,
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .context("QUIC endpoint")?;
         let inner = Arc::new(Inner {
             me: cfg.me,
             names: cfg.parties.clone().map(|p| p.name),

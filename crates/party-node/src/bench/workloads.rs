@@ -1,0 +1,381 @@
+//! The standard workloads (`shared/bench/workloads.md`): seeded data, each party's program over
+//! `mpc-proto`/`mpc-ml`, and the f64 plaintext evaluation the output is checked against.
+//!
+//! Every party builds the same [`Data`] from the seed and uses only its own part: P0 the
+//! weights, P1 the inputs; the dealer neither. Outputs are revealed to P1.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::Context;
+use mpc_ml::train::{Arch, TrainConfig, TrainPlan};
+use mpc_ml::{Layer, LayerProfile, Model, OutputPolicy, Plan};
+use mpc_proto::prg::Prg;
+use mpc_proto::{AShare, FixedPoint, Party, PartyId};
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+
+/// One benchmark workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Secret `[128 × 784] · [784 × 128]` (P1's by P0's), fixed point with truncation.
+    MatMul,
+    /// 1,000,000 elementwise secret × secret fixed-point multiplications.
+    Mul1m,
+    /// 100,000 ReLUs.
+    Relu100k,
+    /// 100,000 comparisons `x > 0` (output: the bits).
+    Cmp100k,
+    /// Network A (FC 784-128-128-10, ReLU) at this batch size.
+    MlpA(usize),
+    /// LeNet-5 at this batch size.
+    Lenet5(usize),
+    /// Logistic regression training: 1000 × 13 synthetic, 10 epochs, batch 100.
+    LogregTrain,
+}
+
+/// The standard set, in the order `bench` runs it by default.
+pub const STANDARD: [Workload; 9] = [
+    Workload::MatMul,
+    Workload::Mul1m,
+    Workload::Relu100k,
+    Workload::Cmp100k,
+    Workload::MlpA(1),
+    Workload::MlpA(128),
+    Workload::Lenet5(1),
+    Workload::Lenet5(64),
+    Workload::LogregTrain,
+];
+
+/// What `--workload` accepts (for error messages).
+pub const VALID: &str = "matmul, mul-1m, relu-100k, cmp-100k, mlp-a-b<N>, lenet5-b<N>, logreg-train (N: batch size, \
+                         e.g. mlp-a-b128), or all";
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workload::MatMul => write!(f, "matmul"),
+            Workload::Mul1m => write!(f, "mul-1m"),
+            Workload::Relu100k => write!(f, "relu-100k"),
+            Workload::Cmp100k => write!(f, "cmp-100k"),
+            Workload::MlpA(b) => write!(f, "mlp-a-b{b}"),
+            Workload::Lenet5(b) => write!(f, "lenet5-b{b}"),
+            Workload::LogregTrain => write!(f, "logreg-train"),
+        }
+    }
+}
+
+impl FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let batch = |rest: &str| -> Result<usize, String> {
+            match rest.parse::<usize>() {
+                Ok(b) if (1..=4096).contains(&b) => Ok(b),
+                _ => Err(format!("bad batch size in workload {s:?}: 1 to 4096")),
+            }
+        };
+        Ok(match s {
+            "matmul" => Workload::MatMul,
+            "mul-1m" => Workload::Mul1m,
+            "relu-100k" => Workload::Relu100k,
+            "cmp-100k" => Workload::Cmp100k,
+            "logreg-train" => Workload::LogregTrain,
+            _ => {
+                if let Some(b) = s.strip_prefix("mlp-a-b") {
+                    Workload::MlpA(batch(b)?)
+                } else if let Some(b) = s.strip_prefix("lenet5-b") {
+                    Workload::Lenet5(batch(b)?)
+                } else {
+                    return Err(format!("unknown workload {s:?}; valid: {VALID}"));
+                }
+            }
+        })
+    }
+}
+
+/// Parses a comma-separated list (`all` = the standard set).
+pub fn parse_list(s: &str) -> Result<Vec<Workload>, String> {
+    let mut out = Vec::new();
+    for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if w == "all" {
+            out.extend(STANDARD);
+        } else {
+            out.push(w.parse()?);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("no workload given; valid: {VALID}"));
+    }
+    Ok(out)
+}
+
+const LOGREG_SAMPLES: usize = 1000;
+const LOGREG_FEATURES: usize = 13;
+
+/// A workload's seeded data (every party builds the same; each uses its own part).
+pub enum Data {
+    /// Two operands: `x` is P1's, `y` P0's (`y` empty for unary workloads).
+    Tensors {
+        /// P1's input.
+        x: ArrayD<f64>,
+        /// P0's input.
+        y: ArrayD<f64>,
+    },
+    /// A network, its plan and P1's input.
+    Network {
+        /// P0's model.
+        model: Box<Model>,
+        /// The public plan.
+        plan: Box<Plan>,
+        /// P1's input.
+        x: ArrayD<f64>,
+    },
+    /// Training data (P1's) and the public plan.
+    Train {
+        /// The public training plan.
+        plan: TrainPlan,
+        /// Features.
+        x: Array2<f64>,
+        /// Labels.
+        y: Array1<f64>,
+    },
+}
+
+fn uniform(shape: &[usize], lo: f64, hi: f64, g: &mut Prg) -> ArrayD<f64> {
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || lo + (g.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo))
+}
+
+/// PyTorch-style uniform init in ±1/sqrt(fan_in).
+fn init(shape: &[usize], fan_in: usize, g: &mut Prg) -> ArrayD<f64> {
+    let r = 1.0 / (fan_in as f64).sqrt();
+    uniform(shape, -r, r, g)
+}
+
+fn linear(i: usize, o: usize, g: &mut Prg) -> Layer {
+    Layer::Linear { weight: init(&[i, o], i, g), bias: Some(init(&[o], i, g)) }
+}
+
+fn conv(c: usize, o: usize, k: usize, g: &mut Prg) -> Layer {
+    let fan = c * k * k;
+    Layer::Conv2d {
+        weight: init(&[o, c, k, k], fan, g),
+        bias: Some(init(&[o], fan, g)),
+        stride: (1, 1),
+        padding: (0, 0),
+    }
+}
+
+/// "Network A" (SecureML): FC 784-128-128-10 with ReLU.
+pub fn network_a(seed: u64) -> Model {
+    let g = &mut Prg::from_u64(seed);
+    Model {
+        input_shape: vec![784],
+        layers: vec![linear(784, 128, g), Layer::Relu, linear(128, 128, g), Layer::Relu, linear(128, 10, g)],
+    }
+}
+
+/// LeNet-5 of the workloads. ReLU follows max pooling (the same function, 4× fewer gates), as
+/// the ONNX importer arranges it for `fixtures/onnx/lenet5.onnx`.
+pub fn lenet5(seed: u64) -> Model {
+    let g = &mut Prg::from_u64(seed);
+    let pool = Layer::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
+    Model {
+        input_shape: vec![1, 28, 28],
+        layers: vec![
+            conv(1, 6, 5, g),
+            pool.clone(),
+            Layer::Relu,
+            conv(6, 16, 5, g),
+            pool,
+            Layer::Relu,
+            Layer::Flatten,
+            linear(256, 120, g),
+            Layer::Relu,
+            linear(120, 84, g),
+            Layer::Relu,
+            linear(84, 10, g),
+        ],
+    }
+}
+
+impl Workload {
+    /// Builds the workload's seeded data.
+    pub fn data(&self, seed: u64) -> anyhow::Result<Data> {
+        let g = &mut Prg::from_u64(seed ^ 0xbe7c_0000);
+        let fx = FixedPoint::default();
+        Ok(match *self {
+            Workload::MatMul => {
+                Data::Tensors { x: uniform(&[128, 784], -1.0, 1.0, g), y: uniform(&[784, 128], -1.0, 1.0, g) }
+            }
+            Workload::Mul1m => {
+                Data::Tensors { x: uniform(&[1_000_000], -4.0, 4.0, g), y: uniform(&[1_000_000], -4.0, 4.0, g) }
+            }
+            Workload::Relu100k | Workload::Cmp100k => {
+                Data::Tensors { x: uniform(&[100_000], -100.0, 100.0, g), y: ArrayD::zeros(IxDyn(&[0])) }
+            }
+            Workload::MlpA(b) | Workload::Lenet5(b) => {
+                let model = if matches!(self, Workload::MlpA(_)) { network_a(seed) } else { lenet5(seed) };
+                let mut shape = vec![b];
+                shape.extend(&model.input_shape);
+                let plan = model.plan(b, OutputPolicy::Logits, fx).context("planning the network")?;
+                Data::Network { x: uniform(&shape, 0.0, 1.0, g), plan: Box::new(plan), model: Box::new(model) }
+            }
+            Workload::LogregTrain => {
+                let (n, d) = (LOGREG_SAMPLES, LOGREG_FEATURES);
+                let s3 = 3f64.sqrt(); // unit variance
+                let x = uniform(&[n, d], -s3, s3, g).into_dimensionality().expect("2-D");
+                let w = uniform(&[d], -1.0, 1.0, g);
+                let noise = uniform(&[n], -0.5, 0.5, g);
+                let y = Array1::from_shape_fn(n, |i| {
+                    let z: f64 = (0..d).map(|j| x[[i, j]] * w[j]).sum::<f64>() + noise[i];
+                    f64::from(z > 0.0)
+                });
+                let plan = TrainPlan {
+                    config: TrainConfig {
+                        arch: Arch::LogReg,
+                        epochs: 10,
+                        batch: 100,
+                        lr: 0.5,
+                        seed,
+                        report_loss: false,
+                    },
+                    samples: n,
+                    features: d,
+                };
+                Data::Train { plan, x, y }
+            }
+        })
+    }
+
+    /// Whether the program runs under the preprocessing pool (`Party::begin_offline`): every
+    /// standard workload does.
+    pub fn supports_pool(&self) -> bool {
+        true
+    }
+
+    /// A 32-byte digest of what the parties agree on (the session's plan hash).
+    pub fn plan_hash(&self, seed: u64) -> [u8; 32] {
+        let d = ring::digest::digest(&ring::digest::SHA256, format!("membrane-bench/{self}/{seed}").as_bytes());
+        d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+    }
+
+    /// The f64 plaintext evaluation of the same workload (P1's expected output).
+    pub fn plaintext(&self, data: &Data) -> ArrayD<f64> {
+        match (self, data) {
+            (Workload::MatMul, Data::Tensors { x, y }) => mpc_ml::plain::matmul(x, y),
+            (Workload::Mul1m, Data::Tensors { x, y }) => mpc_ml::plain::mul(x, y),
+            (Workload::Relu100k, Data::Tensors { x, .. }) => mpc_ml::plain::relu(x),
+            (Workload::Cmp100k, Data::Tensors { x, .. }) => x.mapv(|v| f64::from(v > 0.0)),
+            (_, Data::Network { model, x, .. }) => model.eval_plain(x),
+            (_, Data::Train { plan, x, y }) => flatten_model(&mpc_ml::train::train_plain(plan, x, y)),
+            _ => unreachable!("data built for another workload"),
+        }
+    }
+
+    /// Runs this party's program; P1 gets the output (and, for networks, the per-layer profile).
+    pub async fn run(&self, p: &mut Party, data: &Data) -> anyhow::Result<RunOutput> {
+        let fx = p.fixed();
+        let me = p.id();
+        let input = |p: &mut Party, owner: PartyId, v: &ArrayD<f64>| -> anyhow::Result<AShare> {
+            let enc = if me == owner { Some(fx.encode_array(v)?) } else { None };
+            Ok(p.share_input(owner, v.shape(), enc.as_ref())?)
+        };
+        let decode = |t: Option<mpc_proto::RingTensor>| t.map(|t| fx.decode_tensor(&t));
+        Ok(match (self, data) {
+            (Workload::MatMul | Workload::Mul1m, Data::Tensors { x, y }) => {
+                let xs = input(p, PartyId::P1, x)?;
+                let ys = input(p, PartyId::P0, y)?;
+                let z = if *self == Workload::MatMul {
+                    p.matmul_fixed(&xs, &ys).await?
+                } else {
+                    p.mul_fixed(&xs, &ys).await?
+                };
+                RunOutput { output: decode(p.reveal_to(PartyId::P1, &z).await?), layers: vec![] }
+            }
+            (Workload::Relu100k, Data::Tensors { x, .. }) => {
+                let xs = input(p, PartyId::P1, x)?;
+                let z = p.relu(&xs).await?;
+                RunOutput { output: decode(p.reveal_to(PartyId::P1, &z).await?), layers: vec![] }
+            }
+            (Workload::Cmp100k, Data::Tensors { x, .. }) => {
+                let xs = input(p, PartyId::P1, x)?;
+                let bit = p.ltz(&xs.neg()).await?; // x > 0  ⇔  −x < 0
+                let out = p.reveal_to(PartyId::P1, &bit).await?;
+                let output = out.map(|t| {
+                    let v: Vec<f64> = t.as_slice().iter().map(|&b| b as f64).collect();
+                    ArrayD::from_shape_vec(IxDyn(t.shape()), v).expect("same shape")
+                });
+                RunOutput { output, layers: vec![] }
+            }
+            (_, Data::Network { model, plan, x }) => {
+                let m = (me == PartyId::P0).then_some(&**model);
+                let i = (me == PartyId::P1).then_some(x);
+                let r = mpc_ml::infer(p, plan, m, i).await?;
+                RunOutput { output: r.output, layers: r.profile }
+            }
+            (_, Data::Train { plan, x, y }) => {
+                let d = (me == PartyId::P1).then_some((x, y));
+                let shared = mpc_ml::train::train(p, plan, d, |_| {}).await?;
+                let m = shared.reveal_to(p, PartyId::P1).await?;
+                RunOutput { output: m.as_ref().map(flatten_model), layers: vec![] }
+            }
+            _ => unreachable!("data built for another workload"),
+        })
+    }
+}
+
+/// All weights and biases of a model, flattened in layer order.
+fn flatten_model(m: &Model) -> ArrayD<f64> {
+    let mut v = Vec::new();
+    for l in &m.layers {
+        if let Layer::Linear { weight, bias } = l {
+            v.extend(weight.iter());
+            v.extend(bias.iter().flat_map(|b| b.iter()));
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D")
+}
+
+/// What a party's program returns.
+pub struct RunOutput {
+    /// P1's revealed output (`None` elsewhere and in the offline pass).
+    pub output: Option<ArrayD<f64>>,
+    /// Per-stage profile (networks).
+    pub layers: Vec<LayerProfile>,
+}
+
+/// Largest absolute difference (infinite when the shapes differ).
+pub fn max_abs_err(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
+    if a.shape() != b.shape() {
+        return f64::INFINITY;
+    }
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_bad_names_list_the_valid_ones() {
+        for w in STANDARD {
+            assert_eq!(w.to_string().parse::<Workload>(), Ok(w));
+        }
+        assert_eq!("mlp-a-b32".parse::<Workload>(), Ok(Workload::MlpA(32)));
+        let e = "resnet".parse::<Workload>().unwrap_err();
+        assert!(e.contains("mul-1m") && e.contains("lenet5-b<N>"), "{e}");
+        assert!("lenet5-b0".parse::<Workload>().is_err());
+        assert_eq!(parse_list("all").unwrap().len(), STANDARD.len());
+        assert_eq!(parse_list("matmul, relu-100k").unwrap(), vec![Workload::MatMul, Workload::Relu100k]);
+        assert!(parse_list(" ").is_err());
+    }
+
+    #[test]
+    fn data_is_seeded() {
+        let (Data::Tensors { x: a, .. }, Data::Tensors { x: b, .. }) =
+            (Workload::MatMul.data(3).unwrap(), Workload::MatMul.data(3).unwrap())
+        else {
+            panic!("tensors expected")
+        };
+        assert_eq!(a, b);
+    }
+}

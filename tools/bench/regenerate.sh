@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Regenerates the end-to-end section of BENCHMARKS.md, its raw results (docs/bench/results/*.jsonl)
+# and the charts (docs/bench/*.svg): LAN and 20 ms WAN runs of every standard workload, a batch
+# sweep and an RTT sweep, all through `party-node bench` (three processes, QUIC on loopback).
+#
+#   tools/bench/regenerate.sh            # full run (~15–25 min on 2 cores)
+#   RUNS=3 WAN_RUNS=2 tools/bench/regenerate.sh
+#   REPORT_ONLY=1 tools/bench/regenerate.sh   # rebuild the Markdown and charts from the results
+#
+# Run it on a quiet machine: the three parties share the cores, and so does anything else.
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+RUNS=${RUNS:-5}
+WAN_RUNS=${WAN_RUNS:-3}
+SWEEP_RUNS=${SWEEP_RUNS:-3}
+OUT=docs/bench/results
+TARGET=${CARGO_TARGET_DIR:-target}
+mkdir -p "$OUT"
+
+if [[ -z "${REPORT_ONLY:-}" ]]; then
+    cargo build --release -p party-node
+    BIN="$TARGET/release/party-node"
+    {
+        echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        echo "commit:  $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (modified)')"
+        echo "nproc:   $(nproc)"
+        echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+        echo "kernel:  $(uname -srm)"
+        echo "memory:  $(grep MemTotal /proc/meminfo | awk '{printf "%.1f GiB", $2/1048576}')"
+        echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the runs)"
+        echo "runs:    LAN $RUNS, WAN $WAN_RUNS, sweeps $SWEEP_RUNS counted run(s) after 1 warm-up"
+    } > "$OUT/machine.txt"
+    "$BIN" bench --workload all --runs "$RUNS" --json-out "$OUT/lan.jsonl"
+    "$BIN" bench --workload all --runs "$WAN_RUNS" --rtt 20ms --rate 1gbit --json-out "$OUT/wan20.jsonl"
+    "$BIN" bench --workload mlp-a-b8,mlp-a-b32,lenet5-b8,lenet5-b32 --runs "$SWEEP_RUNS" --json-out "$OUT/batch.jsonl"
+    for r in 0 5 10 20 40; do
+        "$BIN" bench --workload mlp-a-b1,lenet5-b1 --runs "$SWEEP_RUNS" --rtt "${r}ms" --rate 1gbit \
+            --json-out "$OUT/rtt-$(printf %02d "$r").jsonl"
+    done
+    echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (after the runs)" >> "$OUT/machine.txt"
+fi
+cargo run --release -p party-node --example bench_report -- "$OUT" BENCHMARKS.md docs/bench
