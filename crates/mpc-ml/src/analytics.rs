@@ -27,7 +27,8 @@
 //! * Every value must be encodable: `|x| < 2^int_bits` (2^31 by default).
 //! * `var`, `std`, `corr`: each contributor's sum of squares per column below `2^(62 − 2f) / 2`
 //!   (`2^29` at f = 16), so that the exact products at scale `2^2f` cannot wrap the ring.
-//!   Scale large columns down (e.g. to thousands) before the job; correlations are unchanged.
+//!   Scale large columns down before the job (correlations are unchanged), or run the job with
+//!   fewer fractional bits (each one fewer quadruples the range: `2^33` at f = 14).
 
 use std::fmt;
 use std::str::FromStr;
@@ -358,7 +359,9 @@ pub fn check_data(plan: &AnalyticsPlan, me: PartyId, x: &Array2<f64>) -> Result<
             if ss >= ss_limit {
                 return Err(ModelError::Invalid(format!(
                     "column {name:?}: sum of squares {ss:.3e} exceeds {ss_limit:.3e}, the range var/std/corr can \
-                     compute exactly; scale the column down (e.g. divide by {:.0}) — correlations are unchanged",
+                     compute exactly at {} fractional bits; scale the column down (e.g. divide by {:.0}; correlations \
+                     are unchanged) or use fewer fractional bits (each one fewer quadruples the range)",
+                    plan.fixed.frac_bits,
                     10f64.powf((ss / ss_limit).sqrt().log10().ceil().max(1.0))
                 )));
             }

@@ -311,6 +311,10 @@ struct AnalyzeArgs {
     /// End with one JSON line of the statistics.
     #[arg(long)]
     json: bool,
+    /// Fixed-point fractional bits (default 16); fewer bits widen the range var/std/corr accept
+    /// (sums of squares up to 2^(61 − 2·bits) per contributor) at coarser input resolution.
+    #[arg(long)]
+    frac_bits: Option<u32>,
 }
 
 impl AnalyzeArgs {
@@ -325,7 +329,7 @@ impl AnalyzeArgs {
             histograms: self.histograms.clone(),
             alice_rows,
             data: data.map(|p| p.display().to_string()),
-            frac_bits: None,
+            frac_bits: self.frac_bits,
         })
     }
 }
