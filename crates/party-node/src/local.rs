@@ -126,6 +126,43 @@ impl Consortium {
     }
 }
 
+impl Consortium {
+    /// Polls job `id` on the three nodes until it is done on all of them; returns their final
+    /// records (alice, bob, dealer). Fails with the node's reason as soon as one reports the job
+    /// failed, or after `limit`. `watch` sees Bob's record while the job runs.
+    #[allow(clippy::needless_range_loop)] // i indexes the nodes' parallel arrays
+    pub(crate) async fn wait_job(
+        &self,
+        id: &str,
+        limit: Duration,
+        mut watch: impl FnMut(&serde_json::Value),
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let t0 = Instant::now();
+        let mut records = vec![serde_json::Value::Null; 3];
+        while records.iter().any(serde_json::Value::is_null) {
+            for i in 0..3 {
+                if !records[i].is_null() {
+                    continue;
+                }
+                let r = self.call(i, "GET", &format!("/v1/jobs/{id}"), None).await?;
+                match r["state"].as_str() {
+                    Some("done") => records[i] = r,
+                    Some(s @ ("failed" | "interrupted")) => bail!(
+                        "the job {s} on {}'s node: {}",
+                        ROLES[i],
+                        r["error"].as_str().unwrap_or("no reason recorded")
+                    ),
+                    _ if i == 1 => watch(&r),
+                    _ => {}
+                }
+            }
+            ensure!(t0.elapsed() < limit, "the job did not finish within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(records)
+    }
+}
+
 /// What `local predict` returns to its caller (the demo prints more from it).
 pub(crate) struct LocalResult {
     /// Bob's output as written.
@@ -204,23 +241,7 @@ pub(crate) async fn run_predict(
         Some(json!({"id": id, "kind": "predict", "model": model, "input": input_path, "output": output_path.display().to_string()})),
     )
     .await?;
-    let mut records = vec![serde_json::Value::Null; 3];
-    for i in [1, 0, 2] {
-        loop {
-            let r = c.call(i, "GET", &format!("/v1/jobs/{id}"), None).await?;
-            match r["state"].as_str() {
-                Some("done") => {
-                    records[i] = r;
-                    break;
-                }
-                Some(s @ ("failed" | "interrupted")) => {
-                    bail!("the job {s} on {}'s node: {}", ROLES[i], r["error"].as_str().unwrap_or("no reason recorded"))
-                }
-                _ if t0.elapsed() > Duration::from_secs(600) => bail!("the job did not finish within 10 minutes"),
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }
+    let records = c.wait_job(&id, Duration::from_secs(600), |_| {}).await?;
     let seconds = t0.elapsed().as_secs_f64();
     let out = crate::ml_read_output(output_path)?;
     Ok(LocalResult { output: out, bob_job: records[1].clone(), jobs: records, seconds })
@@ -295,7 +316,6 @@ pub(crate) fn labels(y: &ArrayD<f64>, prob: bool) -> ArrayD<f64> {
 }
 
 /// Runs one training job on the three nodes; returns Bob's metrics and the job's duration.
-#[allow(clippy::needless_range_loop)] // i indexes the nodes' parallel arrays
 pub(crate) async fn train(
     c: &mut Consortium,
     bob: &party_node::ml::TrainRequest,
@@ -316,31 +336,11 @@ pub(crate) async fn train(
         c.call(i, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "train", "train": r}))).await?;
     }
     let bar = progress_bar();
-    let mut done = [false; 3];
-    let mut metrics = serde_json::Value::Null;
-    while done.iter().any(|d| !d) {
-        for i in 0..3 {
-            if done[i] {
-                continue;
-            }
-            let r = c.call(i, "GET", &format!("/v1/jobs/{id}"), None).await?;
-            match r["state"].as_str() {
-                Some("done") => {
-                    done[i] = true;
-                    if i == 1 {
-                        metrics = r["metrics"].clone();
-                    }
-                }
-                Some(s @ ("failed" | "interrupted")) => {
-                    bail!("the job {s} on {}'s node: {}", ROLES[i], r["error"].as_str().unwrap_or("no reason recorded"))
-                }
-                _ if i == 1 => follow(&bar, &r),
-                _ => {}
-            }
-        }
-        ensure!(t0.elapsed() < Duration::from_secs(3600), "training did not finish within an hour");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let records = c.wait_job(&id, Duration::from_secs(3600), |r| follow(&bar, r)).await;
+    if records.is_err() {
+        bar.abandon();
     }
+    let metrics = records?[1]["metrics"].clone();
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     eprintln!("[3/3] done in {secs:.2} s");
@@ -350,7 +350,6 @@ pub(crate) async fn train(
 /// Runs one analytics job on the three nodes: Bob's node builds the plan from his file, Alice
 /// (with her rows, if any) and the dealer join with that plan. Returns Bob's report and the
 /// job's duration.
-#[allow(clippy::needless_range_loop)] // i indexes the nodes' parallel arrays
 pub(crate) async fn analyze(
     c: &mut Consortium,
     bob: &party_node::ml::AnalyzeRequest,
@@ -376,30 +375,8 @@ pub(crate) async fn analyze(
         )
         .await?;
     }
-    let mut done = [false; 3];
-    let mut report = None;
-    while done.iter().any(|d| !d) {
-        for i in 0..3 {
-            if done[i] {
-                continue;
-            }
-            let r = c.call(i, "GET", &format!("/v1/jobs/{id}"), None).await?;
-            match r["state"].as_str() {
-                Some("done") => {
-                    done[i] = true;
-                    if i == 1 {
-                        report = Some(serde_json::from_value(r["metrics"].clone())?);
-                    }
-                }
-                Some(s @ ("failed" | "interrupted")) => {
-                    bail!("the job {s} on {}'s node: {}", ROLES[i], r["error"].as_str().unwrap_or("no reason recorded"))
-                }
-                _ => {}
-            }
-        }
-        ensure!(t0.elapsed() < Duration::from_secs(3600), "the job did not finish within an hour");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let records = c.wait_job(&id, Duration::from_secs(3600), |_| {}).await?;
+    let report = serde_json::from_value(records[1]["metrics"].clone()).ok();
     let secs = t0.elapsed().as_secs_f64();
     eprintln!("[3/3] done in {secs:.2} s");
     Ok((report.context("bob's node recorded no statistics")?, secs))

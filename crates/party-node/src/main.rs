@@ -601,23 +601,8 @@ async fn jobs(config: &Path, action: JobsAction) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         JobsAction::Wait { id, timeout } => {
-            let t0 = Instant::now();
-            loop {
-                let v = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
-                match v["state"].as_str() {
-                    Some("done") => {
-                        println!("done");
-                        return Ok(());
-                    }
-                    Some(s @ ("failed" | "interrupted")) => {
-                        bail!("job {id} {s}: {}", v["error"].as_str().unwrap_or("no reason recorded"))
-                    }
-                    _ if t0.elapsed() > Duration::from_secs(timeout) => {
-                        bail!("job {id} still not done after {timeout} s")
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
+            wait_job(&cfg, &id, Duration::from_secs(timeout), |_| {}).await?;
+            println!("done");
         }
         JobsAction::Result { id } => {
             let v = api_call(&cfg, "GET", &format!("/v1/jobs/{id}/result"), None).await?;
@@ -717,27 +702,17 @@ async fn predict(
     if !wait {
         return Ok(());
     }
-    let t0 = Instant::now();
-    loop {
-        let r = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
-        match r["state"].as_str() {
-            Some("done") => {
-                for l in r["layers"].as_array().into_iter().flatten() {
-                    eprintln!(
-                        "  {:<14} {:>8.1} ms {:>4} rounds {:>12} B online",
-                        l["name"].as_str().unwrap_or("?"),
-                        l["seconds"].as_f64().unwrap_or(0.0) * 1e3,
-                        l["rounds"],
-                        l["online_sent"]
-                    );
-                }
-                return Ok(());
-            }
-            Some(s @ ("failed" | "interrupted")) => bail!("job {id} {s}: {}", r["error"].as_str().unwrap_or("?")),
-            _ if t0.elapsed() > Duration::from_secs(600) => bail!("job {id} not done after 600 s"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
+    let r = wait_job(&cfg, &id, Duration::from_secs(600), |_| {}).await?;
+    for l in r["layers"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  {:<14} {:>8.1} ms {:>4} rounds {:>12} B online",
+            l["name"].as_str().unwrap_or("?"),
+            l["seconds"].as_f64().unwrap_or(0.0) * 1e3,
+            l["rounds"],
+            l["online_sent"]
+        );
     }
+    Ok(())
 }
 
 /// Number of rows of Bob's input for a model with this per-sample shape.
@@ -806,21 +781,38 @@ async fn train_submit(
         return Ok(());
     }
     let bar = local::progress_bar();
-    loop {
-        let r = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
-        match r["state"].as_str() {
-            Some("done") => {
-                bar.finish_and_clear();
-                println!("{}", r["metrics"]);
-                return Ok(());
-            }
-            Some(s @ ("failed" | "interrupted")) => {
-                bar.abandon();
-                bail!("job {id} {s}: {}", r["error"].as_str().unwrap_or("?"))
-            }
-            _ => local::follow(&bar, &r),
+    let r = wait_job(&cfg, &id, Duration::from_secs(7 * 24 * 3600), |r| local::follow(&bar, r)).await;
+    match r {
+        Ok(r) => {
+            bar.finish_and_clear();
+            println!("{}", r["metrics"]);
+            Ok(())
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(e) => {
+            bar.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// Polls job `id` on this node until it ends; returns its record if done, its reason if not.
+/// `watch` sees the record while the job runs.
+async fn wait_job(
+    cfg: &Config,
+    id: &str,
+    limit: Duration,
+    mut watch: impl FnMut(&serde_json::Value),
+) -> anyhow::Result<serde_json::Value> {
+    let t0 = Instant::now();
+    loop {
+        let r = api_call(cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
+        match r["state"].as_str() {
+            Some("done") => return Ok(r),
+            Some(s @ ("failed" | "interrupted")) => bail!("job {id} {s}: {}", r["error"].as_str().unwrap_or("?")),
+            _ if t0.elapsed() > limit => bail!("job {id} not done after {limit:?}"),
+            _ => watch(&r),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -936,27 +928,17 @@ async fn analyze_submit(
     if !wait {
         return Ok(());
     }
-    let t0 = Instant::now();
-    loop {
-        let r = api_call(&cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
-        match r["state"].as_str() {
-            Some("done") => {
-                if r["metrics"].is_null() {
-                    eprintln!("done (the statistics are revealed to bob only)");
-                } else {
-                    let report: mpc_ml::analytics::Report = serde_json::from_value(r["metrics"].clone())?;
-                    local::print_report(&report);
-                    if args.json {
-                        println!("{}", serde_json::to_string(&report)?);
-                    }
-                }
-                return Ok(());
-            }
-            Some(s @ ("failed" | "interrupted")) => bail!("job {id} {s}: {}", r["error"].as_str().unwrap_or("?")),
-            _ if t0.elapsed() > Duration::from_secs(3600) => bail!("job {id} not done after an hour"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+    let r = wait_job(&cfg, &id, Duration::from_secs(3600), |_| {}).await?;
+    if r["metrics"].is_null() {
+        eprintln!("done (the statistics are revealed to bob only)");
+    } else {
+        let report: mpc_ml::analytics::Report = serde_json::from_value(r["metrics"].clone())?;
+        local::print_report(&report);
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
         }
     }
+    Ok(())
 }
 
 fn local_analyze(args: &AnalyzeArgs, alice_data: Option<&Path>, verify: bool) -> anyhow::Result<()> {
