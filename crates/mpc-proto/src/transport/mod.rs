@@ -266,6 +266,27 @@ impl Channel {
         received
     }
 
+    /// As [`Channel::exchange_u64`], but returns the received frame as is, with the offset of
+    /// its payload (`n` little-endian words): callers that consume the words once read them in
+    /// place instead of copying 8·n bytes.
+    pub async fn exchange_u64_raw(
+        &mut self,
+        peer: PartyId,
+        kind: FrameKind,
+        payload: &[u64],
+    ) -> Result<(Vec<u8>, usize)> {
+        let n = payload.len();
+        let h = self.next_header(peer, kind, n * 8);
+        let frame = frame::encode_u64(&h, payload);
+        self.stats.record_send(kind, n as u64 * 8);
+        self.stats.record_round();
+        let transport = self.transport.clone();
+        let send = async move { transport.send(peer, frame).await.map_err(peer_error) };
+        let (sent, received) = futures::join!(send, self.recv_frame(peer, kind, Some(n * 8)));
+        sent?;
+        received
+    }
+
     /// Sends `payload` bytes to `peer` and receives as many, concurrently. One round.
     pub async fn exchange_bytes(&mut self, peer: PartyId, kind: FrameKind, payload: &[u8]) -> Result<Vec<u8>> {
         let n = payload.len();
