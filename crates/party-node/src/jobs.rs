@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use mpc_proto::prg::Prg;
-use mpc_proto::{CorrelationMode, Error as MpcError, Party, PartyId, RingTensor, SessionConfig, SessionId};
+use mpc_proto::{CorrelationMode, Error as MpcError, FixedPoint, Party, PartyId, RingTensor, SessionConfig, SessionId};
 use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -541,12 +541,9 @@ impl Jobs {
     /// Train: open the session, train on shares, store this party's share of the model, and
     /// reveal it to Bob if the job says so (then Bob's node reports held-out metrics).
     async fn execute_train(&self, mesh: &Mesh, id: JobId, prep: crate::ml::PreparedTrain) -> anyhow::Result<()> {
-        let session = SessionId(id.0);
-        let transport = mesh.open_session(session).await?;
-        self.progress_in(id, 1, None, &TRAIN_STEPS);
-        let config = SessionConfig::new(session, train_hash(&prep.plan));
-        let mut party = self.connect(mesh, id, transport, config, "training parameters").await?;
-        self.progress_in(id, 2, Some(&party), &TRAIN_STEPS);
+        let plan_hash = train_hash(&prep.plan);
+        let mut party =
+            self.join(mesh, id, plan_hash, FixedPoint::default(), "training parameters", &TRAIN_STEPS).await?;
         let data = prep.train.as_ref().map(|(x, y)| (x, y));
         let progress = |p: mpc_ml::train::TrainProgress| {
             self.update(id, |r| {
@@ -558,11 +555,9 @@ impl Jobs {
                 }
             });
         };
-        let shared = match mpc_ml::train::train(&mut party, &prep.plan, data, progress).await {
-            Ok(m) => m,
-            Err(mpc_ml::ModelError::Mpc(e)) => return Err(self.explain(mesh, e)),
-            Err(e) => return Err(e.into()),
-        };
+        let shared = mpc_ml::train::train(&mut party, &prep.plan, data, progress)
+            .await
+            .map_err(|e| self.model_error(mesh, e))?;
         self.progress_in(id, 3, Some(&party), &TRAIN_STEPS);
         if !party.is_dealer() {
             let mut bytes = Vec::new();
@@ -590,10 +585,7 @@ impl Jobs {
         tracing::info!(job = %id, model = %name, "trained model serves predictions (secret-shared)");
         self.update(id, |r| r.metrics = Some(serde_json::json!({ "model": name })));
         if prep.reveal {
-            let model = shared.reveal_to(&mut party, PartyId::P1).await.map_err(|e| match e {
-                mpc_ml::ModelError::Mpc(e) => self.explain(mesh, e),
-                e => e.into(),
-            })?;
+            let model = shared.reveal_to(&mut party, PartyId::P1).await.map_err(|e| self.model_error(mesh, e))?;
             if let (Some(m), Some((xt, yt)), Some((x, y))) = (model, &prep.test, &prep.train) {
                 use mpc_ml::train::{Arch, accuracy, r2};
                 let metrics = match prep.plan.config.arch {
@@ -633,17 +625,11 @@ impl Jobs {
 
     /// Analyze: open the session, compute the statistics, record them at Bob's node.
     async fn execute_analyze(&self, mesh: &Mesh, id: JobId, prep: crate::ml::PreparedAnalyze) -> anyhow::Result<()> {
-        let session = SessionId(id.0);
-        let transport = mesh.open_session(session).await?;
-        self.progress_in(id, 1, None, &ANALYZE_STEPS);
-        let config = SessionConfig { session, plan_hash: prep.plan.hash(), fixed: prep.plan.fixed };
-        let mut party = self.connect(mesh, id, transport, config, "analytics plan").await?;
-        self.progress_in(id, 2, Some(&party), &ANALYZE_STEPS);
-        let report = match mpc_ml::analytics::analyze(&mut party, &prep.plan, prep.data.as_ref()).await {
-            Ok(r) => r,
-            Err(mpc_ml::ModelError::Mpc(e)) => return Err(self.explain(mesh, e)),
-            Err(e) => return Err(e.into()),
-        };
+        let mut party =
+            self.join(mesh, id, prep.plan.hash(), prep.plan.fixed, "analytics plan", &ANALYZE_STEPS).await?;
+        let report = mpc_ml::analytics::analyze(&mut party, &prep.plan, prep.data.as_ref())
+            .await
+            .map_err(|e| self.model_error(mesh, e))?;
         self.progress_in(id, 3, Some(&party), &ANALYZE_STEPS);
         if let Some(r) = report {
             let v = serde_json::to_value(&r)?;
@@ -659,21 +645,13 @@ impl Jobs {
 
     /// Predict: open the session, run the plan, write Bob's output.
     async fn execute_predict(&self, mesh: &Mesh, id: JobId, prep: crate::ml::Prepared) -> anyhow::Result<()> {
-        let session = SessionId(id.0);
-        let transport = mesh.open_session(session).await?;
-        self.progress_in(id, 1, None, &PREDICT_STEPS);
-        let config = SessionConfig { session, plan_hash: prep.plan.hash(), fixed: prep.plan.fixed };
-        let mut party = self.connect(mesh, id, transport, config, "model and batch").await?;
-        self.progress_in(id, 2, Some(&party), &PREDICT_STEPS);
+        let mut party =
+            self.join(mesh, id, prep.plan.hash(), prep.plan.fixed, "model and batch", &PREDICT_STEPS).await?;
         let result = match &prep.shared {
             Some(w) => mpc_ml::infer_shared(&mut party, &prep.plan, w, prep.input.as_ref()).await,
             None => mpc_ml::infer(&mut party, &prep.plan, prep.model.as_ref(), prep.input.as_ref()).await,
         };
-        let inference = match result {
-            Ok(r) => r,
-            Err(mpc_ml::ModelError::Mpc(e)) => return Err(self.explain(mesh, e)),
-            Err(e) => return Err(e.into()),
-        };
+        let inference = result.map_err(|e| self.model_error(mesh, e))?;
         self.update(id, |r| r.layers = inference.profile.iter().map(Into::into).collect());
         self.progress_in(id, 3, Some(&party), &PREDICT_STEPS);
         if let (Some(out), Some(path)) = (&inference.output, &prep.output) {
@@ -711,12 +689,7 @@ impl Jobs {
     }
 
     async fn execute(&self, mesh: &Mesh, id: JobId, plan: Plan, seed: Option<u64>) -> anyhow::Result<()> {
-        let session = SessionId(id.0);
-        let transport = mesh.open_session(session).await?;
-        self.progress(id, 1, None);
-        let config = SessionConfig::new(session, plan.hash());
-        let mut party = self.connect(mesh, id, transport, config, "shapes").await?;
-        self.progress(id, 2, Some(&party));
+        let mut party = self.join(mesh, id, plan.hash(), FixedPoint::default(), "shapes", &STEPS).await?;
         let me = party.id();
         let x = (me == PartyId::P1).then(|| seeded_matrix(seed.expect("Bob has a seed"), plan.m, plan.k));
         let w = (me == PartyId::P0).then(|| seeded_matrix(seed.expect("Alice has a seed"), plan.k, plan.n));
@@ -763,6 +736,34 @@ impl Jobs {
                 )
             })?
             .map_err(|e| self.explain(mesh, e))
+    }
+
+    /// Joins job `id`'s session: opens its streams and agrees with the peers on the plan hash
+    /// and fixed point (steps 1 and 2 of `steps`).
+    async fn join(
+        &self,
+        mesh: &Mesh,
+        id: JobId,
+        plan_hash: [u8; 32],
+        fixed: FixedPoint,
+        agree_on: &str,
+        steps: &[&str],
+    ) -> anyhow::Result<Party> {
+        let session = SessionId(id.0);
+        let transport = mesh.open_session(session).await?;
+        self.progress_in(id, 1, None, steps);
+        let config = SessionConfig { session, plan_hash, fixed };
+        let party = self.connect(mesh, id, transport, config, agree_on).await?;
+        self.progress_in(id, 2, Some(&party), steps);
+        Ok(party)
+    }
+
+    /// A model-layer error, with MPC failures explained as [`Jobs::explain`] does.
+    fn model_error(&self, mesh: &Mesh, e: mpc_ml::ModelError) -> anyhow::Error {
+        match e {
+            mpc_ml::ModelError::Mpc(e) => self.explain(mesh, e),
+            e => e.into(),
+        }
     }
 
     /// Turns "peer aborted" into the reason the connection dropped, when the mesh knows it.

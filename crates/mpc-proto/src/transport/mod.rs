@@ -254,16 +254,8 @@ impl Channel {
     /// Sends `payload` to `peer` and receives as many elements from it, concurrently (so two
     /// parties exchanging large messages cannot deadlock on flow control). One round.
     pub async fn exchange_u64(&mut self, peer: PartyId, kind: FrameKind, payload: &[u64]) -> Result<Vec<u64>> {
-        let n = payload.len();
-        let h = self.next_header(peer, kind, n * 8);
-        let frame = frame::encode_u64(&h, payload);
-        self.stats.record_send(kind, n as u64 * 8);
-        self.stats.record_round();
-        let transport = self.transport.clone();
-        let send = async move { transport.send(peer, frame).await.map_err(peer_error) };
-        let (sent, received) = futures::join!(send, self.recv_u64(peer, kind, n));
-        sent?;
-        received
+        let (raw, start) = self.exchange_u64_raw(peer, kind, payload).await?;
+        Ok(frame::bytes_to_u64(&raw[start..]))
     }
 
     /// As [`Channel::exchange_u64`], but returns the received frame as is, with the offset of
