@@ -104,5 +104,18 @@ fn gates_bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, prg_bench, gates_bench);
+/// The share-mask PRG (AES-128-CTR) filling 1M ring elements, as a large multiplication's
+/// masks and triples do: into a reused buffer, and into a fresh tensor.
+fn share_prg_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("share_prg");
+    let n = 1_000_000;
+    g.throughput(criterion::Throughput::Bytes(8 * n as u64));
+    let mut p = mpc_proto::prg::Prg::from_u64(1);
+    let mut buf = vec![0u64; n];
+    g.bench_function("fill_1m_reused", |b| b.iter(|| p.fill(black_box(&mut buf))));
+    g.bench_function("random_tensor_1m", |b| b.iter(|| mpc_proto::RingTensor::random(&[n], &mut p)));
+    g.finish();
+}
+
+criterion_group!(benches, prg_bench, share_prg_bench, gates_bench);
 criterion_main!(benches);

@@ -89,24 +89,38 @@ fn beaver_products_are_exact_in_the_ring() {
     let img = random(&[2, 3, 9, 8], 7);
     let ker = random(&[4, 3, 3, 3], 8);
     let cp = Conv2dParams { stride: (2, 1), padding: (1, 1) };
+    // The elementwise product works a chunk at a time: a length over several chunks with a
+    // ragged tail, after the small one (the dealer's streams must stay in step across both).
+    let (u, v) = (random(&[1531], 9), random(&[1531], 10));
     let out = run_parties(3, |mut p| {
         let (x, y, a, b, img, ker) = (x.clone(), y.clone(), a.clone(), b.clone(), img.clone(), ker.clone());
+        let (u, v) = (u.clone(), v.clone());
         async move {
+            let (us, vs) = (input(&mut p, P1, &u)?, input(&mut p, P0, &v)?);
             let (xs, ys) = (input(&mut p, P0, &x)?, input(&mut p, P1, &y)?);
             let (as_, bs) = (input(&mut p, P1, &a)?, input(&mut p, P0, &b)?);
             let (is, ks) = (input(&mut p, P1, &img)?, input(&mut p, P0, &ker)?);
             let z = p.mul(&xs, &ys).await?;
+            let uv = p.mul(&us, &vs).await?;
             let m = p.matmul(&as_, &bs).await?;
             let c = p.conv2d(&is, &ks, cp).await?;
             let w = p.preopen(mpc_proto::correlations::Bilinear::MatMul, &bs).await?;
             let m2 = p.apply_preopened(&as_, &w, false).await?;
             let m3 = p.apply_preopened(&as_, &w, false).await?; // B reused with a fresh A
-            Ok([p.open(&z).await?, p.open(&m).await?, p.open(&c).await?, p.open(&m2).await?, p.open(&m3).await?])
+            Ok([
+                p.open(&z).await?,
+                p.open(&m).await?,
+                p.open(&c).await?,
+                p.open(&m2).await?,
+                p.open(&m3).await?,
+                p.open(&uv).await?,
+            ])
         }
     })
     .unwrap();
-    let [z, m, c, m2, m3] = out[1].clone();
+    let [z, m, c, m2, m3, uv] = out[1].clone();
     assert_eq!(z.unwrap(), x.mul(&y).unwrap());
+    assert_eq!(uv.unwrap(), u.mul(&v).unwrap());
     assert_eq!(m.unwrap(), a.matmul(&b).unwrap());
     assert_eq!(c.unwrap(), conv2d(&img, &ker, &cp).unwrap());
     assert_eq!(m2.unwrap(), a.matmul(&b).unwrap());

@@ -76,6 +76,146 @@ pub struct Triple {
     pub c: AShare,
 }
 
+/// One party's share of an elementwise triple (`C = A ⊙ B`), as [`Correlations::mul_triple`]
+/// returns it: each part is a tensor, a PRG stream positioned at the part's first word (seed
+/// material, drawn as the product reads it, so a large triple is never materialised), or the
+/// dealer's frame read in place. `Debug` prints the shape only.
+pub struct MulTriple {
+    shape: Vec<usize>,
+    /// `[a, b, c]`; `None` on the dealer and in a placeholder pass.
+    parts: Option<[Words; 3]>,
+}
+
+impl std::fmt::Debug for MulTriple {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MulTriple({:?})", self.shape)
+    }
+}
+
+/// Where one part of a [`MulTriple`] comes from.
+enum Words {
+    Tensor(RingTensor),
+    /// The stream at the part's first word (readers are cloned from it: it never moves).
+    Seeded(Box<Prg>),
+    /// Little-endian words of a received frame from byte offset `.1`.
+    Frame(Vec<u8>, usize),
+    /// The dealer's correction, not yet received ([`MulTriple::resolve`] receives it): lets
+    /// P1 mask and send while the dealer is still producing it.
+    FromDealer,
+}
+
+/// A chunked reader over one part of a [`MulTriple`].
+pub(crate) enum WordReader<'a> {
+    Slice(&'a [u64]),
+    Prg(Box<Prg>),
+    Bytes(&'a [[u8; 8]]),
+}
+
+impl WordReader<'_> {
+    /// The next `buf.len()` words (the caller tracks the total): borrowed in place where the
+    /// part is in memory, generated or decoded into `buf` otherwise.
+    pub(crate) fn next<'s>(&'s mut self, buf: &'s mut [u64]) -> &'s [u64] {
+        let m = buf.len();
+        match self {
+            WordReader::Slice(s) => {
+                let (head, tail) = s.split_at(m);
+                *s = tail;
+                head
+            }
+            WordReader::Prg(p) => {
+                p.fill(buf);
+                buf
+            }
+            WordReader::Bytes(b) => {
+                let (head, tail) = b.split_at(m);
+                *b = tail;
+                buf.iter_mut().zip(head).for_each(|(o, w)| *o = u64::from_le_bytes(*w));
+                buf
+            }
+        }
+    }
+}
+
+impl Words {
+    fn reader(&self) -> WordReader<'_> {
+        match self {
+            Words::Tensor(t) => WordReader::Slice(t.as_slice()),
+            Words::Seeded(p) => WordReader::Prg(Box::new(p.reader_at(0))),
+            Words::Frame(raw, start) => WordReader::Bytes(raw[*start..].as_chunks::<8>().0),
+            Words::FromDealer => unreachable!("a triple is resolved before its correction is read"),
+        }
+    }
+
+    fn into_tensor(self, shape: &[usize]) -> Result<RingTensor> {
+        let n: usize = shape.iter().product();
+        match self {
+            Words::Tensor(t) => Ok(t),
+            Words::Seeded(mut p) => {
+                let mut v = vec![0u64; n];
+                p.fill(&mut v);
+                RingTensor::from_vec(shape, v)
+            }
+            Words::Frame(raw, start) => {
+                RingTensor::from_vec(shape, crate::transport::frame::bytes_to_u64(&raw[start..]))
+            }
+            Words::FromDealer => unreachable!("a triple is resolved before it is materialised"),
+        }
+    }
+}
+
+impl MulTriple {
+    fn placeholder(shape: &[usize]) -> Self {
+        MulTriple { shape: shape.to_vec(), parts: None }
+    }
+
+    fn from_triple(t: Triple) -> Result<Self> {
+        let shape = t.a.shape().to_vec();
+        if t.a.is_dealer() {
+            return Ok(Self::placeholder(&shape));
+        }
+        let part = |s: AShare| s.expose_share().cloned().map(Words::Tensor);
+        Ok(MulTriple { shape, parts: Some([part(t.a)?, part(t.b)?, part(t.c)?]) })
+    }
+
+    /// The same triple with every part in memory (what a preprocessing pool keeps, so the
+    /// online pass does no seed expansion).
+    fn materialised(self) -> Result<Self> {
+        let Some(parts) = self.parts else { return Ok(self) };
+        let [a, b, c] = parts;
+        let t = |w: Words| w.into_tensor(&self.shape).map(Words::Tensor);
+        Ok(MulTriple { parts: Some([t(a)?, t(b)?, t(c)?]), shape: self.shape })
+    }
+
+    /// Receives the dealer's correction if it is still outstanding (P1 of the dealer source).
+    /// Call before reading `c`; nothing else may be received from the dealer in between.
+    pub async fn resolve(&mut self, ch: &mut Channel) -> Result<()> {
+        if let Some([_, _, c @ Words::FromDealer]) = &mut self.parts {
+            let n = self.shape.iter().product::<usize>();
+            let (raw, start) = ch.recv_frame(PartyId::P2, FrameKind::Material, Some(8 * n)).await?;
+            *c = Words::Frame(raw, start);
+        }
+        Ok(())
+    }
+
+    /// The shape of `A`, `B` and `C`.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Whether this party holds parts (not the dealer, not a placeholder pass).
+    pub(crate) fn has_parts(&self) -> bool {
+        self.parts.is_some()
+    }
+
+    /// A reader over part `i` (0: `a`, 1: `b`, 2: `c`, which must be resolved first).
+    ///
+    /// # Panics
+    /// Without parts ([`MulTriple::has_parts`]).
+    pub(crate) fn reader(&self, i: usize) -> WordReader<'_> {
+        self.parts.as_ref().expect("a triple with parts")[i].reader()
+    }
+}
+
 /// One party's share of a triple whose `B` is fixed (registered once, e.g. model weights).
 #[derive(Debug)]
 pub struct FixedBTriple {
@@ -102,6 +242,14 @@ pub trait Correlations: Send {
         x_shape: &'a [usize],
         y_shape: &'a [usize],
     ) -> BoxFuture<'a, Result<Triple>>;
+
+    /// A fresh elementwise triple on `shape` (the same material as `triple(Mul, shape, shape)`
+    /// and in the same place in the parties' streams), in a form the product can read a chunk
+    /// at a time. The default wraps [`Correlations::triple`]; the dealer's source overrides it
+    /// so that seed material is drawn as it is read.
+    fn mul_triple<'a>(&'a mut self, ch: &'a mut Channel, shape: &'a [usize]) -> BoxFuture<'a, Result<MulTriple>> {
+        Box::pin(async move { MulTriple::from_triple(self.triple(ch, Bilinear::Mul, shape, shape).await?) })
+    }
 
     /// Registers a fixed random `B` of `y_shape` for `op`; returns the handle and this party's
     /// share of `B`.
@@ -144,6 +292,7 @@ pub trait Correlations: Send {
 /// Material fetched in the offline pass, in request order.
 enum Stored {
     Triple(Triple),
+    MulTriple(MulTriple),
     FixedB(FixedBHandle, AShare),
     FixedBTriple(FixedBTriple),
     Sign(GateMaterial<SignKey>),
@@ -154,6 +303,7 @@ impl Stored {
     fn name(&self) -> &'static str {
         match self {
             Stored::Triple(_) => "triple",
+            Stored::MulTriple(_) => "elementwise triple",
             Stored::FixedB(..) => "fixed B",
             Stored::FixedBTriple(_) => "fixed-B triple",
             Stored::Sign(_) => "sign keys",
@@ -239,6 +389,21 @@ impl Correlations for Pool {
             let Stored::Triple(t) = self.next("triple")? else { unreachable!("checked by next") };
             check_shape("triple", t.c.shape(), &zs)?;
             check_shape("triple", t.a.shape(), xs)?;
+            Ok(t)
+        })
+    }
+
+    fn mul_triple<'a>(&'a mut self, ch: &'a mut Channel, shape: &'a [usize]) -> BoxFuture<'a, Result<MulTriple>> {
+        Box::pin(async move {
+            if self.recording {
+                let mut t = self.inner()?.mul_triple(ch, shape).await?;
+                t.resolve(ch).await?;
+                let t = t.materialised()?;
+                self.stored.push_back(Stored::MulTriple(t));
+                return Ok(MulTriple::placeholder(shape));
+            }
+            let Stored::MulTriple(t) = self.next("elementwise triple")? else { unreachable!("checked by next") };
+            check_shape("elementwise triple", t.shape(), shape)?;
             Ok(t)
         })
     }
@@ -346,6 +511,15 @@ impl Generator {
     fn draw(&mut self, half: usize, shape: &[usize]) -> RingTensor {
         RingTensor::random(shape, self.prg[half].as_mut().expect("generator holds this half's PRG"))
     }
+
+    /// `K` consecutive draws of `n` words from `half`'s stream, as positioned readers (nothing
+    /// is generated yet); the stream moves past them as if they had been drawn.
+    fn seeded_parts<const K: usize>(&mut self, half: usize, n: usize) -> [Words; K] {
+        let s = self.prg[half].as_mut().expect("generator holds this half's PRG");
+        let parts = std::array::from_fn(|i| Words::Seeded(Box::new(s.reader_at(i * n))));
+        s.skip_words(K * n);
+        parts
+    }
 }
 
 /// Where a party stands in the dealer protocol.
@@ -417,6 +591,35 @@ impl Correlations for DealerCorrelations {
                     let c1 = full_triple(g, op, xs, ys, &zs)?.1;
                     ch.send_u64(PartyId::P1, FrameKind::Material, c1.as_slice()).await?;
                     Ok(Triple { a: AShare::dealer(xs), b: AShare::dealer(ys), c: AShare::dealer(&zs) })
+                }
+            }
+        })
+    }
+
+    fn mul_triple<'a>(&'a mut self, ch: &'a mut Channel, shape: &'a [usize]) -> BoxFuture<'a, Result<MulTriple>> {
+        Box::pin(async move {
+            let n: usize = shape.iter().product();
+            match &mut self.role {
+                Role::P0(g) => {
+                    let [a, b, c] = g.seeded_parts(P0, n);
+                    Ok(MulTriple { shape: shape.to_vec(), parts: Some([a, b, c]) })
+                }
+                Role::P1(g) => {
+                    let [a, b] = g.seeded_parts(P1, n);
+                    Ok(MulTriple { shape: shape.to_vec(), parts: Some([a, b, Words::FromDealer]) })
+                }
+                Role::Dealer(g) => {
+                    ch.send_u64_with(PartyId::P1, FrameKind::Material, n, |frame| {
+                        mul_correction_into(g, n, |words| {
+                            if cfg!(target_endian = "little") {
+                                frame.extend_from_slice(bytemuck::cast_slice(words));
+                            } else {
+                                words.iter().for_each(|w| frame.extend_from_slice(&w.to_le_bytes()));
+                            }
+                        })
+                    })
+                    .await?;
+                    Ok(MulTriple::placeholder(shape))
                 }
             }
         })
@@ -561,6 +764,38 @@ fn full_triple(
     Ok(((a0, b0, c0), c1, (a1, b1)))
 }
 
+/// The correction `c1 = (a0 + a1)·(b0 + b1) − c0` of an elementwise triple of `n` elements:
+/// the dealer's part of [`full_triple`] for [`Bilinear::Mul`], computed a chunk at a time from
+/// readers placed at each draw's offset in the two streams, so that none of the five draws
+/// (nor a temporary) is materialised; `sink` gets `c1` a chunk at a time (the dealer writes it
+/// straight into the frame for P1). Leaves the streams where [`full_triple`] would (the parties
+/// draw `a0, b0, c0` and `a1, b1` in that order).
+fn mul_correction_into(g: &mut Generator, n: usize, mut sink: impl FnMut(&[u64])) {
+    const CHUNK: usize = 1024;
+    let (s0, s1) = match &mut g.prg {
+        [Some(s0), Some(s1)] => (s0, s1),
+        _ => unreachable!("the dealer's generator holds both halves' PRGs"),
+    };
+    let (mut a0, mut b0, mut c0) = (s0.reader_at(0), s0.reader_at(n), s0.reader_at(2 * n));
+    let (mut a1, mut b1) = (s1.reader_at(0), s1.reader_at(n));
+    s0.skip_words(3 * n);
+    s1.skip_words(2 * n);
+    let mut w = [[0u64; CHUNK]; 6];
+    let mut done = 0;
+    while done < n {
+        let m = (n - done).min(CHUNK);
+        for (prg, buf) in [&mut a0, &mut b0, &mut c0, &mut a1, &mut b1].into_iter().zip(w.iter_mut()) {
+            prg.fill(&mut buf[..m]);
+        }
+        let [wa0, wb0, wc0, wa1, wb1, out] = &mut w;
+        for (i, o) in out[..m].iter_mut().enumerate() {
+            *o = wa0[i].wrapping_add(wa1[i]).wrapping_mul(wb0[i].wrapping_add(wb1[i])).wrapping_sub(wc0[i]);
+        }
+        sink(&out[..m]);
+        done += m;
+    }
+}
+
 /// Both halves of a fixed-B triple: P0's `(a0, c0)`, P1's correction `c1`, P1's `a1`.
 #[allow(clippy::type_complexity)]
 fn fixed_triple(
@@ -699,4 +934,38 @@ fn test_gate_material<K: GateKey>(t: &mut TestDealer, len: usize, bits: u32) -> 
     let (r0, r1, b0, b1) = gen_gate_keys::<K>(&mut t.g, len, bits)?;
     let (r, bytes) = if t.me == PartyId::P0 { (r0, b0) } else { (r1, b1) };
     Ok(GateMaterial { r: AShare::from_share(r), keys: pack_keys::<K>(bytes, 0, len, bits)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prg::Seed;
+
+    fn mul_correction(g: &mut Generator, shape: &[usize]) -> Result<RingTensor> {
+        let n: usize = shape.iter().product();
+        let mut out = Vec::with_capacity(n);
+        mul_correction_into(g, n, |words| out.extend_from_slice(words));
+        RingTensor::from_vec(shape, out)
+    }
+
+    fn dealer_generator() -> Generator {
+        let (s0, s1) = (Seed::from_bytes([1; 32]), Seed::from_bytes([2; 32]));
+        Generator { prg: [Some(Prg::new(&s0, 0)), Some(Prg::new(&s1, 0))], private: None, fixed: vec![] }
+    }
+
+    #[test]
+    fn chunked_mul_correction_equals_the_materialised_triple() {
+        // Odd sizes (reads that end mid-block) and sizes across the chunk boundary, one after
+        // another on the same streams: both generators must give the same c1 and leave the
+        // streams in the same place (checked by the next draw).
+        let (mut a, mut b) = (dealer_generator(), dealer_generator());
+        for n in [1usize, 3, 1023, 1024, 1025, 5000] {
+            let shape = [n];
+            let want = full_triple(&mut a, Bilinear::Mul, &shape, &shape, &shape).unwrap().1;
+            let got = mul_correction(&mut b, &shape).unwrap();
+            assert_eq!(got, want, "n = {n}");
+        }
+        assert_eq!(a.draw(P0, &[5]), b.draw(P0, &[5]));
+        assert_eq!(a.draw(P1, &[5]), b.draw(P1, &[5]));
+    }
 }

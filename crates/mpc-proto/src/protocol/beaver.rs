@@ -62,12 +62,12 @@ impl Party {
     /// Beaver product without statistics scope or truncation (building block).
     pub(crate) async fn beaver(&mut self, op: Bilinear, x: &AShare, y: &AShare) -> Result<AShare> {
         let zs = op.output_shape(x.shape(), y.shape())?;
+        if op == Bilinear::Mul {
+            return self.beaver_mul(x, y).await;
+        }
         let t = self.corr.triple(&mut self.ch, op, x.shape(), y.shape()).await?;
         if self.placeholder() {
             return Ok(AShare::dealer(&zs));
-        }
-        if op == Bilinear::Mul {
-            return self.beaver_mul_fused(x, y, &t).await;
         }
         let d_i = mask(x.expose_share()?, t.a.expose_share()?)?;
         let e_i = mask(y.expose_share()?, t.b.expose_share()?)?;
@@ -79,34 +79,55 @@ impl Party {
         Ok(AShare::from_share(combine(op, d, e, y.expose_share()?, t.a.expose_share()?, t.c.expose_share()?)?))
     }
 
-    /// The elementwise case of [`Party::beaver`] in two fused passes (mask into the message;
-    /// combine from the message), without the intermediate tensors of the generic path: the
-    /// same arithmetic as [`mask`] and [`combine`].
-    async fn beaver_mul_fused(&mut self, x: &AShare, y: &AShare, t: &crate::correlations::Triple) -> Result<AShare> {
+    /// The elementwise case of [`Party::beaver`] in two passes over the operands, a chunk at a
+    /// time: the masked shares go straight into the outgoing frame, the peer's are read in place
+    /// from its frame, and the triple is read as it is drawn ([`MulTriple`]: seed material is
+    /// generated chunk by chunk, never stored whole). The same arithmetic as [`mask`] and
+    /// [`combine`].
+    async fn beaver_mul(&mut self, x: &AShare, y: &AShare) -> Result<AShare> {
+        const CHUNK: usize = 512;
+        let zs = Bilinear::Mul.output_shape(x.shape(), y.shape())?;
+        let mut t = self.corr.mul_triple(&mut self.ch, &zs).await?;
+        if self.placeholder() || !t.has_parts() {
+            return Ok(AShare::dealer(&zs));
+        }
         let (xs, ys) = (x.expose_share()?.as_slice(), y.expose_share()?.as_slice());
-        let (a, b, c) =
-            (t.a.expose_share()?.as_slice(), t.b.expose_share()?.as_slice(), t.c.expose_share()?.as_slice());
         let n = xs.len();
-        let mut mine = Vec::with_capacity(2 * n);
-        mine.extend(xs.iter().zip(a).map(|(x, a)| x.wrapping_sub(*a)));
-        mine.extend(ys.iter().zip(b).map(|(y, b)| y.wrapping_sub(*b)));
-        // The peer's words are read in place from its frame (no 8·2n-byte copy).
-        let (raw, start) = self.ch.exchange_u64_raw(self.id.peer(), crate::transport::FrameKind::Open, &mine).await?;
-        let (md, me) = mine.split_at(n);
+        let mut bufs = [[0u64; CHUNK]; 3];
+        let masked = |out: &mut Vec<u8>| {
+            let (mut ra, mut rb) = (t.reader(0), t.reader(1));
+            let [wb, ob, _] = &mut bufs;
+            // D's share, then E's: x − a, y − b.
+            for (v, r) in [(xs, &mut ra), (ys, &mut rb)] {
+                for vc in v.chunks(CHUNK) {
+                    let m = vc.len();
+                    let w = r.next(&mut wb[..m]);
+                    let o = &mut ob[..m];
+                    o.iter_mut().zip(vc.iter().zip(w)).for_each(|(o, (v, w))| *o = v.wrapping_sub(*w).to_le());
+                    out.extend_from_slice(bytemuck::cast_slice(o));
+                }
+            }
+        };
+        let (raw, start) =
+            self.ch.exchange_u64_with(self.id.peer(), crate::transport::FrameKind::Open, 2 * n, masked).await?;
+        t.resolve(&mut self.ch).await?;
         let (td, te) = raw[start..].split_at(8 * n);
-        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8-byte chunk"));
-        let z: Vec<u64> = md
-            .iter()
-            .zip(me)
-            .zip(td.chunks_exact(8).zip(te.chunks_exact(8)))
-            .zip(ys.iter().zip(a).zip(c))
-            .map(|(((md, me), (td, te)), ((y, a), c))| {
-                let d = md.wrapping_add(word(td));
-                let e = me.wrapping_add(word(te));
-                d.wrapping_mul(*y).wrapping_add(a.wrapping_mul(e)).wrapping_add(*c)
-            })
-            .collect();
-        Ok(AShare::from_share(RingTensor::from_vec(x.shape(), z)?))
+        let (td, te) = (td.as_chunks::<8>().0, te.as_chunks::<8>().0);
+        // Our own masked shares are recomputed (x − a, y − b) rather than kept.
+        let (mut ra, mut rb, mut rc) = (t.reader(0), t.reader(1), t.reader(2));
+        let mut z = Vec::with_capacity(n);
+        let [ba, bb, bc] = &mut bufs;
+        for (i, (xc, yc)) in xs.chunks(CHUNK).zip(ys.chunks(CHUNK)).enumerate() {
+            let m = xc.len();
+            let (a, b, c) = (ra.next(&mut ba[..m]), rb.next(&mut bb[..m]), rc.next(&mut bc[..m]));
+            let (tdc, tec) = (&td[i * CHUNK..i * CHUNK + m], &te[i * CHUNK..i * CHUNK + m]);
+            z.extend((0..m).map(|j| {
+                let d = xc[j].wrapping_sub(a[j]).wrapping_add(u64::from_le_bytes(tdc[j]));
+                let e = yc[j].wrapping_sub(b[j]).wrapping_add(u64::from_le_bytes(tec[j]));
+                d.wrapping_mul(yc[j]).wrapping_add(a[j].wrapping_mul(e)).wrapping_add(c[j])
+            }));
+        }
+        Ok(AShare::from_share(RingTensor::from_vec(&zs, z)?))
     }
 
     /// Beaver product then truncation by the fraction bits (building block).

@@ -29,10 +29,19 @@ impl Party {
             return Ok(AShare::dealer(shape));
         }
         let Some(pair) = self.pair.as_mut() else { return Ok(AShare::dealer(shape)) };
-        let r = RingTensor::random(shape, pair);
         Ok(AShare::from_share(match value {
-            Some(v) => v.sub(&r)?,
-            None => r,
+            // x − r with r drawn a chunk at a time: one pass, no r tensor.
+            Some(v) => {
+                let mut out = Vec::with_capacity(v.len());
+                let mut r = [0u64; 512];
+                for chunk in v.as_slice().chunks(r.len()) {
+                    let r = &mut r[..chunk.len()];
+                    pair.fill(r);
+                    out.extend(chunk.iter().zip(r.iter()).map(|(x, r)| x.wrapping_sub(*r)));
+                }
+                RingTensor::from_vec(shape, out)?
+            }
+            None => RingTensor::random(shape, pair),
         }))
     }
 
@@ -87,8 +96,10 @@ impl Party {
         self.ch.stats.record_round();
         let mine = x.expose_share()?;
         if self.id == to {
-            let theirs = self.ch.recv_u64(to.peer(), FrameKind::Reveal, mine.len()).await?;
-            let v = mine.as_slice().iter().zip(&theirs).map(|(a, b)| a.wrapping_add(*b)).collect();
+            // The peer's words are read in place from its frame.
+            let (raw, start) = self.ch.recv_frame(to.peer(), FrameKind::Reveal, Some(8 * mine.len())).await?;
+            let theirs = raw[start..].as_chunks::<8>().0;
+            let v = mine.as_slice().iter().zip(theirs).map(|(a, b)| a.wrapping_add(u64::from_le_bytes(*b))).collect();
             Ok(Some(RingTensor::from_vec(x.shape(), v)?))
         } else {
             self.ch.send_u64(to, FrameKind::Reveal, mine.as_slice()).await?;

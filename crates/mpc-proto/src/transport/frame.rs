@@ -74,6 +74,21 @@ pub fn encode_u64(h: &Header, payload: &[u64]) -> Vec<u8> {
     out
 }
 
+/// Encodes a frame whose payload of `n` ring elements `fill` appends to the buffer (after the
+/// header) as little-endian bytes: callers that compute a message word by word write it into
+/// the frame directly instead of into a vector that is then copied.
+///
+/// # Panics
+/// If `fill` appends other than `8·n` bytes (a bug in the caller).
+pub fn encode_u64_with(h: &Header, n: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    debug_assert_eq!(h.len as usize, n * 8);
+    let mut out = encode_header(h, n * 8);
+    let start = out.len();
+    fill(&mut out);
+    assert_eq!(out.len() - start, n * 8, "frame payload writer appended the wrong number of bytes");
+    out
+}
+
 /// Decodes a frame, checking the announced length against the bytes present and `max_payload`.
 pub fn decode(raw: &[u8], max_payload: usize) -> Result<(Header, &[u8]), String> {
     if raw.len() < 2 {

@@ -202,6 +202,22 @@ impl Channel {
         Ok(())
     }
 
+    /// [`Channel::send_u64`] with the `n`-word payload written straight into the frame by
+    /// `fill` (see [`frame::encode_u64_with`]).
+    pub async fn send_u64_with(
+        &mut self,
+        to: PartyId,
+        kind: FrameKind,
+        n: usize,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<()> {
+        let h = self.next_header(to, kind, n * 8);
+        let frame = frame::encode_u64_with(&h, n, fill);
+        self.stats.record_send(kind, n as u64 * 8);
+        self.transport.send(to, frame).await.map_err(peer_error)?;
+        Ok(())
+    }
+
     /// Receives the next frame from `from`, which must be of `kind` and have `expect_len`
     /// payload bytes if given; returns the payload.
     pub async fn recv_bytes(&mut self, from: PartyId, kind: FrameKind, expect_len: Option<usize>) -> Result<Vec<u8>> {
@@ -267,9 +283,27 @@ impl Channel {
         kind: FrameKind,
         payload: &[u64],
     ) -> Result<(Vec<u8>, usize)> {
-        let n = payload.len();
+        self.exchange_u64_with(peer, kind, payload.len(), |out| {
+            if cfg!(target_endian = "little") {
+                out.extend_from_slice(bytemuck::cast_slice(payload));
+            } else {
+                payload.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            }
+        })
+        .await
+    }
+
+    /// As [`Channel::exchange_u64_raw`], with the `n`-word payload written straight into the
+    /// outgoing frame by `fill` (see [`frame::encode_u64_with`]): no intermediate vector.
+    pub async fn exchange_u64_with(
+        &mut self,
+        peer: PartyId,
+        kind: FrameKind,
+        n: usize,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(Vec<u8>, usize)> {
         let h = self.next_header(peer, kind, n * 8);
-        let frame = frame::encode_u64(&h, payload);
+        let frame = frame::encode_u64_with(&h, n, fill);
         self.stats.record_send(kind, n as u64 * 8);
         self.stats.record_round();
         let transport = self.transport.clone();
