@@ -52,6 +52,8 @@ pub mod share;
 pub mod stats;
 pub mod testing;
 pub mod transport;
+#[cfg(target_arch = "x86_64")]
+mod vaes;
 
 pub use correlations::{Correlations, DealerCorrelations, TestDealer};
 pub use error::{Error, Result};

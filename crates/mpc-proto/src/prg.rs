@@ -16,6 +16,10 @@ use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
 use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
 
+/// Bytes generated ahead for reads that end inside a block (16 blocks: four VAES chunks, so
+/// small draws such as seeds and single words take the fast kernel too).
+const BUF: usize = 256;
+
 /// A 256-bit PRG seed. Its `Debug` prints nothing of the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Seed(pub(crate) [u8; 32]);
@@ -51,11 +55,11 @@ pub struct Prg {
     aes: Aes128,
     /// The same key expanded for the VAES kernel, where the CPU has it (runtime dispatch).
     #[cfg(target_arch = "x86_64")]
-    fast: Option<vaes::RoundKeys>,
+    fast: Option<crate::vaes::RoundKeys>,
     /// Index of the next counter block.
     counter: u128,
-    /// The unread tail of the last block generated (`buf[pos..]`).
-    buf: [u8; 16],
+    /// The unread tail of the last blocks generated ahead for small reads (`buf[pos..]`).
+    buf: [u8; BUF],
     pos: usize,
 }
 
@@ -72,10 +76,10 @@ impl Prg {
         Prg {
             aes: Aes128::new(&Array(key)),
             #[cfg(target_arch = "x86_64")]
-            fast: vaes::RoundKeys::new(key),
+            fast: crate::vaes::RoundKeys::new(key),
             counter: 0,
-            buf: [0; 16],
-            pos: 16,
+            buf: [0; BUF],
+            pos: BUF,
         }
     }
 
@@ -113,7 +117,7 @@ impl Prg {
 
     /// Fills `out` with pseudorandom bytes.
     pub fn fill_bytes(&mut self, out: &mut [u8]) {
-        let take = out.len().min(16 - self.pos);
+        let take = out.len().min(BUF - self.pos);
         out[..take].copy_from_slice(&self.buf[self.pos..self.pos + take]);
         self.pos += take;
         let out = &mut out[take..];
@@ -121,17 +125,23 @@ impl Prg {
         let (bulk, tail) = out.split_at_mut(whole);
         self.blocks(bulk);
         if !tail.is_empty() {
-            let mut b = [0u8; 16];
-            self.blocks(&mut b);
-            self.buf = b;
-            tail.copy_from_slice(&b[..tail.len()]);
+            self.refill();
+            tail.copy_from_slice(&self.buf[..tail.len()]);
             self.pos = tail.len();
         }
     }
 
+    /// Generates the next `BUF` bytes of the stream into the read-ahead buffer.
+    fn refill(&mut self) {
+        let mut b = [0u8; BUF];
+        self.blocks(&mut b);
+        self.buf = b;
+        self.pos = 0;
+    }
+
     /// The stream's read position in bytes.
     fn position(&self) -> u128 {
-        self.counter * 16 - (16 - self.pos) as u128
+        self.counter * 16 - (BUF - self.pos) as u128
     }
 
     /// An independent reader of this stream `words` ring elements past the current position
@@ -144,14 +154,12 @@ impl Prg {
             #[cfg(target_arch = "x86_64")]
             fast: self.fast.clone(),
             counter: at / 16,
-            buf: [0; 16],
-            pos: 16,
+            buf: [0; BUF],
+            pos: BUF,
         };
         let skip = (at % 16) as usize;
         if skip != 0 {
-            let mut b = [0u8; 16];
-            p.blocks(&mut b);
-            p.buf = b;
+            p.refill();
             p.pos = skip;
         }
         p
@@ -204,117 +212,6 @@ impl rand_core::TryRng for Prg {
 }
 
 impl rand_core::TryCryptoRng for Prg {}
-
-/// AES-128-CTR with VAES on 512-bit registers (four blocks per instruction, 32 blocks in
-/// flight), for CPUs with AVX-512F and VAES. The `aes` crate's VAES backend spends about half
-/// its time assembling block arrays around the rounds; this kernel keeps counters and state in
-/// registers and fills ~2× faster (`cargo bench --bench fss -- share_prg`). Its output is
-/// checked against the `aes` crate block for block in the tests below.
-#[cfg(target_arch = "x86_64")]
-mod vaes {
-    use std::arch::x86_64::*;
-
-    /// Round keys of one AES-128 key. Only built where the CPU has AES-NI, AVX-512F and VAES.
-    #[derive(Clone)]
-    pub(super) struct RoundKeys([__m128i; 11]);
-
-    impl RoundKeys {
-        /// Expands `key`, or `None` where this CPU lacks the kernel's features.
-        pub(super) fn new(key: [u8; 16]) -> Option<Self> {
-            if !(is_x86_feature_detected!("aes")
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("vaes"))
-            {
-                return None;
-            }
-            #[allow(unsafe_code)]
-            // SAFETY: `expand` is compiled for `aes` (and SSE2, part of x86-64), which was
-            // detected on this CPU just above; it has no other preconditions.
-            Some(Self(unsafe { expand(key) }))
-        }
-
-        /// Writes counter blocks `counter, counter + 1, …` encrypted into `out` (four blocks per
-        /// 64-byte chunk); returns the next counter.
-        pub(super) fn ctr(&self, counter: u128, out: &mut [[u8; 64]]) -> u128 {
-            #[allow(unsafe_code)]
-            // SAFETY: a `RoundKeys` exists only where `new` detected AES-NI, AVX-512F and VAES,
-            // the features `ctr` is compiled for; it has no other preconditions.
-            unsafe {
-                ctr(&self.0, counter, out)
-            }
-        }
-    }
-
-    /// One step of the AES-128 key schedule: `assist` is `aeskeygenassist(prev, rcon)`.
-    #[target_feature(enable = "aes")]
-    fn schedule_step(prev: __m128i, assist: __m128i) -> __m128i {
-        let t = _mm_shuffle_epi32::<0xff>(assist);
-        let mut k = prev;
-        k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
-        k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
-        k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
-        _mm_xor_si128(k, t)
-    }
-
-    #[target_feature(enable = "aes")]
-    fn expand(key: [u8; 16]) -> [__m128i; 11] {
-        let mut rk = [bytemuck::cast::<[u8; 16], __m128i>(key); 11];
-        macro_rules! step {
-            ($i:literal, $rcon:literal) => {
-                rk[$i] = schedule_step(rk[$i - 1], _mm_aeskeygenassist_si128::<$rcon>(rk[$i - 1]));
-            };
-        }
-        step!(1, 0x01);
-        step!(2, 0x02);
-        step!(3, 0x04);
-        step!(4, 0x08);
-        step!(5, 0x10);
-        step!(6, 0x20);
-        step!(7, 0x40);
-        step!(8, 0x80);
-        step!(9, 0x1b);
-        step!(10, 0x36);
-        rk
-    }
-
-    /// Registers of four blocks in flight per pass (32 blocks: enough to cover VAES latency).
-    const LANES: usize = 8;
-
-    #[target_feature(enable = "avx512f,vaes")]
-    fn ctr(rk: &[__m128i; 11], counter: u128, out: &mut [[u8; 64]]) -> u128 {
-        let k: [__m512i; 11] = std::array::from_fn(|i| _mm512_broadcast_i32x4(rk[i]));
-        let mut c = counter;
-        for chunk in out.chunks_mut(LANES) {
-            let mut v = [_mm512_setzero_si512(); LANES];
-            for (j, vj) in v.iter_mut().enumerate() {
-                // Counter blocks are little-endian u128s: lane pair (lo, hi) per block.
-                let b = |i: u128| c.wrapping_add(4 * j as u128 + i);
-                let (b0, b1, b2, b3) = (b(0), b(1), b(2), b(3));
-                let ctrs = _mm512_set_epi64(
-                    (b3 >> 64) as i64,
-                    b3 as i64,
-                    (b2 >> 64) as i64,
-                    b2 as i64,
-                    (b1 >> 64) as i64,
-                    b1 as i64,
-                    (b0 >> 64) as i64,
-                    b0 as i64,
-                );
-                *vj = _mm512_xor_si512(ctrs, k[0]);
-            }
-            for kr in &k[1..10] {
-                for vj in v.iter_mut() {
-                    *vj = _mm512_aesenc_epi128(*vj, *kr);
-                }
-            }
-            for (o, vj) in chunk.iter_mut().zip(v) {
-                *o = bytemuck::cast(_mm512_aesenclast_epi128(vj, k[10]));
-            }
-            c = c.wrapping_add(4 * chunk.len() as u128);
-        }
-        c
-    }
-}
 
 #[cfg(test)]
 mod tests {
