@@ -716,9 +716,14 @@ async fn dealer_gate_material<K: GateKey>(
             Ok(GateMaterial { r: AShare::from_share(r), keys })
         }
         Role::Dealer(g) => {
-            let (_, _, k0, k1) = gen_gate_keys::<K>(g, len, bits)?;
-            ch.send_bytes(PartyId::P0, FrameKind::Material, &k0).await?;
-            ch.send_bytes(PartyId::P1, FrameKind::Material, &k1).await?;
+            // Keys are serialised straight into the two frames.
+            let (mut f0, mut f1) = (
+                ch.begin_frame(PartyId::P0, FrameKind::Material, len * klen),
+                ch.begin_frame(PartyId::P1, FrameKind::Material, len * klen),
+            );
+            gen_gate_keys_into::<K>(g, len, bits, f0.payload(), f1.payload())?;
+            ch.send_frame(f0).await?;
+            ch.send_frame(f1).await?;
             Ok(GateMaterial { r: AShare::dealer(&[len]), keys: pack_keys::<K>(vec![], 0, 0, bits)? })
         }
     }
@@ -731,15 +736,26 @@ fn gen_gate_keys<K: GateKey>(
     len: usize,
     bits: u32,
 ) -> Result<(RingTensor, RingTensor, Vec<u8>, Vec<u8>)> {
-    let r0 = g.draw(P0, &[len]);
-    let r1 = g.draw(P1, &[len]);
     let klen = K::byte_len_for(bits);
     let (mut b0, mut b1) = (Vec::with_capacity(len * klen), Vec::with_capacity(len * klen));
+    let (r0, r1) = gen_gate_keys_into::<K>(g, len, bits, &mut b0, &mut b1)?;
+    Ok((r0, r1, b0, b1))
+}
+
+/// [`gen_gate_keys`] appending the serialised keys to `out0` and `out1`; returns the masks.
+fn gen_gate_keys_into<K: GateKey>(
+    g: &mut Generator,
+    len: usize,
+    bits: u32,
+    out0: &mut Vec<u8>,
+    out1: &mut Vec<u8>,
+) -> Result<(RingTensor, RingTensor)> {
+    let r0 = g.draw(P0, &[len]);
+    let r1 = g.draw(P1, &[len]);
     let rng = g.private.as_mut().expect("the dealer holds its private PRG");
     let r: Vec<u64> = r0.as_slice().iter().zip(r1.as_slice()).map(|(a, b)| a.wrapping_add(*b)).collect();
-    K::keygen_into(bits, &r, rng, &mut b0, &mut b1)
-        .map_err(|e| Error::InvalidInput(format!("{} gate: {e}", K::NAME)))?;
-    Ok((r0, r1, b0, b1))
+    K::keygen_into(bits, &r, rng, out0, out1).map_err(|e| Error::InvalidInput(format!("{} gate: {e}", K::NAME)))?;
+    Ok((r0, r1))
 }
 
 fn pack_keys<K: GateKey>(buf: Vec<u8>, start: usize, len: usize, bits: u32) -> Result<PackedKeys<K>> {

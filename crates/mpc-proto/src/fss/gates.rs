@@ -171,8 +171,8 @@ impl SignGate {
         for (&r, (d0, d1)) in r_ins.iter().zip(dcfs) {
             let (rh, _, _) = split_mask(n, r);
             let a = rng.next_u64();
-            out0.extend_from_slice(&SignKey { n: n as u8, rh: a, dcf: d0 }.to_bytes());
-            out1.extend_from_slice(&SignKey { n: n as u8, rh: rh.wrapping_sub(a), dcf: d1 }.to_bytes());
+            SignKey { n: n as u8, rh: a, dcf: d0 }.write_to(out0);
+            SignKey { n: n as u8, rh: rh.wrapping_sub(a), dcf: d1 }.write_to(out1);
         }
         Ok(())
     }
@@ -197,11 +197,16 @@ impl SignKey {
     /// Serialises: `b'S' | n: u8 | r_h share: u64 LE | DCF key`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.byte_len());
+        self.write_to(&mut v);
+        v
+    }
+
+    /// Appends [`SignKey::to_bytes`] to `v` (the dealer serialises a batch into one frame).
+    pub fn write_to(&self, v: &mut Vec<u8>) {
         v.push(SIGN_TAG);
         v.push(self.n);
         v.extend_from_slice(&self.rh.to_le_bytes());
-        self.dcf.write_to(&mut v);
-        v
+        self.dcf.write_to(v);
     }
 
     /// Parses [`SignKey::to_bytes`] output; never panics.
@@ -832,8 +837,8 @@ impl Relu64Gate {
             let consts = [rh, r, rh.wrapping_mul(r)];
             let a: [u64; 3] = std::array::from_fn(|_| rng.next_u64());
             let b: [u64; 3] = std::array::from_fn(|i| consts[i].wrapping_sub(a[i]));
-            out0.extend_from_slice(&Relu64Key { n: n as u8, k: a, dcf: d0 }.to_bytes());
-            out1.extend_from_slice(&Relu64Key { n: n as u8, k: b, dcf: d1 }.to_bytes());
+            Relu64Key { n: n as u8, k: a, dcf: d0 }.write_to(out0);
+            Relu64Key { n: n as u8, k: b, dcf: d1 }.write_to(out1);
         }
         Ok(())
     }
@@ -853,13 +858,18 @@ impl Relu64Key {
     /// Serialises: `b'T' | n: u8 | 3 × u64 LE constant shares | DCF key`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(Self::byte_len_for(self.n as u32));
+        self.write_to(&mut v);
+        v
+    }
+
+    /// Appends [`Relu64Key::to_bytes`] to `v` (the dealer serialises a batch into one frame).
+    pub fn write_to(&self, v: &mut Vec<u8>) {
         v.push(RELU64_TAG);
         v.push(self.n);
         for w in self.k {
             v.extend_from_slice(&w.to_le_bytes());
         }
-        self.dcf.write_to(&mut v);
-        v
+        self.dcf.write_to(v);
     }
 
     /// Parses [`Relu64Key::to_bytes`] output; malformed bytes are an error.

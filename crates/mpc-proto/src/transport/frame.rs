@@ -43,7 +43,7 @@ pub struct Header {
 /// Largest encoded header (postcard varints of the fields above).
 const MAX_HEADER: usize = 64;
 
-fn encode_header(h: &Header, payload_len: usize) -> Vec<u8> {
+pub(crate) fn encode_header(h: &Header, payload_len: usize) -> Vec<u8> {
     let hb = postcard::to_allocvec(h).expect("header serialisation cannot fail");
     debug_assert!(hb.len() <= MAX_HEADER);
     let mut out = Vec::with_capacity(2 + hb.len() + payload_len);

@@ -126,6 +126,28 @@ fn peer_error(e: TransportError) -> Error {
     }
 }
 
+/// A frame being filled in place ([`Channel::begin_frame`]).
+pub struct OutFrame {
+    to: PartyId,
+    kind: FrameKind,
+    len: usize,
+    start: usize,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for OutFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OutFrame({:?} to {}, {} of {} bytes)", self.kind, self.to, self.buf.len() - self.start, self.len)
+    }
+}
+
+impl OutFrame {
+    /// The frame so far: append the payload here (nothing else).
+    pub fn payload(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+}
+
 /// A session's framed, sequence-checked view of a [`Transport`], with statistics.
 pub struct Channel {
     transport: std::sync::Arc<dyn Transport>,
@@ -182,6 +204,27 @@ impl Channel {
         let seq = self.send_seq[to.index()];
         self.send_seq[to.index()] += 1;
         Header { session: self.session, seq, kind, len: len as u64 }
+    }
+
+    /// Starts a frame of `len` payload bytes to `to`: the header is written and the capacity
+    /// reserved; append exactly `len` bytes to [`OutFrame::payload`], then
+    /// [`Channel::send_frame`] it. Lets a producer serialise large material straight into the
+    /// frame (the dealer's FSS keys) instead of into a buffer that is then copied.
+    pub fn begin_frame(&mut self, to: PartyId, kind: FrameKind, len: usize) -> OutFrame {
+        let h = self.next_header(to, kind, len);
+        let buf = frame::encode_header(&h, len);
+        OutFrame { to, kind, len, start: buf.len(), buf }
+    }
+
+    /// Sends a frame begun with [`Channel::begin_frame`].
+    ///
+    /// # Panics
+    /// If the payload appended is not the announced length (a bug in the producer).
+    pub async fn send_frame(&mut self, f: OutFrame) -> Result<()> {
+        assert_eq!(f.buf.len() - f.start, f.len, "frame payload is not the announced length");
+        self.stats.record_send(f.kind, f.len as u64);
+        self.transport.send(f.to, f.buf).await.map_err(peer_error)?;
+        Ok(())
     }
 
     /// Sends raw bytes as one frame.
