@@ -4,8 +4,6 @@
 //! honest nodes fail that job with a clear error within their configured timeouts, without a
 //! panic or memory growth, and afterwards serve a normal job with the real Bob.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,48 +15,12 @@ use party_node::jobs::{JobId, Plan, seeded_matrix};
 use party_node::mesh::Mesh;
 use party_node::testbed;
 use rand_core::SeedableRng;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_party-node");
+mod common;
+use common::Node;
+
 const LIMITS: &str = "\n[limits]\nframe_timeout_s = 3\njoin_timeout_s = 4\nmax_job_s = 60\n";
-
-struct Node {
-    child: Child,
-    cfg: Config,
-    log: PathBuf,
-}
-
-impl Node {
-    fn spawn(path: &Path) -> Node {
-        let cfg = Config::load(path).unwrap();
-        let log = path.with_file_name("node.log");
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Node { child, cfg, log }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        call(self.cfg.api_listen, Some(&self.cfg.api_token.0), method, path, body).await.unwrap().ok().unwrap()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Frames a party sent, in order.
 type FrameLog = Arc<Mutex<Vec<(PartyId, Vec<u8>)>>>;
@@ -121,8 +83,8 @@ const PLAN: Plan = Plan { m: 8, k: 16, n: 4 };
 async fn submit(alice: &Node, dealer: &Node) -> String {
     let id = JobId::random().to_string();
     let (m, k, n) = (PLAN.m, PLAN.k, PLAN.n);
-    alice.call("POST", "/v1/jobs", Some(json!({"id": id, "m": m, "k": k, "n": n, "seed": 1}))).await;
-    dealer.call("POST", "/v1/jobs", Some(json!({"id": id, "m": m, "k": k, "n": n}))).await;
+    alice.call("POST", "/v1/jobs", Some(json!({"id": id, "m": m, "k": k, "n": n, "seed": 1}))).await.unwrap();
+    dealer.call("POST", "/v1/jobs", Some(json!({"id": id, "m": m, "k": k, "n": n}))).await.unwrap();
     id
 }
 
@@ -130,7 +92,7 @@ async fn submit(alice: &Node, dealer: &Node) -> String {
 async fn outcome(node: &Node, id: &str) -> (String, String, f64) {
     let t0 = Instant::now();
     loop {
-        let r = node.call("GET", &format!("/v1/jobs/{id}"), None).await;
+        let r = node.get(&format!("/v1/jobs/{id}")).await;
         let state = r["state"].as_str().unwrap().to_string();
         if state != "joining" && state != "running" {
             return (state, r["error"].as_str().unwrap_or("").to_string(), t0.elapsed().as_secs_f64());
@@ -277,12 +239,12 @@ fn hostile_bob_fails_only_his_jobs_and_the_nodes_serve_the_next() {
         }
         let id = submit(&alice, &dealer).await;
         let (m, k, n) = (PLAN.m, PLAN.k, PLAN.n);
-        bob.call("POST", "/v1/jobs", Some(json!({"id": id, "m": m, "k": k, "n": n, "seed": 2}))).await;
+        bob.call("POST", "/v1/jobs", Some(json!({"id": id, "m": m, "k": k, "n": n, "seed": 2}))).await.unwrap();
         for node in [&alice, &bob, &dealer] {
             let (state, error, _) = outcome(node, &id).await;
             assert_eq!(state, "done", "{error}");
         }
-        let res = bob.call("GET", &format!("/v1/jobs/{id}/result"), None).await;
+        let res = bob.get(&format!("/v1/jobs/{id}/result")).await;
         let want = seeded_matrix(2, m, k).matmul(&seeded_matrix(1, k, n)).unwrap();
         let want: Vec<i64> = want.as_slice().iter().map(|&v| v as i64).collect();
         assert_eq!(res["values"], json!(want));

@@ -2,8 +2,7 @@
 //! analytics job; no share, seed, private key or API token of the run may appear in any log
 //! line or API response.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use party_node::client::call;
@@ -11,41 +10,20 @@ use party_node::config::Config;
 use party_node::testbed;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_party-node");
+mod common;
+use common::Node;
 
-struct Node {
-    child: Child,
-    cfg: Config,
-    log: PathBuf,
+/// API calls whose response bodies are kept for the scan.
+trait Seen {
+    async fn api(&self, method: &str, path: &str, body: Option<Value>, seen: &mut String) -> Value;
 }
 
-impl Node {
-    fn spawn(path: &Path) -> Node {
-        let cfg = Config::load(path).unwrap();
-        let log = path.with_file_name("trace.log");
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(path)
-            .env("MEMBRANE_LOG", "trace")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Node { child, cfg, log }
-    }
-
+impl Seen for Node {
     async fn api(&self, method: &str, path: &str, body: Option<Value>, seen: &mut String) -> Value {
-        let r = call(self.cfg.api_listen, Some(&self.cfg.api_token.0), method, path, body).await.unwrap();
+        let r = self.request(method, path, body).await.unwrap();
         seen.push_str(&r.body.to_string());
         seen.push('\n');
         r.ok().unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -61,7 +39,8 @@ fn no_secret_reaches_a_log_line_or_an_api_response() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data/breast_cancer.csv");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut seen = String::new();
-    let nodes: Vec<Node> = paths.iter().map(|p| Node::spawn(p)).collect();
+    let nodes: Vec<Node> =
+        paths.iter().map(|p| Node::spawn_with(p, "trace.log", &[("MEMBRANE_LOG", "trace")])).collect();
     // Secret job seeds, chosen to be unmistakable in text.
     let (seed_a, seed_b) = (0x5ec2_e7a1_1ce5_eed1u64, 0x5ec2_e7b0_b5ee_d002u64);
     let ids = rt.block_on(async {

@@ -3,80 +3,25 @@
 //! the next job, the control API refuses missing and wrong tokens, and the store survives
 //! SIGKILL at any moment.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use party_node::client::{Reply, call};
-use party_node::config::Config;
+use party_node::client::call;
 use party_node::jobs::seeded_matrix;
 use party_node::testbed;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_party-node");
 
-struct Node {
-    child: Child,
-    cfg: Config,
-    path: PathBuf,
-    log: PathBuf,
-}
+mod common;
+use common::Node;
 
-impl Node {
-    fn spawn(path: &Path, run: u32) -> Node {
-        let cfg = Config::load(path).unwrap();
-        let log = path.with_file_name(format!("node-{run}.log"));
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Node { child, cfg, path: path.to_path_buf(), log }
-    }
-
-    fn kill9(&mut self) {
-        // Child::kill sends SIGKILL on Unix.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        call(self.cfg.api_listen, Some(&self.cfg.api_token.0), "GET", path, None).await.unwrap().ok().unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Reply {
-        call(self.cfg.api_listen, Some(&self.cfg.api_token.0), "POST", path, Some(body)).await.unwrap()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn spawn(path: &std::path::Path, run: u32) -> Node {
+    Node::spawn_with(path, &format!("node-{run}.log"), &[])
 }
 
 async fn wait_ready(nodes: &[&Node]) {
-    let t0 = Instant::now();
-    for n in nodes {
-        loop {
-            let ok = match call(n.cfg.api_listen, Some(&n.cfg.api_token.0), "GET", "/v1/health", None).await {
-                Ok(r) if r.status == 200 => r.body["mesh_ready"] == json!(true),
-                _ => false,
-            };
-            if ok {
-                break;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(30), "mesh not ready; log:\n{}", n.log_text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    common::wait_ready(nodes, Duration::from_secs(30)).await;
 }
 
 async fn wait_final(n: &Node, id: &str, within: Duration) -> Value {
@@ -122,9 +67,9 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
     let rt = runtime();
     rt.block_on(async {
         // Start in reverse order: the dialers (lower ids) come up last.
-        let dealer = Node::spawn(&paths[2], 0);
-        let bob = Node::spawn(&paths[1], 0);
-        let alice = Node::spawn(&paths[0], 0);
+        let dealer = spawn(&paths[2], 0);
+        let bob = spawn(&paths[1], 0);
+        let alice = spawn(&paths[0], 0);
         wait_ready(&[&alice, &bob, &dealer]).await;
         let peers = alice.get("/v1/peers").await;
         assert!(
@@ -168,7 +113,7 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
         assert_eq!(health["status"], "ok", "the node keeps serving");
 
         // The dealer restarts; the next job works.
-        let dealer = Node::spawn(&dealer.path.clone(), 1);
+        let dealer = spawn(&dealer.path.clone(), 1);
         wait_ready(&[&alice, &bob, &dealer]).await;
         run_job(&[&alice, &bob, &dealer], 3, 2, 4).await;
 
@@ -192,7 +137,7 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
             assert!(err.contains("lost the connection to bob"), "{err}");
         }
         assert!(killed.elapsed() < Duration::from_secs(5), "failed after {:?}", killed.elapsed());
-        let bob = Node::spawn(&bob.path.clone(), 1);
+        let bob = spawn(&bob.path.clone(), 1);
         wait_ready(&[&alice, &bob, &dealer]).await;
         let jobs = bob.get("/v1/jobs").await;
         assert_eq!(jobs["jobs"].as_array().unwrap().len(), 3, "Bob's records survive its SIGKILL: {jobs}");
@@ -222,7 +167,7 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
 fn the_api_refuses_missing_and_wrong_tokens_and_names_bad_requests() {
     let dir = tempfile::tempdir().unwrap();
     let paths = testbed::write_consortium(dir.path(), testbed::free_addrs().unwrap(), false).unwrap();
-    let bob = Node::spawn(&paths[1], 0);
+    let bob = spawn(&paths[1], 0);
     let rt = runtime();
     rt.block_on(async {
         let addr = bob.cfg.api_listen;

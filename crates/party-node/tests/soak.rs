@@ -8,69 +8,17 @@
 //! -- --ignored --nocapture`; it prints start and end RSS of each node.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use party_node::client::call;
-use party_node::config::Config;
 use party_node::jobs::JobId;
 use party_node::testbed;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_party-node");
-
-struct Node {
-    child: Child,
-    cfg: Config,
-    path: PathBuf,
-}
-
-impl Node {
-    fn spawn(path: &Path) -> Node {
-        let cfg = Config::load(path).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(path.with_file_name("node.log")).unwrap();
-        let child =
-            Command::new(BIN).args(["run", "--config"]).arg(path).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        Node { child, cfg, path: path.to_path_buf() }
-    }
-
-    fn restart(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        *self = Node::spawn(&self.path.clone());
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        call(self.cfg.api_listen, Some(&self.cfg.api_token.0), method, path, body).await?.ok()
-    }
-
-    fn rss_mib(&self) -> f64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kib: f64 = s
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Node;
 
 async fn ready(nodes: &[Node]) {
-    let t0 = Instant::now();
-    for n in nodes {
-        while !n.call("GET", "/v1/health", None).await.map(|h| h["mesh_ready"] == json!(true)).unwrap_or(false) {
-            assert!(t0.elapsed() < Duration::from_secs(60), "the mesh did not form");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    common::wait_ready(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(60)).await;
 }
 
 struct Soak {
@@ -165,7 +113,7 @@ impl Soak {
 /// `kills`), then `concurrent` jobs at once. Returns the failures.
 async fn soak(s: &mut Soak, sequential: usize, concurrent: usize, kills: &[(usize, usize)]) -> Vec<String> {
     let mut failures = vec![];
-    let start_rss: Vec<f64> = s.nodes.iter().map(Node::rss_mib).collect();
+    let start_rss: Vec<f64> = s.nodes.iter().map(|n| n.rss_kib() as f64 / 1024.0).collect();
     let t0 = Instant::now();
     let mut restarted = [false; 3];
     for i in 0..sequential {
@@ -209,7 +157,7 @@ async fn soak(s: &mut Soak, sequential: usize, concurrent: usize, kills: &[(usiz
             failures.push(format!("concurrent job {id}: {e}"));
         }
     }
-    let end_rss: Vec<f64> = s.nodes.iter().map(Node::rss_mib).collect();
+    let end_rss: Vec<f64> = s.nodes.iter().map(|n| n.rss_kib() as f64 / 1024.0).collect();
     eprintln!(
         "{sequential} sequential jobs in {seq_s:.1} s ({:.1} ms each), {concurrent} concurrent in {:.2} s",
         seq_s * 1e3 / sequential.max(1) as f64,
