@@ -251,21 +251,28 @@ mod tests {
         assert_eq!(bytemuck::cast_slice::<u64, u8>(&words), &whole[..]);
     }
 
+    /// Blocks `blocks` of the stream `(seed, stream)` computed independently: the key from
+    /// ChaCha12 on the seed and stream, then AES-128 of each counter with the `aes` crate.
+    fn reference_stream(seed: &Seed, stream: u64, blocks: std::ops::Range<u128>) -> Vec<u8> {
+        let mut kdf = ChaCha12Rng::from_seed(seed.0);
+        kdf.set_stream(stream);
+        let mut key = [0u8; 16];
+        kdf.fill_bytes(&mut key);
+        let aes = Aes128::new(&Array(key));
+        let mut out = Vec::new();
+        for i in blocks {
+            let mut b = Array(i.to_le_bytes());
+            aes.encrypt_block(&mut b);
+            out.extend_from_slice(&b.0);
+        }
+        out
+    }
+
     #[test]
     fn output_is_aes_ctr_under_the_derived_key() {
         // Independent check: block i of the stream is AES-128(key, i) with the key from ChaCha12.
         let seed = Seed::from_bytes([5; 32]);
-        let mut kdf = ChaCha12Rng::from_seed(seed.0);
-        kdf.set_stream(11);
-        let mut key = [0u8; 16];
-        kdf.fill_bytes(&mut key);
-        let aes = Aes128::new(&Array(key));
-        let mut want = Vec::new();
-        for i in 0u128..4 {
-            let mut b = Array(i.to_le_bytes());
-            aes.encrypt_block(&mut b);
-            want.extend_from_slice(&b.0);
-        }
+        let want = reference_stream(&seed, 11, 0..4);
         let mut got = vec![0u8; 64];
         Prg::new(&seed, 11).fill_bytes(&mut got);
         assert_eq!(got, want);
@@ -285,18 +292,8 @@ mod tests {
         // crossed), read in uneven pieces, against the `aes` crate one block at a time; then the
         // same through the portable path alone (on CPUs without VAES both are that path).
         let seed = Seed::from_bytes([3; 32]);
-        let mut kdf = ChaCha12Rng::from_seed(seed.0);
-        kdf.set_stream(2);
-        let mut key = [0u8; 16];
-        kdf.fill_bytes(&mut key);
-        let aes = Aes128::new(&Array(key));
         let start = (1u128 << 64) - 37;
-        let mut want = Vec::new();
-        for i in start..start + 1001 {
-            let mut b = Array(i.to_le_bytes());
-            aes.encrypt_block(&mut b);
-            want.extend_from_slice(&b.0);
-        }
+        let want = reference_stream(&seed, 2, start..start + 1001);
         for portable in [false, true] {
             let mut p = Prg::new(&seed, 2);
             #[cfg(target_arch = "x86_64")]
