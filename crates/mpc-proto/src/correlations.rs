@@ -173,7 +173,7 @@ impl MulTriple {
         if t.a.is_dealer() {
             return Ok(Self::placeholder(&shape));
         }
-        let part = |s: AShare| s.expose_share().cloned().map(Words::Tensor);
+        let part = |s: AShare| s.into_share().map(Words::Tensor);
         Ok(MulTriple { shape, parts: Some([part(t.a)?, part(t.b)?, part(t.c)?]) })
     }
 
@@ -600,25 +600,15 @@ impl Correlations for DealerCorrelations {
         Box::pin(async move {
             let n: usize = shape.iter().product();
             match &mut self.role {
-                Role::P0(g) => {
-                    let [a, b, c] = g.seeded_parts(P0, n);
-                    Ok(MulTriple { shape: shape.to_vec(), parts: Some([a, b, c]) })
-                }
+                Role::P0(g) => Ok(MulTriple { shape: shape.to_vec(), parts: Some(g.seeded_parts(P0, n)) }),
                 Role::P1(g) => {
                     let [a, b] = g.seeded_parts(P1, n);
                     Ok(MulTriple { shape: shape.to_vec(), parts: Some([a, b, Words::FromDealer]) })
                 }
                 Role::Dealer(g) => {
-                    ch.send_u64_with(PartyId::P1, FrameKind::Material, n, |frame| {
-                        mul_correction_into(g, n, |words| {
-                            if cfg!(target_endian = "little") {
-                                frame.extend_from_slice(bytemuck::cast_slice(words));
-                            } else {
-                                words.iter().for_each(|w| frame.extend_from_slice(&w.to_le_bytes()));
-                            }
-                        })
-                    })
-                    .await?;
+                    let mut f = ch.begin_frame(PartyId::P1, FrameKind::Material, 8 * n);
+                    mul_correction_into(g, n, |words| crate::transport::frame::extend_u64(f.payload(), words));
+                    ch.send_frame(f).await?;
                     Ok(MulTriple::placeholder(shape))
                 }
             }

@@ -94,7 +94,8 @@ impl Party {
         let (xs, ys) = (x.expose_share()?.as_slice(), y.expose_share()?.as_slice());
         let n = xs.len();
         let mut bufs = [[0u64; CHUNK]; 3];
-        let masked = |out: &mut Vec<u8>| {
+        let mut frame = self.ch.begin_frame(self.id.peer(), crate::transport::FrameKind::Open, 16 * n);
+        {
             let (mut ra, mut rb) = (t.reader(0), t.reader(1));
             let [wb, ob, _] = &mut bufs;
             // D's share, then E's: x − a, y − b.
@@ -103,13 +104,12 @@ impl Party {
                     let m = vc.len();
                     let w = r.next(&mut wb[..m]);
                     let o = &mut ob[..m];
-                    o.iter_mut().zip(vc.iter().zip(w)).for_each(|(o, (v, w))| *o = v.wrapping_sub(*w).to_le());
-                    out.extend_from_slice(bytemuck::cast_slice(o));
+                    o.iter_mut().zip(vc.iter().zip(w)).for_each(|(o, (v, w))| *o = v.wrapping_sub(*w));
+                    crate::transport::frame::extend_u64(frame.payload(), o);
                 }
             }
-        };
-        let (raw, start) =
-            self.ch.exchange_u64_with(self.id.peer(), crate::transport::FrameKind::Open, 2 * n, masked).await?;
+        }
+        let (raw, start) = self.ch.exchange_frame(frame).await?;
         t.resolve(&mut self.ch).await?;
         let (td, te) = raw[start..].split_at(8 * n);
         let (td, te) = (td.as_chunks::<8>().0, te.as_chunks::<8>().0);

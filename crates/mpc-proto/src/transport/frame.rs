@@ -64,29 +64,17 @@ pub fn encode(h: &Header, payload: &[u8]) -> Vec<u8> {
 pub fn encode_u64(h: &Header, payload: &[u64]) -> Vec<u8> {
     debug_assert_eq!(h.len as usize, payload.len() * 8);
     let mut out = encode_header(h, payload.len() * 8);
-    if cfg!(target_endian = "little") {
-        out.extend_from_slice(bytemuck::cast_slice(payload));
-    } else {
-        for v in payload {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
+    extend_u64(&mut out, payload);
     out
 }
 
-/// Encodes a frame whose payload of `n` ring elements `fill` appends to the buffer (after the
-/// header) as little-endian bytes: callers that compute a message word by word write it into
-/// the frame directly instead of into a vector that is then copied.
-///
-/// # Panics
-/// If `fill` appends other than `8·n` bytes (a bug in the caller).
-pub fn encode_u64_with(h: &Header, n: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    debug_assert_eq!(h.len as usize, n * 8);
-    let mut out = encode_header(h, n * 8);
-    let start = out.len();
-    fill(&mut out);
-    assert_eq!(out.len() - start, n * 8, "frame payload writer appended the wrong number of bytes");
-    out
+/// Appends `words` to `out` as little-endian bytes (the wire form of ring elements).
+pub fn extend_u64(out: &mut Vec<u8>, words: &[u64]) {
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytemuck::cast_slice(words));
+    } else {
+        words.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
 }
 
 /// Decodes a frame, checking the announced length against the bytes present and `max_payload`.

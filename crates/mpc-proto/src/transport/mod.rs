@@ -221,10 +221,16 @@ impl Channel {
     /// # Panics
     /// If the payload appended is not the announced length (a bug in the producer).
     pub async fn send_frame(&mut self, f: OutFrame) -> Result<()> {
+        let (to, frame) = self.sealed(f);
+        self.transport.send(to, frame).await.map_err(peer_error)?;
+        Ok(())
+    }
+
+    /// Checks a filled frame's length and counts it as sent; its peer and bytes.
+    fn sealed(&mut self, f: OutFrame) -> (PartyId, Vec<u8>) {
         assert_eq!(f.buf.len() - f.start, f.len, "frame payload is not the announced length");
         self.stats.record_send(f.kind, f.len as u64);
-        self.transport.send(f.to, f.buf).await.map_err(peer_error)?;
-        Ok(())
+        (f.to, f.buf)
     }
 
     /// Sends raw bytes as one frame.
@@ -238,27 +244,9 @@ impl Channel {
 
     /// Sends ring elements as one frame (raw little-endian u64).
     pub async fn send_u64(&mut self, to: PartyId, kind: FrameKind, payload: &[u64]) -> Result<()> {
-        let h = self.next_header(to, kind, payload.len() * 8);
-        let frame = frame::encode_u64(&h, payload);
-        self.stats.record_send(kind, payload.len() as u64 * 8);
-        self.transport.send(to, frame).await.map_err(peer_error)?;
-        Ok(())
-    }
-
-    /// [`Channel::send_u64`] with the `n`-word payload written straight into the frame by
-    /// `fill` (see [`frame::encode_u64_with`]).
-    pub async fn send_u64_with(
-        &mut self,
-        to: PartyId,
-        kind: FrameKind,
-        n: usize,
-        fill: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<()> {
-        let h = self.next_header(to, kind, n * 8);
-        let frame = frame::encode_u64_with(&h, n, fill);
-        self.stats.record_send(kind, n as u64 * 8);
-        self.transport.send(to, frame).await.map_err(peer_error)?;
-        Ok(())
+        let mut f = self.begin_frame(to, kind, payload.len() * 8);
+        frame::extend_u64(f.payload(), payload);
+        self.send_frame(f).await
     }
 
     /// Receives the next frame from `from`, which must be of `kind` and have `expect_len`
@@ -326,32 +314,22 @@ impl Channel {
         kind: FrameKind,
         payload: &[u64],
     ) -> Result<(Vec<u8>, usize)> {
-        self.exchange_u64_with(peer, kind, payload.len(), |out| {
-            if cfg!(target_endian = "little") {
-                out.extend_from_slice(bytemuck::cast_slice(payload));
-            } else {
-                payload.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-            }
-        })
-        .await
+        let mut f = self.begin_frame(peer, kind, payload.len() * 8);
+        frame::extend_u64(f.payload(), payload);
+        self.exchange_frame(f).await
     }
 
-    /// As [`Channel::exchange_u64_raw`], with the `n`-word payload written straight into the
-    /// outgoing frame by `fill` (see [`frame::encode_u64_with`]): no intermediate vector.
-    pub async fn exchange_u64_with(
-        &mut self,
-        peer: PartyId,
-        kind: FrameKind,
-        n: usize,
-        fill: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<(Vec<u8>, usize)> {
-        let h = self.next_header(peer, kind, n * 8);
-        let frame = frame::encode_u64_with(&h, n, fill);
-        self.stats.record_send(kind, n as u64 * 8);
+    /// Sends a frame begun with [`Channel::begin_frame`] (to a computing peer, of `n` words)
+    /// and receives the peer's frame of the same kind and length, concurrently; returns it with
+    /// the offset of its payload. One round. How a caller that computes its message word by
+    /// word writes it straight into the frame and reads the peer's words in place.
+    pub async fn exchange_frame(&mut self, f: OutFrame) -> Result<(Vec<u8>, usize)> {
+        let (peer, kind, len) = (f.to, f.kind, f.len);
+        let (_, frame) = self.sealed(f);
         self.stats.record_round();
         let transport = self.transport.clone();
         let send = async move { transport.send(peer, frame).await.map_err(peer_error) };
-        let (sent, received) = futures::join!(send, self.recv_frame(peer, kind, Some(n * 8)));
+        let (sent, received) = futures::join!(send, self.recv_frame(peer, kind, Some(len)));
         sent?;
         received
     }
