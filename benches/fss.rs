@@ -1,7 +1,9 @@
-//! Benchmarks: PRG choice, and key generation / batch evaluation of 100,000
-//! ReLU and sign gates at n = 32 and n = 64.
+//! Benchmarks: PRG choice, key generation / batch evaluation of 100,000 ReLU and sign gates at
+//! n = 32 and n = 64, and the per-element work of the three comparison methods at a 32-bit
+//! window (`compare/`: compact keys against the AES bound, helper terms and zero test, one-round
+//! keys) — the figures behind the cost model's constants (`mpc_proto::compare::cost`).
 //!
-//! Run: `cargo bench --bench fss` (filter with e.g. `-- eval`).
+//! Run: `cargo bench --bench fss` (filter with e.g. `-- eval` or `-- compare`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -117,5 +119,74 @@ fn share_prg_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, prg_bench, share_prg_bench, gates_bench);
+/// The comparison methods' local work per 100,000 elements at k = 32.
+fn compare_bench(c: &mut Criterion) {
+    use mpc_proto::compare::{Window, helper};
+    use mpc_proto::fss::{Relu64Gate, bitdcf};
+    let k = 32u32;
+    let w = Window::new(k);
+    let m = k - 1;
+    let klen = bitdcf::key_len(m);
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let alphas: Vec<u64> = (0..N_ELEMS).map(|_| rng.random::<u64>() >> (64 - m)).collect();
+    let ys: Vec<u64> = (0..N_ELEMS).map(|_| rng.random()).collect();
+    let mut g = c.benchmark_group("compare");
+    g.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(6));
+    g.throughput(criterion::Throughput::Elements(N_ELEMS as u64));
+    // The AES work key generation cannot avoid: 4 blocks per level (two parties, two
+    // children) and 2 leaf blocks per key, batched as keygen batches them.
+    let blocks = 4 * bitdcf::levels(m) + 2;
+    let p = Prg::fixed();
+    let inp: Vec<Block> = (0..(blocks * bitdcf::CHUNK) as u128).map(|i| prg::to_block(i * 0x9e37)).collect();
+    let mut out = vec![Block::default(); inp.len()];
+    g.bench_function("fss_keygen_aes_bound_100k", |b| {
+        b.iter(|| {
+            for _ in 0..N_ELEMS.div_ceil(bitdcf::CHUNK) {
+                p.hash_blocks(black_box(&inp), &mut out);
+            }
+        })
+    });
+    let (mut k0, mut k1) = (vec![0u8; N_ELEMS * klen], vec![0u8; N_ELEMS * klen]);
+    g.bench_function("fss_keygen_100k", |b| {
+        let mut r = ChaCha20Rng::seed_from_u64(8);
+        b.iter(|| bitdcf::keygen_into(m, &alphas, &mut r, &mut k0, &mut k1, klen).unwrap())
+    });
+    g.bench_function("fss_eval_100k_p0", |b| {
+        b.iter(|| {
+            let mut acc = 0u8;
+            bitdcf::eval_batch(0, m, N_ELEMS, |i| &k0[i * klen..(i + 1) * klen], |i| ys[i], |_, v| acc ^= v).unwrap();
+            acc
+        })
+    });
+    let rs: Vec<u64> = (0..N_ELEMS).map(|_| rng.random()).collect();
+    g.bench_function("fss1_relu_keygen_100k", |b| {
+        let mut r = ChaCha20Rng::seed_from_u64(9);
+        b.iter(|| {
+            let (mut a, mut b2) = (Vec::new(), Vec::new());
+            Relu64Gate::keygen_into(k, &rs, &mut r, &mut a, &mut b2).unwrap();
+            (a.len(), b2.len())
+        })
+    });
+    let mut bits = vec![0u8; N_ELEMS * m as usize];
+    helper::fill_zp(&mut mpc_proto::prg::Prg::from_u64(3), &mut bits);
+    let mut common = mpc_proto::prg::Prg::from_u64(4);
+    let mut d0 = Vec::with_capacity(N_ELEMS * k as usize);
+    g.bench_function("helper_terms_100k_p0", |b| {
+        b.iter(|| {
+            d0.clear();
+            helper::terms(true, w, &ys, 1, &bits, &mut common, &mut d0)
+        })
+    });
+    let d1 = d0.clone();
+    let mut z = Vec::with_capacity(N_ELEMS);
+    g.bench_function("helper_zero_test_100k", |b| {
+        b.iter(|| {
+            z.clear();
+            helper::zero_test(w, &d0, &d1, &mut z);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, prg_bench, share_prg_bench, gates_bench, compare_bench);
 criterion_main!(benches);

@@ -12,17 +12,18 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mpc_proto::compare::{Comparisons, Method, Policy};
 use mpc_proto::correlations::Bilinear;
 use mpc_proto::prg::Prg;
-use mpc_proto::{AShare, Party, PartyId, Result, RingTensor, run_parties};
+use mpc_proto::{AShare, LocalConfig, Party, PartyId, Result, RingTensor, run_parties_with};
 
 #[derive(Clone, Copy)]
 enum Workload {
     Mul(usize),
     MatMul(usize, usize, usize),
     MatMulPreopened(usize, usize, usize),
-    Relu(usize),
-    Cmp(usize),
+    Relu(usize, Policy),
+    Cmp(usize, Policy),
 }
 
 impl Workload {
@@ -31,8 +32,15 @@ impl Workload {
             Workload::Mul(n) => format!("mul-{n}"),
             Workload::MatMul(m, k, n) => format!("matmul-{m}x{k}x{n}"),
             Workload::MatMulPreopened(m, k, n) => format!("matmul-preopened-{m}x{k}x{n}"),
-            Workload::Relu(n) => format!("relu-{n}"),
-            Workload::Cmp(n) => format!("cmp-{n}"),
+            Workload::Relu(n, p) => format!("relu-{n}-{p}"),
+            Workload::Cmp(n, p) => format!("cmp-{n}-{p}"),
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        match self {
+            Workload::Relu(_, p) | Workload::Cmp(_, p) => *p,
+            _ => Policy::Auto,
         }
     }
 }
@@ -71,8 +79,8 @@ async fn program(
             p.matmul(&xs, &ys).await?
         }
         (Workload::MatMulPreopened(..), Some(pw)) => p.matmul_preopened(&xs, pw).await?,
-        (Workload::Relu(_), _) => p.relu(&xs).await?,
-        (Workload::Cmp(_), _) => p.ltz(&xs.neg()).await?, // x > 0  ⇔  −x < 0
+        (Workload::Relu(..), _) => p.relu(&xs).await?,
+        (Workload::Cmp(..), _) => p.ltz(&xs.neg()).await?, // x > 0  ⇔  −x < 0
         _ => unreachable!(),
     };
     let _ = p.reveal_to(PartyId::P1, &z).await?;
@@ -83,7 +91,9 @@ async fn program(
 /// `pooled`, an offline pass first fetches all correlations (dealer traffic, seed expansion)
 /// and the time is the online pass's alone.
 fn run(w: Workload, pooled: bool, data: &(RingTensor, RingTensor)) -> (Duration, [mpc_proto::OpStats; 3]) {
-    let out = run_parties(1, |mut p| async move {
+    let mut cfg = LocalConfig::new(1);
+    cfg.comparisons = Some(Comparisons { policy: w.policy(), ..Comparisons::for_fixed(cfg.fixed) });
+    let out = run_parties_with(cfg, |mut p| async move {
         if pooled {
             p.begin_offline()?;
             program(&mut p, w, data).await?;
@@ -99,13 +109,12 @@ fn bench_protocols(c: &mut Criterion) {
     let mut g = c.benchmark_group("protocols");
     g.sample_size(10);
     let only = std::env::var("MEMBRANE_BENCH").ok();
-    for w in [
-        Workload::Mul(1_000_000),
-        Workload::MatMul(128, 784, 128),
-        Workload::MatMulPreopened(128, 784, 128),
-        Workload::Relu(100_000),
-        Workload::Cmp(100_000),
-    ] {
+    let mut all =
+        vec![Workload::Mul(1_000_000), Workload::MatMul(128, 784, 128), Workload::MatMulPreopened(128, 784, 128)];
+    for p in [Policy::Auto, Policy::Fixed(Method::Helper), Policy::Fixed(Method::Fss), Policy::Fixed(Method::Fss1)] {
+        all.extend([Workload::Relu(100_000, p), Workload::Cmp(100_000, p)]);
+    }
+    for w in all {
         if only.as_ref().is_some_and(|o| !w.name().contains(o.as_str())) {
             continue;
         }
@@ -116,7 +125,7 @@ fn bench_protocols(c: &mut Criterion) {
                 (RingTensor::random(&[m, k], &mut prg), RingTensor::random(&[k, n], &mut prg))
             }
             // Fixed-point values in (−2^15, 2^15): well inside the comparison domain.
-            Workload::Relu(n) | Workload::Cmp(n) => {
+            Workload::Relu(n, _) | Workload::Cmp(n, _) => {
                 (RingTensor::random(&[n], &mut prg).map(|v| ((v as i64) >> 32) as u64), RingTensor::zeros(&[0]))
             }
         };
@@ -131,7 +140,7 @@ fn bench_protocols(c: &mut Criterion) {
             s[2].offline_sent,
             online[1].offline_recv + online[2].offline_sent
         );
-        if let Workload::Relu(_) | Workload::Cmp(_) = w {
+        if let Workload::Relu(..) | Workload::Cmp(..) = w {
             g.sample_size(10).measurement_time(Duration::from_secs(8));
         }
         g.bench_function(BenchmarkId::new("wall", w.name()), |b| {

@@ -3,6 +3,7 @@
 //! with the real seed-compressed dealer.
 
 use mpc_ml::plain;
+use mpc_proto::compare::{Comparisons, Method, Policy};
 use mpc_proto::prg::Prg;
 use mpc_proto::ring::{Conv2dParams, conv2d};
 use mpc_proto::{
@@ -277,23 +278,49 @@ fn counts_match_the_design_table() {
 
 #[test]
 fn offline_phase_can_run_ahead() {
-    // With the dealer run to completion first, P0/P1 find all material already delivered.
+    // The offline pass fetches every correlation (the dealer produces and delivers it) while
+    // shares are placeholders; the online pass then finds it all in the pool, and only its
+    // online traffic remains: no dealer material moves, the result is exact.
     let x = random(&[64, 64], 30);
-    let mut cfg = LocalConfig::new(7);
-    cfg.dealer_first = true;
-    let out = run_parties_with(cfg, |mut p| {
-        let x = x.clone();
+    // ReLU inputs inside the comparison window: signed 40-bit values.
+    let small = RingTensor::from_vec(
+        &[4096],
+        random(&[4096], 31).as_slice().iter().map(|&v| ((v as i64) >> 24) as u64).collect(),
+    )
+    .unwrap();
+    let out = run_parties(7, |mut p| {
+        let (x, small) = (x.clone(), small.clone());
         async move {
-            let xs = input(&mut p, P0, &x)?;
-            let ys = input(&mut p, P1, &x)?;
-            let z = p.matmul(&xs, &ys).await?;
-            let z = p.mul(&z, &z).await?;
-            p.reveal_to(P1, &z).await
+            let mut result = None;
+            for online in [false, true] {
+                if online {
+                    p.begin_online()?
+                } else {
+                    p.begin_offline()?
+                }
+                let before = p.stats().total;
+                let xs = input(&mut p, P0, &x)?;
+                let ys = input(&mut p, P1, &x)?;
+                let z = p.matmul(&xs, &ys).await?;
+                let z = p.mul(&z, &z).await?;
+                let s = input(&mut p, P1, &small)?;
+                let (r, _) = p.relu_with_bit(&s).await?;
+                let out = (p.reveal_to(P1, &z).await?, p.reveal_to(P1, &r).await?);
+                let spent = p.stats().total.since(&before);
+                if online {
+                    assert_eq!((spent.offline_sent, spent.offline_recv), (0, 0), "{} online pass", p.id());
+                    result = Some(out);
+                }
+            }
+            Ok(result.expect("online pass ran"))
         }
     })
     .unwrap();
     let xx = x.matmul(&x).unwrap();
-    assert_eq!(out[1].clone().unwrap(), xx.mul(&xx).unwrap());
+    let (z, r) = out[1].clone();
+    assert_eq!(z.unwrap(), xx.mul(&xx).unwrap());
+    let want: Vec<u64> = small.as_slice().iter().map(|&v| (v as i64).max(0) as u64).collect();
+    assert_eq!(r.unwrap().as_slice(), want.as_slice());
 }
 
 #[test]
@@ -338,31 +365,37 @@ fn preprocessing_pool_moves_all_dealer_traffic_offline() {
     let fx = FixedPoint::default();
     let x = fx.encode_array(&reals(&[16, 32], 2.0, 50)).unwrap();
     let w = fx.encode_array(&reals(&[32, 8], 1.0, 51)).unwrap();
-    let direct = run_parties(9, |mut p| {
-        let (x, w) = (x.clone(), w.clone());
-        async move { program(&mut p, &x, &w).await }
-    })
-    .unwrap();
-    let pooled = run_parties(9, |mut p| {
-        let (x, w) = (x.clone(), w.clone());
-        async move {
-            p.begin_offline()?;
-            let none = program(&mut p, &x, &w).await?;
-            assert!(none.is_none(), "nothing is revealed in the offline pass");
-            let offline = p.stats().total;
-            p.begin_online()?;
-            let out = program(&mut p, &x, &w).await?;
-            Ok((out, offline, p.stats().total.since(&offline)))
+    for method in Method::ALL {
+        let mut cfg = LocalConfig::new(9);
+        cfg.comparisons = Some(Comparisons { policy: Policy::Fixed(method), ..Comparisons::for_fixed(fx) });
+        let direct = run_parties_with(cfg, |mut p| {
+            let (x, w) = (x.clone(), w.clone());
+            async move { program(&mut p, &x, &w).await }
+        })
+        .unwrap();
+        let pooled = run_parties_with(cfg, |mut p| {
+            let (x, w) = (x.clone(), w.clone());
+            async move {
+                p.begin_offline()?;
+                let none = program(&mut p, &x, &w).await?;
+                assert!(none.is_none(), "nothing is revealed in the offline pass");
+                let offline = p.stats().total;
+                p.begin_online()?;
+                let out = program(&mut p, &x, &w).await?;
+                Ok((out, offline, p.stats().total.since(&offline)))
+            }
+        })
+        .unwrap();
+        assert_eq!(pooled[1].0, direct[1], "{method}: same result with and without preprocessing");
+        for (i, (_, offline, online)) in pooled.iter().enumerate() {
+            assert_eq!((online.offline_recv, online.offline_sent), (0, 0), "{method}: P{i}: dealer traffic online");
+            assert_eq!(offline.rounds, 1, "{method}: P{i}: only session setup before the online pass");
         }
-    })
-    .unwrap();
-    assert_eq!(pooled[1].0, direct[1], "same result with and without preprocessing");
-    for (i, (_, offline, online)) in pooled.iter().enumerate() {
-        assert_eq!((online.offline_recv, online.offline_sent), (0, 0), "P{i}: dealer traffic online");
-        assert_eq!(offline.rounds, 1, "P{i}: only session setup before the online pass");
+        assert!(pooled[2].1.offline_sent > 0 && pooled[1].1.offline_recv > 0);
+        // P1's critical path: matmul, the ReLU's rounds, mul, reveal.
+        let relu_rounds = mpc_proto::compare::cost::rounds(method) as u64;
+        assert_eq!(pooled[1].2.rounds, 3 + relu_rounds, "{method}: matmul, relu, mul, reveal");
     }
-    assert!(pooled[2].1.offline_sent > 0 && pooled[1].1.offline_recv > 0);
-    assert_eq!(pooled[0].2.rounds, 4, "matmul, relu, mul, reveal");
     // An online pass that asks for something else is a desync, not silent misuse.
     let bad = run_parties(9, |mut p| {
         let (x, w) = (x.clone(), w.clone());

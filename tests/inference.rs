@@ -1,6 +1,7 @@
 //! Private inference of whole networks against the plaintext f64 evaluation of the same model.
 
-use mpc_ml::{Inference, Layer, Model, OutputPolicy, infer};
+use mpc_ml::{Inference, Layer, Model, OutputPolicy, Plan, PlanOptions, infer};
+use mpc_proto::compare::{Comparisons, Method, Policy};
 use mpc_proto::prg::Prg;
 use mpc_proto::{FixedPoint, PartyId, run_parties};
 use ndarray::{ArrayD, IxDyn};
@@ -89,7 +90,11 @@ fn inputs(shape: &[usize], seed: u64) -> ArrayD<f64> {
 
 /// Runs the private inference of `model` on `x` and returns P1's result.
 fn run(model: &Model, x: &ArrayD<f64>, policy: OutputPolicy) -> Inference {
-    let plan = model.plan(x.shape()[0], policy, FixedPoint::default()).unwrap();
+    run_plan(model, x, &model.plan(x.shape()[0], policy, FixedPoint::default()).unwrap())
+}
+
+/// Runs the private inference of `plan` (of `model`) on `x` and returns P1's result.
+fn run_plan(model: &Model, x: &ArrayD<f64>, plan: &Plan) -> Inference {
     let out = run_parties(1, |mut p| {
         let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
         async move {
@@ -101,6 +106,10 @@ fn run(model: &Model, x: &ArrayD<f64>, policy: OutputPolicy) -> Inference {
     .unwrap();
     assert!(out[0].output.is_none() && out[2].output.is_none(), "only Bob learns the output");
     out[1].clone()
+}
+
+fn rounds_of(m: mpc_proto::compare::Method) -> u64 {
+    mpc_proto::compare::cost::rounds(m) as u64
 }
 
 fn max_err(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
@@ -121,9 +130,13 @@ fn network_a_logits_match_plaintext() {
     let want = m.eval_plain(&x);
     let err = max_err(r.output.as_ref().unwrap(), &want);
     assert!(err <= 1e-3, "max logit error {err}");
-    // Rounds: pre-open 1, three linear 3, two ReLU 2, reveal 1 (+ setup 1 is not in the profile).
+    // Rounds: pre-open 1, three linear 3, two ReLU layers by their methods, reveal 1 (+ setup
+    // 1 is not in the profile).
+    let plan = m.plan(8, OutputPolicy::Logits, FixedPoint::default()).unwrap();
+    let relu: u64 = plan.steps.iter().filter_map(|s| s.compare).map(|c| rounds_of(c.method)).sum();
     let rounds: u64 = r.profile.iter().map(|p| p.stats.rounds).sum();
-    assert_eq!(rounds, 1 + 3 + 2 + 1);
+    assert_eq!(rounds, 1 + 3 + relu + 1);
+    assert_eq!(rounds, plan.online_rounds());
     let names: Vec<&str> = r.profile.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["weights", "linear", "relu", "linear", "relu", "linear", "output"]);
 }
@@ -142,6 +155,41 @@ fn lenet5_labels_and_probabilities_match_plaintext() {
     let probs = run(&m, &x, OutputPolicy::Probabilities).output.unwrap();
     let err = max_err(&probs, &mpc_ml::plain::softmax(&want));
     assert!(err <= 1e-3, "max probability error {err}");
+}
+
+#[test]
+fn every_comparison_method_and_narrowed_windows_give_plaintext_labels() {
+    // LeNet-5 with inputs declared in [0, 1]: every comparison step gets a window from the
+    // weights' bounds, far narrower than the widest (49 bits), and each method (and the cost
+    // model's mix) gives the plaintext labels and logits within 10^-3.
+    let fx = FixedPoint::default();
+    let m = lenet5(3);
+    let x = inputs(&[6, 1, 28, 28], 4);
+    let want = m.eval_plain(&x);
+    let want_labels: Vec<f64> = argmax_rows(&want).into_iter().map(|i| i as f64).collect();
+    for policy in [Policy::Fixed(Method::Helper), Policy::Fixed(Method::Fss), Policy::Fixed(Method::Fss1), Policy::Auto]
+    {
+        let options = PlanOptions { comparisons: policy, ..PlanOptions::default() }.with_input_range(0.0, 1.0, fx);
+        for output in [OutputPolicy::Logits, OutputPolicy::Label] {
+            let plan = m.plan_with(6, output, fx, options).unwrap();
+            plan.validate().unwrap();
+            let windows: Vec<u8> = plan.steps.iter().filter_map(|s| s.compare.map(|c| c.bits)).collect();
+            assert!(windows.iter().all(|&k| k < Comparisons::default_bits(fx)), "{policy}: windows {windows:?}");
+            if let Policy::Fixed(method) = policy {
+                assert!(plan.steps.iter().filter_map(|s| s.compare).all(|c| c.method == method));
+            }
+            let r = run_plan(&m, &x, &plan);
+            let rounds: u64 = r.profile.iter().map(|p| p.stats.rounds).sum();
+            assert_eq!(rounds, plan.online_rounds(), "{policy} {output:?}: rounds counted vs the plan's");
+            match output {
+                OutputPolicy::Label => assert_eq!(r.output.unwrap().as_slice().unwrap(), want_labels.as_slice()),
+                _ => {
+                    let err = max_err(r.output.as_ref().unwrap(), &want);
+                    assert!(err <= 1e-3, "{policy}: max logit error {err}");
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -181,6 +229,14 @@ fn mismatched_model_or_input_is_refused() {
     let mut broken = plan.clone();
     broken.steps[1].input = vec![2, 7];
     assert!(broken.validate().is_err());
+    // Comparison settings are checked too: a method other than the options give, a bad window.
+    let mut other_method = plan.clone();
+    let c = other_method.steps[1].compare.as_mut().unwrap();
+    c.method = if c.method == Method::Helper { Method::Fss } else { Method::Helper };
+    assert!(other_method.validate().unwrap_err().to_string().contains("methods differ"));
+    let mut bad_window = plan.clone();
+    bad_window.steps[1].compare.as_mut().unwrap().bits = 1;
+    assert!(bad_window.validate().is_err());
     // Bob's input of the wrong shape: a clean error, no hang.
     let r = run_parties(2, |mut p| {
         let (plan, m) = (plan.clone(), m.clone());

@@ -1,12 +1,27 @@
-//! Comparison, ReLU, max/argmax/pooling and smooth functions by FSS, against exact ring results
-//! and the plaintext f64 reference, with rounds and bytes counted.
+//! Comparison, ReLU, max/argmax/pooling and smooth functions by every comparison method
+//! (helper, compact FSS, one-round FSS, and the `auto` choice), against exact ring results and
+//! the plaintext f64 reference, with rounds and bytes counted against the design's table.
 #![allow(clippy::needless_range_loop)] // index-parallel arrays of inputs and expected outputs
 
 use mpc_ml::plain;
-use mpc_proto::fss::{Relu64Key, SignKey};
+use mpc_proto::compare::{Comparisons, Method, Policy};
+use mpc_proto::fss::{Relu64Key, SignKey, bitdcf};
 use mpc_proto::prg::Prg;
-use mpc_proto::{AShare, FixedPoint, Party, PartyId, Result, RingTensor, run_parties};
+use mpc_proto::{AShare, FixedPoint, LocalConfig, OpStats, Party, PartyId, Result, RingTensor, run_parties_with};
 use ndarray::{ArrayD, IxDyn};
+
+/// Every method, then the cost model's choice.
+const POLICIES: [Policy; 4] =
+    [Policy::Fixed(Method::Helper), Policy::Fixed(Method::Fss), Policy::Fixed(Method::Fss1), Policy::Auto];
+
+/// A session on the default fixed point with comparisons by `policy` on a `bits`-bit window.
+fn cfg(seed: u64, policy: Policy, bits: Option<u8>) -> LocalConfig {
+    let fx = FixedPoint::default();
+    let mut c = LocalConfig::new(seed);
+    let d = Comparisons::for_fixed(fx);
+    c.comparisons = Some(Comparisons { policy, bits: bits.unwrap_or(d.bits), ..d });
+    c
+}
 
 const P0: PartyId = PartyId::P0;
 const P1: PartyId = PartyId::P1;
@@ -34,22 +49,24 @@ fn comparison_and_relu_are_exact() {
     let vals = edge_values(fx, 20_000);
     let n = vals.len();
     let x = RingTensor::from_vec(&[n], vals.clone()).unwrap();
-    let out = run_parties(1, |mut p| {
-        let x = x.clone();
-        async move {
-            let xs = input(&mut p, P0, &x)?;
-            let b = p.ltz(&xs).await?;
-            let (r, d) = p.relu_with_bit(&xs).await?;
-            Ok([p.open(&b).await?, p.open(&r).await?, p.open(&d).await?])
+    for policy in POLICIES {
+        let out = run_parties_with(cfg(1, policy, None), |mut p| {
+            let x = x.clone();
+            async move {
+                let xs = input(&mut p, P0, &x)?;
+                let b = p.ltz(&xs).await?;
+                let (r, d) = p.relu_with_bit(&xs).await?;
+                Ok([p.open(&b).await?, p.open(&r).await?, p.open(&d).await?])
+            }
+        })
+        .unwrap();
+        let [b, r, d] = out[0].clone().map(Option::unwrap);
+        for i in 0..n {
+            let v = vals[i] as i64;
+            assert_eq!(b.as_slice()[i], u64::from(v < 0), "{policy}: ltz({v})");
+            assert_eq!(r.as_slice()[i], v.max(0) as u64, "{policy}: relu({v})");
+            assert_eq!(d.as_slice()[i], u64::from(v >= 0), "{policy}: drelu({v})");
         }
-    })
-    .unwrap();
-    let [b, r, d] = out[0].clone().map(Option::unwrap);
-    for i in 0..n {
-        let v = vals[i] as i64;
-        assert_eq!(b.as_slice()[i], u64::from(v < 0), "ltz({v})");
-        assert_eq!(r.as_slice()[i], v.max(0) as u64, "relu({v})");
-        assert_eq!(d.as_slice()[i], u64::from(v >= 0), "drelu({v})");
     }
 }
 
@@ -71,31 +88,33 @@ fn pairwise_comparisons_and_select() {
         })
         .collect();
     let (ta, tb) = (RingTensor::from_vec(&[n], a.clone()).unwrap(), RingTensor::from_vec(&[n], b.clone()).unwrap());
-    let out = run_parties(2, |mut p| {
-        let (ta, tb) = (ta.clone(), tb.clone());
-        async move {
-            let (xa, xb) = (input(&mut p, P0, &ta)?, input(&mut p, P1, &tb)?);
-            let lt = p.lt(&xa, &xb).await?;
-            let gt = p.gt(&xa, &xb).await?;
-            let le = p.le(&xa, &xb).await?;
-            let ge = p.ge(&xa, &xb).await?;
-            let mx = p.select(&ge, &xa, &xb).await?;
-            let mut o = vec![];
-            for t in [&lt, &gt, &le, &ge, &mx] {
-                o.push(p.reveal_to(P1, t).await?);
+    for policy in POLICIES {
+        let out = run_parties_with(cfg(2, policy, None), |mut p| {
+            let (ta, tb) = (ta.clone(), tb.clone());
+            async move {
+                let (xa, xb) = (input(&mut p, P0, &ta)?, input(&mut p, P1, &tb)?);
+                let lt = p.lt(&xa, &xb).await?;
+                let gt = p.gt(&xa, &xb).await?;
+                let le = p.le(&xa, &xb).await?;
+                let ge = p.ge(&xa, &xb).await?;
+                let mx = p.select(&ge, &xa, &xb).await?;
+                let mut o = vec![];
+                for t in [&lt, &gt, &le, &ge, &mx] {
+                    o.push(p.reveal_to(P1, t).await?);
+                }
+                Ok(o)
             }
-            Ok(o)
+        })
+        .unwrap();
+        let o: Vec<RingTensor> = out[1].iter().map(|t| t.clone().unwrap()).collect();
+        for i in 0..n {
+            let (x, y) = (a[i] as i64, b[i] as i64);
+            assert_eq!(o[0].as_slice()[i], u64::from(x < y));
+            assert_eq!(o[1].as_slice()[i], u64::from(x > y));
+            assert_eq!(o[2].as_slice()[i], u64::from(x <= y));
+            assert_eq!(o[3].as_slice()[i], u64::from(x >= y));
+            assert_eq!(o[4].as_slice()[i] as i64, x.max(y), "{policy}");
         }
-    })
-    .unwrap();
-    let o: Vec<RingTensor> = out[1].iter().map(|t| t.clone().unwrap()).collect();
-    for i in 0..n {
-        let (x, y) = (a[i] as i64, b[i] as i64);
-        assert_eq!(o[0].as_slice()[i], u64::from(x < y));
-        assert_eq!(o[1].as_slice()[i], u64::from(x > y));
-        assert_eq!(o[2].as_slice()[i], u64::from(x <= y));
-        assert_eq!(o[3].as_slice()[i], u64::from(x >= y));
-        assert_eq!(o[4].as_slice()[i] as i64, x.max(y));
     }
 }
 
@@ -117,40 +136,42 @@ fn max_argmax_and_maxpool() {
         ((i[0] * 31 + i[1] * 7 + i[2] * 5 + i[3] * 3) % 17) as f64 - 8.5
     });
     let ie = fx.encode_array(&img).unwrap();
-    let out = run_parties(3, |mut p| {
-        let (x, ie) = (x.clone(), ie.clone());
-        async move {
-            let xs = input(&mut p, P1, &x)?;
-            let m1 = p.max(&xs, 1).await?;
-            let m0 = p.max(&xs, 0).await?;
-            let am = p.argmax(&xs).await?;
-            let is = input(&mut p, P1, &ie)?;
-            let mp = p.maxpool2d(&is, (2, 2), (2, 2), (0, 0)).await?;
-            let mp3 = p.maxpool2d(&is, (3, 3), (2, 2), (1, 1)).await?;
-            let mut o = vec![];
-            for t in [&m1, &m0, &am, &mp, &mp3] {
-                o.push(p.reveal_to(P1, t).await?.unwrap_or(RingTensor::zeros(&[0])));
+    for policy in POLICIES {
+        let out = run_parties_with(cfg(3, policy, None), |mut p| {
+            let (x, ie) = (x.clone(), ie.clone());
+            async move {
+                let xs = input(&mut p, P1, &x)?;
+                let m1 = p.max(&xs, 1).await?;
+                let m0 = p.max(&xs, 0).await?;
+                let am = p.argmax(&xs).await?;
+                let is = input(&mut p, P1, &ie)?;
+                let mp = p.maxpool2d(&is, (2, 2), (2, 2), (0, 0)).await?;
+                let mp3 = p.maxpool2d(&is, (3, 3), (2, 2), (1, 1)).await?;
+                let mut o = vec![];
+                for t in [&m1, &m0, &am, &mp, &mp3] {
+                    o.push(p.reveal_to(P1, t).await?.unwrap_or(RingTensor::zeros(&[0])));
+                }
+                Ok(o)
             }
-            Ok(o)
+        })
+        .unwrap();
+        let o = &out[1];
+        let dec = |t: &RingTensor| fx.decode_tensor(t);
+        for (r, row) in rows.iter().enumerate() {
+            let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(dec(&o[0])[r], fx.decode(fx.encode(m).unwrap()), "row max {r}");
+            let first = row.iter().position(|&v| fx.encode(v).unwrap() == fx.encode(m).unwrap()).unwrap();
+            for j in 0..7 {
+                assert_eq!(o[2].as_slice()[r * 7 + j], u64::from(j == first), "argmax row {r} col {j}");
+            }
         }
-    })
-    .unwrap();
-    let o = &out[1];
-    let dec = |t: &RingTensor| fx.decode_tensor(t);
-    for (r, row) in rows.iter().enumerate() {
-        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        assert_eq!(dec(&o[0])[r], fx.decode(fx.encode(m).unwrap()), "row max {r}");
-        let first = row.iter().position(|&v| fx.encode(v).unwrap() == fx.encode(m).unwrap()).unwrap();
         for j in 0..7 {
-            assert_eq!(o[2].as_slice()[r * 7 + j], u64::from(j == first), "argmax row {r} col {j}");
+            let m = (0..5).map(|r| rows[r][j]).fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(dec(&o[1])[j], m, "column max {j}");
         }
+        assert_eq!(dec(&o[3]), plain::max_pool2d(&img, (2, 2), (2, 2), (0, 0)), "{policy}");
+        assert_eq!(dec(&o[4]), plain::max_pool2d(&img, (3, 3), (2, 2), (1, 1)), "{policy}");
     }
-    for j in 0..7 {
-        let m = (0..5).map(|r| rows[r][j]).fold(f64::NEG_INFINITY, f64::max);
-        assert_eq!(dec(&o[1])[j], m, "column max {j}");
-    }
-    assert_eq!(dec(&o[3]), plain::max_pool2d(&img, (2, 2), (2, 2), (0, 0)));
-    assert_eq!(dec(&o[4]), plain::max_pool2d(&img, (3, 3), (2, 2), (1, 1)));
 }
 
 fn grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
@@ -167,41 +188,43 @@ fn smooth_functions_meet_their_bounds() {
     rx.extend(grid(64.0, 16384.0, 1500));
     let enc = |v: &Vec<f64>| fx.encode_slice(v, &[v.len()]).unwrap();
     let (se, ee, re) = (enc(&sx), enc(&ex), enc(&rx));
-    let out = run_parties(4, |mut p| {
-        let (se, ee, re) = (se.clone(), ee.clone(), re.clone());
-        async move {
-            let s = input(&mut p, P1, &se)?;
-            let e = input(&mut p, P1, &ee)?;
-            let r = input(&mut p, P1, &re)?;
-            let s = p.sigmoid(&s).await?;
-            let e = p.exp(&e).await?;
-            let r = p.reciprocal(&r).await?;
-            let q = p.div(&e.clone(), &e).await?; // e/e = 1 where e ∈ [2^-6, e^4]
-            let mut o = vec![];
-            for t in [&s, &e, &r, &q] {
-                o.push(p.reveal_to(P1, t).await?.unwrap_or(RingTensor::zeros(&[0])));
+    for policy in POLICIES {
+        let out = run_parties_with(cfg(4, policy, None), |mut p| {
+            let (se, ee, re) = (se.clone(), ee.clone(), re.clone());
+            async move {
+                let s = input(&mut p, P1, &se)?;
+                let e = input(&mut p, P1, &ee)?;
+                let r = input(&mut p, P1, &re)?;
+                let s = p.sigmoid(&s).await?;
+                let e = p.exp(&e).await?;
+                let r = p.reciprocal(&r).await?;
+                let q = p.div(&e.clone(), &e).await?; // e/e = 1 where e ∈ [2^-6, e^4]
+                let mut o = vec![];
+                for t in [&s, &e, &r, &q] {
+                    o.push(p.reveal_to(P1, t).await?.unwrap_or(RingTensor::zeros(&[0])));
+                }
+                Ok(o)
             }
-            Ok(o)
+        })
+        .unwrap();
+        let o: Vec<ArrayD<f64>> = out[1].iter().map(|t| fx.decode_tensor(t)).collect();
+        for (i, &x) in sx.iter().enumerate() {
+            let want = 1.0 / (1.0 + (-x).exp());
+            assert!((o[0][i] - want).abs() <= 1e-3, "sigmoid({x}) = {} vs {want}", o[0][i]);
         }
-    })
-    .unwrap();
-    let o: Vec<ArrayD<f64>> = out[1].iter().map(|t| fx.decode_tensor(t)).collect();
-    for (i, &x) in sx.iter().enumerate() {
-        let want = 1.0 / (1.0 + (-x).exp());
-        assert!((o[0][i] - want).abs() <= 1e-3, "sigmoid({x}) = {} vs {want}", o[0][i]);
-    }
-    for (i, &x) in ex.iter().enumerate() {
-        let want = x.exp();
-        let tol = (1e-3 * want).max(2.0 * fx.ulp());
-        assert!((o[1][i] - want).abs() <= tol, "exp({x}) = {} vs {want}", o[1][i]);
-        if want >= 1.0 / 64.0 {
-            assert!((o[3][i] - 1.0).abs() <= 2e-3, "exp({x})/exp({x}) = {}", o[3][i]);
+        for (i, &x) in ex.iter().enumerate() {
+            let want = x.exp();
+            let tol = (1e-3 * want).max(2.0 * fx.ulp());
+            assert!((o[1][i] - want).abs() <= tol, "exp({x}) = {} vs {want}", o[1][i]);
+            if want >= 1.0 / 64.0 {
+                assert!((o[3][i] - 1.0).abs() <= 2e-3, "exp({x})/exp({x}) = {}", o[3][i]);
+            }
         }
-    }
-    for (i, &x) in rx.iter().enumerate() {
-        let want = 1.0 / x;
-        let tol = (1e-3 * want).max(3.0 * fx.ulp());
-        assert!((o[2][i] - want).abs() <= tol, "1/{x} = {} vs {want}", o[2][i]);
+        for (i, &x) in rx.iter().enumerate() {
+            let want = 1.0 / x;
+            let tol = (1e-3 * want).max(3.0 * fx.ulp());
+            assert!((o[2][i] - want).abs() <= tol, "{policy}: 1/{x} = {} vs {want}", o[2][i]);
+        }
     }
 }
 
@@ -218,57 +241,141 @@ fn softmax_matches_f64() {
     v[cols] = 32.0;
     v[2 * cols..3 * cols].copy_from_slice(&[-32.0, 32.0, 31.99, 0.0, -0.5, 0.5, 10.0, -10.0, 32.0, -31.0]);
     let x = fx.encode_slice(&v, &[rows, cols]).unwrap();
-    let out = run_parties(5, |mut p| {
-        let x = x.clone();
-        async move {
-            let xs = input(&mut p, P1, &x)?;
-            let y = p.softmax(&xs).await?;
-            Ok((p.reveal_to(P1, &y).await?, p.stats().op("softmax")))
+    for policy in POLICIES {
+        let out = run_parties_with(cfg(5, policy, None), |mut p| {
+            let x = x.clone();
+            async move {
+                let xs = input(&mut p, P1, &x)?;
+                let y = p.softmax(&xs).await?;
+                Ok((p.reveal_to(P1, &y).await?, p.stats().op("softmax")))
+            }
+        })
+        .unwrap();
+        let got = fx.decode_tensor(out[1].0.as_ref().unwrap());
+        let want = plain::softmax(&ArrayD::from_shape_vec(IxDyn(&[rows, cols]), v.clone()).unwrap());
+        let err = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(err <= 1e-3, "{policy}: softmax max error {err}");
+        // Rounds: max tree ⌈log2 10⌉ = 4 layers, exp 1 layer, reciprocal 2 layers and 2 products,
+        // one product: 7 comparison layers and 3 products.
+        if let Policy::Fixed(m) = policy {
+            assert_eq!(out[1].1.rounds, 7 * rounds_p1(m) + 3, "{policy}");
         }
-    })
-    .unwrap();
-    let got = fx.decode_tensor(out[1].0.as_ref().unwrap());
-    let want = plain::softmax(&ArrayD::from_shape_vec(IxDyn(&[rows, cols]), v).unwrap());
-    let err = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    assert!(err <= 1e-3, "softmax max error {err}");
-    // Rounds: max tree ⌈log2 10⌉ = 4, exp 1, reciprocal 4, product 1.
-    assert_eq!(out[1].1.rounds, 10);
+    }
+}
+
+/// P1's rounds for one comparison layer (the critical path: the helper's answer goes to P1).
+fn rounds_p1(m: Method) -> u64 {
+    mpc_proto::compare::cost::rounds(m) as u64
+}
+
+/// P0's rounds for one comparison layer (it never waits for the helper).
+fn rounds_p0(m: Method) -> u64 {
+    if m == Method::Helper { 2 } else { rounds_p1(m) }
 }
 
 #[test]
 fn gate_costs_are_counted() {
-    let fx = FixedPoint::default();
-    let n = 1000;
-    let bits = fx.int_bits + fx.frac_bits + 2;
-    let x = RingTensor::random(&[n], &mut Prg::from_u64(1)).map(|v| v >> 20);
-    let out = run_parties(6, |mut p| {
-        let x = x.clone();
-        async move {
-            let xs = input(&mut p, P0, &x)?;
-            p.ltz(&xs).await?;
-            p.relu(&xs).await?;
-            let rows = xs.reshape(&[100, 10])?;
-            p.max(&rows, 1).await?;
-            p.argmax(&rows).await?;
-            Ok(p.stats().clone())
+    // Rounds and bytes per op against the design's table (docs in `mpc_proto::compare`), for
+    // each method, at the default window k = 49 and at k = 32.
+    let n = 1000usize;
+    let x = RingTensor::random(&[n], &mut Prg::from_u64(1)).map(|v| ((v as i64) >> 40) as u64);
+    for k in [49u32, 32] {
+        for m in Method::ALL {
+            let out = run_parties_with(cfg(6, Policy::Fixed(m), Some(k as u8)), |mut p| {
+                let x = x.clone();
+                async move {
+                    let xs = input(&mut p, P0, &x)?;
+                    p.ltz(&xs).await?;
+                    p.relu(&xs).await?;
+                    let rows = xs.reshape(&[100, 10])?;
+                    p.max(&rows, 1).await?;
+                    p.argmax(&rows).await?;
+                    Ok(p.stats().clone())
+                }
+            })
+            .unwrap();
+            let nn = n as u64;
+            let bpe = u64::from(k.div_ceil(8));
+            let key = bitdcf::key_len(k - 1) as u64;
+            let bits = nn.div_ceil(8);
+            // (online bytes sent by P0/P1, material received by P0, by P1)
+            let (cmp_on, cmp_m0, cmp_m1) = match m {
+                Method::Fss1 => (bpe * nn, SignKey::byte_len_for(k) as u64 * nn, SignKey::byte_len_for(k) as u64 * nn),
+                Method::Fss => (bpe * nn + bits, key * nn + bits, key * nn + 8 * nn),
+                Method::Helper => (bpe * nn + u64::from(k) * nn, 0, u64::from(k - 1) * nn),
+            };
+            let (relu_on, relu_m0, relu_m1) = match m {
+                Method::Fss1 => {
+                    (8 * nn, Relu64Key::byte_len_for(k) as u64 * nn, Relu64Key::byte_len_for(k) as u64 * nn)
+                }
+                Method::Fss => (8 * nn + bits, key * nn + bits, key * nn + 16 * nn),
+                Method::Helper => (8 * nn + u64::from(k) * nn, 0, u64::from(k - 1) * nn),
+            };
+            for (i, s) in out[..2].iter().enumerate() {
+                let rounds = if i == 0 { rounds_p0(m) } else { rounds_p1(m) };
+                let (c, r) = (s.op("cmp"), s.op("relu"));
+                let tag = format!("k={k} {m} P{i}");
+                assert_eq!((c.rounds, c.online_sent), (rounds, cmp_on), "{tag}: cmp online");
+                assert_eq!((r.rounds, r.online_sent), (rounds, relu_on), "{tag}: relu online");
+                assert_eq!(c.offline_recv, if i == 0 { cmp_m0 } else { cmp_m1 }, "{tag}: cmp material");
+                assert_eq!(r.offline_recv, if i == 0 { relu_m0 } else { relu_m1 }, "{tag}: relu material");
+                assert_eq!(s.op("max").rounds, 4 * rounds, "{tag}: ⌈log2 10⌉ levels");
+                assert_eq!(s.op("argmax").rounds, 4 * (rounds + 1), "{tag}: compare and select per level");
+            }
+            let d: OpStats = out[2].op("relu");
+            assert_eq!(d.offline_sent, relu_m0 + relu_m1, "k={k} {m}: the dealer's material is what P0 and P1 got");
+            if m == Method::Helper {
+                assert_eq!(d.online_recv, 2 * u64::from(k) * nn, "k={k}: P2 receives k bytes per element from each");
+                assert_eq!(d.online_sent, 16 * nn, "k={k}: P2 answers P1 with shares of v and v·r");
+                assert!(relu_m1 <= 100 * nn, "helper material ≤ 100 B per comparison per party");
+            }
+            if m == Method::Fss && k == 32 {
+                assert!(relu_m1 <= 500 * nn && relu_m0 <= 500 * nn, "compact FSS ≤ 500 B per comparison per party");
+            }
+            eprintln!(
+                "k={k} {m}: cmp {cmp_on} B online, {}/{} B material; relu {relu_on} B online, {}/{} B material                  (per {n} elements, P0/P1)",
+                cmp_m0, cmp_m1, relu_m0, relu_m1
+            );
         }
-    })
-    .unwrap();
-    let bpe = bits.div_ceil(8) as u64;
-    for s in &out[..2] {
-        let (c, r) = (s.op("cmp"), s.op("relu"));
-        assert_eq!((c.rounds, c.online_sent), (1, bpe * n as u64), "cmp online");
-        assert_eq!((r.rounds, r.online_sent), (1, 8 * n as u64), "relu online: the full 64-bit masked value");
-        assert_eq!(c.offline_recv, (SignKey::byte_len_for(bits) * n) as u64);
-        assert_eq!(r.offline_recv, (Relu64Key::byte_len_for(bits) * n) as u64);
-        assert_eq!(s.op("max").rounds, 4, "⌈log2 10⌉ levels");
-        assert_eq!(s.op("argmax").rounds, 8, "two rounds per level");
     }
-    let d = out[2].op("relu");
-    assert_eq!(d.offline_sent, 2 * (Relu64Key::byte_len_for(bits) * n) as u64, "dealer sends a key to each party");
-    eprintln!(
-        "per element per party: sign key {} B, relu key {} B, online {bpe} B",
-        SignKey::byte_len_for(bits),
-        Relu64Key::byte_len_for(bits)
-    );
+}
+
+/// Inside a reduced window every method is exact; outside it each computes the sign of
+/// `x mod 2^k` read as a `k`-bit signed number — the documented failure case.
+#[test]
+fn reduced_windows_are_exact_inside_and_wrap_outside() {
+    let mut g = Prg::from_u64(12);
+    for k in [2u8, 9, 20, 32] {
+        let half = (1i64 << (k - 1)) - 1;
+        let mut vals: Vec<i64> = (-300i64..=300).map(|v| v.clamp(-half - 1, half)).collect();
+        vals.extend([half, -half - 1, half - 1, -half, 0, 1, -1]);
+        vals.extend((0..2000).map(|_| (g.next_u64() as i64) >> (64 - k as u32)));
+        let inside = vals.len();
+        // Outside: up to 4 bits wider than the window.
+        vals.extend((0..2000).map(|_| (g.next_u64() as i64) >> (60 - k as u32)));
+        let x = RingTensor::from_vec(&[vals.len()], vals.iter().map(|&v| v as u64).collect()).unwrap();
+        for policy in POLICIES {
+            let out = run_parties_with(cfg(13, policy, Some(k)), |mut p| {
+                let x = x.clone();
+                async move {
+                    let xs = input(&mut p, P0, &x)?;
+                    let (r, d) = p.relu_with_bit(&xs).await?;
+                    let b = p.ltz(&xs).await?;
+                    Ok([p.open(&r).await?, p.open(&d).await?, p.open(&b).await?])
+                }
+            })
+            .unwrap();
+            let [r, d, b] = out[0].clone().map(Option::unwrap);
+            for (i, &v) in vals.iter().enumerate() {
+                let wrapped = (v << (64 - k as u32)) >> (64 - k as u32);
+                let pos = wrapped >= 0;
+                if i < inside {
+                    assert_eq!(wrapped, v);
+                }
+                assert_eq!(d.as_slice()[i], u64::from(pos), "k={k} {policy}: [{v} ≥ 0]");
+                assert_eq!(b.as_slice()[i], u64::from(!pos), "k={k} {policy}: [{v} < 0]");
+                assert_eq!(r.as_slice()[i], if pos { v as u64 } else { 0 }, "k={k} {policy}: relu({v})");
+            }
+        }
+    }
 }

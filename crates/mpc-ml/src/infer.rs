@@ -90,8 +90,11 @@ fn add_channel_bias(x: &RingTensor, b: &RingTensor) -> mpc_proto::Result<RingTen
 ///
 /// * P0 passes its `model` (checked against the plan), P1 its `input` (shape `plan.input`),
 ///   the dealer neither.
-/// * Rounds: 1 to pre-open the weights, then per layer: linear/conv 1, ReLU 1, max pool
-///   ⌈log2 k²⌉, softmax ⌈log2 L⌉ + 6, sigmoid 1, average pooling 0, plus 1 to reveal.
+/// * Rounds: 1 to pre-open the weights, then per layer: linear/conv 1, ReLU one comparison
+///   layer (1, 2 or 3 rounds by the step's method), max pool ⌈log2 k²⌉ comparison layers,
+///   softmax ⌈log2 L⌉ + 3 comparison layers and 3 products, sigmoid one comparison layer,
+///   average pooling 0, plus 1 to reveal. Each comparison-based step runs with the method and
+///   window its plan step records ([`crate::bounds`]).
 pub async fn infer(
     party: &mut Party,
     plan: &Plan,
@@ -171,7 +174,7 @@ async fn infer_inner(
         }
     } else if me == PartyId::P0 {
         let m = model.ok_or_else(|| ModelError::Invalid("the model owner must supply the model".into()))?;
-        if &m.plan(plan.batch(), plan.output, plan.fixed)? != plan {
+        if &m.plan_with(plan.batch(), plan.output, plan.fixed, plan.options)? != plan {
             return Err(ModelError::Invalid("the model does not match the agreed plan".into()));
         }
     }
@@ -247,7 +250,11 @@ async fn infer_inner(
     let mut x = party.share_input(PartyId::P1, &plan.input, x_enc.as_ref())?;
     record(party, "weights", &mut profile);
 
+    let session_comparisons = party.comparisons();
     for (step, s) in plan.steps.iter().zip(&shares) {
+        if let Some(c) = step.compare {
+            party.set_comparisons(c.comparisons(plan.options.link))?;
+        }
         x = match &step.kind {
             StepKind::Linear { bias, .. } => {
                 let w = opened.next().expect("one pre-opened tensor per linear layer");
@@ -299,6 +306,9 @@ async fn infer_inner(
     }
 
     // Output policy.
+    if let Some(c) = plan.output_compare {
+        party.set_comparisons(c.comparisons(plan.options.link))?;
+    }
     let out_shape = plan.output_shape().to_vec();
     let classes = *out_shape.last().unwrap_or(&1);
     let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::Softmax | StepKind::Sigmoid));
@@ -336,5 +346,6 @@ async fn infer_inner(
         }
     };
     record(party, "output", &mut profile);
+    party.set_comparisons(session_comparisons)?;
     Ok(Inference { output, profile })
 }

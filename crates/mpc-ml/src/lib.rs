@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod analytics;
+pub mod bounds;
 pub mod data;
 mod error;
 pub mod infer;
@@ -19,6 +20,7 @@ pub mod onnx;
 pub mod plain;
 pub mod train;
 
+pub use bounds::{CompareSpec, PlanOptions};
 pub use error::ModelError;
 pub use infer::{Inference, LayerProfile, infer, infer_shared, shared_weight_shapes};
-pub use model::{Layer, Model, OutputPolicy, Plan, Step, StepKind};
+pub use model::{Layer, Model, OutputPolicy, PLAN_VERSION, Plan, Step, StepKind};

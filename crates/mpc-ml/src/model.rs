@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use mpc_proto::FixedPoint;
 
+use crate::bounds::{self, CompareSpec, PlanOptions};
 use crate::error::ModelError;
 use crate::plain;
 
@@ -205,6 +206,8 @@ pub struct Step {
     pub input: Vec<usize>,
     /// Output shape.
     pub output: Vec<usize>,
+    /// Comparison-based steps: their method and window ([`crate::bounds`]); `None` otherwise.
+    pub compare: Option<CompareSpec>,
 }
 
 /// The public op list for one model and batch size; all three parties derive the same one.
@@ -220,7 +223,15 @@ pub struct Plan {
     pub output: OutputPolicy,
     /// Fixed-point format.
     pub fixed: FixedPoint,
+    /// How comparison-based steps run (method policy, link, declared input range).
+    pub options: PlanOptions,
+    /// The output stage's comparison settings, when it compares (argmax, threshold, a final
+    /// softmax or sigmoid).
+    pub output_compare: Option<CompareSpec>,
 }
+
+/// Version of the [`Plan`] structure (part of its hash).
+pub const PLAN_VERSION: u32 = 2;
 
 impl Plan {
     /// SHA-256 of the plan's canonical (postcard) encoding: what the parties compare.
@@ -253,22 +264,44 @@ impl Plan {
             }
             v
         };
-        Ok(Plan {
+        let mut plan = Plan {
             version: self.version,
             input: with(&self.input),
             steps: self
                 .steps
                 .iter()
-                .map(|st| Step { kind: st.kind.clone(), input: with(&st.input), output: with(&st.output) })
+                .map(|st| Step {
+                    kind: st.kind.clone(),
+                    input: with(&st.input),
+                    output: with(&st.output),
+                    compare: st.compare,
+                })
                 .collect(),
             output: self.output,
             fixed: self.fixed,
-        })
+            options: self.options,
+            output_compare: self.output_compare,
+        };
+        // Methods depend on the layers' sizes, so on the batch.
+        plan.resolve_methods();
+        Ok(plan)
     }
 
     /// Checks that the plan is internally consistent (what a node does with a plan it
     /// received): shapes chain, every step's output follows from its input.
     pub fn validate(&self) -> Result<(), ModelError> {
+        if self.version != PLAN_VERSION {
+            return Err(ModelError::Invalid(format!(
+                "plan format version {}, this node reads version {PLAN_VERSION}: publish the model again",
+                self.version
+            )));
+        }
+        bounds::check(self).map_err(ModelError::Invalid)?;
+        if let Some((lo, hi)) = self.options.input_range
+            && lo > hi
+        {
+            return Err(ModelError::Invalid(format!("declared input range [{lo}, {hi}] ulps is empty")));
+        }
         let mut cur = self.input.clone();
         if cur.is_empty() || cur[0] == 0 {
             return Err(ModelError::Invalid("plan input needs a batch axis".into()));
@@ -387,7 +420,7 @@ impl Layer {
                 (StepKind::Affine, input.to_vec())
             }
         };
-        Ok(Step { kind, input: input.to_vec(), output })
+        Ok(Step { kind, input: input.to_vec(), output, compare: None })
     }
 
     /// Short name.
@@ -461,8 +494,21 @@ impl Layer {
 }
 
 impl Model {
-    /// The public plan for `batch` samples.
+    /// The public plan for `batch` samples, with default [`PlanOptions`] (comparison methods
+    /// by the cost model on the default link, widest comparison windows).
     pub fn plan(&self, batch: usize, output: OutputPolicy, fixed: FixedPoint) -> Result<Plan, ModelError> {
+        self.plan_with(batch, output, fixed, PlanOptions::default())
+    }
+
+    /// The public plan for `batch` samples with `options`: with a declared input range the
+    /// comparison windows narrow to the bounds the weights imply ([`crate::bounds`]).
+    pub fn plan_with(
+        &self,
+        batch: usize,
+        output: OutputPolicy,
+        fixed: FixedPoint,
+        options: PlanOptions,
+    ) -> Result<Plan, ModelError> {
         if batch == 0 {
             return Err(ModelError::Invalid("batch size must be at least 1".into()));
         }
@@ -475,7 +521,17 @@ impl Model {
             shape = step.output.clone();
             steps.push(step);
         }
-        Ok(Plan { version: 1, input, steps, output, fixed })
+        let (bits, out_bits) = bounds::comparison_bits(self, fixed, options.input_range_real(fixed));
+        bounds::attach(&mut steps, &bits);
+        let mut plan = Plan { version: PLAN_VERSION, input, steps, output, fixed, options, output_compare: None };
+        if bounds::output_compares(&plan) {
+            // Probabilities run softmax or sigmoid, whose splines need the widest window.
+            let widest = mpc_proto::compare::Comparisons::default_bits(fixed);
+            let k = if output == OutputPolicy::Probabilities { widest } else { out_bits };
+            plan.output_compare = Some(bounds::unresolved(k));
+        }
+        plan.resolve_methods();
+        Ok(plan)
     }
 
     /// Evaluates the model in plain f64 (the reference for tests and `--verify`).

@@ -40,6 +40,7 @@
 #![deny(unsafe_code)]
 
 pub mod approx;
+pub mod compare;
 pub mod correlations;
 mod error;
 pub mod fixed;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compare::Comparisons;
 use crate::correlations::{Correlations, DealerCorrelations, TestDealer};
 use crate::error::{Error, Result};
 use crate::fixed::FixedPoint;
@@ -82,12 +83,22 @@ pub struct SessionConfig {
     pub plan_hash: [u8; 32],
     /// The fixed-point format.
     pub fixed: FixedPoint,
+    /// How comparison-based operations run by default: method policy, the link the cost model
+    /// assumes, and the comparison window ([`Party::set_comparisons`] changes them for a span
+    /// of the program, e.g. one plan step).
+    pub comparisons: Comparisons,
 }
 
 impl SessionConfig {
-    /// A configuration with the default fixed-point format.
+    /// A configuration with the default fixed-point format and comparison settings.
     pub fn new(session: SessionId, plan_hash: [u8; 32]) -> Self {
-        Self { session, plan_hash, fixed: FixedPoint::default() }
+        Self::with_fixed(session, plan_hash, FixedPoint::default())
+    }
+
+    /// A configuration for `fixed`, with the widest comparison window for it and the
+    /// [`Policy::Auto`](crate::compare::Policy::Auto) method choice on the default link.
+    pub fn with_fixed(session: SessionId, plan_hash: [u8; 32], fixed: FixedPoint) -> Self {
+        Self { session, plan_hash, fixed, comparisons: Comparisons::for_fixed(fixed) }
     }
 }
 
@@ -118,6 +129,8 @@ pub(crate) mod streams {
     pub(crate) const MATERIAL: u64 = 1;
     /// P0–P1 input masks.
     pub(crate) const INPUT: u64 = 2;
+    /// P0–P1 common randomness of the helper comparison (blinding, masks, rotations).
+    pub(crate) const HELPER: u64 = 3;
 }
 
 /// One party's context in a session. Not `Clone`: a session has one transcript per party.
@@ -128,6 +141,10 @@ pub struct Party {
     pub(crate) corr: Box<dyn Correlations>,
     /// P0–P1 pairwise PRG for input masks (`None` on the dealer).
     pub(crate) pair: Option<Prg>,
+    /// P0–P1 common randomness for the helper comparison (`None` on the dealer).
+    pub(crate) common: Option<Prg>,
+    /// The comparison settings in force.
+    pub(crate) cmp: Comparisons,
     poisoned: bool,
     /// Running the offline (preprocessing) pass: shares are placeholders, nothing is opened.
     offline: bool,
@@ -155,6 +172,7 @@ impl Party {
         rng: &mut R,
     ) -> Result<Party> {
         let id = transport.local_id();
+        config.comparisons.validate()?;
         let mut ch = Channel::new(transport, config.session);
         // Seeds this party contributes: P0 the pairwise seed for P1; P2 one seed per party.
         let my_seeds: [Option<Seed>; 3] = match id {
@@ -194,22 +212,16 @@ impl Party {
         let need = |s: Option<Seed>, from: PartyId| {
             s.ok_or_else(|| Error::Desync { peer: from, detail: "hello without the expected seed".into() })
         };
-        let (pair, dealer_corr): (Option<Prg>, Box<dyn Correlations>) = match id {
+        let (pair, dealer_corr): (Option<Seed>, Box<dyn Correlations>) = match id {
             PartyId::P0 => {
                 let pair = my_seeds[1].clone().expect("P0 made the pairwise seed");
                 let s0 = need(received[2].clone(), PartyId::P2)?;
-                (
-                    Some(Prg::new(&pair, streams::INPUT)),
-                    Box::new(DealerCorrelations::for_p0(Prg::new(&s0, streams::MATERIAL))),
-                )
+                (Some(pair), Box::new(DealerCorrelations::for_p0(Prg::new(&s0, streams::MATERIAL))))
             }
             PartyId::P1 => {
                 let pair = need(received[0].clone(), PartyId::P0)?;
                 let s1 = need(received[2].clone(), PartyId::P2)?;
-                (
-                    Some(Prg::new(&pair, streams::INPUT)),
-                    Box::new(DealerCorrelations::for_p1(Prg::new(&s1, streams::MATERIAL))),
-                )
+                (Some(pair), Box::new(DealerCorrelations::for_p1(Prg::new(&s1, streams::MATERIAL))))
             }
             _ => {
                 // The third seed is the dealer's own and never sent: FSS key generation.
@@ -230,7 +242,9 @@ impl Party {
             CorrelationMode::Dealer => dealer_corr,
             CorrelationMode::Test(seed) => Box::new(TestDealer::new(id, seed)),
         };
-        Ok(Party { id, config, ch, corr, pair, poisoned: false, offline: false })
+        let common = pair.as_ref().map(|s| Prg::new(s, streams::HELPER));
+        let pair = pair.map(|s| Prg::new(&s, streams::INPUT));
+        Ok(Party { id, config, ch, corr, pair, common, cmp: config.comparisons, poisoned: false, offline: false })
     }
 
     /// This party's id.
@@ -241,6 +255,25 @@ impl Party {
     /// Whether this party is the dealer.
     pub fn is_dealer(&self) -> bool {
         self.id.is_dealer()
+    }
+
+    /// The comparison settings in force (method policy, link model, window).
+    pub fn comparisons(&self) -> Comparisons {
+        self.cmp
+    }
+
+    /// Sets the comparison settings for the operations that follow (until set again). Part of
+    /// the program: every party must make the same call at the same point, as with any
+    /// operation. A plan step that recorded its method and window sets them this way.
+    pub fn set_comparisons(&mut self, c: Comparisons) -> Result<()> {
+        c.validate()?;
+        self.cmp = c;
+        Ok(())
+    }
+
+    /// Whether the offline (preprocessing) pass is running ([`Party::begin_offline`]).
+    pub(crate) fn in_offline_pass(&self) -> bool {
+        self.offline
     }
 
     /// The session configuration.
@@ -340,6 +373,8 @@ fn describe_mismatch(mine: &SessionConfig, theirs: &SessionConfig) -> String {
         format!("session {} vs {}", mine.session, theirs.session)
     } else if mine.plan_hash != theirs.plan_hash {
         "plan hash differs: the parties would run different plans".into()
+    } else if mine.comparisons != theirs.comparisons {
+        format!("comparison settings {:?} vs {:?}", mine.comparisons, theirs.comparisons)
     } else {
         format!("fixed point {:?} vs {:?}", mine.fixed, theirs.fixed)
     }

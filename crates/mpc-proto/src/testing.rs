@@ -11,9 +11,10 @@ use std::sync::Arc;
 use rand_chacha::ChaCha12Rng;
 use rand_core::SeedableRng;
 
+use crate::compare::Comparisons;
 use crate::error::{Error, Result};
 use crate::fixed::FixedPoint;
-use crate::party::{CorrelationMode, Party, PartyId, SessionConfig, SessionId};
+use crate::party::{CorrelationMode, Party, SessionConfig, SessionId};
 use crate::transport::{MemoryTransport, Transport};
 
 /// Options for [`run_parties_with`].
@@ -25,15 +26,14 @@ pub struct LocalConfig {
     pub fixed: FixedPoint,
     /// Correlation source; [`CorrelationMode::Dealer`] by default.
     pub correlations: CorrelationMode,
-    /// Run the dealer's whole program (the offline phase) before P0 and P1 start theirs, so
-    /// their run measures the online phase alone.
-    pub dealer_first: bool,
+    /// Comparison settings; `None`: the defaults for `fixed` ([`Comparisons::for_fixed`]).
+    pub comparisons: Option<Comparisons>,
 }
 
 impl LocalConfig {
     /// Defaults with the given seed.
     pub fn new(seed: u64) -> Self {
-        Self { seed, fixed: FixedPoint::default(), correlations: CorrelationMode::Dealer, dealer_first: false }
+        Self { seed, fixed: FixedPoint::default(), correlations: CorrelationMode::Dealer, comparisons: None }
     }
 }
 
@@ -73,36 +73,23 @@ where
         session: SessionId(u128::from(cfg.seed) << 64 | 0x6d656d62),
         plan_hash: [0; 32],
         fixed: cfg.fixed,
+        comparisons: cfg.comparisons.unwrap_or_else(|| Comparisons::for_fixed(cfg.fixed)),
     };
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let go_rx = std::sync::Mutex::new(go_rx);
     let results: Vec<Result<T>> = std::thread::scope(|s| {
         let handles: Vec<_> = transports
             .into_iter()
             .enumerate()
             .map(|(i, t)| {
                 let program = &program;
-                let go_tx = go_tx.clone();
-                let go_rx = &go_rx;
                 s.spawn(move || {
                     futures::executor::block_on(async move {
                         let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed.wrapping_mul(3).wrapping_add(i as u64));
                         let party = Party::connect(t, session, cfg.correlations, &mut rng).await?;
-                        if cfg.dealer_first && !party.is_dealer() {
-                            // Wait until the dealer finished its whole program (or died).
-                            let _ = go_rx.lock().expect("go lock").recv();
-                        }
-                        let out = program(party).await;
-                        if i == PartyId::P2.index() {
-                            let _ = go_tx.send(());
-                            let _ = go_tx.send(());
-                        }
-                        out
+                        program(party).await
                     })
                 })
             })
             .collect();
-        drop(go_tx);
         handles.into_iter().map(|h| h.join().expect("party thread panicked")).collect()
     });
     let mut first_err: Option<Error> = None;

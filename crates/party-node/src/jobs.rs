@@ -752,7 +752,7 @@ impl Jobs {
         let session = SessionId(id.0);
         let transport = mesh.open_session(session).await?;
         self.progress_in(id, 1, None, steps);
-        let config = SessionConfig { session, plan_hash, fixed };
+        let config = SessionConfig::with_fixed(session, plan_hash, fixed);
         let party = self.connect(mesh, id, transport, config, agree_on).await?;
         self.progress_in(id, 2, Some(&party), steps);
         Ok(party)

@@ -216,7 +216,10 @@ pub fn prepare(
         let bytes =
             store.get("models", model)?.with_context(|| format!("model {model:?} has a plan but no ONNX file here"))?;
         let m = onnx::import(&bytes)?.model;
-        ensure!(m.plan(batch, plan.output, plan.fixed)? == plan, "the stored model does not match its published plan");
+        ensure!(
+            m.plan_with(batch, plan.output, plan.fixed, plan.options)? == plan,
+            "the stored model does not match its published plan"
+        );
         Some(m)
     } else {
         None

@@ -56,10 +56,16 @@ const MAX_VB: usize = MAX_L.div_ceil(2);
 
 /// Per-level correction word. `s[0]` holds bits 0–63 of the seed CW (with the
 /// left/right control-bit CWs in bits 0 and 1), `s[1]` bits 64–127.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cw<const L: usize> {
     s: [u64; 2],
     v: [u64; L],
+}
+
+impl<const L: usize> std::fmt::Debug for Cw<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cw(..)")
+    }
 }
 
 impl<const L: usize> Cw<L> {
@@ -73,12 +79,18 @@ impl<const L: usize> Cw<L> {
 /// payload β ∈ (Z_2^64)^L.
 ///
 /// Reveals only `n` and `L` to its holder. Size: [`DcfKey::byte_len`] bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DcfKey<const L: usize> {
     n: u8,
     seed: u128,
     cws: Vec<Cw<L>>,
     last: [u64; L],
+}
+
+impl<const L: usize> std::fmt::Debug for DcfKey<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DcfKey<{L}>(n={}, ..)", self.n)
+    }
 }
 
 #[inline(always)]

@@ -95,11 +95,17 @@ fn check_batch(keys: usize, ys: usize, outs: &[usize]) -> Result<(), FssError> {
 ///
 /// Contains a DCF key on `n − 1` bits with a 1-word payload and a share of
 /// the top bit of the mask. Size: `36 + 24·(n − 1)` bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SignKey {
     n: u8,
     rh: u64,
     dcf: DcfKey<1>,
+}
+
+impl std::fmt::Debug for SignKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignKey(n={}, ..)", self.n)
+    }
 }
 
 /// Comparison with zero on an `n`-bit signed input: outputs additive Z_2^64
@@ -234,7 +240,7 @@ impl SignKey {
 ///
 /// Contains a DCF key on `n − 1` bits with a 3-word payload and shares of
 /// `r_h, r_n, r_h·r_n`. Size: `68 + 40·(n − 1)` bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ReluKey {
     n: u8,
     /// Shares of `r_h`, `r_n`, `r_h·r_n`.
@@ -242,13 +248,25 @@ pub struct ReluKey {
     dcf: DcfKey<3>,
 }
 
+impl std::fmt::Debug for ReluKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReluKey(n={}, ..)", self.n)
+    }
+}
+
 /// One party's output of the ReLU gate: additive Z_2^64 shares.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReluShare {
     /// Share of `ReLU(x) = x·[x ≥ 0]`.
     pub relu: u64,
     /// Share of the bit `[x ≥ 0]` (ReLU derivative / select bit).
     pub drelu: u64,
+}
+
+impl std::fmt::Debug for ReluShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReluShare(..)")
+    }
 }
 
 /// ReLU on an `n`-bit signed input in one round: outputs shares of
@@ -729,12 +747,18 @@ mod packed_tests {
 /// One party's key for [`Relu64Gate`]: a DCF on `n − 1` bits with the 2-word payload
 /// `(u, u·r_in)`, `u = 1 − 2·r_h`, and shares of `r_h`, `r_in`, `r_h·r_in`.
 /// Size: `60 + 32·(n − 1)` bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Relu64Key {
     n: u8,
     /// Shares of `r_h`, `r_in`, `r_h·r_in`.
     k: [u64; 3],
     dcf: DcfKey<2>,
+}
+
+impl std::fmt::Debug for Relu64Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Relu64Key(n={}, ..)", self.n)
+    }
 }
 
 /// ReLU when the parties open all 64 bits of `y = x + r_in` (8 bytes per element instead of

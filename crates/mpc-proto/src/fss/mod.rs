@@ -24,6 +24,7 @@
 //!
 //! Correctness requires `-2^(n-1) ≤ x < 2^(n-1)` (x read as signed).
 
+pub mod bitdcf;
 pub mod dcf;
 pub mod gates;
 pub mod prg;

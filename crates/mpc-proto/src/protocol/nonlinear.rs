@@ -1,18 +1,20 @@
-//! Comparison, ReLU, selection, max/argmax, pooling and smooth functions, by function secret
-//! sharing (BCG+21 DCF-based gates, see [`crate::fss`]).
+//! Comparison, ReLU, selection, max/argmax, pooling and smooth functions.
 //!
-//! Every gate follows the same pattern: the dealer draws a mask `r` (shares from the seeds, so
-//! no traffic for them) and sends each computing party a key; online, the parties open
-//! `y = x + r mod 2^n` — **one round, ⌈n/8⌉ bytes per element per party** — and evaluate their
-//! keys locally. `n` is [`Party::cmp_bits`]: `int_bits + frac_bits + 2` (49 by default), which
-//! makes comparisons exact for every pair of encodable values.
+//! Every comparison-based operation opens a masked value `y = x + r` and computes shares of
+//! `[x ≥ 0]` (and of `ReLU(x)`) by one of the three methods of [`crate::compare`] — the online
+//! helper, compact FSS or one-round FSS — chosen per operation by the party's
+//! [`Comparisons`](crate::compare::Comparisons) settings (the session's, or a plan step's set
+//! with [`Party::set_comparisons`]). Costs per method are in the table of [`crate::compare`];
+//! each operation's documentation gives its rounds per comparison layer.
 //!
 //! Bits (outputs of comparisons) are shares of the *integers* 0 and 1, not fixed-point values.
 
 use crate::approx::{self, Spline};
-use crate::correlations::Bilinear;
+use crate::compare::cost::{self, OpShape};
+use crate::compare::{self as cmp, Method, Policy, Window, helper};
+use crate::correlations::{Bilinear, Gate, GateRequest, HelperState};
 use crate::error::{Error, Result};
-use crate::fss::{Relu64Gate, SignGate};
+use crate::fss::{FssError, Relu64Gate, SignGate};
 use crate::party::{Party, PartyId};
 use crate::ring::RingTensor;
 use crate::share::AShare;
@@ -22,11 +24,33 @@ fn low_mask(bits: u32) -> u64 {
     if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
 }
 
+/// Dealer material that fails to evaluate after the opening: the transcript is lost, so this
+/// poisons the party (unlike a caller's invalid input).
+fn material_error(e: FssError) -> Error {
+    Error::Desync { peer: PartyId::P2, detail: format!("comparison material does not evaluate: {e}") }
+}
+
+/// One comparison layer's outputs at a computing party, per element-point `q = e·points + j`.
+struct Compared {
+    /// Shares of `[x_e − p_j ≥ 0]`.
+    ge: Vec<u64>,
+    /// Shares of `ReLU(x_e − p_j)` when asked for.
+    relu: Option<Vec<u64>>,
+}
+
 impl Party {
-    /// Bit width of FSS comparisons: exact for `|x| < 2^(int_bits + 1)` (encodable values and
-    /// their differences).
+    /// The comparison window `k` in force: comparisons are exact for `|x| < 2^(k−1)` ulps (see
+    /// [`crate::compare`] for what happens outside).
     pub fn cmp_bits(&self) -> u32 {
-        (self.fixed().int_bits + self.fixed().frac_bits + 2).min(64)
+        u32::from(self.cmp.bits)
+    }
+
+    /// The method the settings in force give an operation of this shape.
+    fn method_for(&self, op: &OpShape) -> Method {
+        match self.cmp.policy {
+            Policy::Fixed(m) => m,
+            Policy::Auto => cost::choose_one(&self.cmp.link, op),
+        }
     }
 
     /// Opens `x + r mod 2^bits` (⌈bits/8⌉ bytes per element each way); one round.
@@ -48,12 +72,125 @@ impl Party {
         Ok(y)
     }
 
+    /// One comparison layer: shares of `[x − p_j ≥ 0]` (and `ReLU(x − p_j)` if `relu`) for every
+    /// element of `x` and every public point `p_j` (ring values), by the method the settings in
+    /// force choose. `None` on the dealer and in the offline pass.
+    async fn compare_layer(&mut self, x: &AShare, points: &[u64], relu: bool) -> Result<Option<Compared>> {
+        let (n, pts) = (x.len(), points.len());
+        let bits = self.cmp_bits();
+        let method = self.method_for(&OpShape { elements: n, points: pts, relu, bits, sequential: 1 });
+        let req = GateRequest { method, len: n, bits, points: pts, relu };
+        let gate = self.corr.gate(&mut self.ch, req).await?;
+        if self.in_offline_pass() {
+            return Ok(None);
+        }
+        let me = self.id.0;
+        match gate {
+            Gate::HelperState(st) => {
+                self.helper_respond(&req, st).await?;
+                return Ok(None);
+            }
+            Gate::Placeholder if self.is_dealer() => return Ok(None),
+            _ => {}
+        }
+        let xs = x.expose_share()?;
+        // Full 64-bit opening where ReLU values or shifted points are needed, k bits otherwise.
+        let wide = relu || pts > 1;
+        let nq = n * pts;
+        let shifted = |y: &[u64]| -> Vec<u64> { (0..nq).map(|q| y[q / pts].wrapping_sub(points[q % pts])).collect() };
+        let p0 = self.id == PartyId::P0;
+        match gate {
+            Gate::Sign(m) if !wide => {
+                let y = self.open_masked(xs, &m.r, bits).await?;
+                let ys = shifted(&y);
+                let mut lt = vec![0u64; nq];
+                SignGate::eval_packed(me, &m.keys, &ys, &mut lt).map_err(material_error)?;
+                let ge = lt.iter().map(|&v| u64::from(p0).wrapping_sub(v)).collect();
+                Ok(Some(Compared { ge, relu: None }))
+            }
+            Gate::Relu64(m) => {
+                let y = self.open_masked(xs, &m.r, 64).await?;
+                let (mut ge, mut rl) = (vec![0u64; nq], vec![0u64; nq]);
+                let (mut yj, mut oj, mut bj) = (vec![0u64; n], vec![0u64; n], vec![0u64; n]);
+                for (j, &p) in points.iter().enumerate() {
+                    yj.iter_mut().zip(&y).for_each(|(o, &v)| *o = v.wrapping_sub(p));
+                    Relu64Gate::eval_packed(me, &m.keys, &yj, &mut oj, &mut bj).map_err(material_error)?;
+                    for e in 0..n {
+                        rl[e * pts + j] = oj[e];
+                        ge[e * pts + j] = bj[e];
+                    }
+                }
+                Ok(Some(Compared { ge, relu: relu.then_some(rl) }))
+            }
+            Gate::Compact(m) => {
+                let y = self.open_masked(xs, &m.r, if wide { 64 } else { bits }).await?;
+                let ys = shifted(&y);
+                // Round 2: the select bits (one per element-point each way).
+                let mut c = Vec::with_capacity(nq);
+                m.keys.eval(me, &ys, pts, &mut c).map_err(material_error)?;
+                let mut mine = Vec::with_capacity(nq.div_ceil(8));
+                cmp::pack_bits(&c, &mut mine);
+                let theirs = self.ch.exchange_bytes(self.id.peer(), FrameKind::Open, &mine).await?;
+                let theirs = cmp::unpack_bits(&theirs, nq);
+                let w = Window::new(bits);
+                let e: Vec<u8> = (0..nq).map(|q| w.split_open(ys[q]).0 ^ c[q] ^ theirs[q]).collect();
+                Ok(Some(finish(p0, &e, &ys, pts, m.r.as_slice(), &m.v, m.vr.as_deref())))
+            }
+            Gate::Helper(m) => {
+                let y = self.open_masked(xs, &m.r, if wide { 64 } else { bits }).await?;
+                let ys = shifted(&y);
+                let w = Window::new(bits);
+                let mut f = self.ch.begin_frame(PartyId::P2, FrameKind::Helper, nq * helper::term_bytes(w));
+                let common = self.common.as_mut().expect("computing parties hold the common stream");
+                let e = helper::terms(p0, w, &ys, pts, &m.bits, common, f.payload());
+                self.ch.send_frame(f).await?;
+                self.ch.stats.record_round();
+                let outs = nq * (1 + usize::from(relu));
+                let (v, vr) = match (m.v, m.vr) {
+                    (Some(v), vr) => (v, vr),
+                    (None, _) => {
+                        let words = self.ch.recv_u64(PartyId::P2, FrameKind::Helper, outs).await?;
+                        self.ch.stats.record_round();
+                        let vr = relu.then(|| words[nq..].to_vec());
+                        (words[..nq].to_vec(), vr)
+                    }
+                };
+                Ok(Some(finish(p0, &e, &ys, pts, m.r.as_slice(), &v, vr.as_deref())))
+            }
+            other => Err(Error::Desync {
+                peer: PartyId::P2,
+                detail: format!("a {method} comparison got material {other:?}"),
+            }),
+        }
+    }
+
+    /// P2's online step of a helper comparison: zero-test both parties' terms and send P1 its
+    /// output shares.
+    async fn helper_respond(&mut self, req: &GateRequest, st: HelperState) -> Result<()> {
+        let w = Window::new(req.bits);
+        let nq = req.len * req.points;
+        let len = nq * helper::term_bytes(w);
+        let (r0, s0) = self.ch.recv_frame(PartyId::P0, FrameKind::Helper, Some(len)).await?;
+        let (r1, s1) = self.ch.recv_frame(PartyId::P1, FrameKind::Helper, Some(len)).await?;
+        self.ch.stats.record_round();
+        let mut z = Vec::with_capacity(nq);
+        helper::zero_test(w, &r0[s0..], &r1[s1..], &mut z);
+        let mut f = self.ch.begin_frame(PartyId::P1, FrameKind::Helper, 8 * nq * (1 + usize::from(req.relu)));
+        helper::respond(w, req.points, &st.r, &z, &st.v0, st.vr0.as_deref(), f.payload());
+        self.ch.send_frame(f).await?;
+        self.ch.stats.record_round();
+        Ok(())
+    }
+
     /// Shares of `[x < 0]` (integer bits).
     ///
-    /// * Secret input `x`; revealed: `x + r` for a uniform one-time mask `r` (nothing).
-    /// * Rounds 1; online ⌈n/8⌉ bytes per element per party (7 at n = 49); offline: one sign key
-    ///   per element per party (`36 + 24·(n−1)` bytes: 1188 at n = 49). Exact for
-    ///   `|x| < 2^(n−1)`.
+    /// * Secret input `x`; revealed: `x + r` for a uniform one-time mask `r` (nothing), and
+    ///   by the methods' second messages only uniform values ([`crate::compare`]).
+    /// * Rounds: 1 (`fss1`), 2 (`fss`), 3 (`helper`, P1's critical path). Online bytes per
+    ///   element per party: ⌈k/8⌉ to the peer, plus 1/8 (`fss`) or `k` to P2 and 8 back to P1
+    ///   (`helper`). Material per element: `36 + 24·(k−1)` (`fss1`), `16·(k−7) + 58`
+    ///   (`fss`, P1), `k − 1` bytes (`helper`, P1 only).
+    /// * Exact for `|x| < 2^(k−1)` ([`Party::cmp_bits`]).
     pub async fn ltz(&mut self, x: &AShare) -> Result<AShare> {
         let top = self.begin("cmp")?;
         let r = self.ltz_inner(x).await;
@@ -61,15 +198,10 @@ impl Party {
     }
 
     async fn ltz_inner(&mut self, x: &AShare) -> Result<AShare> {
-        let bits = self.cmp_bits();
-        let mat = self.corr.sign_keys(&mut self.ch, x.len(), bits).await?;
-        if self.placeholder() {
-            return Ok(AShare::dealer(x.shape()));
+        match self.compare_layer(x, &[0], false).await? {
+            None => Ok(AShare::dealer(x.shape())),
+            Some(c) => self.one_minus(&AShare::from_share(RingTensor::from_vec(x.shape(), c.ge)?)),
         }
-        let y = self.open_masked(x.expose_share()?, mat.r.expose_share()?, bits).await?;
-        let mut out = vec![0u64; y.len()];
-        SignGate::eval_packed(self.id.0, &mat.keys, &y, &mut out).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        Ok(AShare::from_share(RingTensor::from_vec(x.shape(), out)?))
     }
 
     /// Shares of `[x < y]`. See [`Party::ltz`] for costs.
@@ -105,17 +237,18 @@ impl Party {
         self.add_public(&b.neg(), &RingTensor::filled(b.shape(), 1))
     }
 
-    /// `ReLU(x) = max(x, 0)`, in one round with the FSS ReLU gate ([`Relu64Gate`]: the full
-    /// 64-bit masked value is opened, which halves the gate's payload).
+    /// `ReLU(x) = max(x, 0)`.
     ///
-    /// * Rounds 1; online 8 bytes per element per party; offline one ReLU key per element per
-    ///   party (`60 + 32·(n−1)` bytes: 1596 at n = 49). Exact for `|x| < 2^(n−1)`.
+    /// * Rounds: 1 (`fss1`), 2 (`fss`), 3 (`helper`). Online bytes per element per party: 8
+    ///   (the full 64-bit masked value, so `x = y − r` exactly), plus 1/8 (`fss`) or `k` to P2
+    ///   and 16 back to P1 (`helper`). Material per element: `60 + 32·(k−1)` (`fss1`),
+    ///   `16·(k−7) + 66` (`fss`, P1), `k − 1` (`helper`, P1 only). Exact for `|x| < 2^(k−1)`.
     pub async fn relu(&mut self, x: &AShare) -> Result<AShare> {
         Ok(self.relu_with_bit(x).await?.0)
     }
 
-    /// `(ReLU(x), [x ≥ 0])` from one gate: the bit is what training needs for the backward pass
-    /// and what max/argmax need for selection. Costs as [`Party::relu`].
+    /// `(ReLU(x), [x ≥ 0])` from one comparison: the bit is what training needs for the
+    /// backward pass and what max/argmax need for selection. Costs as [`Party::relu`].
     pub async fn relu_with_bit(&mut self, x: &AShare) -> Result<(AShare, AShare)> {
         let top = self.begin("relu")?;
         let r = self.relu_inner(x).await;
@@ -123,19 +256,13 @@ impl Party {
     }
 
     async fn relu_inner(&mut self, x: &AShare) -> Result<(AShare, AShare)> {
-        let bits = self.cmp_bits();
-        let mat = self.corr.relu_keys(&mut self.ch, x.len(), bits).await?;
-        if self.placeholder() {
-            return Ok((AShare::dealer(x.shape()), AShare::dealer(x.shape())));
+        match self.compare_layer(x, &[0], true).await? {
+            None => Ok((AShare::dealer(x.shape()), AShare::dealer(x.shape()))),
+            Some(c) => Ok((
+                AShare::from_share(RingTensor::from_vec(x.shape(), c.relu.expect("asked for ReLU"))?),
+                AShare::from_share(RingTensor::from_vec(x.shape(), c.ge)?),
+            )),
         }
-        let y = self.open_masked(x.expose_share()?, mat.r.expose_share()?, 64).await?;
-        let (mut relu, mut bit) = (vec![0u64; y.len()], vec![0u64; y.len()]);
-        Relu64Gate::eval_packed(self.id.0, &mat.keys, &y, &mut relu, &mut bit)
-            .map_err(|e| Error::InvalidInput(e.to_string()))?;
-        Ok((
-            AShare::from_share(RingTensor::from_vec(x.shape(), relu)?),
-            AShare::from_share(RingTensor::from_vec(x.shape(), bit)?),
-        ))
     }
 
     /// `b ? x : y` elementwise for integer bit shares `b`: `y + b·(x − y)`.
@@ -251,15 +378,18 @@ impl Party {
         self.finish(top, r).await
     }
 
-    /// Evaluates a public piecewise-linear [`Spline`] on fixed-point `x`, in one round.
+    /// Evaluates a public piecewise-linear [`Spline`] on fixed-point `x`.
     ///
-    /// One ReLU-gate key per element, evaluated at the `m` shifted points `y − p_j`, gives
-    /// shares of `[x ≥ p_j]` and `ReLU(x − p_j)`; from them the active piece's `a + b·x` follows
-    /// by exact ring identities (only the active piece contributes), then one truncation.
+    /// One comparison layer with the spline's `m` breakpoints as evaluation points (one mask
+    /// per element, so one `fss1` key serves all of them) gives shares of `[x ≥ p_j]` and
+    /// `ReLU(x − p_j)`; from them the active piece's `a + b·x` follows by exact ring identities
+    /// (only the active piece contributes), then one truncation.
     ///
-    /// * Rounds 1; online 8 bytes per element per party; offline one ReLU key per element per
-    ///   party. Error: the spline's own error plus 2^-16 (coefficient rounding over a
-    ///   piece at most 2 wide) plus 1 ulp (truncation), valid for `|x − p_j| < 2^(n−1)`.
+    /// * Rounds as one comparison layer (1, 2 or 3 by method). Online bytes per element per
+    ///   party: 8, plus `m/8` (`fss`) or `m·k` to P2 and `16·m` back to P1 (`helper`); material
+    ///   per element: one ReLU key (`fss1`), one compact key plus `16·m` (`fss`), `k − 1`
+    ///   (`helper`). Error: the spline's own error plus 2^-16 (coefficient rounding over a
+    ///   piece at most 2 wide) plus 1 ulp (truncation), valid for `|x − p_j| < 2^(k−1)`.
     pub async fn spline(&mut self, x: &AShare, s: &Spline) -> Result<AShare> {
         let top = self.begin("spline")?;
         let r = self.spline_inner(x, s).await;
@@ -269,13 +399,6 @@ impl Party {
     async fn spline_inner(&mut self, x: &AShare, s: &Spline) -> Result<AShare> {
         let fx = self.fixed();
         let f = fx.frac_bits;
-        let bits = self.cmp_bits();
-        let mat = self.corr.relu_keys(&mut self.ch, x.len(), bits).await?;
-        if self.placeholder() {
-            return Ok(AShare::dealer(x.shape()));
-        }
-        let xs = x.expose_share()?;
-        let y = self.open_masked(xs, mat.r.expose_share()?, 64).await?;
         // Piece j is c_j + b_j·(x − p_j): as a ring polynomial A_j + B_j·x at scale 2^(2f) with
         // B_j = enc(b_j) and A_j = enc2(c_j) − B_j·enc(p_j), exact in the ring.
         let enc2 = |v: f64| ((v * (1u64 << (2 * f)) as f64).round() as i64) as u64;
@@ -284,29 +407,29 @@ impl Party {
             let b = enc(s.b[j]);
             (enc2(s.a[j]).wrapping_sub(b.wrapping_mul(enc(s.anchor(j)))), b)
         };
-        let n = y.len();
+        let points: Vec<u64> = s.breaks.iter().map(|&p| enc(p)).collect();
+        let Some(c) = self.compare_layer(x, &points, true).await? else {
+            return Ok(AShare::dealer(x.shape()));
+        };
+        let relu = c.relu.expect("asked for ReLU");
+        let xs = x.expose_share()?;
+        let m = points.len();
         // acc = B_0·x (+ A_0 on P0).
         let (a0, b0) = coef(0);
         let mut acc: Vec<u64> = xs.as_slice().iter().map(|v| v.wrapping_mul(b0)).collect();
         if self.id == PartyId::P0 {
             acc.iter_mut().for_each(|v| *v = v.wrapping_add(a0));
         }
-        let (mut relu, mut bit, mut ys) = (vec![0u64; n], vec![0u64; n], vec![0u64; n]);
         let mut prev = (a0, b0);
-        for (j, &p) in s.breaks.iter().enumerate() {
-            let pj = enc(p);
-            for (o, &v) in ys.iter_mut().zip(&y) {
-                *o = v.wrapping_sub(pj);
-            }
-            Relu64Gate::eval_packed(self.id.0, &mat.keys, &ys, &mut relu, &mut bit)
-                .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        for (j, &pj) in points.iter().enumerate() {
             // x·[x ≥ p] = ReLU(x − p) + p·[x ≥ p]; the pieces' deltas telescope.
             let cur = coef(j + 1);
             let (da, db) = (cur.0.wrapping_sub(prev.0), cur.1.wrapping_sub(prev.1));
             prev = cur;
             let bit_coef = da.wrapping_add(db.wrapping_mul(pj));
-            for ((acc, r), b) in acc.iter_mut().zip(&relu).zip(&bit) {
-                *acc = acc.wrapping_add(db.wrapping_mul(*r)).wrapping_add(bit_coef.wrapping_mul(*b));
+            for (e, acc) in acc.iter_mut().enumerate() {
+                let q = e * m + j;
+                *acc = acc.wrapping_add(db.wrapping_mul(relu[q])).wrapping_add(bit_coef.wrapping_mul(c.ge[q]));
             }
         }
         let z = AShare::from_share(RingTensor::from_vec(x.shape(), acc)?);
@@ -314,14 +437,14 @@ impl Party {
     }
 
     /// Logistic sigmoid on fixed-point `x`: |error| ≤ 10^-3 on [−16, 16] (spline 5·10^-4 plus
-    /// fixed-point rounding), saturating to 0 / 1 outside. One round; see [`Party::spline`]
-    /// (28 gate evaluations per element).
+    /// fixed-point rounding), saturating to 0 / 1 outside. One comparison layer of 28 points;
+    /// see [`Party::spline`].
     pub async fn sigmoid(&mut self, x: &AShare) -> Result<AShare> {
         self.spline(x, approx::sigmoid()).await
     }
 
     /// `e^x` on fixed-point `x`: error ≤ max(10^-3·e^x, 2^-15) on [−16, 4], 0 below −16,
-    /// `e^4` above 4. One round; see [`Party::spline`].
+    /// `e^4` above 4. One comparison layer; see [`Party::spline`].
     pub async fn exp(&mut self, x: &AShare) -> Result<AShare> {
         self.spline(x, approx::exp()).await
     }
@@ -376,6 +499,16 @@ impl Party {
         .await;
         self.finish(top, r).await
     }
+}
+
+/// Shares of the bits (and ReLUs) of element-points from the public bits `e`, the opened
+/// shifted values `ys`, and this party's shares of the masks `r` (one per element) and of `v`,
+/// `v·r` (one per element-point): [`cmp::finish_bit`], [`cmp::finish_relu`].
+fn finish(p0: bool, e: &[u8], ys: &[u64], points: usize, r: &[u64], v: &[u64], vr: Option<&[u64]>) -> Compared {
+    let ge = e.iter().zip(v).map(|(&e, &v)| cmp::finish_bit(p0, e, v)).collect();
+    let relu =
+        vr.map(|vr| (0..e.len()).map(|q| cmp::finish_relu(p0, e[q], ys[q], r[q / points], v[q], vr[q])).collect());
+    Compared { ge, relu }
 }
 
 impl AShare {

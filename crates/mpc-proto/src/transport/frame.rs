@@ -25,6 +25,8 @@ pub enum FrameKind {
     Material,
     /// The sender aborts the session.
     Abort,
+    /// Online messages to and from the comparison helper (P2): blinded terms, output shares.
+    Helper,
 }
 
 /// Frame header.

@@ -17,7 +17,11 @@
 //! its offline phase before the online phase needs the material.
 
 use crate::error::{Error, Result};
-use crate::fss::{GateKey, PackedKeys, Relu64Key, SignKey};
+mod gate;
+
+pub use gate::{CompactMaterial, Gate, GateMaterial, GateRequest, HelperMaterial, HelperState};
+
+use crate::fss::{GateKey, PackedKeys};
 use crate::party::PartyId;
 use crate::prg::Prg;
 use crate::ring::{Conv2dParams, RingTensor, conv2d, matmul_dims};
@@ -268,21 +272,10 @@ pub trait Correlations: Send {
         x_shape: &'a [usize],
     ) -> BoxFuture<'a, Result<FixedBTriple>>;
 
-    /// `len` sign-gate keys at bit width `bits`, with this party's share of their input masks.
-    fn sign_keys<'a>(
-        &'a mut self,
-        ch: &'a mut Channel,
-        len: usize,
-        bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<SignKey>>>;
+    /// Material for a comparison-based operation ([`GateRequest`]; what each party draws and
+    /// receives is listed in the `gate` module's table).
+    fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>>;
 
-    /// `len` ReLU-gate keys at bit width `bits`, with this party's share of their input masks.
-    fn relu_keys<'a>(
-        &'a mut self,
-        ch: &'a mut Channel,
-        len: usize,
-        bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<Relu64Key>>>;
     /// Switches a recording [`Pool`] to replay (see [`Party::begin_online`](crate::Party::begin_online)).
     fn replay(&mut self) -> Result<()> {
         Err(Error::InvalidInput("this correlation source has no preprocessing pool".into()))
@@ -295,8 +288,7 @@ enum Stored {
     MulTriple(MulTriple),
     FixedB(FixedBHandle, AShare),
     FixedBTriple(FixedBTriple),
-    Sign(GateMaterial<SignKey>),
-    Relu(GateMaterial<Relu64Key>),
+    Gate(GateRequest, Gate),
 }
 
 impl Stored {
@@ -306,8 +298,7 @@ impl Stored {
             Stored::MulTriple(_) => "elementwise triple",
             Stored::FixedB(..) => "fixed B",
             Stored::FixedBTriple(_) => "fixed-B triple",
-            Stored::Sign(_) => "sign keys",
-            Stored::Relu(_) => "ReLU keys",
+            Stored::Gate(..) => "comparison material",
         }
     }
 }
@@ -365,10 +356,6 @@ fn check_shape(what: &str, got: &[usize], want: &[usize]) -> Result<()> {
             detail: format!("{what} prepared for shape {got:?}, requested for {want:?}"),
         })
     }
-}
-
-fn placeholder_gate<K: GateKey>(len: usize, bits: u32) -> Result<GateMaterial<K>> {
-    Ok(GateMaterial { r: AShare::dealer(&[len]), keys: pack_keys::<K>(vec![], 0, 0, bits)? })
 }
 
 impl Correlations for Pool {
@@ -445,38 +432,20 @@ impl Correlations for Pool {
         })
     }
 
-    fn sign_keys<'a>(
-        &'a mut self,
-        ch: &'a mut Channel,
-        len: usize,
-        bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<SignKey>>> {
+    fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>> {
         Box::pin(async move {
             if self.recording {
-                let m = self.inner()?.sign_keys(ch, len, bits).await?;
-                self.stored.push_back(Stored::Sign(m));
-                return placeholder_gate(len, bits);
+                let m = self.inner()?.gate(ch, req).await?;
+                self.stored.push_back(Stored::Gate(req, m));
+                return Ok(Gate::Placeholder);
             }
-            let Stored::Sign(m) = self.next("sign keys")? else { unreachable!("checked by next") };
-            check_shape("sign keys", m.r.shape(), &[len])?;
-            Ok(m)
-        })
-    }
-
-    fn relu_keys<'a>(
-        &'a mut self,
-        ch: &'a mut Channel,
-        len: usize,
-        bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<Relu64Key>>> {
-        Box::pin(async move {
-            if self.recording {
-                let m = self.inner()?.relu_keys(ch, len, bits).await?;
-                self.stored.push_back(Stored::Relu(m));
-                return placeholder_gate(len, bits);
+            let Stored::Gate(got, m) = self.next("comparison material")? else { unreachable!("checked by next") };
+            if got != req {
+                return Err(Error::Desync {
+                    peer: PartyId::P2,
+                    detail: format!("comparison material prepared for {got:?}, requested for {req:?}"),
+                });
             }
-            let Stored::Relu(m) = self.next("ReLU keys")? else { unreachable!("checked by next") };
-            check_shape("ReLU keys", m.r.shape(), &[len])?;
             Ok(m)
         })
     }
@@ -485,16 +454,6 @@ impl Correlations for Pool {
         self.recording = false;
         Ok(())
     }
-}
-
-/// One party's FSS gate material for `len` elements: its share of the input masks `r_in` and
-/// its keys (empty on the dealer).
-#[derive(Debug)]
-pub struct GateMaterial<K> {
-    /// This party's share of the masks, shape `[len]`.
-    pub r: AShare,
-    /// This party's keys, one per element, as received (evaluated in place).
-    pub keys: PackedKeys<K>,
 }
 
 /// The generator both P0's and P1's halves come from. `prg0` feeds P0's half, `prg1` P1's; P1's
@@ -668,71 +627,13 @@ impl Correlations for DealerCorrelations {
             }
         })
     }
-    fn sign_keys<'a>(
-        &'a mut self,
-        ch: &'a mut Channel,
-        len: usize,
-        bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<SignKey>>> {
-        Box::pin(dealer_gate_material(&mut self.role, ch, len, bits))
-    }
-
-    fn relu_keys<'a>(
-        &'a mut self,
-        ch: &'a mut Channel,
-        len: usize,
-        bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<Relu64Key>>> {
-        Box::pin(dealer_gate_material(&mut self.role, ch, len, bits))
+    fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>> {
+        Box::pin(gate::dealer_gate(&mut self.role, ch, req))
     }
 }
 
-/// Gate material through the dealer: masks from the seeds (no traffic), keys sent to each party
-/// (offline traffic: `len · K::byte_len_for(bits)` bytes to each of P0 and P1).
-async fn dealer_gate_material<K: GateKey>(
-    role: &mut Role,
-    ch: &mut Channel,
-    len: usize,
-    bits: u32,
-) -> Result<GateMaterial<K>> {
-    let klen = K::byte_len_for(bits);
-    match role {
-        Role::P0(g) | Role::P1(g) => {
-            // Each computing party's generator holds only its own half's PRG.
-            let half = if g.prg[P0].is_some() { P0 } else { P1 };
-            let r = g.draw(half, &[len]);
-            let (frame, start) = ch.recv_frame(PartyId::P2, FrameKind::Material, Some(len * klen)).await?;
-            let keys = pack_keys::<K>(frame, start, len, bits)?;
-            Ok(GateMaterial { r: AShare::from_share(r), keys })
-        }
-        Role::Dealer(g) => {
-            // Keys are serialised straight into the two frames.
-            let (mut f0, mut f1) = (
-                ch.begin_frame(PartyId::P0, FrameKind::Material, len * klen),
-                ch.begin_frame(PartyId::P1, FrameKind::Material, len * klen),
-            );
-            gen_gate_keys_into::<K>(g, len, bits, f0.payload(), f1.payload())?;
-            ch.send_frame(f0).await?;
-            ch.send_frame(f1).await?;
-            Ok(GateMaterial { r: AShare::dealer(&[len]), keys: pack_keys::<K>(vec![], 0, 0, bits)? })
-        }
-    }
-}
-
-/// Draws both mask halves (same order as the parties' own draws) and serialises both parties'
-/// keys: `(r0, r1, keys0, keys1)`.
-fn gen_gate_keys<K: GateKey>(
-    g: &mut Generator,
-    len: usize,
-    bits: u32,
-) -> Result<(RingTensor, RingTensor, Vec<u8>, Vec<u8>)> {
-    let klen = K::byte_len_for(bits);
-    let (mut b0, mut b1) = (Vec::with_capacity(len * klen), Vec::with_capacity(len * klen));
-    let (r0, r1) = gen_gate_keys_into::<K>(g, len, bits, &mut b0, &mut b1)?;
-    Ok((r0, r1, b0, b1))
-}
-
-/// [`gen_gate_keys`] appending the serialised keys to `out0` and `out1`; returns the masks.
+/// Draws both mask halves (the parties draw their own in the same order) and appends both
+/// parties' serialised one-round keys to `out0` and `out1`; returns the masks `(r0, r1)`.
 fn gen_gate_keys_into<K: GateKey>(
     g: &mut Generator,
     len: usize,
@@ -820,8 +721,8 @@ fn fixed_triple(
     Ok(((a0, c0), c1, a1))
 }
 
-/// The ideal dealer for unit tests: P0 and P1 each run the full generator from a common seed and
-/// keep their own half; P2 does nothing. No communication, so tests of a protocol's online
+/// The ideal dealer for unit tests: all three parties run the full generator from a common seed
+/// and keep their own part (P2 only its state for the helper's online step). No communication, so tests of a protocol's online
 /// phase see exactly its own traffic.
 pub struct TestDealer {
     me: PartyId,
@@ -865,10 +766,11 @@ impl Correlations for TestDealer {
     ) -> BoxFuture<'a, Result<Triple>> {
         Box::pin(async move {
             let zs = op.output_shape(xs, ys)?;
+            // The dealer runs the generator too: its streams stay in step for the helper's state.
+            let ((a0, b0, c0), c1, (a1, b1)) = full_triple(&mut self.g, op, xs, ys, &zs)?;
             if self.me.is_dealer() {
                 return Ok(Triple { a: AShare::dealer(xs), b: AShare::dealer(ys), c: AShare::dealer(&zs) });
             }
-            let ((a0, b0, c0), c1, (a1, b1)) = full_triple(&mut self.g, op, xs, ys, &zs)?;
             let (a, b, c) = if self.me == PartyId::P0 { (a0, b0, c0) } else { (a1, b1, c1) };
             Ok(Triple { a: AShare::from_share(a), b: AShare::from_share(b), c: AShare::from_share(c) })
         })
@@ -883,12 +785,12 @@ impl Correlations for TestDealer {
         Box::pin(async move {
             let handle = FixedBHandle(self.fixed_shapes.len());
             self.fixed_shapes.push((op, ys.to_vec()));
-            if self.me.is_dealer() {
-                return Ok((handle, AShare::dealer(ys)));
-            }
             let (b0, b1) = (self.g.draw(P0, ys), self.g.draw(P1, ys));
             let mine = if self.me == PartyId::P0 { b0.clone() } else { b1.clone() };
             self.g.fixed.push((op, b0.add(&b1)?));
+            if self.me.is_dealer() {
+                return Ok((handle, AShare::dealer(ys)));
+            }
             Ok((handle, AShare::from_share(mine)))
         })
     }
@@ -906,40 +808,17 @@ impl Correlations for TestDealer {
                 .cloned()
                 .ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
             let zs = op.output_shape(xs, &ys)?;
+            let ((a0, c0), c1, a1) = fixed_triple(&mut self.g, handle, xs)?;
             if self.me.is_dealer() {
                 return Ok(FixedBTriple { a: AShare::dealer(xs), c: AShare::dealer(&zs) });
             }
-            let ((a0, c0), c1, a1) = fixed_triple(&mut self.g, handle, xs)?;
             let (a, c) = if self.me == PartyId::P0 { (a0, c0) } else { (a1, c1) };
             Ok(FixedBTriple { a: AShare::from_share(a), c: AShare::from_share(c) })
         })
     }
-    fn sign_keys<'a>(
-        &'a mut self,
-        _ch: &'a mut Channel,
-        len: usize,
-        bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<SignKey>>> {
-        Box::pin(async move { test_gate_material(self, len, bits) })
+    fn gate<'a>(&'a mut self, _ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>> {
+        Box::pin(async move { gate::test_gate(&mut self.g, self.me, req) })
     }
-
-    fn relu_keys<'a>(
-        &'a mut self,
-        _ch: &'a mut Channel,
-        len: usize,
-        bits: u32,
-    ) -> BoxFuture<'a, Result<GateMaterial<Relu64Key>>> {
-        Box::pin(async move { test_gate_material(self, len, bits) })
-    }
-}
-
-fn test_gate_material<K: GateKey>(t: &mut TestDealer, len: usize, bits: u32) -> Result<GateMaterial<K>> {
-    if t.me.is_dealer() {
-        return Ok(GateMaterial { r: AShare::dealer(&[len]), keys: pack_keys::<K>(vec![], 0, 0, bits)? });
-    }
-    let (r0, r1, b0, b1) = gen_gate_keys::<K>(&mut t.g, len, bits)?;
-    let (r, bytes) = if t.me == PartyId::P0 { (r0, b0) } else { (r1, b1) };
-    Ok(GateMaterial { r: AShare::from_share(r), keys: pack_keys::<K>(bytes, 0, len, bits)? })
 }
 
 #[cfg(test)]

@@ -1,0 +1,302 @@
+//! Comparison settings of a plan: value bounds by interval analysis, a comparison window per
+//! step, and a method per step from the cost model.
+//!
+//! A comparison is exact when its input fits its window, `|x| < 2^(k−1)` ulps
+//! ([`mpc_proto::compare`]); a narrower window makes every method cheaper (fewer DCF levels,
+//! fewer helper terms). When the model owner declares the range of the input values
+//! ([`PlanOptions::input_range`]), [`comparison_bits`] propagates a bound on every activation
+//! through the layers — `Σ|w|·B + |b|` through linear and convolution layers (per output
+//! unit), unchanged through ReLU and pooling, `max|scale|·B + max|shift|` through affine
+//! layers — and sets each comparison step's window to that bound with one bit of margin (the
+//! fixed-point rounding of weights and truncations stays far inside it), capped at the widest
+//! window ([`Comparisons::default_bits`]). Without a declared range every window is the widest.
+//!
+//! **What this reveals.** The windows are part of the public plan: each is `⌈log2⌉` of an upper
+//! bound on one layer's activations given the declared input range, i.e. roughly the log of
+//! the layer's largest row L1 norm times the bound before it — a few bits about the model's
+//! weights per comparison layer, which docs/security.md lists as public.
+//!
+//! **Failure case.** An input value outside the declared range can push an activation past
+//! its window, where a comparison gives the sign of `x mod 2^k` instead of `x`. Nodes refuse
+//! such inputs before any share moves; the only other source is local truncation's rare
+//! large error (probability ≈ 2^(l+1−64) per product, [`mpc_proto::Party::trunc`]), which
+//! corrupts the value itself whatever the window.
+
+use mpc_proto::FixedPoint;
+use mpc_proto::approx;
+use mpc_proto::compare::cost::{self, OpShape};
+use mpc_proto::compare::{Comparisons, Link, Method, Policy};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Layer, Model, OutputPolicy, Plan, Step, StepKind};
+
+/// How a plan's comparison-based steps run; public and hashed with the plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PlanOptions {
+    /// Method choice: one method everywhere, or per step by the cost model (`auto`).
+    pub comparisons: Policy,
+    /// The link the cost model assumes.
+    pub link: Link,
+    /// The declared range of every input value, in ulps of the plan's fixed point (`lo ≤ hi`):
+    /// narrows the comparison windows ([`comparison_bits`]) and is enforced on the data owner's
+    /// inputs. `None`: no declared range, widest windows.
+    pub input_range: Option<(i64, i64)>,
+}
+
+impl PlanOptions {
+    /// Options with a declared real input range `[lo, hi]` for `fixed`.
+    pub fn with_input_range(mut self, lo: f64, hi: f64, fixed: FixedPoint) -> Self {
+        let s = (1u64 << fixed.frac_bits) as f64;
+        self.input_range = Some(((lo * s).floor() as i64, (hi * s).ceil() as i64));
+        self
+    }
+
+    /// The declared range in real units.
+    pub fn input_range_real(&self, fixed: FixedPoint) -> Option<(f64, f64)> {
+        let s = (1u64 << fixed.frac_bits) as f64;
+        self.input_range.map(|(lo, hi)| (lo as f64 / s, hi as f64 / s))
+    }
+}
+
+/// A comparison-based step's public settings: method and window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CompareSpec {
+    /// How its comparisons run.
+    pub method: Method,
+    /// Its comparison window `k`.
+    pub bits: u8,
+}
+
+impl CompareSpec {
+    /// The party settings for this step over `link`.
+    pub fn comparisons(&self, link: Link) -> Comparisons {
+        Comparisons { policy: Policy::Fixed(self.method), link, bits: self.bits }
+    }
+}
+
+/// Whether a step compares.
+pub(crate) fn compares(kind: &StepKind) -> bool {
+    matches!(kind, StepKind::Relu | StepKind::MaxPool { .. } | StepKind::Softmax | StepKind::Sigmoid)
+}
+
+/// Whether the output policy compares (argmax, threshold, or a final softmax/sigmoid).
+pub(crate) fn output_compares(plan: &Plan) -> bool {
+    let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::Softmax | StepKind::Sigmoid));
+    match plan.output {
+        OutputPolicy::Logits => false,
+        OutputPolicy::Label => true,
+        OutputPolicy::Probabilities => !ends_in_prob,
+    }
+}
+
+/// Largest |value| of the weights of a layer per output unit, summed: `max_o Σ_i |w_io|`.
+fn row_l1_max(layer: &Layer) -> Option<(f64, f64)> {
+    let bmax =
+        |b: &Option<ndarray::ArrayD<f64>>| b.as_ref().map_or(0.0, |b| b.iter().fold(0.0f64, |m, v| m.max(v.abs())));
+    match layer {
+        Layer::Linear { weight, bias } => {
+            let cols = weight.shape()[1];
+            let mut l1 = vec![0.0f64; cols];
+            for (i, v) in weight.iter().enumerate() {
+                l1[i % cols] += v.abs();
+            }
+            Some((l1.into_iter().fold(0.0, f64::max), bmax(bias)))
+        }
+        Layer::Conv2d { weight, bias, .. } => {
+            let per = weight.len() / weight.shape()[0].max(1);
+            let l1 = weight
+                .as_slice()
+                .map(|w| w.chunks(per.max(1)).map(|c| c.iter().map(|v| v.abs()).sum::<f64>()).fold(0.0, f64::max));
+            let l1 = l1.unwrap_or_else(|| weight.iter().map(|v| v.abs()).sum());
+            Some((l1, bmax(bias)))
+        }
+        _ => None,
+    }
+}
+
+/// The window for comparing values bounded by `bound` (real units), or the widest.
+fn bits_for(bound: f64, fixed: FixedPoint) -> u8 {
+    let widest = Comparisons::default_bits(fixed);
+    let ulps = bound * (1u64 << fixed.frac_bits) as f64 + 2.0;
+    if !ulps.is_finite() || ulps >= 2f64.powi(i32::from(widest) - 2) {
+        return widest;
+    }
+    // |x| ≤ ulps < 2^(k−2): one bit of sign, one of margin.
+    ((ulps.log2().ceil() as u8) + 2).clamp(2, widest)
+}
+
+/// Comparison windows of a model's comparison-based layers, in layer order (`None` for the
+/// others), and of its output stage, given the declared input range (see the module docs).
+pub fn comparison_bits(model: &Model, fixed: FixedPoint, range: Option<(f64, f64)>) -> (Vec<Option<u8>>, u8) {
+    let widest = Comparisons::default_bits(fixed);
+    let Some((lo, hi)) = range else {
+        let per = model.layers.iter().map(|l| l.compares().then_some(widest)).collect();
+        return (per, widest);
+    };
+    let mut b = lo.abs().max(hi.abs());
+    let mut out = Vec::with_capacity(model.layers.len());
+    for layer in &model.layers {
+        let k = match layer {
+            Layer::Relu => Some(bits_for(b, fixed)),
+            // Max trees compare differences of two values.
+            Layer::MaxPool { .. } => Some(bits_for(2.0 * b, fixed)),
+            // Splines compare against breakpoints out to ±16 (sigmoid) and the reciprocal
+            // inside softmax normalises sums up to 2^14: the widest window.
+            Layer::Softmax | Layer::Sigmoid => Some(widest),
+            _ => None,
+        };
+        out.push(k);
+        b = match layer {
+            Layer::Linear { .. } | Layer::Conv2d { .. } => {
+                let (l1, bias) = row_l1_max(layer).expect("a weighted layer");
+                l1 * b + bias
+            }
+            Layer::Affine { scale, shift } => {
+                let m = |a: &ndarray::ArrayD<f64>| a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                m(scale) * b + m(shift)
+            }
+            Layer::Softmax | Layer::Sigmoid => 1.0,
+            _ => b,
+        };
+    }
+    // The output stage compares logits (argmax: differences) or thresholds them.
+    (out, if b.is_finite() { bits_for(2.0 * b, fixed).max(bits_for(0.5, fixed)) } else { widest })
+}
+
+fn levels(len: usize) -> usize {
+    (usize::BITS - len.max(1).saturating_sub(1).leading_zeros()) as usize
+}
+
+/// The cost model's view of one comparison-based step: its comparisons in all, their layers in
+/// sequence, points per element.
+fn shape_of(st: &Step, bits: u8) -> OpShape {
+    let n: usize = st.input.iter().product();
+    let bits = u32::from(bits);
+    match &st.kind {
+        StepKind::MaxPool { kernel, .. } => {
+            let (windows, kk) = (st.output.iter().product::<usize>(), kernel.0 * kernel.1);
+            OpShape { elements: windows * kk.saturating_sub(1), points: 1, relu: true, bits, sequential: levels(kk) }
+        }
+        StepKind::Softmax => {
+            let last = *st.input.last().unwrap_or(&1);
+            OpShape { elements: n, points: 1, relu: true, bits, sequential: levels(last) + 3 }
+        }
+        StepKind::Sigmoid => {
+            OpShape { elements: n, points: approx::sigmoid().breaks.len(), relu: true, bits, sequential: 1 }
+        }
+        _ => OpShape { elements: n, points: 1, relu: true, bits, sequential: 1 },
+    }
+}
+
+/// The output stage's view: argmax over the classes (compare and select per level), a binary
+/// threshold, or a final softmax / sigmoid.
+fn output_shape_of(plan: &Plan, bits: u8) -> OpShape {
+    let shape = plan.output_shape();
+    let (n, classes) = (shape.iter().product::<usize>(), *shape.last().unwrap_or(&1));
+    let b = u32::from(bits);
+    match (plan.output, classes) {
+        (OutputPolicy::Label, 1) => OpShape { elements: n, points: 1, relu: false, bits: b, sequential: 1 },
+        (OutputPolicy::Label, c) => {
+            OpShape { elements: n / c * (c - 1), points: 1, relu: true, bits: b, sequential: 2 * levels(c) }
+        }
+        (_, 1) => OpShape { elements: n, points: approx::sigmoid().breaks.len(), relu: true, bits: b, sequential: 1 },
+        (_, c) => OpShape { elements: n, points: 1, relu: true, bits: b, sequential: levels(c) + 3 },
+    }
+}
+
+impl Plan {
+    /// Sets every comparison-based step's method from the plan's options and the steps' sizes
+    /// and windows (all parties derive the same: a public function of public data).
+    pub(crate) fn resolve_methods(&mut self) {
+        let mut ops: Vec<OpShape> =
+            self.steps.iter().filter_map(|st| st.compare.map(|c| shape_of(st, c.bits))).collect();
+        if let Some(c) = self.output_compare {
+            ops.push(output_shape_of(self, c.bits));
+        }
+        let methods = match self.options.comparisons {
+            Policy::Fixed(m) => vec![m; ops.len()],
+            Policy::Auto => cost::choose(&self.options.link, &ops),
+        };
+        let mut it = methods.into_iter();
+        for st in &mut self.steps {
+            if let Some(c) = st.compare.as_mut() {
+                c.method = it.next().expect("one method per comparison step");
+            }
+        }
+        if let Some(c) = self.output_compare.as_mut() {
+            c.method = it.next().expect("one method for the output stage");
+        }
+    }
+}
+
+impl Plan {
+    /// Online rounds of the plan on the data owner's critical path (as the parties count
+    /// them): 1 to pre-open the weights (when there are any), then per step and for the output
+    /// stage — linear, convolution and affine 1, a comparison layer 1, 2 or 3 by its method
+    /// (a max tree one per level, softmax `⌈log2 L⌉ + 3` and three products, argmax a compare
+    /// and a select per level), pooling and reshapes 0 — and 1 to reveal.
+    pub fn online_rounds(&self) -> u64 {
+        let r = |c: Option<CompareSpec>| c.map_or(0, |c| cost::rounds(c.method) as u64);
+        let weights = self.steps.iter().any(|s| matches!(s.kind, StepKind::Linear { .. } | StepKind::Conv2d { .. }));
+        let mut total = u64::from(weights);
+        for st in &self.steps {
+            total += match &st.kind {
+                StepKind::Linear { .. } | StepKind::Conv2d { .. } | StepKind::Affine => 1,
+                StepKind::Relu | StepKind::Sigmoid => r(st.compare),
+                StepKind::MaxPool { kernel, .. } => levels(kernel.0 * kernel.1) as u64 * r(st.compare),
+                StepKind::Softmax => (levels(*st.input.last().unwrap_or(&1)) as u64 + 3) * r(st.compare) + 3,
+                _ => 0,
+            };
+        }
+        let shape = self.output_shape();
+        let classes = *shape.last().unwrap_or(&1);
+        total += match (self.output, self.output_compare) {
+            (_, None) => 0,
+            (OutputPolicy::Label, c) if classes > 1 => levels(classes) as u64 * (r(c) + 1),
+            (OutputPolicy::Probabilities, c) if classes > 1 => (levels(classes) as u64 + 3) * r(c) + 3,
+            (_, c) => r(c),
+        };
+        total + 1
+    }
+}
+
+impl Layer {
+    /// Whether this layer's private evaluation compares.
+    pub(crate) fn compares(&self) -> bool {
+        matches!(self, Layer::Relu | Layer::MaxPool { .. } | Layer::Softmax | Layer::Sigmoid)
+    }
+}
+
+/// A step's spec with a placeholder method (set by [`Plan::resolve_methods`]).
+pub(crate) fn unresolved(bits: u8) -> CompareSpec {
+    CompareSpec { method: Method::Fss1, bits }
+}
+
+/// Checks a received plan's comparison settings: every comparison-based step (and the output
+/// stage when it compares) has a valid window, and the methods are what the options give.
+pub(crate) fn check(plan: &Plan) -> Result<(), String> {
+    for (i, st) in plan.steps.iter().enumerate() {
+        match (compares(&st.kind), st.compare) {
+            (true, Some(c)) if (2..=64).contains(&c.bits) => {}
+            (true, _) => return Err(format!("step {i} ({}) has no valid comparison settings", st.kind.name())),
+            (false, Some(_)) => return Err(format!("step {i} ({}) does not compare", st.kind.name())),
+            (false, None) => {}
+        }
+    }
+    if output_compares(plan) != plan.output_compare.is_some() {
+        return Err("the output stage's comparison settings do not match its policy".into());
+    }
+    let mut again = plan.clone();
+    again.resolve_methods();
+    if &again != plan {
+        return Err("comparison methods differ from what the plan's options give".into());
+    }
+    Ok(())
+}
+
+/// Steps' windows into `Step::compare` (methods unresolved).
+pub(crate) fn attach(steps: &mut [Step], bits: &[Option<u8>]) {
+    for (st, b) in steps.iter_mut().zip(bits) {
+        st.compare = b.map(unresolved);
+    }
+}
