@@ -295,6 +295,9 @@ fn gate_costs_are_counted() {
             })
             .unwrap();
             let nn = n as u64;
+            // k·n terms (or bits) of 7 bits each.
+            let packed = |terms: u64| mpc_proto::compare::helper::packed_len(terms as usize) as u64;
+            let k64 = u64::from(k);
             let bpe = u64::from(k.div_ceil(8));
             let key = bitdcf::key_len(k - 1) as u64;
             let bits = nn.div_ceil(8);
@@ -302,14 +305,14 @@ fn gate_costs_are_counted() {
             let (cmp_on, cmp_m0, cmp_m1) = match m {
                 Method::Fss1 => (bpe * nn, SignKey::byte_len_for(k) as u64 * nn, SignKey::byte_len_for(k) as u64 * nn),
                 Method::Fss => (bpe * nn + bits, key * nn + bits, key * nn + 8 * nn),
-                Method::Helper => (bpe * nn + u64::from(k) * nn, 0, u64::from(k - 1) * nn),
+                Method::Helper => (bpe * nn + packed(k64 * nn), 0, packed((k64 - 1) * nn)),
             };
             let (relu_on, relu_m0, relu_m1) = match m {
                 Method::Fss1 => {
                     (8 * nn, Relu64Key::byte_len_for(k) as u64 * nn, Relu64Key::byte_len_for(k) as u64 * nn)
                 }
                 Method::Fss => (8 * nn + bits, key * nn + bits, key * nn + 16 * nn),
-                Method::Helper => (8 * nn + u64::from(k) * nn, 0, u64::from(k - 1) * nn),
+                Method::Helper => (8 * nn + packed(k64 * nn), 0, packed((k64 - 1) * nn)),
             };
             for (i, s) in out[..2].iter().enumerate() {
                 let rounds = if i == 0 { rounds_p0(m) } else { rounds_p1(m) };
@@ -325,7 +328,11 @@ fn gate_costs_are_counted() {
             let d: OpStats = out[2].op("relu");
             assert_eq!(d.offline_sent, relu_m0 + relu_m1, "k={k} {m}: the dealer's material is what P0 and P1 got");
             if m == Method::Helper {
-                assert_eq!(d.online_recv, 2 * u64::from(k) * nn, "k={k}: P2 receives k bytes per element from each");
+                assert_eq!(
+                    d.online_recv,
+                    2 * packed(k64 * nn),
+                    "k={k}: P2 receives k 7-bit terms per element from each"
+                );
                 assert_eq!(d.online_sent, 16 * nn, "k={k}: P2 answers P1 with shares of v and v·r");
                 assert!(relu_m1 <= 100 * nn, "helper material ≤ 100 B per comparison per party");
             }

@@ -159,8 +159,14 @@ fn the_helper_learns_nothing_from_the_terms() {
     let (a, b) = (views(Method::Helper, false, 42), views(Method::Helper, true, 43));
     // Per element and layer: P0's k bytes and P1's k bytes at the same rotated positions.
     let stats = |v: &Views| {
-        let d0 = bytes(v, PartyId::P2, PartyId::P0, FrameKind::Helper);
-        let d1 = bytes(v, PartyId::P2, PartyId::P1, FrameKind::Helper);
+        // Each layer's frame packs N·k terms at 7 bits.
+        let frames = |from: PartyId| -> Vec<u8> {
+            v[2].iter()
+                .filter(|(f, kind, _)| *f == from && *kind == FrameKind::Helper)
+                .flat_map(|(_, _, p)| mpc_proto::compare::helper::unpack7(p, N * k))
+                .collect()
+        };
+        let (d0, d1) = (frames(PartyId::P0), frames(PartyId::P1));
         assert_eq!(d0.len(), 2 * N * k, "two layers of N elements, k terms each");
         let (mut zero, mut pos, mut nonzero) = (vec![0u64; 2], vec![0u64; k], vec![]);
         for (t0, t1) in d0.chunks(k).zip(d1.chunks(k)) {

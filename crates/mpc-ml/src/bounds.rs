@@ -114,7 +114,14 @@ fn row_l1_max(layer: &Layer) -> Option<(f64, f64)> {
     }
 }
 
-/// The window for comparing values bounded by `bound` (real units), or the widest.
+/// The comparison window for values bounded by `|x| ≤ bound` (real units): the bound in ulps
+/// with one bit of sign and one of margin, or the widest window when it does not fit. What a
+/// plan gives each comparison step, and what a program comparing data of known range sets with
+/// [`mpc_proto::Party::set_comparisons`].
+pub fn window_for(bound: f64, fixed: FixedPoint) -> u8 {
+    bits_for(bound, fixed)
+}
+
 fn bits_for(bound: f64, fixed: FixedPoint) -> u8 {
     let widest = Comparisons::default_bits(fixed);
     let ulps = bound * (1u64 << fixed.frac_bits) as f64 + 2.0;

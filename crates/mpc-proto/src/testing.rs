@@ -110,3 +110,11 @@ where
         None => Ok(oks.try_into().map_err(|_| ()).expect("three results")),
     }
 }
+
+/// A channel on an unconnected in-memory endpoint, for calling a correlation source that needs
+/// no traffic (the [`crate::TestDealer`]) outside a session.
+#[doc(hidden)]
+pub fn detached_channel() -> crate::transport::Channel {
+    let t = MemoryTransport::mesh(1).pop().expect("one endpoint");
+    crate::transport::Channel::new(Arc::new(t), SessionId(0))
+}

@@ -48,6 +48,8 @@ pub struct ApiState {
     pub token: String,
     /// When the node started.
     pub started: Instant,
+    /// The configured network to the peers (`[link]`).
+    pub link: crate::config::LinkSection,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -198,7 +200,9 @@ async fn publish_model(
     body: Result<Json<PublishRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let Json(req) = body.map_err(|e| body_error("publish request", e))?;
-    let plan = crate::ml::publish(st.jobs.store(), st.role, &req)
+    // The cost model's link: configured, else the mesh's RTT estimate (the slowest peer).
+    let measured = st.mesh.peers().iter().filter_map(|p| p.rtt_ms).reduce(f64::max);
+    let plan = crate::ml::publish(st.jobs.store(), st.role, &req, st.link.link(measured))
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
     Ok((StatusCode::CREATED, Json(json!({ "name": req.name, "plan": plan }))))
 }

@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
+use mpc_proto::compare::{Comparisons, Link, Policy};
 use mpc_proto::transport::Transport;
-use mpc_proto::{CorrelationMode, OpStats, Party, PartyId, SessionConfig, SessionId};
+use mpc_proto::{CorrelationMode, FixedPoint, OpStats, Party, PartyId, SessionConfig, SessionId};
 use rand_core::SeedableRng;
 use serde_json::{Value, json};
 
@@ -64,12 +65,41 @@ pub struct BenchArgs {
     /// Seed of the workloads' data and weights.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Comparison method: auto (per operation, by the cost model), helper, fss or fss1.
+    #[arg(long, default_value = "auto", value_parser = parse_policy)]
+    pub nonlinear: Policy,
+    /// Ignore the workloads' declared input ranges: every comparison on the widest window
+    /// (exact for any encodable value, and slower).
+    #[arg(long)]
+    pub widest_windows: bool,
     /// Internal: run as the party of this node config (a child of the runner).
     #[arg(long, hide = true)]
     pub child_config: Option<PathBuf>,
     /// Internal: first session id (hex) of the children's sessions.
     #[arg(long, hide = true)]
     pub session_base: Option<String>,
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse()
+}
+
+/// The link the cost model assumes: the emulated RTT (at least a loopback's 0.2 ms) and rate
+/// (default: what QUIC moves on loopback, ~4 Gbit/s). The same in every child: a function of
+/// the runner's arguments.
+pub fn link_model(args: &BenchArgs) -> Link {
+    let d = Link::default();
+    Link {
+        rtt_us: (args.rtt.as_micros() as u32).max(d.rtt_us),
+        mbit_s: args.rate.map_or(d.mbit_s, |r| (r / 1_000_000).clamp(1, u64::from(u32::MAX)) as u32),
+    }
+}
+
+/// The session's comparison settings for workload `w` in this run.
+fn comparisons(args: &BenchArgs, w: Workload) -> Comparisons {
+    let base =
+        Comparisons { policy: args.nonlinear, link: link_model(args), ..Comparisons::for_fixed(FixedPoint::default()) };
+    w.comparisons(base, !args.widest_windows)
 }
 
 /// Entry point of `party-node bench`.
@@ -138,7 +168,11 @@ fn parent(args: &BenchArgs, list: &[Workload]) -> anyhow::Result<()> {
             .arg(path)
             .args(["--session-base", &base, "--workload", &names.join(",")])
             .args(["--runs", &args.runs.to_string(), "--warmup", &args.warmup.to_string()])
-            .args(["--seed", &args.seed.to_string(), "--rtt", &format!("{}us", args.rtt.as_micros())]);
+            .args(["--seed", &args.seed.to_string(), "--rtt", &format!("{}us", args.rtt.as_micros())])
+            .args(["--nonlinear", &args.nonlinear.to_string()]);
+        if args.widest_windows {
+            cmd.arg("--widest-windows");
+        }
         if let Some(r) = args.rate {
             cmd.args(["--rate", &format!("{r}bit")]);
         }
@@ -249,6 +283,10 @@ fn aggregate(w: Workload, args: &BenchArgs, p: &[Value; 3]) -> anyhow::Result<Va
         "online_pass_dealer_bytes": u(&p[1], "online_pass_dealer_bytes") + u(&p[0], "online_pass_dealer_bytes"),
         "layers_online": bob["layers_online"],
         "layers_wall": bob["layers_wall"],
+        "nonlinear": args.nonlinear.to_string(),
+        "declared_ranges": !args.widest_windows,
+        "link": link_model(args),
+        "methods": bob["methods"],
     }))
 }
 
@@ -317,13 +355,13 @@ impl Sessions {
     }
 }
 
-async fn connect(mesh: &Mesh, sessions: &mut Sessions, w: Workload, seed: u64) -> anyhow::Result<Party> {
+async fn connect(mesh: &Mesh, sessions: &mut Sessions, w: Workload, args: &BenchArgs) -> anyhow::Result<Party> {
     let id = sessions.next();
     let transport = mesh.open_session(id).await?;
     let mut b = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
     let mut rng = rand_chacha::ChaCha12Rng::from_seed(b);
-    let config = SessionConfig::new(id, w.plan_hash(seed));
+    let config = SessionConfig { comparisons: comparisons(args, w), ..SessionConfig::new(id, w.plan_hash(args.seed)) };
     Ok(Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng).await?)
 }
 
@@ -413,7 +451,7 @@ async fn run_workload(
     w: Workload,
     args: &BenchArgs,
 ) -> anyhow::Result<Value> {
-    let data: Data = w.data(args.seed)?;
+    let data: Data = w.data(args.seed, comparisons(args, w), !args.widest_windows)?;
     // P1 measures the plaintext evaluation while the others wait at the barrier.
     let mut plain_s = Vec::new();
     let mut reference = None;
@@ -441,7 +479,7 @@ async fn run_workload(
         // Whole job from nothing: session setup, dealer on demand, online phase.
         barrier(ctl, me).await?;
         let t0 = Instant::now();
-        let mut party = connect(mesh, sessions, w, args.seed).await?;
+        let mut party = connect(mesh, sessions, w, args).await?;
         let out = w.run(&mut party, &data).await?;
         let wall = t0.elapsed().as_secs_f64();
         err = err.max(check(&out.output)?);
@@ -465,7 +503,7 @@ async fn run_workload(
             continue;
         }
         // The same job with the preprocessing pool: offline pass, barrier, online pass.
-        let mut party = connect(mesh, sessions, w, args.seed).await?;
+        let mut party = connect(mesh, sessions, w, args).await?;
         barrier(ctl, me).await?;
         let t0 = Instant::now();
         party.begin_offline()?;
@@ -516,6 +554,7 @@ async fn run_workload(
         "online_pass_dealer_bytes": dealer_in_online,
         "layers_wall": layers_wall,
         "layers_online": layers_online,
+        "methods": w.methods(&data, comparisons(args, w)),
     }))
 }
 

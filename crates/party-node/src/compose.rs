@@ -155,6 +155,7 @@ fn init(out: &Path, hosts: &[String], port: u16, api_port: u16) -> anyhow::Resul
             trust: TrustSection { mode: TrustMode::Pinned, ca: None },
             parties,
             limits: Default::default(),
+            link: Default::default(),
         };
         let text = toml::to_string_pretty(&file).context("serialising the config")?;
         identity::write_new(&d.join("node.toml"), &text, true)?;

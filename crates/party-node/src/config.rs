@@ -102,6 +102,52 @@ pub struct ConfigFile {
     /// Resource limits (all optional).
     #[serde(default, skip_serializing_if = "Limits::is_default")]
     pub limits: Limits,
+    /// The network to the peers, for the comparison cost model (all optional).
+    #[serde(default, skip_serializing_if = "LinkSection::is_default")]
+    pub link: LinkSection,
+}
+
+/// `[link]`: what the comparison cost model assumes about the network between the parties
+/// (`mpc_proto::compare::cost`). A model published here records it in its plan, so the choice
+/// of comparison method per layer is the same on every node.
+///
+/// ```toml
+/// [link]
+/// rtt_ms = 20        # round-trip time to the peers; default: the mesh's measurement at
+///                    # publish time (the largest over the peers), else 0.2 ms
+/// mbit_s = 1000      # bandwidth per party; default 4000
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkSection {
+    /// Round-trip time in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Bandwidth per party in Mbit/s.
+    pub mbit_s: Option<u32>,
+}
+
+impl LinkSection {
+    fn is_default(&self) -> bool {
+        *self == LinkSection::default()
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(r) = self.rtt_ms {
+            ensure!(r.is_finite() && (0.0..=10_000.0).contains(&r), "[link] rtt_ms must be between 0 and 10000");
+        }
+        if let Some(b) = self.mbit_s {
+            ensure!((1..=1_000_000).contains(&b), "[link] mbit_s must be between 1 and 1000000");
+        }
+        Ok(())
+    }
+
+    /// The link model: configured values first, then `measured_rtt_ms` (the mesh's estimate),
+    /// then the defaults of [`mpc_proto::compare::Link`].
+    pub fn link(&self, measured_rtt_ms: Option<f64>) -> mpc_proto::compare::Link {
+        let d = mpc_proto::compare::Link::default();
+        let rtt = self.rtt_ms.or(measured_rtt_ms).map_or(d.rtt_us, |ms| (ms * 1e3).round().clamp(0.0, 1e10) as u32);
+        mpc_proto::compare::Link { rtt_us: rtt, mbit_s: self.mbit_s.unwrap_or(d.mbit_s) }
+    }
 }
 
 /// `[limits]`: bounds the node enforces on its peers and its clients, each before the
@@ -263,6 +309,8 @@ pub struct Config {
     pub api_token: Secret<String>,
     /// Resource limits.
     pub limits: Limits,
+    /// The network to the peers as configured (`[link]`).
+    pub link: LinkSection,
 }
 
 /// A value that must never be printed.
@@ -410,6 +458,7 @@ impl Config {
         };
         let listen = file.node.listen.unwrap_or_else(|| parties[me.index()].address.bind_addr());
         file.limits.check()?;
+        file.link.check()?;
         Ok(Config {
             path: path.to_path_buf(),
             me,
@@ -422,6 +471,7 @@ impl Config {
             api_listen: file.api.listen,
             api_token: Secret(file.api.token),
             limits: file.limits,
+            link: file.link,
         })
     }
 

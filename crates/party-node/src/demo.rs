@@ -32,7 +32,10 @@ pub(crate) fn run(images: usize) -> anyhow::Result<()> {
 
     let mut c = local::Consortium::start(false)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let r = rt.block_on(local::predict(&mut c, &model, &input, &output, OutputPolicy::Label, None))?;
+    // The images are scaled to [0, 1]: declaring it lets every comparison use the narrow
+    // window the weights imply (docs/security.md, "The comparison window").
+    let opts = local::PublishOptions { input_range: Some([0.0, 1.0]), ..Default::default() };
+    let r = rt.block_on(local::predict(&mut c, &model, &input, &output, OutputPolicy::Label, &opts))?;
     drop(c);
     let plain = local::plaintext(&model, &input, OutputPolicy::Label)?;
     let got: Vec<usize> = r.output.iter().map(|&v| v as usize).collect();

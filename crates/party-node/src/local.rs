@@ -62,7 +62,8 @@ impl Consortium {
         let mut c = Consortium { dir: dir.clone(), children: vec![], configs: vec![], keep };
         for (role, path) in ROLES.iter().zip(&paths) {
             let log = std::fs::File::create(dir.join(format!("{role}.log")))?;
-            let child = Command::new(&exe)
+            let mut cmd = Command::new(&exe);
+            let child = cmd
                 .args(["run", "--config"])
                 .arg(path)
                 .stdin(Stdio::null())
@@ -177,13 +178,24 @@ pub(crate) struct LocalResult {
 
 /// Publishes `model` on Alice's node, registers its plan with Bob and the dealer, and runs one
 /// prediction of `input` (Bob's), writing `output`.
+/// How a local run publishes its model.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PublishOptions {
+    /// Fixed-point fractional bits.
+    pub(crate) frac_bits: Option<u32>,
+    /// Comparison method policy (`auto`, `helper`, `fss`, `fss1`).
+    pub(crate) nonlinear: Option<String>,
+    /// Declared range of the input values.
+    pub(crate) input_range: Option<[f64; 2]>,
+}
+
 pub(crate) async fn predict(
     c: &mut Consortium,
     model: &Path,
     input: &Path,
     output: &Path,
     policy: OutputPolicy,
-    frac_bits: Option<u32>,
+    opts: &PublishOptions,
 ) -> anyhow::Result<LocalResult> {
     let abs = |p: &Path| -> anyhow::Result<String> {
         Ok(std::fs::canonicalize(p).with_context(|| format!("{} not found", p.display()))?.display().to_string())
@@ -198,14 +210,15 @@ pub(crate) async fn predict(
         OutputPolicy::Probabilities => "probabilities",
         OutputPolicy::Label => "label",
     };
-    let published = c
-        .call(
-            0,
-            "POST",
-            "/v1/models",
-            Some(json!({"name": "model", "path": model_path, "output": policy_s, "frac_bits": frac_bits})),
-        )
-        .await?;
+    let req = party_node::ml::PublishRequest {
+        name: "model".into(),
+        path: model_path,
+        output: Some(policy_s.into()),
+        frac_bits: opts.frac_bits,
+        nonlinear: opts.nonlinear.clone(),
+        input_range: opts.input_range,
+    };
+    let published = c.call(0, "POST", "/v1/models", Some(serde_json::to_value(&req)?)).await?;
     for i in [1, 2] {
         c.call(i, "POST", "/v1/plans", Some(json!({"name": "model", "plan": published["plan"]}))).await?;
     }

@@ -89,6 +89,8 @@ enum Command {
         /// Fixed-point fractional bits.
         #[arg(long)]
         frac_bits: Option<u32>,
+        #[command(flatten)]
+        compare: CompareArgs,
         /// Write the plan here instead of printing it.
         #[arg(long)]
         plan_out: Option<PathBuf>,
@@ -334,6 +336,30 @@ impl AnalyzeArgs {
     }
 }
 
+/// How a published model's comparisons run (`publish`, `local predict`).
+#[derive(clap::Args, Clone, Debug, Default)]
+struct CompareArgs {
+    /// Comparison method for ReLU, max pooling, argmax and activations: auto (per layer, by the
+    /// cost model on the node's [link]), helper (the dealer helps online: least dealer
+    /// material, 3 messages), fss (compact keys, 2 rounds) or fss1 (one round, largest keys).
+    #[arg(long, default_value = "auto")]
+    nonlinear: String,
+    /// The range of every input value, `LO,HI` (e.g. 0,1 for images scaled to [0, 1]):
+    /// narrows every comparison to the bound the weights imply; inputs outside it are refused.
+    #[arg(long, value_parser = parse_range)]
+    input_range: Option<[f64; 2]>,
+}
+
+fn parse_range(s: &str) -> Result<[f64; 2], String> {
+    let bad = || format!("input range {s:?}: give LO,HI, e.g. 0,1");
+    let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
+    let (lo, hi): (f64, f64) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+    if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+        return Err(bad());
+    }
+    Ok([lo, hi])
+}
+
 #[derive(Subcommand)]
 enum LocalAction {
     /// Private inference: Alice's model, Bob's input, three processes over QUIC; writes Bob's
@@ -357,6 +383,8 @@ enum LocalAction {
         /// Fixed-point fractional bits.
         #[arg(long)]
         frac_bits: Option<u32>,
+        #[command(flatten)]
+        compare: CompareArgs,
         /// Keep the temporary consortium directory (configs, logs, stores).
         #[arg(long)]
         keep: bool,
@@ -435,16 +463,16 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { images } => demo::run(images),
         Command::Init { role, name, out, listen, api } => init(role, &name, &out, listen, api),
         Command::InitLocal { out, base_port } => init_local(&out, base_port),
-        Command::Publish { config, model, name, output, frac_bits, plan_out } => {
-            runtime()?.block_on(publish(&config, &model, &name, &output, frac_bits, plan_out.as_deref()))
+        Command::Publish { config, model, name, output, frac_bits, compare, plan_out } => {
+            runtime()?.block_on(publish(&config, &model, &name, &output, frac_bits, &compare, plan_out.as_deref()))
         }
         Command::Register { config, name, plan } => runtime()?.block_on(register(&config, &name, &plan)),
         Command::Predict { config, model, id, input, output, batch, wait } => {
             runtime()?.block_on(predict(&config, &model, id, input, output, batch, wait))
         }
         Command::Local {
-            action: LocalAction::Predict { model, input, output, output_policy, verify, frac_bits, keep },
-        } => local_predict(&model, &input, &output, &output_policy, verify, frac_bits, keep),
+            action: LocalAction::Predict { model, input, output, output_policy, verify, frac_bits, compare, keep },
+        } => local_predict(&model, &input, &output, &output_policy, verify, frac_bits, &compare, keep),
         Command::Local { action: LocalAction::Train { args, verify, json } } => local_train(&args, verify, json),
         Command::Local { action: LocalAction::Analyze { args, alice_data, verify } } => {
             local_analyze(&args, alice_data.as_deref(), verify)
@@ -637,17 +665,20 @@ async fn publish(
     name: &str,
     output: &str,
     frac_bits: Option<u32>,
+    compare: &CompareArgs,
     plan_out: Option<&Path>,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
     let path = std::fs::canonicalize(model).with_context(|| format!("{} not found", model.display()))?;
-    let v = api_call(
-        &cfg,
-        "POST",
-        "/v1/models",
-        Some(json!({"name": name, "path": path.display().to_string(), "output": output, "frac_bits": frac_bits})),
-    )
-    .await?;
+    let req = party_node::ml::PublishRequest {
+        name: name.into(),
+        path: path.display().to_string(),
+        output: Some(output.into()),
+        frac_bits,
+        nonlinear: Some(compare.nonlinear.clone()),
+        input_range: compare.input_range,
+    };
+    let v = api_call(&cfg, "POST", "/v1/models", Some(serde_json::to_value(&req)?)).await?;
     let plan = serde_json::to_string_pretty(&v["plan"])?;
     match plan_out {
         Some(p) => {
@@ -737,6 +768,7 @@ fn ml_read_output(path: &Path) -> anyhow::Result<ndarray::ArrayD<f64>> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line option
 fn local_predict(
     model: &Path,
     input: &Path,
@@ -744,6 +776,7 @@ fn local_predict(
     policy: &str,
     verify: bool,
     frac_bits: Option<u32>,
+    compare: &CompareArgs,
     keep: bool,
 ) -> anyhow::Result<()> {
     let policy: mpc_ml::OutputPolicy = policy.parse().map_err(anyhow::Error::msg)?;
@@ -751,7 +784,12 @@ fn local_predict(
     let imported = mpc_ml::onnx::import_file(model)?;
     party_node::ml::read_input(input, &imported.model.input_shape)?;
     let mut c = local::Consortium::start(keep)?;
-    let r = runtime()?.block_on(local::predict(&mut c, model, input, output, policy, frac_bits))?;
+    let opts = local::PublishOptions {
+        frac_bits,
+        nonlinear: Some(compare.nonlinear.clone()),
+        input_range: compare.input_range,
+    };
+    let r = runtime()?.block_on(local::predict(&mut c, model, input, output, policy, &opts))?;
     local::print_profile(&r);
     if verify {
         let want = local::plaintext(model, input, policy)?;

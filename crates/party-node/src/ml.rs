@@ -49,6 +49,15 @@ pub struct PublishRequest {
     /// Fixed-point fractional bits (default 16).
     #[serde(default)]
     pub frac_bits: Option<u32>,
+    /// How comparisons (ReLU, max pooling, argmax, activations) run: `auto` (default: per
+    /// layer, by the cost model on this node's `[link]`), `helper`, `fss` or `fss1`.
+    #[serde(default)]
+    pub nonlinear: Option<String>,
+    /// The range `[lo, hi]` of every input value Bob will send. Narrows each comparison's
+    /// window to what the weights imply (cheaper comparisons); Bob's node refuses inputs
+    /// outside it. Default: none (widest windows).
+    #[serde(default)]
+    pub input_range: Option<[f64; 2]>,
 }
 
 /// `POST /v1/plans` body (Bob, dealer): a plan published by Alice.
@@ -61,8 +70,14 @@ pub struct RegisterRequest {
     pub plan: Plan,
 }
 
-/// Imports and stores a model (Alice). Returns the public plan for batch 1.
-pub fn publish(store: &Store, role: Role, req: &PublishRequest) -> anyhow::Result<Plan> {
+/// Imports and stores a model (Alice). Returns the public plan for batch 1, whose comparison
+/// settings assume `link`.
+pub fn publish(
+    store: &Store,
+    role: Role,
+    req: &PublishRequest,
+    link: mpc_proto::compare::Link,
+) -> anyhow::Result<Plan> {
     ensure!(role == Role::Alice, "only the model owner (alice) publishes models; this node is {role}");
     check_name(&req.name)?;
     let bytes = std::fs::read(&req.path).with_context(|| format!("reading the model file {}", req.path))?;
@@ -70,11 +85,54 @@ pub fn publish(store: &Store, role: Role, req: &PublishRequest) -> anyhow::Resul
     let policy: OutputPolicy = req.output.as_deref().unwrap_or("logits").parse().map_err(anyhow::Error::msg)?;
     let frac = req.frac_bits.unwrap_or(16);
     let fixed = mpc_proto::FixedPoint::new(frac, 47u32.saturating_sub(frac)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let plan = imported.model.plan(1, policy, fixed)?;
+    let options = plan_options(req.nonlinear.as_deref(), req.input_range, link, fixed)?;
+    let plan = imported.model.plan_with(1, policy, fixed, options)?;
     store.put("models", &req.name, &bytes)?;
     store.put("plans", &req.name, &serde_json::to_vec(&plan)?)?;
     tracing::info!(model = %req.name, layers = plan.steps.len(), "model published");
     Ok(plan)
+}
+
+/// The plan options of a publish request: comparison policy, link, declared input range.
+pub fn plan_options(
+    nonlinear: Option<&str>,
+    input_range: Option<[f64; 2]>,
+    link: mpc_proto::compare::Link,
+    fixed: mpc_proto::FixedPoint,
+) -> anyhow::Result<mpc_ml::PlanOptions> {
+    let comparisons: mpc_proto::compare::Policy = nonlinear.unwrap_or("auto").parse().map_err(anyhow::Error::msg)?;
+    let options = mpc_ml::PlanOptions { comparisons, link, input_range: None };
+    Ok(match input_range {
+        None => options,
+        Some([lo, hi]) => {
+            ensure!(
+                lo.is_finite() && hi.is_finite() && lo <= hi,
+                "input_range [{lo}, {hi}]: give two finite numbers, the lower first"
+            );
+            let max = fixed.max_value();
+            ensure!(
+                lo.abs() <= max && hi.abs() <= max,
+                "input_range [{lo}, {hi}] exceeds what the fixed-point format encodes (±{max})"
+            );
+            options.with_input_range(lo, hi, fixed)
+        }
+    })
+}
+
+/// Refuses an input with a value outside the plan's declared range, naming the first such
+/// value by row and column.
+pub fn check_input_range(x: &ArrayD<f64>, plan: &Plan) -> anyhow::Result<()> {
+    let Some((lo, hi)) = plan.options.input_range_real(plan.fixed) else { return Ok(()) };
+    let per_row = x.len() / x.shape().first().copied().unwrap_or(1).max(1);
+    if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| !(lo..=hi).contains(*v)) {
+        bail!(
+            "input value {v} at row {}, column {} is outside the model's declared input range [{lo}, {hi}]: \
+             scale the data as the model expects, or ask the model owner to publish it with a wider --input-range",
+            i / per_row.max(1),
+            i % per_row.max(1)
+        );
+    }
+    Ok(())
 }
 
 /// Registers a published plan (Bob, dealer).
@@ -208,6 +266,9 @@ pub fn prepare(
     };
     ensure!((1..=MAX_BATCH).contains(&batch), "batch {batch} must be between 1 and {MAX_BATCH}");
     let plan = published.rebatch(batch)?;
+    if let Some(x) = &input {
+        check_input_range(x, &plan)?;
+    }
     if let Some(t) = &trained {
         let shared = load_shares(store, role, &t.job, &plan)?;
         return Ok(Prepared { plan, model: None, input, output, shared: Some(shared) });

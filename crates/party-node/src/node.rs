@@ -26,6 +26,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         jobs,
         token: cfg.api_token.0.clone(),
         started: Instant::now(),
+        link: cfg.link,
     });
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await.context("control API")?;
     tracing::info!("shutting down");

@@ -151,6 +151,42 @@ fn debug_output_of_secret_bearing_types_holds_no_values() {
     ] {
         assert!(!leaks(&text), "{what}: {text}");
     }
+    // FSS keys and every kind of comparison material: no value (a long run of digits or hex
+    // digits) in their Debug output.
+    {
+        use mpc_proto::compare::{Method, Window, compact};
+        use mpc_proto::correlations::{Correlations, GateRequest, TestDealer};
+        use mpc_proto::fss::{DcfKey, Relu64Gate, SignGate, dcf};
+        let no_value = |what: &str, text: &str| {
+            let longest = text.split(|c: char| !c.is_ascii_hexdigit()).map(str::len).max().unwrap_or(0);
+            assert!(longest < 8, "{what}: {text}");
+        };
+        let mut rng = Prg::new(&seed, 9);
+        let (s0, s1) = SignGate::keygen(32, secret, &mut rng).unwrap();
+        let (r0, r1) = Relu64Gate::keygen(32, secret, &mut rng).unwrap();
+        let (d0, _): (DcfKey<1>, _) = dcf::keygen(20, 12345, [secret], &mut rng).unwrap();
+        for (what, text) in [
+            ("SignKey", format!("{s0:?} {s1:#?}")),
+            ("Relu64Key", format!("{r0:?} {r1:#?}")),
+            ("DcfKey", format!("{d0:?} {d0:#?}")),
+        ] {
+            no_value(what, &text);
+        }
+        let w = Window::new(20);
+        let (mut m0, mut m1) = (vec![], vec![]);
+        compact::keygen(w, &[secret; 4], 1, (&[1; 4], None), &mut rng, [&mut m0, &mut m1]).unwrap();
+        no_value("CompactKeys", &format!("{:?}", compact::CompactKeys::new(m0, 0, 4, 1, w, true).unwrap()));
+        // Material of every method at each party, from the test dealer.
+        let mut ch = mpc_proto::testing::detached_channel();
+        for me in PartyId::ALL {
+            let mut t = TestDealer::new(me, 3);
+            for method in Method::ALL {
+                let req = GateRequest { method, len: 8, bits: 20, points: 2, relu: true };
+                let g = futures::executor::block_on(t.gate(&mut ch, req)).unwrap();
+                no_value("Gate", &format!("{g:?} {g:#?}"));
+            }
+        }
+    }
     // A party mid-session (holding seeds, PRGs, dealer material).
     let out = run_parties(3, |mut p| async move {
         let x = (p.id() == PartyId::P1).then(|| RingTensor::from_vec(&[1], vec![secret]).unwrap());

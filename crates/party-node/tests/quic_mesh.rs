@@ -103,6 +103,54 @@ fn protocols_over_quic_equal_the_in_memory_run() {
     }
 }
 
+/// Comparisons by every method: the bits, ReLUs and a spline (all revealed to Bob) and P1's
+/// rounds and online bytes.
+type CmpOutcome = (Vec<Option<RingTensor>>, u64, u64);
+
+async fn comparisons(mut p: Party, x: RingTensor) -> mpc_proto::Result<CmpOutcome> {
+    let xs = input(&mut p, PartyId::P1, &x)?;
+    let lt = p.ltz(&xs).await?;
+    let (r, d) = p.relu_with_bit(&xs).await?;
+    let s = p.sigmoid(&xs).await?;
+    let mut out = vec![];
+    for t in [&lt, &r, &d, &s] {
+        out.push(p.reveal_to(PartyId::P1, t).await?);
+    }
+    Ok((out, p.stats().total.rounds, p.stats().total.online_sent))
+}
+
+#[test]
+fn every_comparison_method_over_quic_equals_the_in_memory_run() {
+    use mpc_proto::compare::{Comparisons, Method, Policy};
+    let rt = runtime();
+    let bed = bed(false);
+    let meshes: Vec<Mesh> = rt.block_on(async { bed.cfgs.iter().map(start).collect() });
+    // Signed fixed-point values across zero and out to ±2^20 (well inside the widest window).
+    let mut g = Prg::from_u64(8);
+    let x = RingTensor::from_vec(
+        &[3000],
+        (0..3000).map(|i| if i < 20 { (i as i64 - 10) as u64 } else { ((g.next_u64() as i64) >> 28) as u64 }).collect(),
+    )
+    .unwrap();
+    for (i, method) in Method::ALL.into_iter().enumerate() {
+        let mut cfg = LocalConfig::new(20 + i as u64);
+        cfg.comparisons = Some(Comparisons { policy: Policy::Fixed(method), ..Comparisons::for_fixed(cfg.fixed) });
+        let transports = rt.block_on(sessions(&meshes, 100 + i as u128));
+        let prog = |p: Party| comparisons(p, x.clone());
+        let quic = run_parties_on(transports, cfg, prog).unwrap();
+        let memory = run_parties_with(cfg, prog).unwrap();
+        assert_eq!(quic, memory, "{method}: same seeds, same transcript over QUIC and in memory");
+        let out: Vec<RingTensor> = quic[1].0.iter().map(|t| t.clone().unwrap()).collect();
+        for (j, &v) in x.as_slice().iter().enumerate() {
+            let v = v as i64;
+            assert_eq!(out[0].as_slice()[j], u64::from(v < 0), "{method}: [{v} < 0]");
+            assert_eq!(out[1].as_slice()[j] as i64, v.max(0), "{method}: relu({v})");
+            assert_eq!(out[2].as_slice()[j], u64::from(v >= 0), "{method}: [{v} ≥ 0]");
+        }
+    }
+    drop(meshes);
+}
+
 #[test]
 fn concurrent_sessions_share_connections() {
     let rt = runtime();

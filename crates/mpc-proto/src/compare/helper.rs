@@ -56,77 +56,178 @@ pub const P: u8 = 127;
 const LANES: usize = 64;
 
 #[inline(always)]
-fn mod_p(x: u32) -> u8 {
-    // Valid for x < 2^16: two folds of 2^7 ≡ 1, then one conditional subtraction.
+fn mod_p16(x: u16) -> u8 {
+    // x < 2^16: two folds of 2^7 ≡ 1 (the second leaves at most 127 + 3), then one
+    // conditional subtraction.
     let t = (x & 127) + (x >> 7);
     let t = (t & 127) + (t >> 7);
     (if t >= 127 { t - 127 } else { t }) as u8
 }
 
-/// Fills `out` from `prg` with the 7-bit values `accept`s, in order (exact rejection sampling;
-/// the bytes consumed depend only on the stream, so two parties on one stream stay in step).
-fn fill_rejecting(prg: &mut Prg, out: &mut [u8], modulus: u8, accept: impl Fn(u8) -> bool) {
-    let n = out.len();
+/// Fills `out` from `prg` with exactly uniform 7-bit values that `accept` keeps, mapped by
+/// `map`: every byte is drawn once and masked to 7 bits; a rejected position (rare: 1 or 2 in
+/// 128) is replaced by the next accepted value of the stream after the block (rejection
+/// sampling per position). The bytes consumed depend only on the stream, so two parties on one
+/// stream stay in step; the common case is a vectorised pass with no per-byte branch.
+#[inline(always)]
+fn fill_rejecting(prg: &mut Prg, out: &mut [u8], accept: impl Fn(u8) -> bool + Copy, map: impl Fn(u8) -> u8) {
     prg.fill_bytes(out);
-    let mut j = 0;
-    for i in 0..n {
-        let v = out[i] & 127;
-        out[j] = v % modulus;
-        j += usize::from(accept(v));
-    }
-    let mut extra = [0u8; 16];
-    while j < n {
-        prg.fill_bytes(&mut extra);
-        for &b in &extra {
-            let v = b & 127;
-            if j < n && accept(v) {
-                out[j] = v % modulus;
-                j += 1;
+    let mut reserve = [0u8; 32];
+    let mut next = reserve.len();
+    let mut draw = |prg: &mut Prg| loop {
+        if next == reserve.len() {
+            prg.fill_bytes(&mut reserve);
+            next = 0;
+        }
+        let v = reserve[next] & 127;
+        next += 1;
+        if accept(v) {
+            return v;
+        }
+    };
+    let (words, tail) = out.as_chunks_mut::<8>();
+    for w in words {
+        let v = u64::from_le_bytes(*w) & 0x7f7f_7f7f_7f7f_7f7f;
+        *w = v.to_le_bytes();
+        // One branch per eight bytes (a rejected byte is rare): a SWAR test first.
+        if swar_suspect(v) {
+            for b in w.iter_mut().filter(|b| !accept(**b)) {
+                *b = draw(prg);
             }
         }
     }
+    for b in tail.iter_mut() {
+        *b &= 127;
+        if !accept(*b) {
+            *b = draw(prg);
+        }
+    }
+    out.iter_mut().for_each(|b| *b = map(*b));
+}
+
+/// Whether a word of eight 7-bit values may hold a value the samplers reject: 0x7f (`P`) or
+/// 0x00 (rejected by `fill_zp_star`). Exact for 0x7f and 0x00 bytes (no false negatives); a few
+/// false positives only cost a scan.
+#[inline(always)]
+fn swar_suspect(v: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    has_zero(v) || has_zero(v ^ 0x7f7f_7f7f_7f7f_7f7f)
 }
 
 /// Uniform elements of Z_p.
 pub fn fill_zp(prg: &mut Prg, out: &mut [u8]) {
-    fill_rejecting(prg, out, P, |v| v != P);
+    fill_rejecting(prg, out, |v| v != P, |v| v);
 }
 
 /// Uniform elements of Z_p^* (the blinding multipliers).
 fn fill_zp_star(prg: &mut Prg, out: &mut [u8]) {
-    fill_rejecting(prg, out, P, |v| v != 0 && v != P);
+    fill_rejecting(prg, out, |v| v != 0 && v != P, |v| v);
 }
 
 /// Uniform values in `0..k` for `1 ≤ k ≤ 64` (the rotations).
 fn fill_below(prg: &mut Prg, k: u8, out: &mut [u8]) {
     let lim = 128 - 128 % k;
-    fill_rejecting(prg, out, k, |v| v < lim);
+    fill_rejecting(prg, out, move |v| v < lim, move |v| v % k);
+}
+
+/// Where the Z_p share of bit `i` of element `e`'s `R_l` sits among `n` elements' `m` bits each:
+/// blocks of [`LANES`] elements, bit-major inside a block (`i·width + e mod LANES`), so the
+/// term computation reads one bit position of a block's elements contiguously.
+pub fn bit_index(n: usize, m: usize, e: usize, i: usize) -> usize {
+    let block = e / LANES * LANES;
+    let width = LANES.min(n - block);
+    block * m + i * width + (e - block)
 }
 
 /// Dealer: P1's corrections for the Z_p shares of the bits of every `R_l`: for element `e` and
-/// bit `i`, `bit_i(R_l) − bits0[e·(k−1) + i] mod p`, appended to `out` in the same layout.
+/// bit `i`, `bit_i(R_l) − bits0[j] mod p` at `j = bit_index(e, i)`, appended to `out` in the
+/// same layout.
 pub fn bit_corrections(w: Window, r: &[u64], bits0: &[u8], out: &mut Vec<u8>) {
     let m = w.low_bits() as usize;
-    debug_assert_eq!(bits0.len(), r.len() * m);
-    out.reserve(r.len() * m);
-    for (e, &re) in r.iter().enumerate() {
-        let (_, rl) = w.split_mask(re);
-        for (i, &s0) in bits0[e * m..(e + 1) * m].iter().enumerate() {
-            let bit = ((rl >> i) & 1) as u8;
-            out.push(mod_p(u32::from(bit) + u32::from(P - s0)));
+    let n = r.len();
+    debug_assert_eq!(bits0.len(), n * m);
+    let base = out.len();
+    out.resize(base + n * m, 0);
+    let dst = &mut out[base..];
+    let mut rl = [0u64; LANES];
+    for block in (0..n).step_by(LANES) {
+        let width = LANES.min(n - block);
+        for (o, &re) in rl.iter_mut().zip(&r[block..block + width]) {
+            *o = w.split_mask(re).1;
+        }
+        for i in 0..m {
+            let at = block * m + i * width; // = bit_index(n, m, block, i)
+            let (d, s0) = (&mut dst[at..at + width], &bits0[at..at + width]);
+            for ((o, &s), &v) in d.iter_mut().zip(s0).zip(&rl[..width]) {
+                // bit − s mod p, with bit ∈ {0, 1} and s < p.
+                let x = ((v >> i) & 1) as u8 + (P - s);
+                *o = if x >= P { x - P } else { x };
+            }
         }
     }
 }
 
-/// Bytes each computing party sends the helper per element and evaluation point.
-pub fn term_bytes(w: Window) -> usize {
-    w.bits() as usize
+/// Bytes each computing party sends the helper for `nq` element-points: `k` terms of 7 bits
+/// each ([`pack7`]).
+pub fn term_bytes(w: Window, nq: usize) -> usize {
+    packed_len(nq * w.bits() as usize)
+}
+
+/// Bytes of `n` values of 7 bits packed by [`pack7`]: `⌈7n/8⌉`.
+pub fn packed_len(n: usize) -> usize {
+    (7 * n).div_ceil(8)
+}
+
+/// Appends `vals` (each below 128: elements of Z_p) to `out` at 7 bits each, eight values to
+/// seven bytes, little-endian.
+pub fn pack7(vals: &[u8], out: &mut Vec<u8>) {
+    let base = out.len();
+    out.resize(base + packed_len(vals.len()), 0);
+    let dst = &mut out[base..];
+    let (groups, tail) = vals.as_chunks::<8>();
+    for (g, o) in groups.iter().zip(dst.chunks_exact_mut(7)) {
+        let w = g.iter().enumerate().fold(0u64, |w, (i, &v)| w | (u64::from(v & 127) << (7 * i)));
+        o.copy_from_slice(&w.to_le_bytes()[..7]);
+    }
+    if !tail.is_empty() {
+        let w = tail.iter().enumerate().fold(0u64, |w, (i, &v)| w | (u64::from(v & 127) << (7 * i)));
+        let o = &mut dst[7 * groups.len()..];
+        let len = o.len();
+        o.copy_from_slice(&w.to_le_bytes()[..len]);
+    }
+}
+
+/// The `n` values [`pack7`] packed into `bytes` (which must hold [`packed_len`]`(n)` bytes).
+pub fn unpack7(bytes: &[u8], n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    let (groups, tail) = out.as_chunks_mut::<8>();
+    for (g, b) in groups.iter_mut().zip(bytes.chunks_exact(7)) {
+        let mut w = [0u8; 8];
+        w[..7].copy_from_slice(b);
+        let w = u64::from_le_bytes(w);
+        for (i, v) in g.iter_mut().enumerate() {
+            *v = ((w >> (7 * i)) & 127) as u8;
+        }
+    }
+    if !tail.is_empty() {
+        let rest = &bytes[7 * (n / 8)..packed_len(n)];
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        let w = u64::from_le_bytes(w);
+        for (i, v) in tail.iter_mut().enumerate() {
+            *v = ((w >> (7 * i)) & 127) as u8;
+        }
+    }
+    out
 }
 
 /// P0 (`p0`) or P1: the messages to the helper for the opened values `ys` (element-point
 /// `q = e·points + j` of element `e`), given this party's Z_p shares of the bits of each `R_l`
-/// (`bits[e·(k−1) + i]`, bit `i`). Appends `k` bytes per element-point to `out` and returns the
-/// public bit `e_q = Y_h ⊕ β` of every element-point. `common` is the stream P0 and P1 share
+/// (bit `i` of element `e` at [`bit_index`]). Appends the `k` terms of every element-point to
+/// `out` (one byte each; [`pack7`] packs them for the wire) and returns the public bit
+/// `e_q = Y_h ⊕ β` of every element-point. `common` is the stream P0 and P1 share
 /// (β, multipliers, masks and rotations are drawn from it in the same order by both).
 pub fn terms(
     p0: bool,
@@ -137,22 +238,24 @@ pub fn terms(
     common: &mut Prg,
     out: &mut Vec<u8>,
 ) -> Vec<u8> {
-    let mut e_bits = Vec::with_capacity(ys.len());
     let k = w.bits() as usize;
     let m = k - 1;
     let nq = ys.len();
     debug_assert!(points >= 1 && bits.len() * points == nq * m);
-    let delta = u32::from(p0);
-    let p = u32::from(P);
+    let mut e_bits = Vec::with_capacity(nq);
     out.reserve(nq * k);
     let mut beta = [0u8; LANES];
     let mut rot = [0u8; LANES];
     let mut sigma = vec![0u8; k * LANES];
     let mut u = vec![0u8; k * LANES];
     let mut d = vec![0u8; k * LANES];
-    let mut yl = [0u64; LANES];
-    let mut acc = [0u32; LANES];
-    let mut rsh = [0u32; LANES];
+    // Per lane: β as a mask, the running share of Σ (Y*_i ⊕ R*_i); per position and lane (all
+    // u16, so the inner loops run eight or more lanes per vector instruction): Y*'s bit and
+    // this party's share of R*'s bit.
+    let mut bm = [0u16; LANES];
+    let mut acc = [0u16; LANES];
+    let mut ybit = vec![0u16; k * LANES];
+    let mut rsh = vec![0u16; k * LANES];
     for start in (0..nq).step_by(LANES) {
         let bn = LANES.min(nq - start);
         common.fill_bytes(&mut beta[..bn]);
@@ -160,50 +263,93 @@ pub fn terms(
         fill_below(common, k as u8, &mut rot[..bn]);
         fill_zp_star(common, &mut sigma[..k * bn]);
         fill_zp(common, &mut u[..k * bn]);
+        // P1 subtracts the masks.
+        if !p0 {
+            u[..k * bn].iter_mut().for_each(|v| *v = P - *v);
+        }
+        let mut yl = [0u64; LANES];
         for lane in 0..bn {
             let (yh, low) = w.split_open(ys[start + lane]);
-            yl[lane] = low;
             e_bits.push(yh ^ beta[lane]);
+            bm[lane] = u16::from(beta[lane]).wrapping_neg();
             acc[lane] = 0;
+            yl[lane] = low;
         }
-        // Position `pos` of Y*, R*: pos ≥ 1 is bit pos − 1 of Y_l, R_l; pos 0 is the tie-break
-        // (Y*_0 = 1, R*_0 = 0, both public).
+        // Position 0 is the tie-break: Y*_0 = 1, R*_0 = 0 (public).
+        ybit[..bn].fill(1);
+        rsh[..bn].fill(0);
+        for i in 0..m {
+            let row = &mut ybit[(i + 1) * LANES..(i + 1) * LANES + bn];
+            for (o, &y) in row.iter_mut().zip(&yl[..bn]) {
+                *o = ((y >> i) & 1) as u16;
+            }
+        }
+        if points == 1 {
+            // A block of lanes is a block of elements: its bits are contiguous per position.
+            let n = ys.len();
+            for i in 0..m {
+                let src = &bits[bit_index(n, m, start, i)..][..bn];
+                for (o, &b) in rsh[(i + 1) * LANES..(i + 1) * LANES + bn].iter_mut().zip(src) {
+                    *o = u16::from(b);
+                }
+            }
+        } else {
+            let n = ys.len() / points;
+            for lane in 0..bn {
+                let e = (start + lane) / points;
+                for i in 0..m {
+                    rsh[(i + 1) * LANES + lane] = u16::from(bits[bit_index(n, m, e, i)]);
+                }
+            }
+        }
+        // Positions from the top (pos ≥ 1 is bit pos − 1 of Y_l, R_l).
         for pos in (0..k).rev() {
             let (sig, msk) = (&sigma[pos * bn..(pos + 1) * bn], &u[pos * bn..(pos + 1) * bn]);
-            for (lane, r) in rsh[..bn].iter_mut().enumerate() {
-                *r = if pos == 0 { 0 } else { u32::from(bits[(start + lane) / points * m + pos - 1]) };
-            }
+            let (yb, rb) = (&ybit[pos * LANES..pos * LANES + bn], &rsh[pos * LANES..pos * LANES + bn]);
             let dp = &mut d[pos * LANES..pos * LANES + bn];
-            for lane in 0..bn {
-                let yb = if pos == 0 { 1 } else { ((yl[lane] >> (pos - 1)) & 1) as u32 };
-                let r = rsh[lane];
-                // s·(δ·y − r) with s = 1 − 2β, as a value in [1, 253].
-                let a = delta * yb + p - r;
-                let a = if beta[lane] == 1 { 2 * p - a } else { a };
-                let c = a + delta + acc[lane];
-                let mask = if p0 { u32::from(msk[lane]) } else { p - u32::from(msk[lane]) };
-                dp[lane] = mod_p(u32::from(sig[lane]) * c + mask);
-                // Share of Y*_pos ⊕ R*_pos: y ? δ − r : r.
-                let x = if yb == 1 { delta + p - r } else { r };
-                acc[lane] = u32::from(mod_p(acc[lane] + x));
-            }
+            term_lanes(p0, dp, &mut acc[..bn], &bm[..bn], yb, rb, sig, msk);
         }
         let base = out.len();
         out.resize(base + bn * k, 0);
-        for lane in 0..bn {
-            let o = &mut out[base + lane * k..base + (lane + 1) * k];
-            let rl = rot[lane] as usize;
-            for pos in 0..k {
-                let at = pos + rl;
-                o[if at >= k { at - k } else { at }] = d[pos * LANES + lane];
+        let mut col = [0u8; 64];
+        for (lane, o) in out[base..].chunks_exact_mut(k).enumerate() {
+            for (pos, c) in col[..k].iter_mut().enumerate() {
+                *c = d[pos * LANES + lane];
             }
+            // Rotation by `rl`: position `pos` goes to slot `(pos + rl) mod k`.
+            let rl = rot[lane] as usize;
+            o[rl..].copy_from_slice(&col[..k - rl]);
+            o[..rl].copy_from_slice(&col[k - rl..k]);
         }
     }
     e_bits
 }
 
-/// P2: `out[q] = 1` iff the two parties' terms of element-point `q` (`k` bytes each) sum to 0
-/// mod p at some position.
+/// One position of the terms for a block's lanes (equal-length slices, so the loop has no
+/// bounds checks and vectorises): the blinded share `σ·c + u` of every lane's term into `d`,
+/// and the running share of `Σ (Y*_i ⊕ R*_i)` in `acc` advanced past this position.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)] // the lanes' seven streams
+fn term_lanes(p0: bool, d: &mut [u8], acc: &mut [u16], bm: &[u16], yb: &[u16], rb: &[u16], sig: &[u8], msk: &[u8]) {
+    let n = d.len();
+    let (acc, bm, yb, rb, sig, msk) = (&mut acc[..n], &bm[..n], &yb[..n], &rb[..n], &sig[..n], &msk[..n]);
+    let delta = u16::from(p0);
+    let p = u16::from(P);
+    for i in 0..n {
+        let (y, r) = (yb[i], rb[i]);
+        // s·(δ·y − r) with s = 1 − 2β, as a value in [1, 253].
+        let a = delta * y + p - r;
+        let a = a ^ ((a ^ (2 * p - a)) & bm[i]);
+        let c = a + delta + acc[i];
+        d[i] = mod_p16(u16::from(sig[i]) * c + u16::from(msk[i]));
+        // Share of Y*_pos ⊕ R*_pos: y ? δ − r : r.
+        let x = r ^ ((r ^ (delta + p - r)) & y.wrapping_neg());
+        acc[i] = u16::from(mod_p16(acc[i] + x));
+    }
+}
+
+/// P2: `out[q] = 1` iff the two parties' terms of element-point `q` (`k` values each, one per
+/// byte: [`unpack7`] of what they sent) sum to 0 mod p at some position.
 pub fn zero_test(w: Window, d0: &[u8], d1: &[u8], out: &mut Vec<u8>) {
     let k = w.bits() as usize;
     out.extend(d0.chunks_exact(k).zip(d1.chunks_exact(k)).map(|(a, b)| {
@@ -240,7 +386,11 @@ mod tests {
     #[test]
     fn reduction_and_sampling_are_exact() {
         for x in 0..(1u32 << 16) {
-            assert_eq!(u32::from(mod_p(x)), x % 127);
+            assert_eq!(u32::from(mod_p16(x as u16)), x % 127);
+        }
+        for v in [0u64, 0x7f, 0x7f00, 0x0101_0101_0101_0101, 0x7e7e_7e7e_7e7e_7e7e] {
+            let bytes = v.to_le_bytes();
+            assert_eq!(swar_suspect(v), bytes.iter().any(|&b| b == 0 || b == 0x7f), "{v:#x}");
         }
         let mut g = Prg::from_u64(1);
         let mut v = vec![0u8; 127 * 400];
@@ -327,6 +477,19 @@ mod tests {
                 assert_eq!(bit[q], u64::from(x >= p), "x={x} p={p}");
                 assert_eq!(relu[q], (x - p).max(0) as u64, "x={x} p={p}");
             }
+        }
+    }
+
+    #[test]
+    fn seven_bit_packing_round_trips() {
+        let mut g = Prg::from_u64(2);
+        for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 1000] {
+            let mut v = vec![0u8; n];
+            fill_zp(&mut g, &mut v);
+            let mut p = vec![0xaa];
+            pack7(&v, &mut p);
+            assert_eq!(p.len(), 1 + packed_len(n));
+            assert_eq!(unpack7(&p[1..], n), v, "n = {n}");
         }
     }
 

@@ -21,6 +21,7 @@ use crate::compare::{Method, Window, compact, helper};
 use crate::error::{Error, Result};
 use crate::fss::{PackedKeys, Relu64Key, SignKey};
 use crate::party::PartyId;
+use crate::prg::Seed;
 use crate::ring::RingTensor;
 use crate::transport::frame::bytes_to_u64;
 
@@ -104,6 +105,14 @@ pub struct GateMaterial<K> {
     pub keys: PackedKeys<K>,
 }
 
+impl<K: crate::fss::PackedGate> GateMaterial<K> {
+    /// The serialised keys, as received (for tests that tamper with material).
+    #[doc(hidden)]
+    pub fn keys_bytes(&self) -> Vec<u8> {
+        self.keys.bytes().to_vec()
+    }
+}
+
 impl<K> std::fmt::Debug for GateMaterial<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "GateMaterial[{}](..)", self.r.len())
@@ -126,12 +135,60 @@ pub struct CompactMaterial {
 pub struct HelperMaterial {
     /// Share of the masks, `[len]`.
     pub r: RingTensor,
-    /// Z_p shares of the bits of each `R_l`, `k − 1` per element.
-    pub bits: Vec<u8>,
+    /// Z_p shares of the bits of each `R_l`, `k − 1` per element (layout of
+    /// [`helper::bit_index`]); [`HelperMaterial::resolve`] makes them ready.
+    pub bits: HelperBits,
     /// P0: its shares of the outputs `v` (from its seed); P1: `None` (they come from P2).
     pub v: Option<Vec<u64>>,
     /// P0: its shares of `v·r` (ReLU only).
     pub vr: Option<Vec<u64>>,
+}
+
+/// Where a party's helper bit shares come from. Both sources are resolved only when the
+/// online step needs them, so that P0's sampling and the dealer's delivery to P1 overlap the
+/// opening of the masked values.
+pub enum HelperBits {
+    /// In memory.
+    Ready(Vec<u8>),
+    /// P0: `n` shares to sample from this one-time seed (drawn from the seed P0 shares with the
+    /// dealer, which samples the same).
+    Seeded(Seed, usize),
+    /// P1: `n` bytes of corrections the dealer sends next.
+    FromDealer(usize),
+}
+
+impl HelperMaterial {
+    /// Makes the bit shares ready: samples P0's, receives P1's from the dealer (nothing else may
+    /// be received from the dealer in between).
+    pub async fn resolve(&mut self, ch: &mut crate::transport::Channel) -> Result<()> {
+        match &self.bits {
+            HelperBits::Ready(_) => {}
+            HelperBits::Seeded(seed, n) => self.bits = HelperBits::Ready(sample_bits(seed, *n)),
+            HelperBits::FromDealer(n) => {
+                let n = *n;
+                let len = helper::packed_len(n);
+                let (frame, start) =
+                    ch.recv_frame(PartyId::P2, crate::transport::FrameKind::Material, Some(len)).await?;
+                self.bits = HelperBits::Ready(helper::unpack7(&frame[start..], n));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bit shares, once resolved.
+    pub fn bits(&self) -> Result<&[u8]> {
+        match &self.bits {
+            HelperBits::Ready(b) => Ok(b),
+            _ => Err(Error::InvalidInput("helper bit shares used before they were resolved".into())),
+        }
+    }
+}
+
+/// `n` uniform Z_p bit shares from a one-time seed.
+fn sample_bits(seed: &Seed, n: usize) -> Vec<u8> {
+    let mut bits = vec![0u8; n];
+    helper::fill_zp(&mut crate::prg::Prg::new(seed, 0), &mut bits);
+    bits
 }
 
 /// The dealer's state for the online step of a `helper` operation.
@@ -149,7 +206,8 @@ struct P0Draws {
     r0: RingTensor,
     v0: Vec<u64>,
     vr0: Option<Vec<u64>>,
-    bits0: Vec<u8>,
+    /// The helper's one-time seed for P0's bit shares.
+    bits_seed: Option<Seed>,
 }
 
 impl Generator {
@@ -160,7 +218,7 @@ impl Generator {
     /// P0's half of `req`'s seed material, in the contract's order (the dealer and P0 both run this).
     fn p0_draws(&mut self, req: &GateRequest) -> P0Draws {
         let r0 = self.draw(P0, &[req.len]);
-        let mut d = P0Draws { r0, v0: vec![], vr0: None, bits0: vec![] };
+        let mut d = P0Draws { r0, v0: vec![], vr0: None, bits_seed: None };
         match req.method {
             Method::Fss1 => {}
             Method::Fss => {
@@ -168,15 +226,18 @@ impl Generator {
                 d.vr0 = req.relu.then(|| self.words(P0, req.outputs()));
             }
             Method::Helper => {
-                let mut bits = vec![0u8; req.len * req.window().low_bits() as usize];
-                helper::fill_zp(self.prg[P0].as_mut().expect("generator holds P0's PRG"), &mut bits);
-                d.bits0 = bits;
+                d.bits_seed = Some(self.prg[P0].as_mut().expect("generator holds P0's PRG").next_seed());
                 d.v0 = self.words(P0, req.outputs());
                 d.vr0 = req.relu.then(|| self.words(P0, req.outputs()));
             }
         }
         d
     }
+}
+
+/// The helper's bit shares per party for `req`: `k − 1` per element.
+fn bit_count(req: &GateRequest) -> usize {
+    req.len * req.window().low_bits() as usize
 }
 
 /// Bytes the dealer sends `to` for `req`.
@@ -186,7 +247,7 @@ pub(super) fn frame_len(req: &GateRequest, to: PartyId) -> usize {
         (Method::Fss1, _) if req.relu_keys() => req.len * Relu64Key::byte_len_for(req.bits),
         (Method::Fss1, _) => req.len * SignKey::byte_len_for(req.bits),
         (Method::Fss, to) => compact::material_len(w, req.len, req.points, req.relu, to == PartyId::P1),
-        (Method::Helper, PartyId::P1) => req.len * w.low_bits() as usize,
+        (Method::Helper, PartyId::P1) => helper::packed_len(bit_count(req)),
         (Method::Helper, _) => 0,
     }
 }
@@ -208,7 +269,7 @@ fn dealer_generate(
         } else {
             gen_gate_keys_into::<SignKey>(g, req.len, req.bits, out0, out1)?
         };
-        return Ok((P0Draws { r0, v0: vec![], vr0: None, bits0: vec![] }, r1, None));
+        return Ok((P0Draws { r0, v0: vec![], vr0: None, bits_seed: None }, r1, None));
     }
     let d0 = g.p0_draws(req);
     let r1 = g.draw(P1, &[req.len]);
@@ -220,7 +281,10 @@ fn dealer_generate(
             None
         }
         Method::Helper => {
-            helper::bit_corrections(w, &r, &d0.bits0, out1);
+            let bits0 = sample_bits(d0.bits_seed.as_ref().expect("drawn for the helper"), bit_count(req));
+            let mut bits1 = Vec::with_capacity(bits0.len());
+            helper::bit_corrections(w, &r, &bits0, &mut bits1);
+            helper::pack7(&bits1, out1);
             Some(HelperState { r, v0: d0.v0.clone(), vr0: d0.vr0.clone() })
         }
         Method::Fss1 => unreachable!("handled above"),
@@ -246,7 +310,10 @@ fn p0_gate(req: &GateRequest, d: P0Draws, frame: Vec<u8>, start: usize) -> Resul
             v: d.v0,
             vr: d.vr0,
         }),
-        Method::Helper => Gate::Helper(HelperMaterial { r: d.r0, bits: d.bits0, v: Some(d.v0), vr: d.vr0 }),
+        Method::Helper => {
+            let bits = HelperBits::Seeded(d.bits_seed.expect("drawn for the helper"), bit_count(req));
+            Gate::Helper(HelperMaterial { r: d.r0, bits, v: Some(d.v0), vr: d.vr0 })
+        }
     })
 }
 
@@ -266,7 +333,10 @@ fn p1_gate(req: &GateRequest, r1: RingTensor, frame: Vec<u8>, start: usize) -> R
                 compact::CompactKeys::new(frame, start, req.len, req.points, req.window(), false).map_err(malformed)?;
             Gate::Compact(CompactMaterial { r: r1, keys, v, vr })
         }
-        Method::Helper => Gate::Helper(HelperMaterial { r: r1, bits: frame[start..].to_vec(), v: None, vr: None }),
+        Method::Helper => {
+            let bits = HelperBits::Ready(helper::unpack7(&frame[start..], bit_count(req)));
+            Gate::Helper(HelperMaterial { r: r1, bits, v: None, vr: None })
+        }
     })
 }
 
@@ -290,6 +360,11 @@ pub(super) async fn dealer_gate(
         }
         super::Role::P1(g) => {
             let r1 = g.draw(P1, &[req.len]);
+            if req.method == Method::Helper {
+                // Received when the online step needs it: the delivery overlaps the opening.
+                let bits = HelperBits::FromDealer(bit_count(&req));
+                return Ok(Gate::Helper(HelperMaterial { r: r1, bits, v: None, vr: None }));
+            }
             let len = frame_len(&req, PartyId::P1);
             let (frame, start) = ch.recv_frame(PartyId::P2, FrameKind::Material, Some(len)).await?;
             p1_gate(&req, r1, frame, start)
@@ -318,7 +393,7 @@ impl Generator {
     /// P0's draws for `req`, the one-round method included (only its mask).
     fn p0_draws_or_fss1(&mut self, req: &GateRequest) -> P0Draws {
         if req.method == Method::Fss1 {
-            P0Draws { r0: self.draw(P0, &[req.len]), v0: vec![], vr0: None, bits0: vec![] }
+            P0Draws { r0: self.draw(P0, &[req.len]), v0: vec![], vr0: None, bits_seed: None }
         } else {
             self.p0_draws(req)
         }

@@ -19,7 +19,7 @@
 use crate::error::{Error, Result};
 mod gate;
 
-pub use gate::{CompactMaterial, Gate, GateMaterial, GateRequest, HelperMaterial, HelperState};
+pub use gate::{CompactMaterial, Gate, GateMaterial, GateRequest, HelperBits, HelperMaterial, HelperState};
 
 use crate::fss::{GateKey, PackedKeys};
 use crate::party::PartyId;
@@ -435,7 +435,11 @@ impl Correlations for Pool {
     fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>> {
         Box::pin(async move {
             if self.recording {
-                let m = self.inner()?.gate(ch, req).await?;
+                let mut m = self.inner()?.gate(ch, req).await?;
+                // The pool keeps material ready: the online pass expands and receives nothing.
+                if let Gate::Helper(h) = &mut m {
+                    h.resolve(ch).await?;
+                }
                 self.stored.push_back(Stored::Gate(req, m));
                 return Ok(Gate::Placeholder);
             }

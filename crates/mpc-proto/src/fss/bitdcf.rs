@@ -70,13 +70,13 @@ fn leaf_mask(m: u32) -> u64 {
 }
 
 #[inline(always)]
-fn rand_seed<R: CryptoRng + ?Sized>(rng: &mut R) -> u128 {
-    (((rng.next_u64() as u128) << 64) | (rng.next_u64() as u128)) & SEED_MASK
+fn le128(b: &[u8], at: usize) -> u128 {
+    u128::from_le_bytes(b[at..at + 16].try_into().expect("16 bytes"))
 }
 
 #[inline(always)]
-fn le128(b: &[u8], at: usize) -> u128 {
-    u128::from_le_bytes(b[at..at + 16].try_into().expect("16 bytes"))
+fn mask_of(bit: u64) -> u128 {
+    (bit as u128).wrapping_neg()
 }
 
 /// Dealer: key pairs for `[x < α_i]` on the `m`-bit domain for every `α_i` in `alphas` (each
@@ -104,69 +104,69 @@ pub fn keygen_into<R: CryptoRng + ?Sized>(
         return Err(FssError::AlphaOutOfDomain { alpha, n: m });
     }
     let lv = levels(m);
-    let vbits = 16 + 16 * lv; // offset of the value-CW bits
-    let leaf_at = vbits + lv.div_ceil(8);
+    let vbytes = lv.div_ceil(8);
     let prg = Prg::fixed();
-    let tw = [prg::seed_tweak(0), prg::seed_tweak(1)];
+    let (tw0, tw1) = (prg::seed_tweak(0), prg::seed_tweak(1));
     let leaf_tw = prg::leaf_tweak(0);
     let mut inp = vec![Block::default(); 4 * CHUNK];
     let mut out = vec![Block::default(); 4 * CHUNK];
+    // Per key of the chunk: both parties' seeds and control bits, the running value, the
+    // correction words (written out contiguously once the chunk is done).
     let mut s = [[0u128; 2]; CHUNK];
-    let mut t = [[0u8; 2]; CHUNK];
-    let mut va = [0u8; CHUNK];
+    let mut t = [[0u64; 2]; CHUNK];
+    let mut va = [0u64; CHUNK];
+    let mut vbits = [0u64; CHUNK];
+    let mut fresh = [0u8; 32 * CHUNK];
+    let mut cws = vec![0u128; CHUNK * lv];
+    let mut leaf = [0u128; CHUNK];
+    let mut roots = [[0u128; 2]; CHUNK];
     for (c, chunk) in alphas.chunks(CHUNK).enumerate() {
-        let base = c * CHUNK;
         let cm = chunk.len();
+        rng.fill_bytes(&mut fresh[..32 * cm]);
         for j in 0..cm {
-            s[j] = [rand_seed(rng), rand_seed(rng)];
+            let seed = |at: usize| u128::from_le_bytes(fresh[at..at + 16].try_into().expect("16 bytes")) & SEED_MASK;
+            roots[j] = [seed(32 * j), seed(32 * j + 16)];
+            s[j] = roots[j];
             t[j] = [0, 1];
             va[j] = 0;
-            let o = (base + j) * stride;
-            out0[o..o + 16].copy_from_slice(&s[j][0].to_le_bytes());
-            out1[o..o + 16].copy_from_slice(&s[j][1].to_le_bytes());
-            // The value-CW bits are OR-ed in level by level.
-            out0[o + vbits..o + leaf_at].fill(0);
-            out1[o + vbits..o + leaf_at].fill(0);
+            vbits[j] = 0;
         }
         for i in 0..lv {
-            for j in 0..cm {
-                for p in 0..2 {
-                    for side in 0..2 {
-                        inp[4 * j + 2 * p + side] = prg::to_block(s[j][p] ^ tw[side]);
-                    }
-                }
+            for (blocks, sj) in inp.chunks_exact_mut(4).zip(&s[..cm]) {
+                blocks[0] = prg::to_block(sj[0] ^ tw0);
+                blocks[1] = prg::to_block(sj[0] ^ tw1);
+                blocks[2] = prg::to_block(sj[1] ^ tw0);
+                blocks[3] = prg::to_block(sj[1] ^ tw1);
             }
             prg.hash_blocks(&inp[..4 * cm], &mut out[..4 * cm]);
             let shift = m - 1 - i as u32;
-            for j in 0..cm {
-                // o[p][side]: party p's child on `side`.
-                let o: [[u128; 2]; 2] =
-                    std::array::from_fn(|p| std::array::from_fn(|side| prg::from_block(&out[4 * j + 2 * p + side])));
-                let a = ((chunk[j] >> shift) & 1) as usize;
-                let (keep, lose) = (a, 1 - a);
-                let cs = |p: usize, side: usize| o[p][side] & SEED_MASK;
-                let ct = |p: usize, side: usize| (o[p][side] & 1) as u8;
-                let cv = |p: usize, side: usize| ((o[p][side] >> 1) & 1) as u8;
-                let s_cw = cs(0, lose) ^ cs(1, lose);
-                // Going to `lose` = left means x < α on this level: the output is 1 there.
-                let v_cw = cv(0, lose) ^ cv(1, lose) ^ va[j] ^ u8::from(lose == 0);
-                va[j] ^= cv(0, keep) ^ cv(1, keep) ^ v_cw;
-                let t_l = ct(0, 0) ^ ct(1, 0) ^ a as u8 ^ 1;
-                let t_r = ct(0, 1) ^ ct(1, 1) ^ a as u8;
-                let t_keep = if keep == 0 { t_l } else { t_r };
-                let word = (s_cw | u128::from(t_l) | (u128::from(t_r) << 1)).to_le_bytes();
-                let ko = (base + j) * stride;
-                let at = ko + 16 + 16 * i;
-                out0[at..at + 16].copy_from_slice(&word);
-                out1[at..at + 16].copy_from_slice(&word);
-                let vb = ko + vbits + i / 8;
-                out0[vb] |= v_cw << (i % 8);
-                out1[vb] |= v_cw << (i % 8);
-                for p in 0..2 {
-                    let tm = if t[j][p] == 1 { s_cw } else { 0 };
-                    s[j][p] = cs(p, keep) ^ tm;
-                    t[j][p] = ct(p, keep) ^ (t[j][p] & t_keep);
-                }
+            let level = &mut cws[i * CHUNK..i * CHUNK + cm];
+            let lanes = out
+                .chunks_exact(4)
+                .zip(chunk)
+                .zip(s.iter_mut().zip(t.iter_mut()))
+                .zip(va.iter_mut().zip(vbits.iter_mut()));
+            for ((((o, alpha), (sj, tj)), (vaj, vbj)), cw) in lanes.zip(level.iter_mut()) {
+                // o[2p + side]: party p's child on `side`. α's bit picks the side kept (right
+                // iff a = 1); the other is lost. Indexing, not branching, on a secret bit.
+                let a = ((alpha >> shift) & 1) as usize;
+                let (keep0, lose0) = (prg::from_block(&o[a]), prg::from_block(&o[1 - a]));
+                let (keep1, lose1) = (prg::from_block(&o[2 + a]), prg::from_block(&o[3 - a]));
+                let (d, e) = (lose0 ^ lose1, keep0 ^ keep1);
+                let (dl, el, a) = (d as u64, e as u64, a as u64);
+                let s_cw = d & SEED_MASK;
+                // Going to `lose` = left (a = 1) means x < α on this level: the output is 1 there.
+                let v_cw = ((dl >> 1) & 1) ^ *vaj ^ a;
+                *vaj ^= ((el >> 1) & 1) ^ v_cw;
+                // Control-bit CWs: the kept child's makes t0 ⊕ t1 = 1, the lost one's 0.
+                let (t_keep, t_lose) = ((el & 1) ^ 1, dl & 1);
+                *cw = s_cw | u128::from((t_keep << a) | (t_lose << (1 - a)));
+                *vbj |= v_cw << i;
+                let [t0, t1] = *tj;
+                let m0 = u128::from(t0).wrapping_neg() & s_cw;
+                let m1 = u128::from(t1).wrapping_neg() & s_cw;
+                *sj = [(keep0 & SEED_MASK) ^ m0, (keep1 & SEED_MASK) ^ m1];
+                *tj = [(keep0 as u64 & 1) ^ (t0 & t_keep), (keep1 as u64 & 1) ^ (t1 & t_keep)];
             }
         }
         for j in 0..cm {
@@ -177,11 +177,22 @@ pub fn keygen_into<R: CryptoRng + ?Sized>(
         for j in 0..cm {
             let lo = chunk[j] & leaf_mask(m);
             let below = if lo == 0 { 0 } else { u128::MAX >> (128 - lo) }; // bits i < α_lo
-            let all = if va[j] == 1 { u128::MAX } else { 0 };
-            let cw = prg::from_block(&out[2 * j]) ^ prg::from_block(&out[2 * j + 1]) ^ all ^ below;
-            let at = (base + j) * stride + leaf_at;
-            out0[at..at + 16].copy_from_slice(&cw.to_le_bytes());
-            out1[at..at + 16].copy_from_slice(&cw.to_le_bytes());
+            let all = u128::from(va[j]).wrapping_neg();
+            leaf[j] = prg::from_block(&out[2 * j]) ^ prg::from_block(&out[2 * j + 1]) ^ all ^ below;
+        }
+        // Serialise the chunk's keys, each contiguous: seed | CWs | value bits | leaf CW.
+        for j in 0..cm {
+            let o = (c * CHUNK + j) * stride;
+            for (b, out) in [(0, &mut *out0), (1, &mut *out1)] {
+                let k = &mut out[o..o + klen];
+                k[..16].copy_from_slice(&roots[j][b].to_le_bytes());
+                let (words, _) = k[16..16 + 16 * lv].as_chunks_mut::<16>();
+                for (i, dst) in words.iter_mut().enumerate() {
+                    *dst = cws[i * CHUNK + j].to_le_bytes();
+                }
+                k[16 + 16 * lv..16 + 16 * lv + vbytes].copy_from_slice(&vbits[j].to_le_bytes()[..vbytes]);
+                k[16 + 16 * lv + vbytes..].copy_from_slice(&leaf[j].to_le_bytes());
+            }
         }
     }
     Ok(())
@@ -211,44 +222,51 @@ pub fn eval_batch<'k>(
     x_of: impl Fn(usize) -> u64,
     mut sink: impl FnMut(usize, u8),
 ) -> Result<(), FssError> {
-    let t0 = super::check_party(party)? as u8;
+    let t0 = u128::from(super::check_party(party)?);
     check_bits(m)?;
     let lv = levels(m);
     let vbits = 16 + 16 * lv;
     let leaf_at = vbits + lv.div_ceil(8);
+    let klen = key_len(m);
     let prg = Prg::fixed();
-    let tw = [prg::seed_tweak(0), prg::seed_tweak(1)];
+    let (tw0, tw1) = (prg::seed_tweak(0), prg::seed_tweak(1));
     let leaf_tw = prg::leaf_tweak(0);
     let mut inp = [Block::default(); CHUNK];
     let mut out = [Block::default(); CHUNK];
     let mut s = [0u128; CHUNK];
-    let mut t = [0u8; CHUNK];
-    let mut v = [0u8; CHUNK];
+    let mut t = [0u128; CHUNK];
+    let mut v = [0u128; CHUNK];
     let mut x = [0u64; CHUNK];
+    let mut vcw = [0u64; CHUNK];
+    let mut keys: [&[u8]; CHUNK] = [&[]; CHUNK];
     let mut base = 0;
     while base < count {
         let cm = CHUNK.min(count - base);
         for j in 0..cm {
-            s[j] = le128(key_of(base + j), 0);
+            let k = key_of(base + j);
+            keys[j] = &k[..klen];
+            s[j] = le128(k, 0);
             t[j] = t0;
             v[j] = 0;
             x[j] = x_of(base + j);
+            let mut vb = [0u8; 8];
+            vb[..leaf_at - vbits].copy_from_slice(&k[vbits..leaf_at]);
+            vcw[j] = u64::from_le_bytes(vb);
         }
         for i in 0..lv {
             let shift = m - 1 - i as u32;
             for j in 0..cm {
-                inp[j] = prg::to_block(s[j] ^ tw[((x[j] >> shift) & 1) as usize]);
+                let bm = mask_of((x[j] >> shift) & 1);
+                inp[j] = prg::to_block(s[j] ^ tw0 ^ ((tw0 ^ tw1) & bm));
             }
             prg.hash_blocks(&inp[..cm], &mut out[..cm]);
             for j in 0..cm {
-                let k = key_of(base + j);
                 let o = prg::from_block(&out[j]);
-                let vcw = (k[vbits + i / 8] >> (i % 8)) & 1;
-                v[j] ^= ((o >> 1) & 1) as u8 ^ (t[j] & vcw);
-                let cw = le128(k, 16 + 16 * i);
+                let cw = le128(keys[j], 16 + 16 * i);
                 let bit = (x[j] >> shift) & 1;
-                let tm = if t[j] == 1 { u128::MAX } else { 0 };
-                let nt = (o & 1) as u8 ^ (t[j] & ((cw >> bit) & 1) as u8);
+                let tm = t[j].wrapping_neg();
+                v[j] ^= ((o >> 1) & 1) ^ (t[j] & u128::from((vcw[j] >> i) & 1));
+                let nt = (o & 1) ^ (t[j] & ((cw >> bit) & 1));
                 s[j] = (o & SEED_MASK) ^ (cw & SEED_MASK & tm);
                 t[j] = nt;
             }
@@ -258,11 +276,10 @@ pub fn eval_batch<'k>(
         }
         prg.hash_blocks(&inp[..cm], &mut out[..cm]);
         for j in 0..cm {
-            let k = key_of(base + j);
             let idx = (x[j] & leaf_mask(m)) as u32;
             let conv = (prg::from_block(&out[j]) >> idx) & 1;
-            let cw = (le128(k, leaf_at) >> idx) & 1;
-            sink(base + j, v[j] ^ conv as u8 ^ (t[j] & cw as u8));
+            let cw = (le128(keys[j], leaf_at) >> idx) & 1;
+            sink(base + j, (v[j] ^ conv ^ (t[j] & cw)) as u8);
         }
         base += cm;
     }

@@ -643,6 +643,11 @@ impl<K: PackedGate> PackedKeys<K> {
         self.n
     }
 
+    /// The serialised keys, back to back.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
     #[inline(always)]
     fn key(&self, i: usize) -> &[u8] {
         let klen = K::key_len(self.n);

@@ -136,13 +136,16 @@ impl Party {
                 let e: Vec<u8> = (0..nq).map(|q| w.split_open(ys[q]).0 ^ c[q] ^ theirs[q]).collect();
                 Ok(Some(finish(p0, &e, &ys, pts, m.r.as_slice(), &m.v, m.vr.as_deref())))
             }
-            Gate::Helper(m) => {
+            Gate::Helper(mut m) => {
                 let y = self.open_masked(xs, &m.r, if wide { 64 } else { bits }).await?;
+                m.resolve(&mut self.ch).await?;
                 let ys = shifted(&y);
                 let w = Window::new(bits);
-                let mut f = self.ch.begin_frame(PartyId::P2, FrameKind::Helper, nq * helper::term_bytes(w));
+                let mut f = self.ch.begin_frame(PartyId::P2, FrameKind::Helper, helper::term_bytes(w, nq));
                 let common = self.common.as_mut().expect("computing parties hold the common stream");
-                let e = helper::terms(p0, w, &ys, pts, &m.bits, common, f.payload());
+                let mut terms = Vec::with_capacity(nq * w.bits() as usize);
+                let e = helper::terms(p0, w, &ys, pts, m.bits()?, common, &mut terms);
+                helper::pack7(&terms, f.payload());
                 self.ch.send_frame(f).await?;
                 self.ch.stats.record_round();
                 let outs = nq * (1 + usize::from(relu));
@@ -169,12 +172,13 @@ impl Party {
     async fn helper_respond(&mut self, req: &GateRequest, st: HelperState) -> Result<()> {
         let w = Window::new(req.bits);
         let nq = req.len * req.points;
-        let len = nq * helper::term_bytes(w);
+        let len = helper::term_bytes(w, nq);
         let (r0, s0) = self.ch.recv_frame(PartyId::P0, FrameKind::Helper, Some(len)).await?;
         let (r1, s1) = self.ch.recv_frame(PartyId::P1, FrameKind::Helper, Some(len)).await?;
         self.ch.stats.record_round();
+        let terms = nq * w.bits() as usize;
         let mut z = Vec::with_capacity(nq);
-        helper::zero_test(w, &r0[s0..], &r1[s1..], &mut z);
+        helper::zero_test(w, &helper::unpack7(&r0[s0..], terms), &helper::unpack7(&r1[s1..], terms), &mut z);
         let mut f = self.ch.begin_frame(PartyId::P1, FrameKind::Helper, 8 * nq * (1 + usize::from(req.relu)));
         helper::respond(w, req.points, &st.r, &z, &st.v0, st.vr0.as_deref(), f.payload());
         self.ch.send_frame(f).await?;
@@ -645,4 +649,107 @@ fn window_indices(
         }
     }
     Ok(([n, c, oh, ow], idx))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::compare::Comparisons;
+    use crate::correlations::{Correlations, FixedBHandle, FixedBTriple, GateMaterial, MulTriple, TestDealer, Triple};
+    use crate::fss::PackedKeys;
+    use crate::party::{CorrelationMode, SessionConfig, SessionId};
+    use crate::transport::{BoxFuture, Channel, MemoryTransport, Transport};
+
+    /// The test dealer, except that one-round sign material comes with one key too few: it
+    /// passes every check when received and fails only when evaluated, after the opening.
+    struct ShortKeys(TestDealer);
+
+    impl Correlations for ShortKeys {
+        fn triple<'a>(
+            &'a mut self,
+            ch: &'a mut Channel,
+            op: Bilinear,
+            x: &'a [usize],
+            y: &'a [usize],
+        ) -> BoxFuture<'a, Result<Triple>> {
+            self.0.triple(ch, op, x, y)
+        }
+        fn mul_triple<'a>(&'a mut self, ch: &'a mut Channel, shape: &'a [usize]) -> BoxFuture<'a, Result<MulTriple>> {
+            self.0.mul_triple(ch, shape)
+        }
+        fn register_fixed_b<'a>(
+            &'a mut self,
+            ch: &'a mut Channel,
+            op: Bilinear,
+            y: &'a [usize],
+        ) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
+            self.0.register_fixed_b(ch, op, y)
+        }
+        fn fixed_b_triple<'a>(
+            &'a mut self,
+            ch: &'a mut Channel,
+            h: FixedBHandle,
+            x: &'a [usize],
+        ) -> BoxFuture<'a, Result<FixedBTriple>> {
+            self.0.fixed_b_triple(ch, h, x)
+        }
+        fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>> {
+            Box::pin(async move {
+                match self.0.gate(ch, req).await? {
+                    Gate::Sign(m) => {
+                        let klen = crate::fss::SignKey::byte_len_for(req.bits);
+                        let mut buf = m.keys_bytes();
+                        buf.truncate(buf.len() - klen);
+                        let keys = PackedKeys::sign(buf, 0, req.len - 1, req.bits).expect("well-formed keys");
+                        Ok(Gate::Sign(GateMaterial { r: m.r, keys }))
+                    }
+                    other => Ok(other),
+                }
+            })
+        }
+    }
+
+    #[test]
+    fn material_that_fails_after_the_opening_poisons_the_party() {
+        let transports: Vec<Arc<dyn Transport>> =
+            MemoryTransport::mesh(3).into_iter().map(|t| Arc::new(t) as Arc<dyn Transport>).collect();
+        let cfg = SessionConfig {
+            comparisons: Comparisons { policy: Policy::Fixed(Method::Fss1), ..Comparisons::default() },
+            ..SessionConfig::new(SessionId(5), [0; 32])
+        };
+        let out: Vec<Result<(bool, bool)>> = std::thread::scope(|s| {
+            let hs: Vec<_> = transports
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    s.spawn(move || {
+                        futures::executor::block_on(async move {
+                            let mut rng = crate::prg::Prg::from_u64(i as u64);
+                            let mut p = Party::connect(t, cfg, CorrelationMode::Test(9), &mut rng).await?;
+                            p.corr = Box::new(ShortKeys(TestDealer::new(p.id(), 9)));
+                            let x = p.share_input(
+                                PartyId::P0,
+                                &[16],
+                                (i == 0).then(|| RingTensor::filled(&[16], 5)).as_ref(),
+                            )?;
+                            let first = p.ltz(&x).await;
+                            let second = p.ltz(&x).await;
+                            Ok((
+                                matches!(first, Err(Error::Desync { .. })) || p.is_dealer(),
+                                matches!(second, Err(Error::Poisoned)) || p.is_dealer(),
+                            ))
+                        })
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("party thread")).collect()
+        });
+        for (i, r) in out.into_iter().enumerate() {
+            let (first, second) = r.unwrap();
+            assert!(first, "P{i}: evaluating the bad material is a desync with the dealer");
+            assert!(second, "P{i}: the party is poisoned afterwards");
+        }
+    }
 }

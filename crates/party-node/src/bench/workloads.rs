@@ -9,7 +9,9 @@ use std::str::FromStr;
 
 use anyhow::Context;
 use mpc_ml::train::{Arch, TrainConfig, TrainPlan};
-use mpc_ml::{Layer, LayerProfile, Model, OutputPolicy, Plan};
+use mpc_ml::{Layer, LayerProfile, Model, OutputPolicy, Plan, PlanOptions};
+use mpc_proto::compare::cost::{self, OpShape};
+use mpc_proto::compare::{Comparisons, Policy};
 use mpc_proto::prg::Prg;
 use mpc_proto::{AShare, FixedPoint, Party, PartyId};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
@@ -108,6 +110,10 @@ pub fn parse_list(s: &str) -> Result<Vec<Workload>, String> {
     Ok(out)
 }
 
+/// The declared range of the comparison workloads' inputs, `[−100, 100]`: like the networks'
+/// declared [0, 1], it sets the comparison window (`mpc_ml::bounds::window_for`: 25 bits).
+pub const INPUT_BOUND: f64 = 100.0;
+
 const LOGREG_SAMPLES: usize = 1000;
 const LOGREG_FEATURES: usize = 13;
 
@@ -198,8 +204,9 @@ pub fn lenet5(seed: u64) -> Model {
 }
 
 impl Workload {
-    /// Builds the workload's seeded data.
-    pub fn data(&self, seed: u64) -> anyhow::Result<Data> {
+    /// Builds the workload's seeded data; networks are planned with the run's comparison
+    /// settings and their inputs' declared range, [0, 1].
+    pub fn data(&self, seed: u64, cmp: Comparisons, declared: bool) -> anyhow::Result<Data> {
         let g = &mut Prg::from_u64(seed ^ 0xbe7c_0000);
         let fx = FixedPoint::default();
         Ok(match *self {
@@ -210,13 +217,17 @@ impl Workload {
                 Data::Tensors { x: uniform(&[1_000_000], -4.0, 4.0, g), y: uniform(&[1_000_000], -4.0, 4.0, g) }
             }
             Workload::Relu100k | Workload::Cmp100k => {
-                Data::Tensors { x: uniform(&[100_000], -100.0, 100.0, g), y: ArrayD::zeros(IxDyn(&[0])) }
+                Data::Tensors { x: uniform(&[100_000], -INPUT_BOUND, INPUT_BOUND, g), y: ArrayD::zeros(IxDyn(&[0])) }
             }
             Workload::MlpA(b) | Workload::Lenet5(b) => {
                 let model = if matches!(self, Workload::MlpA(_)) { network_a(seed) } else { lenet5(seed) };
                 let mut shape = vec![b];
                 shape.extend(&model.input_shape);
-                let plan = model.plan(b, OutputPolicy::Logits, fx).context("planning the network")?;
+                let mut options = PlanOptions { comparisons: cmp.policy, link: cmp.link, input_range: None };
+                if declared {
+                    options = options.with_input_range(0.0, 1.0, fx);
+                }
+                let plan = model.plan_with(b, OutputPolicy::Logits, fx, options).context("planning the network")?;
                 Data::Network { x: uniform(&shape, 0.0, 1.0, g), plan: Box::new(plan), model: Box::new(model) }
             }
             Workload::LogregTrain => {
@@ -244,6 +255,40 @@ impl Workload {
                 Data::Train { plan, x, y }
             }
         })
+    }
+
+    /// The session's comparison settings for this workload: the comparison workloads compare
+    /// inputs of a declared range, so their window is the range's; the others keep `cmp`'s.
+    pub fn comparisons(&self, cmp: Comparisons, declared: bool) -> Comparisons {
+        match self {
+            Workload::Relu100k | Workload::Cmp100k if declared => {
+                Comparisons { bits: mpc_ml::bounds::window_for(INPUT_BOUND, FixedPoint::default()), ..cmp }
+            }
+            _ => cmp,
+        }
+    }
+
+    /// The comparison methods the run uses, per comparison-based step (networks) or for the
+    /// workload's one comparison layer, as `"name:method/k"` strings.
+    pub fn methods(&self, data: &Data, cmp: Comparisons) -> Vec<String> {
+        let one = |relu: bool, n: usize| {
+            let op = OpShape { elements: n, points: 1, relu, bits: u32::from(cmp.bits), sequential: 1 };
+            let m = match cmp.policy {
+                Policy::Fixed(m) => m,
+                Policy::Auto => cost::choose_one(&cmp.link, &op),
+            };
+            vec![format!("{}:{m}/{}", if relu { "relu" } else { "cmp" }, cmp.bits)]
+        };
+        match (self, data) {
+            (Workload::Relu100k, Data::Tensors { x, .. }) => one(true, x.len()),
+            (Workload::Cmp100k, Data::Tensors { x, .. }) => one(false, x.len()),
+            (_, Data::Network { plan, .. }) => plan
+                .steps
+                .iter()
+                .filter_map(|s| s.compare.map(|c| format!("{}:{}/{}", s.kind.name(), c.method, c.bits)))
+                .collect(),
+            _ => vec![],
+        }
     }
 
     /// Whether the program runs under the preprocessing pool (`Party::begin_offline`): every
@@ -371,9 +416,10 @@ mod tests {
 
     #[test]
     fn data_is_seeded() {
-        let (Data::Tensors { x: a, .. }, Data::Tensors { x: b, .. }) =
-            (Workload::MatMul.data(3).unwrap(), Workload::MatMul.data(3).unwrap())
-        else {
+        let (Data::Tensors { x: a, .. }, Data::Tensors { x: b, .. }) = (
+            Workload::MatMul.data(3, Comparisons::default(), true).unwrap(),
+            Workload::MatMul.data(3, Comparisons::default(), true).unwrap(),
+        ) else {
             panic!("tensors expected")
         };
         assert_eq!(a, b);
