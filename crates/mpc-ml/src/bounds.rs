@@ -25,7 +25,7 @@
 use mpc_proto::FixedPoint;
 use mpc_proto::approx;
 use mpc_proto::compare::cost::{self, OpShape};
-use mpc_proto::compare::{Comparisons, Link, Method, Policy};
+use mpc_proto::compare::{Comparisons, Link, Method, Objective, Policy};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Layer, Model, OutputPolicy, Plan, Step, StepKind};
@@ -37,6 +37,10 @@ pub struct PlanOptions {
     pub comparisons: Policy,
     /// The link the cost model assumes.
     pub link: Link,
+    /// What the cost model minimises ([`Objective`]): the whole job with material made on
+    /// demand, or the online latency with the dealer running ahead.
+    #[serde(default)]
+    pub objective: Objective,
     /// The declared range of every input value, in ulps of the plan's fixed point (`lo ≤ hi`):
     /// narrows the comparison windows ([`comparison_bits`]) and is enforced on the data owner's
     /// inputs. `None`: no declared range, widest windows.
@@ -68,9 +72,10 @@ pub struct CompareSpec {
 }
 
 impl CompareSpec {
-    /// The party settings for this step over `link`.
+    /// The party settings for this step over `link` (the method is fixed, so the objective is
+    /// moot).
     pub fn comparisons(&self, link: Link) -> Comparisons {
-        Comparisons { policy: Policy::Fixed(self.method), link, bits: self.bits }
+        Comparisons { policy: Policy::Fixed(self.method), link, objective: Objective::default(), bits: self.bits }
     }
 }
 
@@ -222,7 +227,7 @@ impl Plan {
         }
         let methods = match self.options.comparisons {
             Policy::Fixed(m) => vec![m; ops.len()],
-            Policy::Auto => cost::choose(&self.options.link, &ops),
+            Policy::Auto => cost::choose(&self.options.link, self.options.objective, &ops),
         };
         let mut it = methods.into_iter();
         for st in &mut self.steps {

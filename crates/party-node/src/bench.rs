@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
-use mpc_proto::compare::{Comparisons, Link, Policy};
+use mpc_proto::compare::{Comparisons, Link, Objective, Policy};
 use mpc_proto::transport::Transport;
 use mpc_proto::{CorrelationMode, FixedPoint, OpStats, Party, PartyId, SessionConfig, SessionId};
 use rand_core::SeedableRng;
@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// Comparison method: auto (per operation, by the cost model), helper, fss or fss1.
     #[arg(long, default_value = "auto", value_parser = parse_policy)]
     pub nonlinear: Policy,
+    /// What `auto` minimises: wall (the whole job, material made on demand: what the wall
+    /// figures measure) or latency (the online phase with the dealer running ahead: what the
+    /// online figures measure, e.g. on a WAN).
+    #[arg(long, default_value = "wall", value_parser = parse_objective)]
+    pub objective: Objective,
     /// Ignore the workloads' declared input ranges: every comparison on the widest window
     /// (exact for any encodable value, and slower).
     #[arg(long)]
@@ -84,21 +89,29 @@ fn parse_policy(s: &str) -> Result<Policy, String> {
     s.parse()
 }
 
-/// The link the cost model assumes: the emulated RTT (at least a loopback's 0.2 ms) and rate
-/// (default: what QUIC moves on loopback, ~4 Gbit/s). The same in every child: a function of
-/// the runner's arguments.
-pub fn link_model(args: &BenchArgs) -> Link {
+fn parse_objective(s: &str) -> Result<Objective, String> {
+    s.parse()
+}
+
+/// The link the cost model assumes: the RTT P1 measured to P0 over the mesh (`measured_us`,
+/// shared with the others so every party plans alike; at least the emulated RTT) and the rate
+/// (the emulated one, or what QUIC moves on loopback, ~4 Gbit/s).
+pub fn link_model(args: &BenchArgs, measured_us: u32) -> Link {
     let d = Link::default();
     Link {
-        rtt_us: (args.rtt.as_micros() as u32).max(d.rtt_us),
+        rtt_us: (args.rtt.as_micros() as u32).max(measured_us).max(1),
         mbit_s: args.rate.map_or(d.mbit_s, |r| (r / 1_000_000).clamp(1, u64::from(u32::MAX)) as u32),
     }
 }
 
 /// The session's comparison settings for workload `w` in this run.
-fn comparisons(args: &BenchArgs, w: Workload) -> Comparisons {
-    let base =
-        Comparisons { policy: args.nonlinear, link: link_model(args), ..Comparisons::for_fixed(FixedPoint::default()) };
+fn comparisons(args: &BenchArgs, w: Workload, link: Link) -> Comparisons {
+    let base = Comparisons {
+        policy: args.nonlinear,
+        link,
+        objective: args.objective,
+        ..Comparisons::for_fixed(FixedPoint::default())
+    };
     w.comparisons(base, !args.widest_windows)
 }
 
@@ -169,7 +182,7 @@ fn parent(args: &BenchArgs, list: &[Workload]) -> anyhow::Result<()> {
             .args(["--session-base", &base, "--workload", &names.join(",")])
             .args(["--runs", &args.runs.to_string(), "--warmup", &args.warmup.to_string()])
             .args(["--seed", &args.seed.to_string(), "--rtt", &format!("{}us", args.rtt.as_micros())])
-            .args(["--nonlinear", &args.nonlinear.to_string()]);
+            .args(["--nonlinear", &args.nonlinear.to_string(), "--objective", &args.objective.to_string()]);
         if args.widest_windows {
             cmd.arg("--widest-windows");
         }
@@ -284,8 +297,9 @@ fn aggregate(w: Workload, args: &BenchArgs, p: &[Value; 3]) -> anyhow::Result<Va
         "layers_online": bob["layers_online"],
         "layers_wall": bob["layers_wall"],
         "nonlinear": args.nonlinear.to_string(),
+        "objective": args.objective.to_string(),
         "declared_ranges": !args.widest_windows,
-        "link": link_model(args),
+        "link": bob["link"],
         "methods": bob["methods"],
     }))
 }
@@ -326,6 +340,19 @@ async fn ping(ctl: &QuicTransport, me: PartyId, n: usize) -> anyhow::Result<Vec<
     Ok(out)
 }
 
+/// P1 sends `v` to the others; everyone returns it.
+async fn share_u32(ctl: &QuicTransport, me: PartyId, v: u32) -> anyhow::Result<u32> {
+    if me == PartyId::P1 {
+        for p in [PartyId::P0, PartyId::P2] {
+            ctl.send(p, v.to_le_bytes().to_vec()).await?;
+        }
+        Ok(v)
+    } else {
+        let b = ctl.recv(PartyId::P1).await?;
+        Ok(u32::from_le_bytes(b.as_slice().try_into().context("a 4-byte value from P1")?))
+    }
+}
+
 fn layers_json(layers: &[mpc_ml::LayerProfile]) -> Value {
     Value::Array(
         layers
@@ -355,13 +382,19 @@ impl Sessions {
     }
 }
 
-async fn connect(mesh: &Mesh, sessions: &mut Sessions, w: Workload, args: &BenchArgs) -> anyhow::Result<Party> {
+async fn connect(
+    mesh: &Mesh,
+    sessions: &mut Sessions,
+    w: Workload,
+    args: &BenchArgs,
+    cmp: Comparisons,
+) -> anyhow::Result<Party> {
     let id = sessions.next();
     let transport = mesh.open_session(id).await?;
     let mut b = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
     let mut rng = rand_chacha::ChaCha12Rng::from_seed(b);
-    let config = SessionConfig { comparisons: comparisons(args, w), ..SessionConfig::new(id, w.plan_hash(args.seed)) };
+    let config = SessionConfig { comparisons: cmp, ..SessionConfig::new(id, w.plan_hash(args.seed)) };
     Ok(Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng).await?)
 }
 
@@ -418,9 +451,12 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
             }
         }
         let pings = ping(&ctl, me, 20).await?;
+        // P1's median round trip, shared: every party's cost model must see the same link.
+        let median_us = (median(&pings) * 1e3).round() as u32;
+        let link = share_u32(&ctl, me, median_us).await.map(|us| link_model(args, us))?;
         let mut dropped = delayed.as_ref().map_or(0, |d| d.dropped());
         for (k, &w) in list.iter().enumerate() {
-            let mut line = run_workload(&mesh, &ctl, &mut sessions, me, w, args)
+            let mut line = run_workload(&mesh, &ctl, &mut sessions, me, w, args, link)
                 .await
                 .with_context(|| format!("workload {w} on {me}"))?;
             line["index"] = json!(k);
@@ -450,8 +486,10 @@ async fn run_workload(
     me: PartyId,
     w: Workload,
     args: &BenchArgs,
+    link: Link,
 ) -> anyhow::Result<Value> {
-    let data: Data = w.data(args.seed, comparisons(args, w), !args.widest_windows)?;
+    let cmp = comparisons(args, w, link);
+    let data: Data = w.data(args.seed, cmp, !args.widest_windows)?;
     // P1 measures the plaintext evaluation while the others wait at the barrier.
     let mut plain_s = Vec::new();
     let mut reference = None;
@@ -479,7 +517,7 @@ async fn run_workload(
         // Whole job from nothing: session setup, dealer on demand, online phase.
         barrier(ctl, me).await?;
         let t0 = Instant::now();
-        let mut party = connect(mesh, sessions, w, args).await?;
+        let mut party = connect(mesh, sessions, w, args, cmp).await?;
         let out = w.run(&mut party, &data).await?;
         let wall = t0.elapsed().as_secs_f64();
         err = err.max(check(&out.output)?);
@@ -503,7 +541,7 @@ async fn run_workload(
             continue;
         }
         // The same job with the preprocessing pool: offline pass, barrier, online pass.
-        let mut party = connect(mesh, sessions, w, args).await?;
+        let mut party = connect(mesh, sessions, w, args, cmp).await?;
         barrier(ctl, me).await?;
         let t0 = Instant::now();
         party.begin_offline()?;
@@ -554,7 +592,8 @@ async fn run_workload(
         "online_pass_dealer_bytes": dealer_in_online,
         "layers_wall": layers_wall,
         "layers_online": layers_online,
-        "methods": w.methods(&data, comparisons(args, w)),
+        "methods": w.methods(&data, cmp),
+        "link": cmp.link,
     }))
 }
 

@@ -101,7 +101,8 @@ pub fn plan_options(
     fixed: mpc_proto::FixedPoint,
 ) -> anyhow::Result<mpc_ml::PlanOptions> {
     let comparisons: mpc_proto::compare::Policy = nonlinear.unwrap_or("auto").parse().map_err(anyhow::Error::msg)?;
-    let options = mpc_ml::PlanOptions { comparisons, link, input_range: None };
+    // The node makes dealer material on demand inside each job: plan for the whole job's time.
+    let options = mpc_ml::PlanOptions { comparisons, link, objective: Default::default(), input_range: None };
     Ok(match input_range {
         None => options,
         Some([lo, hi]) => {

@@ -9,13 +9,20 @@
 //! * **offline** — the dealer's material at the link rate (the dealer's uplink carries both
 //!   parties' material) plus key generation.
 //!
-//! A job's cost is `max(Σ online, Σ offline)`: with the dealer running ahead (the
-//! preprocessing pool), the online phase and the material for the next job overlap, so the
-//! slower of the two sets the pace, and the online sum is the latency. [`choose`] starts from
-//! the lowest-latency method for every operation and, while material is the bottleneck, moves
-//! operations to cheaper-material methods, best improvement first, until the cost stops
-//! falling. Where latency dominates (small operations, long RTT) that keeps FSS; where bytes
-//! dominate, it picks the helper. [`crossover`] reports the sizes where the choice flips.
+//! What a job costs depends on when the dealer's material is made ([`Objective`]):
+//!
+//! * [`Objective::Wall`] (the default): on demand, inside the job, so the job takes about
+//!   `Σ online + Σ offline`, and each operation takes the method with the least
+//!   `online + offline`;
+//! * [`Objective::Latency`]: ahead of the job (a preprocessing pool), so the online phase and the
+//!   material for the next job overlap: a job's cost is `max(Σ online, Σ offline)` — the online
+//!   sum is the latency, and material matters only where it cannot keep up. [`choose`] starts
+//!   from the lowest-latency method for every operation and, while material is the bottleneck,
+//!   moves operations to cheaper-material methods, best improvement first, until the cost stops
+//!   falling.
+//!
+//! Either way, where latency dominates (small operations, long RTT) FSS wins, and where bytes
+//! dominate the helper does; [`crossover`] reports the sizes where the choice flips.
 //!
 //! The compute constants were measured on the project machine (2 vCPU, AES-NI + VAES; `cargo
 //! bench --bench fss -- compare`); they shift the crossover, never correctness: every method is
@@ -50,11 +57,18 @@ impl Link {
         8.0 / (f64::from(self.mbit_s.max(1)) * 1e6)
     }
 
-    /// One one-way delay in seconds.
-    fn half_rtt_s(&self) -> f64 {
-        f64::from(self.rtt_us) * 0.5e-6
+    /// What one sequential round costs: a one-way delay, but at least [`ROUND_FLOOR_S`].
+    fn round_s(&self) -> f64 {
+        (f64::from(self.rtt_us) * 0.5e-6).max(ROUND_FLOOR_S)
     }
 }
+
+/// The least a sequential round costs, whatever the RTT: waking the receiving party's job
+/// thread and QUIC driver, scheduling three processes on the machine's cores. Measured end to
+/// end on the project machine (2 vCPU, three processes over QUIC on loopback): 100 more
+/// helper rounds of a small layer cost a logistic-regression training about 50 ms, i.e. 0.5 ms
+/// per round against a 0.13 ms ping; the floor is set below that, at 0.3 ms.
+pub const ROUND_FLOOR_S: f64 = 300e-6;
 
 /// Per-element compute, in nanoseconds, measured with `cargo bench --bench fss -- compare` at
 /// k = 32 on the project machine (AMD EPYC, 2 vCPU, VAES): 100k one-round ReLU keys in 270 ms,
@@ -75,6 +89,36 @@ mod ns {
     pub(super) const HELPER_TEST_TERM: f64 = 0.1;
     /// Any method: per element-point bookkeeping (opening, finishing).
     pub(super) const PER_POINT: f64 = 4.0;
+}
+
+/// What the cost model minimises (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Objective {
+    /// The whole job with material made on demand: `Σ (online + offline)`.
+    #[default]
+    Wall,
+    /// Online latency with the dealer running ahead: `max(Σ online, Σ offline)`.
+    Latency,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wall" => Ok(Objective::Wall),
+            "latency" => Ok(Objective::Latency),
+            o => Err(format!("unknown objective {o:?}: use wall (material made on demand) or latency (dealer ahead)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Objective::Wall => "wall",
+            Objective::Latency => "latency",
+        })
+    }
 }
 
 /// What the cost model needs to know about one comparison-based operation.
@@ -151,9 +195,7 @@ pub fn estimate(method: Method, op: &OpShape, link: &Link) -> Estimate {
     };
     let compute = n * (eval_ns + ns::PER_POINT * pts) * 1e-9;
     Estimate {
-        online: (rounds(method) * op.sequential) as f64 * link.half_rtt_s()
-            + n * online_bytes * link.byte_s()
-            + compute,
+        online: (rounds(method) * op.sequential) as f64 * link.round_s() + n * online_bytes * link.byte_s() + compute,
         offline: n * material * link.byte_s() + n * keygen_ns * 1e-9,
     }
 }
@@ -162,11 +204,28 @@ fn job_cost(t: (f64, f64)) -> f64 {
     t.0.max(t.1)
 }
 
-/// The methods for a job's comparison-based operations, in order, minimising
-/// `max(Σ online, Σ offline)` (ties: the lower online sum). See the module docs.
-pub fn choose(link: &Link, ops: &[OpShape]) -> Vec<Method> {
+/// The methods for a job's comparison-based operations, in order, minimising the objective's
+/// cost (ties: the lower online sum). See the module docs.
+pub fn choose(link: &Link, objective: Objective, ops: &[OpShape]) -> Vec<Method> {
     let est: Vec<[Estimate; 3]> = ops.iter().map(|op| Method::ALL.map(|m| estimate(m, op, link))).collect();
     let idx = |m: Method| Method::ALL.iter().position(|&x| x == m).expect("a method");
+    if objective == Objective::Wall {
+        // The sum decomposes: each operation on its own.
+        return est
+            .iter()
+            .map(|e| {
+                *Method::ALL
+                    .iter()
+                    .min_by(|&&a, &&b| {
+                        let (ea, eb) = (e[idx(a)], e[idx(b)]);
+                        (ea.online + ea.offline)
+                            .total_cmp(&(eb.online + eb.offline))
+                            .then(ea.online.total_cmp(&eb.online))
+                    })
+                    .expect("three methods")
+            })
+            .collect();
+    }
     // Start from each operation's lowest latency (ties: less material).
     let mut pick: Vec<Method> = est
         .iter()
@@ -215,14 +274,15 @@ pub fn choose(link: &Link, ops: &[OpShape]) -> Vec<Method> {
 }
 
 /// The method for a single operation (a job of one).
-pub fn choose_one(link: &Link, op: &OpShape) -> Method {
-    choose(link, std::slice::from_ref(op))[0]
+pub fn choose_one(link: &Link, objective: Objective, op: &OpShape) -> Method {
+    choose(link, objective, std::slice::from_ref(op))[0]
 }
 
 /// For a single ReLU layer of `k`-bit comparisons over `link`: the smallest element count
 /// (searched up to 2^24) from which [`choose_one`] picks each method, in the order the choice
 /// changes with growing size — what BENCHMARKS.md reports as the crossover.
-pub fn crossover(link: &Link, bits: u32) -> Vec<(usize, Method)> {
+pub fn crossover(link: &Link, objective: Objective, bits: u32) -> Vec<(usize, Method)> {
+    let choose_one = |l: &Link, op: &OpShape| choose_one(l, objective, op);
     let op = |n| OpShape { elements: n, points: 1, relu: true, bits, sequential: 1 };
     let mut out = vec![(1, choose_one(link, &op(1)))];
     let mut n = 1usize;
@@ -254,9 +314,15 @@ mod tests {
     #[test]
     fn bulk_on_a_lan_goes_to_the_helper_and_small_wan_layers_to_fss() {
         let lan = Link::default();
-        assert_eq!(choose_one(&lan, &relu(100_000)), Method::Helper);
+        for o in [Objective::Wall, Objective::Latency] {
+            assert_eq!(choose_one(&lan, o, &relu(100_000)), Method::Helper);
+            assert_eq!(choose_one(&Link { rtt_us: 20_000, mbit_s: 1000 }, o, &relu(100)), Method::Fss1);
+        }
+        // A mid-size layer on a LAN: its one-round keys are not worth their bytes when the
+        // dealer works on demand.
+        assert_eq!(choose_one(&lan, Objective::Wall, &relu(12_800)), Method::Helper);
         let wan = Link { rtt_us: 20_000, mbit_s: 1000 };
-        assert_eq!(choose_one(&wan, &relu(100)), Method::Fss1);
+        let choose = |link: &Link, ops: &[OpShape]| choose(link, Objective::Latency, ops);
         // A job of many small layers over a WAN stays latency-bound: FSS throughout, one round
         // for all but (at most) the largest layer.
         let job: Vec<OpShape> = [1728, 864, 864, 512, 256, 256, 120, 84].iter().map(|&n| relu(n)).collect();
@@ -285,9 +351,11 @@ mod tests {
 
     #[test]
     fn crossover_is_monotone_in_size() {
-        let c = crossover(&Link { rtt_us: 20_000, mbit_s: 1000 }, 32);
-        assert!(c.len() >= 2, "{c:?}");
-        assert!(c.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(c.last().unwrap().1, Method::Helper);
+        for o in [Objective::Wall, Objective::Latency] {
+            let c = crossover(&Link { rtt_us: 20_000, mbit_s: 1000 }, o, 32);
+            assert!(c.len() >= 2, "{c:?}");
+            assert!(c.windows(2).all(|w| w[0].0 < w[1].0));
+            assert_eq!(c.last().unwrap().1, Method::Helper);
+        }
     }
 }

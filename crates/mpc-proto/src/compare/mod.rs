@@ -55,7 +55,7 @@ pub mod helper;
 
 use serde::{Deserialize, Serialize};
 
-pub use cost::Link;
+pub use cost::{Link, Objective};
 
 /// How one comparison-based operation computes its comparisons. See the [module docs](self).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -129,6 +129,9 @@ pub struct Comparisons {
     pub policy: Policy,
     /// The link the cost model assumes.
     pub link: Link,
+    /// What the cost model minimises: the whole job with material made on demand (default),
+    /// or the online latency with the dealer running ahead.
+    pub objective: Objective,
     /// Comparison window `k` in bits (2..=64): exact for `|x| < 2^(k−1)` ulps.
     pub bits: u8,
 }
@@ -142,7 +145,12 @@ impl Comparisons {
 
     /// Auto policy on the default link with the widest window for `fixed`.
     pub fn for_fixed(fixed: crate::FixedPoint) -> Self {
-        Comparisons { policy: Policy::Auto, link: Link::default(), bits: Self::default_bits(fixed) }
+        Comparisons {
+            policy: Policy::Auto,
+            link: Link::default(),
+            objective: Objective::default(),
+            bits: Self::default_bits(fixed),
+        }
     }
 
     /// Checks the window width.

@@ -49,7 +49,7 @@ impl Party {
     fn method_for(&self, op: &OpShape) -> Method {
         match self.cmp.policy {
             Policy::Fixed(m) => m,
-            Policy::Auto => cost::choose_one(&self.cmp.link, op),
+            Policy::Auto => cost::choose_one(&self.cmp.link, self.cmp.objective, op),
         }
     }
 

@@ -223,7 +223,12 @@ impl Workload {
                 let model = if matches!(self, Workload::MlpA(_)) { network_a(seed) } else { lenet5(seed) };
                 let mut shape = vec![b];
                 shape.extend(&model.input_shape);
-                let mut options = PlanOptions { comparisons: cmp.policy, link: cmp.link, input_range: None };
+                let mut options = PlanOptions {
+                    comparisons: cmp.policy,
+                    link: cmp.link,
+                    objective: cmp.objective,
+                    input_range: None,
+                };
                 if declared {
                     options = options.with_input_range(0.0, 1.0, fx);
                 }
@@ -275,7 +280,7 @@ impl Workload {
             let op = OpShape { elements: n, points: 1, relu, bits: u32::from(cmp.bits), sequential: 1 };
             let m = match cmp.policy {
                 Policy::Fixed(m) => m,
-                Policy::Auto => cost::choose_one(&cmp.link, &op),
+                Policy::Auto => cost::choose_one(&cmp.link, cmp.objective, &op),
             };
             vec![format!("{}:{m}/{}", if relu { "relu" } else { "cmp" }, cmp.bits)]
         };
