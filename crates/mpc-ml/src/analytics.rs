@@ -36,7 +36,6 @@ use std::str::FromStr;
 use mpc_proto::{AShare, FixedPoint, Party, PartyId, RingTensor};
 use ndarray::{Array2, ArrayView1, Axis};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::ModelError;
 
@@ -167,12 +166,10 @@ impl AnalyticsPlan {
         self.columns.len()
     }
 
-    /// SHA-256 of the plan's canonical encoding: the parties compare it when they connect.
+    /// The plan's hash ([`crate::plan_hash`], domain `analytics`): the parties compare it when
+    /// they connect.
     pub fn hash(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"membrane-analytics-v1");
-        h.update(postcard::to_allocvec(self).expect("plan serialisation cannot fail"));
-        h.finalize().into()
+        crate::plan_hash("analytics", self)
     }
 
     fn has(&self, s: Stat) -> bool {

@@ -7,7 +7,6 @@
 
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use mpc_proto::FixedPoint;
 
@@ -234,10 +233,9 @@ pub struct Plan {
 pub const PLAN_VERSION: u32 = 2;
 
 impl Plan {
-    /// SHA-256 of the plan's canonical (postcard) encoding: what the parties compare.
+    /// The plan's hash ([`crate::plan_hash`], domain `inference`): what the parties compare.
     pub fn hash(&self) -> [u8; 32] {
-        let bytes = postcard::to_allocvec(self).expect("plan serialisation cannot fail");
-        Sha256::digest(&bytes).into()
+        crate::plan_hash("inference", self)
     }
 
     /// Output shape of the last step (or the input shape for an empty plan).

@@ -94,6 +94,12 @@ pub struct TrainPlan {
 }
 
 impl TrainPlan {
+    /// The plan's hash ([`crate::plan_hash`], domain `training`): the parties compare it when
+    /// they connect.
+    pub fn hash(&self) -> [u8; 32] {
+        crate::plan_hash("training", self)
+    }
+
     /// Layer widths `[features, h1, …, outputs]`.
     pub fn widths(&self) -> Vec<usize> {
         let mut w = vec![self.features];

@@ -156,10 +156,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// SHA-256 of the plan's canonical description.
+    /// The plan's hash ([`mpc_ml::plan_hash`], domain `matmul`).
     pub fn hash(&self) -> [u8; 32] {
-        let text = format!("membrane/job/v1: bob[{}x{}] * alice[{}x{}] -> reveal bob", self.m, self.k, self.k, self.n);
-        ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref().try_into().expect("32 bytes")
+        mpc_ml::plan_hash("matmul", self)
     }
 }
 
@@ -470,7 +469,7 @@ impl Jobs {
                 PREDICT_STEPS.len(),
             ),
             Work::Train(prep) => {
-                (JobPlan::Train { plan: prep.plan.clone(), plan_hash: hex(&train_hash(&prep.plan)) }, TRAIN_STEPS.len())
+                (JobPlan::Train { plan: prep.plan.clone(), plan_hash: hex(&prep.plan.hash()) }, TRAIN_STEPS.len())
             }
             Work::Analyze(prep) => {
                 (JobPlan::Analyze { plan: prep.plan.clone(), plan_hash: hex(&prep.plan.hash()) }, ANALYZE_STEPS.len())
@@ -541,7 +540,7 @@ impl Jobs {
     /// Train: open the session, train on shares, store this party's share of the model, and
     /// reveal it to Bob if the job says so (then Bob's node reports held-out metrics).
     async fn execute_train(&self, mesh: &Mesh, id: JobId, prep: crate::ml::PreparedTrain) -> anyhow::Result<()> {
-        let plan_hash = train_hash(&prep.plan);
+        let plan_hash = prep.plan.hash();
         let mut party =
             self.join(mesh, id, plan_hash, FixedPoint::default(), "training parameters", &TRAIN_STEPS).await?;
         let data = prep.train.as_ref().map(|(x, y)| (x, y));
@@ -830,12 +829,6 @@ enum Work {
     Predict(String, Box<crate::ml::Prepared>),
     Train(Box<crate::ml::PreparedTrain>),
     Analyze(Box<crate::ml::PreparedAnalyze>),
-}
-
-/// SHA-256 of a training plan's canonical JSON.
-fn train_hash(p: &mpc_ml::train::TrainPlan) -> [u8; 32] {
-    let bytes = serde_json::to_vec(p).expect("plans serialise");
-    ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref().try_into().expect("32 bytes")
 }
 
 fn hex(b: &[u8]) -> String {

@@ -63,7 +63,7 @@ impl Transport for Widen {
             Ok((h, payload)) if h.kind == FrameKind::Open => {
                 let mut wider = payload.to_vec();
                 wider.extend(std::iter::repeat_n(7u8, 8 * PLAN.k));
-                encode(&Header { len: wider.len() as u64, ..h }, &wider)
+                encode(&Header { len: wider.len() as u64, total: wider.len() as u64, ..h }, &wider)
             }
             _ => frame,
         };

@@ -4,8 +4,15 @@
 //! [u16 LE header length][header: postcard(Header)][payload: header.len bytes]
 //! ```
 //! The header names the session (128-bit id), the sender's per-peer sequence number, the kind of
-//! message and the payload length. Payloads of ring elements are raw little-endian `u64`s — not
-//! a varint encoding, which would grow random ring elements by ~19%.
+//! message, the payload length and the length of the whole message the frame belongs to.
+//! Payloads of ring elements are raw little-endian `u64`s — not a varint encoding, which would
+//! grow random ring elements by ~19%.
+//!
+//! A message longer than [`FRAGMENT`] bytes travels as consecutive frames of at most that much
+//! payload, each with its own sequence number, the message's kind and its total length
+//! (`Channel` splits and reassembles them): no frame on the wire is larger than a few MiB,
+//! whatever a job moves, and a receiver checks the total against the length it expects before
+//! it allocates anything.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,9 +45,14 @@ pub struct Header {
     pub seq: u64,
     /// Message kind.
     pub kind: FrameKind,
-    /// Payload length in bytes.
+    /// Payload length of this frame in bytes.
     pub len: u64,
+    /// Length of the whole message this frame carries part of (`len` when it is not split).
+    pub total: u64,
 }
+
+/// The largest payload of one frame on the wire: longer messages are split ([module docs](self)).
+pub const FRAGMENT: usize = 4 << 20;
 
 /// Largest encoded header (postcard varints of the fields above).
 const MAX_HEADER: usize = 64;
@@ -115,7 +127,7 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        let h = Header { session: SessionId(u128::MAX - 5), seq: 42, kind: FrameKind::Open, len: 16 };
+        let h = Header { session: SessionId(u128::MAX - 5), seq: 42, kind: FrameKind::Open, len: 16, total: 16 };
         let f = encode_u64(&h, &[1, u64::MAX]);
         let (h2, p) = decode(&f, 1 << 20).unwrap();
         assert_eq!(h, h2);
@@ -124,7 +136,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_lengths() {
-        let h = Header { session: SessionId(1), seq: 0, kind: FrameKind::Open, len: 16 };
+        let h = Header { session: SessionId(1), seq: 0, kind: FrameKind::Open, len: 16, total: 16 };
         let f = encode_u64(&h, &[1, 2]);
         assert!(decode(&f[..f.len() - 1], 1 << 20).is_err());
         assert!(decode(&f, 8).is_err());

@@ -126,12 +126,21 @@ fn peer_error(e: TransportError) -> Error {
     }
 }
 
+/// Sends a message's frames in order.
+async fn send_all(transport: &dyn Transport, to: PartyId, frames: Vec<Vec<u8>>) -> Result<()> {
+    for f in frames {
+        transport.send(to, f).await.map_err(peer_error)?;
+    }
+    Ok(())
+}
+
 /// A frame being filled in place ([`Channel::begin_frame`]).
 pub struct OutFrame {
     to: PartyId,
     kind: FrameKind,
     len: usize,
     start: usize,
+    header: Header,
     buf: Vec<u8>,
 }
 
@@ -203,17 +212,42 @@ impl Channel {
     fn next_header(&mut self, to: PartyId, kind: FrameKind, len: usize) -> Header {
         let seq = self.send_seq[to.index()];
         self.send_seq[to.index()] += 1;
-        Header { session: self.session, seq, kind, len: len as u64 }
+        Header { session: self.session, seq, kind, len: len as u64, total: len as u64 }
+    }
+
+    /// The physical frames of a message of `payload` to `to` (one, or several of at most
+    /// [`frame::FRAGMENT`] bytes each, with consecutive sequence numbers). `first` is the
+    /// header the message was begun with.
+    fn fragments(&mut self, to: PartyId, first: Header, payload: &[u8]) -> Vec<Vec<u8>> {
+        let total = payload.len() as u64;
+        payload
+            .chunks(frame::FRAGMENT)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let seq = if i == 0 {
+                    first.seq
+                } else {
+                    let s = self.send_seq[to.index()];
+                    self.send_seq[to.index()] += 1;
+                    s
+                };
+                let h = Header { session: self.session, seq, kind: first.kind, len: chunk.len() as u64, total };
+                frame::encode(&h, chunk)
+            })
+            .collect()
     }
 
     /// Starts a frame of `len` payload bytes to `to`: the header is written and the capacity
     /// reserved; append exactly `len` bytes to [`OutFrame::payload`], then
     /// [`Channel::send_frame`] it. Lets a producer serialise large material straight into the
     /// frame (the dealer's FSS keys) instead of into a buffer that is then copied.
+    ///
+    /// A message longer than [`frame::FRAGMENT`] is sent as several frames; begin at most one
+    /// frame per peer at a time (its fragments take the sequence numbers after its own).
     pub fn begin_frame(&mut self, to: PartyId, kind: FrameKind, len: usize) -> OutFrame {
         let h = self.next_header(to, kind, len);
-        let buf = frame::encode_header(&h, len);
-        OutFrame { to, kind, len, start: buf.len(), buf }
+        let buf = if len <= frame::FRAGMENT { frame::encode_header(&h, len) } else { Vec::with_capacity(len) };
+        OutFrame { to, kind, len, start: buf.len(), header: h, buf }
     }
 
     /// Sends a frame begun with [`Channel::begin_frame`].
@@ -221,25 +255,29 @@ impl Channel {
     /// # Panics
     /// If the payload appended is not the announced length (a bug in the producer).
     pub async fn send_frame(&mut self, f: OutFrame) -> Result<()> {
-        let (to, frame) = self.sealed(f);
-        self.transport.send(to, frame).await.map_err(peer_error)?;
-        Ok(())
+        let (to, frames) = self.sealed(f);
+        send_all(&*self.transport, to, frames).await
     }
 
-    /// Checks a filled frame's length and counts it as sent; its peer and bytes.
-    fn sealed(&mut self, f: OutFrame) -> (PartyId, Vec<u8>) {
+    /// Checks a filled frame's length, counts it as sent, and splits it into the frames that go
+    /// on the wire; its peer and those frames.
+    fn sealed(&mut self, f: OutFrame) -> (PartyId, Vec<Vec<u8>>) {
         assert_eq!(f.buf.len() - f.start, f.len, "frame payload is not the announced length");
         self.stats.record_send(f.kind, f.len as u64);
-        (f.to, f.buf)
+        if f.len <= frame::FRAGMENT {
+            (f.to, vec![f.buf])
+        } else {
+            let frames = self.fragments(f.to, f.header, &f.buf[f.start..]);
+            (f.to, frames)
+        }
     }
 
-    /// Sends raw bytes as one frame.
+    /// Sends raw bytes as one message.
     pub async fn send_bytes(&mut self, to: PartyId, kind: FrameKind, payload: &[u8]) -> Result<()> {
         let h = self.next_header(to, kind, payload.len());
-        let frame = frame::encode(&h, payload);
+        let frames = self.fragments(to, h, payload);
         self.stats.record_send(kind, payload.len() as u64);
-        self.transport.send(to, frame).await.map_err(peer_error)?;
-        Ok(())
+        send_all(&*self.transport, to, frames).await
     }
 
     /// Sends ring elements as one frame (raw little-endian u64).
@@ -265,8 +303,46 @@ impl Channel {
         expect_len: Option<usize>,
     ) -> Result<(Vec<u8>, usize)> {
         let raw = self.transport.recv(from).await.map_err(peer_error)?;
+        let (h, start) = self.check_frame(from, kind, &raw)?;
+        let desync = |detail: String| Err(Error::Desync { peer: from, detail });
+        let limit = expect_len.unwrap_or(self.max_payload);
+        if h.total > limit as u64 || expect_len.is_some_and(|n| h.total != n as u64) {
+            return desync(format!("{:?} message of {} bytes where {} were expected", kind, h.total, limit));
+        }
+        if h.len == h.total {
+            self.stats.record_recv(kind, h.total);
+            return Ok((raw, start));
+        }
+        if h.len != frame::FRAGMENT as u64 {
+            return desync(format!("the first frame of a {}-byte message carries {} bytes", h.total, h.len));
+        }
+        // A split message: its frames follow in order; the total was checked before this
+        // allocation.
+        let total = h.total;
+        let mut msg = Vec::with_capacity(total as usize);
+        msg.extend_from_slice(&raw[start..]);
+        drop(raw);
+        while (msg.len() as u64) < total {
+            let raw = self.transport.recv(from).await.map_err(peer_error)?;
+            let (h, start) = self.check_frame(from, kind, &raw)?;
+            let end = msg.len() as u64 + h.len;
+            if h.total != total || end > total || (end < total && h.len != frame::FRAGMENT as u64) {
+                return desync(format!(
+                    "a fragment of a {total}-byte {kind:?} message announces {} of {}",
+                    h.len, h.total
+                ));
+            }
+            msg.extend_from_slice(&raw[start..]);
+        }
+        self.stats.record_recv(kind, total);
+        Ok((msg, 0))
+    }
+
+    /// Decodes one frame from `from` and checks its session, sequence number and kind;
+    /// returns its header and where its payload starts.
+    fn check_frame(&mut self, from: PartyId, kind: FrameKind, raw: &[u8]) -> Result<(Header, usize)> {
         let (h, payload) =
-            frame::decode(&raw, self.max_payload).map_err(|detail| Error::Desync { peer: from, detail })?;
+            frame::decode(raw, self.max_payload).map_err(|detail| Error::Desync { peer: from, detail })?;
         let want_seq = self.recv_seq[from.index()];
         if h.kind == FrameKind::Abort {
             return Err(Error::PeerAborted(from));
@@ -281,15 +357,11 @@ impl Channel {
         if h.kind != kind {
             return desync(format!("{:?} frame where {:?} was expected", h.kind, kind));
         }
-        if let Some(n) = expect_len
-            && payload.len() != n
-        {
-            return desync(format!("{:?} payload of {} bytes where {} were expected", kind, payload.len(), n));
+        if h.len > h.total || h.len > frame::FRAGMENT.max(h.total as usize) as u64 {
+            return desync(format!("a {}-byte frame of a {}-byte message", h.len, h.total));
         }
         self.recv_seq[from.index()] += 1;
-        self.stats.record_recv(kind, payload.len() as u64);
-        let start = raw.len() - payload.len();
-        Ok((raw, start))
+        Ok((h, raw.len() - payload.len()))
     }
 
     /// Receives `n` ring elements from `from` in one frame of `kind`.
@@ -325,10 +397,10 @@ impl Channel {
     /// word writes it straight into the frame and reads the peer's words in place.
     pub async fn exchange_frame(&mut self, f: OutFrame) -> Result<(Vec<u8>, usize)> {
         let (peer, kind, len) = (f.to, f.kind, f.len);
-        let (_, frame) = self.sealed(f);
+        let (_, frames) = self.sealed(f);
         self.stats.record_round();
         let transport = self.transport.clone();
-        let send = async move { transport.send(peer, frame).await.map_err(peer_error) };
+        let send = async move { send_all(&*transport, peer, frames).await };
         let (sent, received) = futures::join!(send, self.recv_frame(peer, kind, Some(len)));
         sent?;
         received
@@ -338,11 +410,11 @@ impl Channel {
     pub async fn exchange_bytes(&mut self, peer: PartyId, kind: FrameKind, payload: &[u8]) -> Result<Vec<u8>> {
         let n = payload.len();
         let h = self.next_header(peer, kind, n);
-        let frame = frame::encode(&h, payload);
+        let frames = self.fragments(peer, h, payload);
         self.stats.record_send(kind, n as u64);
         self.stats.record_round();
         let transport = self.transport.clone();
-        let send = async move { transport.send(peer, frame).await.map_err(peer_error) };
+        let send = async move { send_all(&*transport, peer, frames).await };
         let (sent, received) = futures::join!(send, self.recv_bytes(peer, kind, Some(n)));
         sent?;
         received
@@ -356,5 +428,73 @@ impl Channel {
                 let _ = self.transport.send(p, frame::encode(&h, &[])).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn pair() -> (Channel, Channel, Arc<MemoryTransport>) {
+        let mut t = MemoryTransport::mesh(2);
+        let b = Arc::new(t.pop().expect("two"));
+        let a: Arc<dyn Transport> = Arc::new(t.pop().expect("two"));
+        let session = SessionId(3);
+        (Channel::new(a, session), Channel::new(b.clone(), session), b)
+    }
+
+    #[test]
+    fn long_messages_travel_as_bounded_frames_and_come_back_whole() {
+        let (mut a, mut b, tb) = pair();
+        let big: Vec<u8> = (0..2 * frame::FRAGMENT + 12345).map(|i| (i * 31 % 251) as u8).collect();
+        let small = vec![7u8; 100];
+        futures::executor::block_on(async {
+            a.send_bytes(PartyId::P1, FrameKind::Open, &big).await.unwrap();
+            let mut f = a.begin_frame(PartyId::P1, FrameKind::Material, big.len());
+            f.payload().extend_from_slice(&big);
+            a.send_frame(f).await.unwrap();
+            a.send_bytes(PartyId::P1, FrameKind::Open, &small).await.unwrap();
+            assert_eq!(b.recv_bytes(PartyId::P0, FrameKind::Open, Some(big.len())).await.unwrap(), big);
+            let (raw, start) = b.recv_frame(PartyId::P0, FrameKind::Material, Some(big.len())).await.unwrap();
+            assert_eq!(&raw[start..], &big[..]);
+            assert_eq!(b.recv_bytes(PartyId::P0, FrameKind::Open, None).await.unwrap(), small);
+        });
+        // Three frames per long message, one for the short one; none above the fragment size.
+        let t = tb.traffic().snapshot();
+        assert_eq!(t.recv_frames[0], 3 + 3 + 1);
+        assert!(t.recv_bytes[0] < 2 * big.len() as u64 + 100 + 7 * 64);
+        assert_eq!(b.stats.total.online_recv, big.len() as u64 + 100);
+    }
+
+    #[test]
+    fn a_long_message_of_the_wrong_length_is_refused_before_it_is_gathered() {
+        let (mut a, mut b, _) = pair();
+        let big = vec![1u8; frame::FRAGMENT + 1];
+        futures::executor::block_on(async {
+            a.send_bytes(PartyId::P1, FrameKind::Open, &big).await.unwrap();
+            let e = b.recv_bytes(PartyId::P0, FrameKind::Open, Some(16)).await.unwrap_err();
+            assert!(matches!(e, Error::Desync { .. }), "{e}");
+        });
+        // A forged first fragment that is not full, and a fragment of another total.
+        let (a, mut b, _) = pair();
+        futures::executor::block_on(async {
+            let h = Header { session: SessionId(3), seq: 0, kind: FrameKind::Open, len: 10, total: 1 << 30 };
+            a.transport.send(PartyId::P1, frame::encode(&h, &[0; 10])).await.unwrap();
+            let e = b.recv_bytes(PartyId::P0, FrameKind::Open, None).await.unwrap_err();
+            assert!(e.to_string().contains("first frame"), "{e}");
+        });
+        let (a, mut b, _) = pair();
+        futures::executor::block_on(async {
+            let chunk = vec![0u8; frame::FRAGMENT];
+            let total = 2 * frame::FRAGMENT as u64;
+            let h = Header { session: SessionId(3), seq: 0, kind: FrameKind::Open, len: chunk.len() as u64, total };
+            a.transport.send(PartyId::P1, frame::encode(&h, &chunk)).await.unwrap();
+            let h2 = Header { seq: 1, total: total + 1, ..h };
+            a.transport.send(PartyId::P1, frame::encode(&h2, &chunk)).await.unwrap();
+            let e = b.recv_bytes(PartyId::P0, FrameKind::Open, Some(total as usize)).await.unwrap_err();
+            assert!(e.to_string().contains("fragment"), "{e}");
+        });
     }
 }

@@ -302,10 +302,10 @@ impl Workload {
         true
     }
 
-    /// A 32-byte digest of what the parties agree on (the session's plan hash).
+    /// What the parties agree on (the session's plan hash, [`mpc_ml::plan_hash`] domain
+    /// `bench`): the workload and its seed.
     pub fn plan_hash(&self, seed: u64) -> [u8; 32] {
-        let d = ring::digest::digest(&ring::digest::SHA256, format!("membrane-bench/{self}/{seed}").as_bytes());
-        d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+        mpc_ml::plan_hash("bench", &(self.to_string(), seed))
     }
 
     /// The f64 plaintext evaluation of the same workload (P1's expected output).
