@@ -1,6 +1,6 @@
 //! Private inference of whole networks against the plaintext f64 evaluation of the same model.
 
-use mpc_ml::{Inference, Layer, Model, OutputPolicy, Plan, PlanOptions, infer};
+use mpc_ml::{Inference, Layer, LoadedModel, Model, OutputPolicy, Plan, PlanOptions, infer};
 use mpc_proto::compare::{Comparisons, Method, Policy};
 use mpc_proto::prg::Prg;
 use mpc_proto::{FixedPoint, PartyId, run_parties};
@@ -190,6 +190,46 @@ fn every_comparison_method_and_narrowed_windows_give_plaintext_labels() {
             }
         }
     }
+}
+
+#[test]
+fn one_load_serves_micro_batches_of_any_size() {
+    // The weights are shared and pre-opened once; batches of 5, 5 and 2 rows then run against
+    // them, each equal to the plaintext rows it covers; a plan of another model is refused.
+    let m = lenet5(7);
+    let fx = FixedPoint::default();
+    let x = inputs(&[12, 1, 28, 28], 8);
+    let want = m.eval_plain(&x);
+    let options = PlanOptions::default().with_input_range(0.0, 1.0, fx);
+    let plan = m.plan_with(5, OutputPolicy::Logits, fx, options).unwrap();
+    let other = lenet5(8).plan_with(5, OutputPolicy::Label, fx, options).unwrap();
+    let out = run_parties(6, |mut p| {
+        let (plan, other, m, x) = (plan.clone(), other.clone(), m.clone(), x.clone());
+        async move {
+            let me = p.id();
+            let loaded = LoadedModel::load(&mut p, &plan, (me == PartyId::P0).then_some(&m)).await?;
+            let load_rounds = p.stats().total.rounds;
+            let mut rows = vec![];
+            for (start, n) in [(0, 5), (5, 5), (10, 2)] {
+                let batch = plan.rebatch(n)?;
+                let xb = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(start..start + n)).to_owned();
+                let r = loaded.run(&mut p, &batch, (me == PartyId::P1).then_some(&xb)).await?;
+                assert_eq!(r.profile.first().map(|l| l.name.as_str()), Some("conv2d"), "no weights stage per batch");
+                rows.push(r.output);
+            }
+            assert_eq!(p.stats().op("preopen").calls, 1, "the weights are pre-opened once");
+            let refused = loaded.run(&mut p, &other, None).await;
+            Ok((rows, load_rounds, refused.is_err()))
+        }
+    })
+    .unwrap();
+    let (rows, load_rounds, refused) = &out[1];
+    assert!(*refused, "another model's plan is refused");
+    assert_eq!(*load_rounds, 2, "session setup and the pre-opening");
+    let got: Vec<f64> = rows.iter().flat_map(|r| r.as_ref().unwrap().iter().copied()).collect();
+    let err = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert_eq!(got.len(), want.len());
+    assert!(err <= 1e-3, "max logit error {err}");
 }
 
 #[test]

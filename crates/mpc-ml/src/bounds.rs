@@ -241,7 +241,40 @@ impl Plan {
     }
 }
 
+/// Dealer material and helper traffic per comparison, by method, at window `k`: what a
+/// party holds for it at once (an estimate for memory budgets, both parties' keys for FSS).
+fn comparison_bytes(method: Method, k: u32) -> u64 {
+    let k = u64::from(k);
+    match method {
+        Method::Helper => 2 * k + 64,
+        Method::Fss => 2 * (16 * k.saturating_sub(7) + 60) + 32,
+        Method::Fss1 => 2 * (32 * k + 60),
+    }
+}
+
 impl Plan {
+    /// An estimate of the memory one row of this plan needs at a party at once: the largest
+    /// step's activations (input and output, shares, masks, openings and frames: six copies of
+    /// eight bytes a value) plus its comparisons' material. What a node divides its memory
+    /// budget by to size micro-batches.
+    pub fn bytes_per_row(&self) -> u64 {
+        let batch = self.batch().max(1) as u64;
+        let per = |shape: &[usize]| shape.iter().product::<usize>() as u64 / batch;
+        let step_bytes = |st: &Step| {
+            let act = 6 * 8 * (per(&st.input) + per(&st.output));
+            let cmp = st.compare.map_or(0, |c| {
+                let op = shape_of(st, c.bits);
+                op.elements as u64 / batch * op.points as u64 * comparison_bytes(c.method, u32::from(c.bits))
+            });
+            act + cmp
+        };
+        let out = self.output_compare.map_or(0, |c| {
+            let op = output_shape_of(self, c.bits);
+            op.elements as u64 / batch * op.points as u64 * comparison_bytes(c.method, u32::from(c.bits))
+        });
+        self.steps.iter().map(step_bytes).max().unwrap_or(0).max(out).max(6 * 8 * per(&self.input))
+    }
+
     /// Online rounds of the plan on the data owner's critical path (as the parties count
     /// them): 1 to pre-open the weights (when there are any), then per step and for the output
     /// stage — linear, convolution and affine 1, a comparison layer 1, 2 or 3 by its method

@@ -95,18 +95,20 @@ fn add_channel_bias(x: &RingTensor, b: &RingTensor) -> mpc_proto::Result<RingTen
 ///   softmax ⌈log2 L⌉ + 3 comparison layers and 3 products, sigmoid one comparison layer,
 ///   average pooling 0, plus 1 to reveal. Each comparison-based step runs with the method and
 ///   window its plan step records ([`crate::bounds`]).
+///
+/// The same as [`LoadedModel::load`] then one [`LoadedModel::run`].
 pub async fn infer(
     party: &mut Party,
     plan: &Plan,
     model: Option<&Model>,
     input: Option<&ArrayD<f64>>,
 ) -> Result<Inference, ModelError> {
-    let r = infer_inner(party, plan, Weights::Owner(model), input).await;
-    if r.is_err() && !party.is_poisoned() {
-        // A local refusal (bad model or input): tell the peers instead of leaving them waiting.
-        party.abort().await;
+    let r = async {
+        let loaded = LoadedModel::load(party, plan, model).await?;
+        loaded.run_inner(party, plan, input).await
     }
-    r
+    .await;
+    abort_on_refusal(party, r).await
 }
 
 /// Runs `plan` on a model whose weights are already secret-shared between P0 and P1 — a model
@@ -120,7 +122,16 @@ pub async fn infer_shared(
     weights: &[AShare],
     input: Option<&ArrayD<f64>>,
 ) -> Result<Inference, ModelError> {
-    let r = infer_inner(party, plan, Weights::Shared(weights), input).await;
+    let r = async {
+        let loaded = LoadedModel::load_shared(party, plan, weights).await?;
+        loaded.run_inner(party, plan, input).await
+    }
+    .await;
+    abort_on_refusal(party, r).await
+}
+
+/// A local refusal (bad model or input) tells the peers instead of leaving them waiting.
+async fn abort_on_refusal<T>(party: &mut Party, r: Result<T, ModelError>) -> Result<T, ModelError> {
     if r.is_err() && !party.is_poisoned() {
         party.abort().await;
     }
@@ -148,204 +159,277 @@ enum Weights<'a> {
     Shared(&'a [AShare]),
 }
 
-async fn infer_inner(
-    party: &mut Party,
-    plan: &Plan,
-    weights: Weights<'_>,
-    input: Option<&ArrayD<f64>>,
-) -> Result<Inference, ModelError> {
-    let model = match weights {
-        Weights::Owner(m) => m,
-        Weights::Shared(_) => None,
-    };
-    let fx = party.fixed();
-    if fx != plan.fixed {
-        return Err(ModelError::Invalid(format!(
-            "session fixed point {fx:?} differs from the plan's {:?}",
-            plan.fixed
-        )));
+/// A model loaded into a session: its weights secret-shared and its linear and convolution
+/// weights pre-opened (one round), ready to run any number of batches of any size — the
+/// micro-batches of a large prediction job share one load. Holds this party's shares (the
+/// dealer, placeholders); `Debug` prints the layer count only.
+pub struct LoadedModel {
+    /// The plan it was loaded for; batches run with its rebatches.
+    plan: Plan,
+    shares: Vec<Vec<AShare>>,
+    opened: Vec<PreopenedWeights>,
+    /// Time, rounds and bytes of the load at this party.
+    pub profile: LayerProfile,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoadedModel({} steps, ..)", self.plan.steps.len())
     }
-    let me = party.id();
-    if let Weights::Shared(w) = weights {
-        let want = shared_weight_shapes(plan);
-        let got: Vec<Vec<usize>> = w.iter().map(|t| t.shape().to_vec()).collect();
-        if got != want {
-            return Err(ModelError::Invalid(format!("shared weights of shapes {got:?}, the plan needs {want:?}")));
-        }
-    } else if me == PartyId::P0 {
-        let m = model.ok_or_else(|| ModelError::Invalid("the model owner must supply the model".into()))?;
-        if &m.plan_with(plan.batch(), plan.output, plan.fixed, plan.options)? != plan {
-            return Err(ModelError::Invalid("the model does not match the agreed plan".into()));
-        }
+}
+
+impl LoadedModel {
+    /// Loads `model` (P0; `None` elsewhere) for `plan`: shares its weights (no communication)
+    /// and pre-opens the linear and convolution weights (one round, `8·|W|` bytes per party).
+    pub async fn load(party: &mut Party, plan: &Plan, model: Option<&Model>) -> Result<Self, ModelError> {
+        Self::load_from(party, plan, Weights::Owner(model)).await
     }
-    if me == PartyId::P1 {
-        let x = input.ok_or_else(|| ModelError::Invalid("the data owner must supply the input".into()))?;
-        if x.shape() != plan.input.as_slice() {
+
+    /// [`LoadedModel::load`] for weights already secret-shared (see [`infer_shared`]).
+    pub async fn load_shared(party: &mut Party, plan: &Plan, weights: &[AShare]) -> Result<Self, ModelError> {
+        Self::load_from(party, plan, Weights::Shared(weights)).await
+    }
+
+    /// Runs one batch: `plan` must be the loaded plan at some batch size
+    /// ([`Plan::rebatch`]); P1 passes its input of shape `plan.input`. Costs as [`infer`]
+    /// without the pre-opening round; the profile has no `weights` stage.
+    pub async fn run(
+        &self,
+        party: &mut Party,
+        plan: &Plan,
+        input: Option<&ArrayD<f64>>,
+    ) -> Result<Inference, ModelError> {
+        let r = async {
+            if plan.rebatch(self.plan.batch())? != self.plan {
+                return Err(ModelError::Invalid("the batch's plan is not the loaded model's".into()));
+            }
+            let mut inf = self.run_inner(party, plan, input).await?;
+            inf.profile.remove(0);
+            Ok(inf)
+        }
+        .await;
+        abort_on_refusal(party, r).await
+    }
+
+    async fn load_from(party: &mut Party, plan: &Plan, weights: Weights<'_>) -> Result<Self, ModelError> {
+        let started = (Instant::now(), party.stats().total);
+        let model = match weights {
+            Weights::Owner(m) => m,
+            Weights::Shared(_) => None,
+        };
+        let fx = party.fixed();
+        if fx != plan.fixed {
             return Err(ModelError::Invalid(format!(
-                "input of shape {:?}, the plan expects {:?}",
-                x.shape(),
-                plan.input
+                "session fixed point {fx:?} differs from the plan's {:?}",
+                plan.fixed
             )));
         }
-    }
-    let mut profile = Vec::new();
-    let mut mark = (Instant::now(), party.stats().total);
-    let mut record = |party: &Party, name: &str, profile: &mut Vec<LayerProfile>| {
-        let now = (Instant::now(), party.stats().total);
-        profile.push(LayerProfile {
-            name: name.into(),
-            seconds: (now.0 - mark.0).as_secs_f64(),
-            stats: now.1.since(&mark.1),
-        });
-        mark = now;
-    };
-
-    // Weights: P0 shares every tensor (no communication); linear and conv weights are
-    // pre-opened together in one round.
-    let mut shares: Vec<Vec<AShare>> = Vec::with_capacity(plan.steps.len());
-    let mut given = match weights {
-        Weights::Shared(w) => Some(w.iter()),
-        Weights::Owner(_) => None,
-    };
-    for (i, step) in plan.steps.iter().enumerate() {
-        if let Some(it) = given.as_mut() {
-            shares.push(step_shapes(step).iter().map(|_| it.next().expect("shapes checked").clone()).collect());
-            continue;
+        let me = party.id();
+        if let Weights::Shared(w) = weights {
+            let want = shared_weight_shapes(plan);
+            let got: Vec<Vec<usize>> = w.iter().map(|t| t.shape().to_vec()).collect();
+            if got != want {
+                return Err(ModelError::Invalid(format!("shared weights of shapes {got:?}, the plan needs {want:?}")));
+            }
+        } else if me == PartyId::P0 {
+            let m = model.ok_or_else(|| ModelError::Invalid("the model owner must supply the model".into()))?;
+            if &m.plan_with(plan.batch(), plan.output, plan.fixed, plan.options)? != plan {
+                return Err(ModelError::Invalid("the model does not match the agreed plan".into()));
+            }
         }
-        let values: Vec<Option<RingTensor>> = match model.map(|m| &m.layers[i]) {
-            Some(Layer::Linear { weight, bias }) | Some(Layer::Conv2d { weight, bias, .. }) if me == PartyId::P0 => {
-                let mut v = vec![Some(fx.encode_array(weight)?)];
-                if let Some(b) = bias {
-                    v.push(Some(fx.encode_array(b)?));
-                }
-                v
-            }
-            Some(Layer::Affine { scale, shift }) if me == PartyId::P0 => {
-                vec![Some(fx.encode_array(scale)?), Some(fx.encode_array(shift)?)]
-            }
-            _ => vec![None; weight_shapes(&step.kind).len() + if step.kind == StepKind::Affine { 2 } else { 0 }],
+        // P0 shares every tensor (no communication); linear and conv weights are pre-opened
+        // together in one round.
+        let mut shares: Vec<Vec<AShare>> = Vec::with_capacity(plan.steps.len());
+        let mut given = match weights {
+            Weights::Shared(w) => Some(w.iter()),
+            Weights::Owner(_) => None,
         };
-        let shapes = step_shapes(step);
-        let mut layer_shares = Vec::with_capacity(shapes.len());
-        for (shape, v) in shapes.iter().zip(values) {
-            layer_shares.push(party.share_input(PartyId::P0, shape, v.as_ref())?);
-        }
-        shares.push(layer_shares);
-    }
-    let mut to_open: Vec<(Bilinear, &AShare)> = Vec::new();
-    for (step, s) in plan.steps.iter().zip(&shares) {
-        match &step.kind {
-            StepKind::Linear { .. } => to_open.push((Bilinear::MatMul, &s[0])),
-            StepKind::Conv2d { stride, padding, .. } => {
-                to_open.push((Bilinear::Conv2d(Conv2dParams { stride: *stride, padding: *padding }), &s[0]))
+        for (i, step) in plan.steps.iter().enumerate() {
+            if let Some(it) = given.as_mut() {
+                shares.push(step_shapes(step).iter().map(|_| it.next().expect("shapes checked").clone()).collect());
+                continue;
             }
-            _ => {}
+            let values: Vec<Option<RingTensor>> = match model.map(|m| &m.layers[i]) {
+                Some(Layer::Linear { weight, bias }) | Some(Layer::Conv2d { weight, bias, .. })
+                    if me == PartyId::P0 =>
+                {
+                    let mut v = vec![Some(fx.encode_array(weight)?)];
+                    if let Some(b) = bias {
+                        v.push(Some(fx.encode_array(b)?));
+                    }
+                    v
+                }
+                Some(Layer::Affine { scale, shift }) if me == PartyId::P0 => {
+                    vec![Some(fx.encode_array(scale)?), Some(fx.encode_array(shift)?)]
+                }
+                _ => vec![None; weight_shapes(&step.kind).len() + if step.kind == StepKind::Affine { 2 } else { 0 }],
+            };
+            let shapes = step_shapes(step);
+            let mut layer_shares = Vec::with_capacity(shapes.len());
+            for (shape, v) in shapes.iter().zip(values) {
+                layer_shares.push(party.share_input(PartyId::P0, shape, v.as_ref())?);
+            }
+            shares.push(layer_shares);
         }
+        let mut to_open: Vec<(Bilinear, &AShare)> = Vec::new();
+        for (step, s) in plan.steps.iter().zip(&shares) {
+            match &step.kind {
+                StepKind::Linear { .. } => to_open.push((Bilinear::MatMul, &s[0])),
+                StepKind::Conv2d { stride, padding, .. } => {
+                    to_open.push((Bilinear::Conv2d(Conv2dParams { stride: *stride, padding: *padding }), &s[0]))
+                }
+                _ => {}
+            }
+        }
+        let opened = party.preopen_many(&to_open).await?;
+        let now = (Instant::now(), party.stats().total);
+        let profile = LayerProfile {
+            name: "weights".into(),
+            seconds: (now.0 - started.0).as_secs_f64(),
+            stats: now.1.since(&started.1),
+        };
+        Ok(LoadedModel { plan: plan.clone(), shares, opened, profile })
     }
-    let mut opened: std::vec::IntoIter<PreopenedWeights> = party.preopen_many(&to_open).await?.into_iter();
-    let x_enc = match input {
-        Some(x) if me == PartyId::P1 => Some(fx.encode_array(x)?),
-        _ => None,
-    };
-    let mut x = party.share_input(PartyId::P1, &plan.input, x_enc.as_ref())?;
-    record(party, "weights", &mut profile);
 
-    let session_comparisons = party.comparisons();
-    for (step, s) in plan.steps.iter().zip(&shares) {
-        if let Some(c) = step.compare {
+    /// One batch, with the load's profile as its first stage (`weights`).
+    async fn run_inner(
+        &self,
+        party: &mut Party,
+        plan: &Plan,
+        input: Option<&ArrayD<f64>>,
+    ) -> Result<Inference, ModelError> {
+        let fx = party.fixed();
+        let me = party.id();
+        if me == PartyId::P1 {
+            let x = input.ok_or_else(|| ModelError::Invalid("the data owner must supply the input".into()))?;
+            if x.shape() != plan.input.as_slice() {
+                return Err(ModelError::Invalid(format!(
+                    "input of shape {:?}, the plan expects {:?}",
+                    x.shape(),
+                    plan.input
+                )));
+            }
+        }
+        let mut profile = vec![self.profile.clone()];
+        let mut mark = (Instant::now(), party.stats().total);
+        let mut record = |party: &Party, name: &str, profile: &mut Vec<LayerProfile>| {
+            let now = (Instant::now(), party.stats().total);
+            profile.push(LayerProfile {
+                name: name.into(),
+                seconds: (now.0 - mark.0).as_secs_f64(),
+                stats: now.1.since(&mark.1),
+            });
+            mark = now;
+        };
+
+        let shares = &self.shares;
+        let mut opened = self.opened.iter();
+        let x_enc = match input {
+            Some(x) if me == PartyId::P1 => Some(fx.encode_array(x)?),
+            _ => None,
+        };
+        let mut x = party.share_input(PartyId::P1, &plan.input, x_enc.as_ref())?;
+        // (Sharing the input costs nothing: it opens the first layer's stage.)
+
+        let session_comparisons = party.comparisons();
+        for (step, s) in plan.steps.iter().zip(shares) {
+            if let Some(c) = step.compare {
+                party.set_comparisons(c.comparisons(plan.options.link))?;
+            }
+            x = match &step.kind {
+                StepKind::Linear { bias, .. } => {
+                    let w = opened.next().expect("one pre-opened tensor per linear layer");
+                    let y = party.matmul_preopened(&x, w).await?;
+                    if *bias { zip_local(&y, &s[1], &step.output, |a, b| a.add_row_broadcast(b))? } else { y }
+                }
+                StepKind::Conv2d { bias, .. } => {
+                    let w = opened.next().expect("one pre-opened tensor per conv layer");
+                    let y = party.apply_preopened(&x, w, true).await?;
+                    if *bias { zip_local(&y, &s[1], &step.output, add_channel_bias)? } else { y }
+                }
+                StepKind::Relu => party.relu(&x).await?,
+                StepKind::Sigmoid => party.sigmoid(&x).await?,
+                StepKind::Softmax => party.softmax(&x).await?,
+                StepKind::MaxPool { kernel, stride, padding } => {
+                    party.maxpool2d(&x, *kernel, *stride, *padding).await?
+                }
+                StepKind::AvgPool { kernel, stride, padding, count_include_pad } => {
+                    if *count_include_pad || *padding == (0, 0) {
+                        party.avg_pool2d(&x, *kernel, *stride, *padding)?
+                    } else {
+                        // Divisor = number of real (unpadded) elements in each window: public.
+                        let ones = RingTensor::filled(&step.input[1..], 1);
+                        let counts = mpc_proto::AShare::from_share(ones.reshape(&{
+                            let mut s = vec![1];
+                            s.extend_from_slice(&step.input[1..]);
+                            s
+                        })?);
+                        let sums = party.sum_pool2d(&counts, *kernel, *stride, *padding)?.into_share()?;
+                        let inv: Vec<u64> =
+                            sums.as_slice().iter().map(|&c| fx.encode(1.0 / c as f64)).collect::<Result<_, _>>()?;
+                        let inv = repeat_batch(&RingTensor::from_vec(&sums.shape()[1..], inv)?, step.output[0])?;
+                        let s = party.sum_pool2d(&x, *kernel, *stride, *padding)?;
+                        party.trunc(&s.mul_public(&inv)?, fx.frac_bits)
+                    }
+                }
+                StepKind::GlobalAvgPool => {
+                    let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
+                    let s = x.reshape(&[n, c, h * w])?.sum_axis(2)?.reshape(&[n, c, 1, 1])?;
+                    party.mul_const(&s, 1.0 / (h * w) as f64)?
+                }
+                StepKind::Flatten | StepKind::Reshape => x.reshape(&step.output)?,
+                StepKind::Affine => {
+                    let n = step.input[0];
+                    let scale = zip_local(&x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
+                    let shift = zip_local(&x, &s[1], &step.input, |_, b| repeat_batch(b, n))?;
+                    party.mul_fixed(&x, &scale).await?.add(&shift)?
+                }
+            };
+            record(party, step.kind.name(), &mut profile);
+        }
+
+        // Output policy.
+        if let Some(c) = plan.output_compare {
             party.set_comparisons(c.comparisons(plan.options.link))?;
         }
-        x = match &step.kind {
-            StepKind::Linear { bias, .. } => {
-                let w = opened.next().expect("one pre-opened tensor per linear layer");
-                let y = party.matmul_preopened(&x, &w).await?;
-                if *bias { zip_local(&y, &s[1], &step.output, |a, b| a.add_row_broadcast(b))? } else { y }
-            }
-            StepKind::Conv2d { bias, .. } => {
-                let w = opened.next().expect("one pre-opened tensor per conv layer");
-                let y = party.apply_preopened(&x, &w, true).await?;
-                if *bias { zip_local(&y, &s[1], &step.output, add_channel_bias)? } else { y }
-            }
-            StepKind::Relu => party.relu(&x).await?,
-            StepKind::Sigmoid => party.sigmoid(&x).await?,
-            StepKind::Softmax => party.softmax(&x).await?,
-            StepKind::MaxPool { kernel, stride, padding } => party.maxpool2d(&x, *kernel, *stride, *padding).await?,
-            StepKind::AvgPool { kernel, stride, padding, count_include_pad } => {
-                if *count_include_pad || *padding == (0, 0) {
-                    party.avg_pool2d(&x, *kernel, *stride, *padding)?
+        let out_shape = plan.output_shape().to_vec();
+        let classes = *out_shape.last().unwrap_or(&1);
+        let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::Softmax | StepKind::Sigmoid));
+        let output = match plan.output {
+            OutputPolicy::Logits => party.reveal_to(PartyId::P1, &x).await?.map(|t| fx.decode_tensor(&t)),
+            OutputPolicy::Probabilities => {
+                let p = if ends_in_prob {
+                    x
+                } else if classes == 1 {
+                    party.sigmoid(&x).await?
                 } else {
-                    // Divisor = number of real (unpadded) elements in each window: public.
-                    let ones = RingTensor::filled(&step.input[1..], 1);
-                    let counts = mpc_proto::AShare::from_share(ones.reshape(&{
-                        let mut s = vec![1];
-                        s.extend_from_slice(&step.input[1..]);
-                        s
-                    })?);
-                    let sums = party.sum_pool2d(&counts, *kernel, *stride, *padding)?.into_share()?;
-                    let inv: Vec<u64> =
-                        sums.as_slice().iter().map(|&c| fx.encode(1.0 / c as f64)).collect::<Result<_, _>>()?;
-                    let inv = repeat_batch(&RingTensor::from_vec(&sums.shape()[1..], inv)?, step.output[0])?;
-                    let s = party.sum_pool2d(&x, *kernel, *stride, *padding)?;
-                    party.trunc(&s.mul_public(&inv)?, fx.frac_bits)
-                }
+                    party.softmax(&x).await?
+                };
+                party.reveal_to(PartyId::P1, &p).await?.map(|t| fx.decode_tensor(&t))
             }
-            StepKind::GlobalAvgPool => {
-                let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
-                let s = x.reshape(&[n, c, h * w])?.sum_axis(2)?.reshape(&[n, c, 1, 1])?;
-                party.mul_const(&s, 1.0 / (h * w) as f64)?
-            }
-            StepKind::Flatten | StepKind::Reshape => x.reshape(&step.output)?,
-            StepKind::Affine => {
-                let n = step.input[0];
-                let scale = zip_local(&x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
-                let shift = zip_local(&x, &s[1], &step.input, |_, b| repeat_batch(b, n))?;
-                party.mul_fixed(&x, &scale).await?.add(&shift)?
+            OutputPolicy::Label => {
+                let n = out_shape[0];
+                let label = if classes == 1 {
+                    // Binary: threshold the probability at 1/2 (or the logit at 0).
+                    let t = if ends_in_prob { fx.encode(0.5)? } else { 0 };
+                    let lt = party.lt_public(&x.reshape(&[n])?, &RingTensor::filled(&[n], t)).await?;
+                    party.one_minus(&lt)?
+                } else {
+                    let flat = x.reshape(&[n, classes])?;
+                    let hot = party.argmax(&flat).await?;
+                    let idx = RingTensor::from_vec(&[classes, 1], (0..classes as u64).collect())?;
+                    hot.matmul_public(&idx)?.reshape(&[n])?
+                };
+                party
+                    .reveal_to(PartyId::P1, &label)
+                    .await?
+                    .map(|t| ArrayD::from_shape_vec(IxDyn(&[n]), t.as_slice().iter().map(|&v| v as f64).collect()))
+                    .transpose()
+                    .map_err(|e| ModelError::Invalid(e.to_string()))?
             }
         };
-        record(party, step.kind.name(), &mut profile);
+        record(party, "output", &mut profile);
+        party.set_comparisons(session_comparisons)?;
+        Ok(Inference { output, profile })
     }
-
-    // Output policy.
-    if let Some(c) = plan.output_compare {
-        party.set_comparisons(c.comparisons(plan.options.link))?;
-    }
-    let out_shape = plan.output_shape().to_vec();
-    let classes = *out_shape.last().unwrap_or(&1);
-    let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::Softmax | StepKind::Sigmoid));
-    let output = match plan.output {
-        OutputPolicy::Logits => party.reveal_to(PartyId::P1, &x).await?.map(|t| fx.decode_tensor(&t)),
-        OutputPolicy::Probabilities => {
-            let p = if ends_in_prob {
-                x
-            } else if classes == 1 {
-                party.sigmoid(&x).await?
-            } else {
-                party.softmax(&x).await?
-            };
-            party.reveal_to(PartyId::P1, &p).await?.map(|t| fx.decode_tensor(&t))
-        }
-        OutputPolicy::Label => {
-            let n = out_shape[0];
-            let label = if classes == 1 {
-                // Binary: threshold the probability at 1/2 (or the logit at 0).
-                let t = if ends_in_prob { fx.encode(0.5)? } else { 0 };
-                let lt = party.lt_public(&x.reshape(&[n])?, &RingTensor::filled(&[n], t)).await?;
-                party.one_minus(&lt)?
-            } else {
-                let flat = x.reshape(&[n, classes])?;
-                let hot = party.argmax(&flat).await?;
-                let idx = RingTensor::from_vec(&[classes, 1], (0..classes as u64).collect())?;
-                hot.matmul_public(&idx)?.reshape(&[n])?
-            };
-            party
-                .reveal_to(PartyId::P1, &label)
-                .await?
-                .map(|t| ArrayD::from_shape_vec(IxDyn(&[n]), t.as_slice().iter().map(|&v| v as f64).collect()))
-                .transpose()
-                .map_err(|e| ModelError::Invalid(e.to_string()))?
-        }
-    };
-    record(party, "output", &mut profile);
-    party.set_comparisons(session_comparisons)?;
-    Ok(Inference { output, profile })
 }

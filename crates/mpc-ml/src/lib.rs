@@ -23,6 +23,6 @@ pub mod train;
 
 pub use bounds::{CompareSpec, PlanOptions};
 pub use error::ModelError;
-pub use infer::{Inference, LayerProfile, infer, infer_shared, shared_weight_shapes};
+pub use infer::{Inference, LayerProfile, LoadedModel, infer, infer_shared, shared_weight_shapes};
 pub use model::{Layer, Model, OutputPolicy, PLAN_VERSION, Plan, Step, StepKind};
 pub use plan_hash::plan_hash;

@@ -21,8 +21,43 @@ pub fn read(path: &std::path::Path) -> Result<ArrayD<f64>, NpyError> {
     parse(&bytes).map_err(|problem| NpyError { path: p, problem })
 }
 
-/// Parses `.npy` bytes as `f64`.
-pub fn parse(b: &[u8]) -> Result<ArrayD<f64>, String> {
+/// What a `.npy` header says: the element type, the shape and where the data starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The dtype, e.g. `<f8`.
+    pub descr: String,
+    /// The array's shape.
+    pub shape: Vec<usize>,
+    /// Byte offset of the first element.
+    pub data_offset: usize,
+    /// Bytes per element.
+    pub elem_size: usize,
+}
+
+impl Header {
+    /// Elements in all (checked against overflow when the header was parsed).
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The element at `c` (`elem_size` little-endian bytes) as `f64`.
+    pub fn convert(&self, c: &[u8]) -> f64 {
+        match self.descr.as_str() {
+            "<f4" => f32::from_le_bytes(c.try_into().expect("4")) as f64,
+            "<f8" => f64::from_le_bytes(c.try_into().expect("8")),
+            "<i8" => i64::from_le_bytes(c.try_into().expect("8")) as f64,
+            "<i4" => i32::from_le_bytes(c.try_into().expect("4")) as f64,
+            _ => c[0] as f64,
+        }
+    }
+}
+
+/// Bytes to read from the start of a file to be sure to hold any header [`header`] accepts.
+pub const MAX_HEADER: usize = 65_536 + 12;
+
+/// Parses the header at the start of `b` (the whole file, or at least its first
+/// [`MAX_HEADER`] bytes).
+pub fn header(b: &[u8]) -> Result<Header, String> {
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (bad magic)".into());
     }
@@ -31,6 +66,9 @@ pub fn parse(b: &[u8]) -> Result<ArrayD<f64>, String> {
         2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
         v => return Err(format!("unsupported .npy version {v}")),
     };
+    if hlen > 65_536 {
+        return Err(format!("header of {hlen} bytes is implausibly long"));
+    }
     let header = b.get(start..start + hlen).ok_or("truncated header")?;
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let field = |key: &str| -> Result<&str, String> {
@@ -51,30 +89,37 @@ pub fn parse(b: &[u8]) -> Result<ArrayD<f64>, String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| format!("bad dimension {s:?}")))
         .collect::<Result<_, _>>()?;
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
-    let data = &b[start + hlen..];
-    let (size, conv): (usize, fn(&[u8]) -> f64) = match descr {
-        "<f4" => (4, |c| f32::from_le_bytes(c.try_into().expect("4")) as f64),
-        "<f8" => (8, |c| f64::from_le_bytes(c.try_into().expect("8"))),
-        "<i8" => (8, |c| i64::from_le_bytes(c.try_into().expect("8")) as f64),
-        "<i4" => (4, |c| i32::from_le_bytes(c.try_into().expect("4")) as f64),
-        "|u1" => (1, |c| c[0] as f64),
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
+    let elem_size = match descr {
+        "<f4" | "<i4" => 4,
+        "<f8" | "<i8" => 8,
+        "|u1" => 1,
         other => return Err(format!("dtype {other:?} is not supported (use float32, float64, int64, int32 or uint8)")),
     };
+    Ok(Header { descr: descr.to_string(), shape, data_offset: start + hlen, elem_size })
+}
+
+/// Parses `.npy` bytes as `f64`.
+pub fn parse(b: &[u8]) -> Result<ArrayD<f64>, String> {
+    let h = header(b)?;
+    let (n, size) = (h.elements(), h.elem_size);
+    let data = &b[h.data_offset..];
     if n.checked_mul(size) != Some(data.len()) {
         return Err(format!(
-            "shape {shape:?} of {descr} needs {} bytes, the file has {}",
+            "shape {:?} of {} needs {} bytes, the file has {}",
+            h.shape,
+            h.descr,
             n.saturating_mul(size),
             data.len()
         ));
     }
-    let v: Vec<f64> = data.chunks_exact(size).map(conv).collect();
-    ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| e.to_string())
+    let v: Vec<f64> = data.chunks_exact(size).map(|c| h.convert(c)).collect();
+    ArrayD::from_shape_vec(IxDyn(&h.shape), v).map_err(|e| e.to_string())
 }
 
-/// Serialises an `f64` array as `.npy` (version 1.0, C order).
-pub fn to_bytes(a: &ArrayD<f64>) -> Vec<u8> {
-    let shape = match a.shape() {
+/// A version-1.0 `.npy` header for a C-order `f64` array of `shape` (data follows it).
+pub fn header_bytes(shape: &[usize]) -> Vec<u8> {
+    let shape = match shape {
         [] => "()".to_string(),
         [d] => format!("({d},)"),
         s => format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
@@ -87,6 +132,12 @@ pub fn to_bytes(a: &ArrayD<f64>) -> Vec<u8> {
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(h.len() as u16).to_le_bytes());
     out.extend_from_slice(h.as_bytes());
+    out
+}
+
+/// Serialises an `f64` array as `.npy` (version 1.0, C order).
+pub fn to_bytes(a: &ArrayD<f64>) -> Vec<u8> {
+    let mut out = header_bytes(a.shape());
     for v in a.as_standard_layout().iter() {
         out.extend_from_slice(&v.to_le_bytes());
     }

@@ -271,6 +271,34 @@ impl Party {
         Ok(())
     }
 
+    /// Agrees with the other two parties on the smallest of the three parties' `value`s —
+    /// public numbers each brings, e.g. the largest micro-batch its memory allows. One round,
+    /// 8 bytes to each peer (session-setup traffic).
+    pub async fn agree_min(&mut self, value: u64) -> Result<u64> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let r = async {
+            let others: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != self.id).collect();
+            for &p in &others {
+                self.ch.send_bytes(p, FrameKind::Hello, &value.to_le_bytes()).await?;
+            }
+            let mut min = value;
+            for &p in &others {
+                let b = self.ch.recv_bytes(p, FrameKind::Hello, Some(8)).await?;
+                min = min.min(u64::from_le_bytes(b.try_into().expect("8 bytes, checked")));
+            }
+            self.ch.stats.record_round();
+            Ok(min)
+        }
+        .await;
+        if r.is_err() {
+            self.poisoned = true;
+            self.ch.send_abort().await;
+        }
+        r
+    }
+
     /// Whether the offline (preprocessing) pass is running ([`Party::begin_offline`]).
     pub(crate) fn in_offline_pass(&self) -> bool {
         self.offline

@@ -160,10 +160,13 @@ impl LinkSection {
 /// join_timeout_s = 30      # the peers must join a job within this
 /// max_job_s = 3600         # a job running longer is failed (and its peers see it abort)
 /// max_active_jobs = 16     # further submissions get 503 until one finishes
+/// memory_mib = 1024        # a prediction's working set: it runs as micro-batches that fit
 /// ```
 ///
-/// Fixed bounds besides: control API bodies 16 KiB, matmul dimensions 4096, prediction batch
-/// 4096 rows, analytics 10^7 rows and 1024 histogram edges.
+/// A prediction of any number of rows runs as micro-batches: each node divides `memory_mib` by
+/// the model's estimated bytes per row ([`mpc_ml::Plan::bytes_per_row`]) and the three nodes
+/// use the smallest result. Fixed bounds besides: control API bodies 16 KiB, matmul dimensions
+/// 4096, training batch 4096 rows, analytics 10^7 rows and 1024 histogram edges.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -177,11 +180,21 @@ pub struct Limits {
     pub max_job_s: u64,
     /// Jobs that may be in progress at once.
     pub max_active_jobs: usize,
+    /// Memory a prediction job may use at this node, in MiB: it sets the micro-batch size.
+    pub memory_mib: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_frame_mib: 512, frame_timeout_s: 300, join_timeout_s: 30, max_job_s: 3600, max_active_jobs: 16 }
+        Limits {
+            max_frame_mib: 512,
+            frame_timeout_s: 300,
+            join_timeout_s: 30,
+            max_job_s: 3600,
+            max_active_jobs: 16,
+            // A 2-core / 4 GiB node runs a prediction in 1 GiB and has room for others.
+            memory_mib: 1024,
+        }
     }
 }
 
@@ -200,6 +213,7 @@ impl Limits {
             ensure!((1..=7 * 24 * 3600).contains(&v), "[limits] {name} must be between 1 s and a week");
         }
         ensure!((1..=1024).contains(&self.max_active_jobs), "[limits] max_active_jobs must be between 1 and 1024");
+        ensure!((16..=1 << 20).contains(&self.memory_mib), "[limits] memory_mib must be between 16 and 1048576");
         Ok(())
     }
 

@@ -105,6 +105,10 @@ pub struct JobRequest {
     /// Predict, Bob: where to write the output (.npy or .csv).
     #[serde(default)]
     pub output: Option<String>,
+    /// Predict: at most this many rows per micro-batch at this node (default: what `[limits]
+    /// memory_mib` allows). The job uses the smallest of the three nodes' limits.
+    #[serde(default)]
+    pub micro_batch: Option<usize>,
     /// Train: the training parameters.
     #[serde(default)]
     pub train: Option<crate::ml::TrainRequest>,
@@ -127,6 +131,7 @@ impl JobRequest {
             batch: None,
             input: None,
             output: None,
+            micro_batch: None,
             train: None,
             analyze: None,
         }
@@ -253,6 +258,21 @@ impl From<mpc_proto::OpStats> for OpCounters {
     }
 }
 
+/// How far a prediction is, in rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RowProgress {
+    /// Rows done.
+    pub done: u64,
+    /// Rows in all.
+    pub total: u64,
+    /// Rows per micro-batch (the smallest the three nodes' memory budgets allow).
+    pub micro_batch: u64,
+    /// Rows per second so far (from the first micro-batch's start).
+    pub per_second: f64,
+    /// Seconds left at that rate.
+    pub eta_s: f64,
+}
+
 /// What the node reports about a job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -291,6 +311,9 @@ pub struct JobRecord {
     /// Train: steps done and in all, for progress bars.
     #[serde(default)]
     pub progress: Option<[u64; 2]>,
+    /// Predict: rows done, throughput and time left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<RowProgress>,
     /// Train, Bob: metrics of the trained model (only if it was revealed to him). Analyze,
     /// Bob: the statistics.
     #[serde(default)]
@@ -436,8 +459,16 @@ impl Jobs {
                     req.batch,
                     req.input.as_deref(),
                     req.output.as_deref(),
+                    self.limits.memory_mib << 20,
                 )
                 .map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
+                let mut prepared = prepared;
+                if let Some(b) = req.micro_batch {
+                    if b == 0 {
+                        return Err(SubmitError::Invalid("micro_batch must be at least 1".into()));
+                    }
+                    prepared.micro_batch_cap = Some(b);
+                }
                 Work::Predict(model, Box::new(prepared))
             }
             JobKind::Train => {
@@ -465,7 +496,7 @@ impl Jobs {
         let (plan, steps) = match &work {
             Work::Matmul(p, _) => (JobPlan::Matmul { m: p.m, k: p.k, n: p.n }, STEPS.len()),
             Work::Predict(model, prep) => (
-                JobPlan::Predict { model: model.clone(), batch: prep.plan.batch(), plan_hash: hex(&prep.plan.hash()) },
+                JobPlan::Predict { model: model.clone(), batch: prep.rows, plan_hash: hex(&prep.session_hash()) },
                 PREDICT_STEPS.len(),
             ),
             Work::Train(prep) => {
@@ -501,6 +532,7 @@ impl Jobs {
                     wire_recv: 0,
                     layers: vec![],
                     progress: None,
+                    rows: None,
                     loss: vec![],
                     metrics: None,
                 },
@@ -642,24 +674,66 @@ impl Jobs {
         Ok(())
     }
 
-    /// Predict: open the session, run the plan, write Bob's output.
-    async fn execute_predict(&self, mesh: &Mesh, id: JobId, prep: crate::ml::Prepared) -> anyhow::Result<()> {
+    /// Predict: open the session, agree on the micro-batch size, load the model once, then run
+    /// the rows a micro-batch at a time (Bob reads and writes them as they go).
+    async fn execute_predict(&self, mesh: &Mesh, id: JobId, mut prep: crate::ml::Prepared) -> anyhow::Result<()> {
         let mut party =
-            self.join(mesh, id, prep.plan.hash(), prep.plan.fixed, "model and batch", &PREDICT_STEPS).await?;
-        let result = match &prep.shared {
-            Some(w) => mpc_ml::infer_shared(&mut party, &prep.plan, w, prep.input.as_ref()).await,
-            None => mpc_ml::infer(&mut party, &prep.plan, prep.model.as_ref(), prep.input.as_ref()).await,
-        };
-        let inference = result.map_err(|e| self.model_error(mesh, e))?;
-        self.update(id, |r| r.layers = inference.profile.iter().map(Into::into).collect());
+            self.join(mesh, id, prep.session_hash(), prep.plan.fixed, "model and rows", &PREDICT_STEPS).await?;
+        let rows = prep.rows;
+        let b = party.agree_min(prep.max_micro_batch() as u64).await.map_err(|e| self.explain(mesh, e))? as usize;
+        let plan_b = prep.plan.rebatch(b)?;
+        let loaded = match &prep.shared {
+            Some(w) => mpc_ml::LoadedModel::load_shared(&mut party, &plan_b, w).await,
+            None => mpc_ml::LoadedModel::load(&mut party, &plan_b, prep.model.as_ref()).await,
+        }
+        .map_err(|e| self.model_error(mesh, e))?;
+        let mut layers: Vec<crate::ml::LayerRecord> = vec![(&loaded.profile).into()];
+        let started = std::time::Instant::now();
+        let mut done = 0;
+        self.update(id, |r| {
+            r.rows = Some(RowProgress { total: rows as u64, micro_batch: b as u64, ..Default::default() })
+        });
+        while done < rows {
+            let n = b.min(rows - done);
+            let plan_n = if n == b { plan_b.clone() } else { plan_b.rebatch(n)? };
+            let x = match prep.input.as_mut() {
+                Some(reader) => {
+                    let x = reader.next(n)?.context("the input ended early")?;
+                    Some(match &prep.standardize {
+                        Some((mean, std)) => {
+                            let x2 = x.into_dimensionality::<ndarray::Ix2>().context("a tabular input")?;
+                            ((&x2 - mean) / std).into_dyn()
+                        }
+                        None => x,
+                    })
+                }
+                None => None,
+            };
+            let inference = loaded.run(&mut party, &plan_n, x.as_ref()).await.map_err(|e| self.model_error(mesh, e))?;
+            if let (Some(out), Some(w)) = (&inference.output, prep.output.as_mut()) {
+                w.write(out)?;
+            }
+            crate::ml::add_profile(&mut layers, &inference.profile);
+            done += n;
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let per_second = done as f64 / secs;
+            self.update(id, |r| {
+                r.rows = Some(RowProgress {
+                    done: done as u64,
+                    total: rows as u64,
+                    micro_batch: b as u64,
+                    per_second,
+                    eta_s: (rows - done) as f64 / per_second,
+                });
+                r.layers = layers.clone();
+                r.step = format!("inference: {done} of {rows} rows");
+            });
+            self.progress_in(id, 2, Some(&party), &PREDICT_STEPS);
+        }
         self.progress_in(id, 3, Some(&party), &PREDICT_STEPS);
-        if let (Some(out), Some(path)) = (&inference.output, &prep.output) {
-            crate::ml::write_output(path, out)?;
-            self.store.put(
-                "results",
-                &id.to_string(),
-                &serde_json::to_vec(&(out.shape(), out.iter().collect::<Vec<_>>()))?,
-            )?;
+        if let Some(w) = prep.output.take() {
+            w.finish()?;
+            self.store.put("results", &id.to_string(), &serde_json::to_vec(&serde_json::json!({ "rows": rows }))?)?;
         }
         self.progress_in(id, 4, Some(&party), &PREDICT_STEPS);
         Ok(())
@@ -860,6 +934,7 @@ mod tests {
             wire_recv: 0,
             layers: vec![],
             progress: None,
+            rows: None,
             loss: vec![],
             metrics: None,
         };

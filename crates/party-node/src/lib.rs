@@ -45,6 +45,7 @@ pub mod jobs;
 pub mod mesh;
 pub mod ml;
 pub mod node;
+pub mod rows;
 pub mod store;
 pub mod testbed;
 pub mod tls;

@@ -187,6 +187,8 @@ pub(crate) struct PublishOptions {
     pub(crate) nonlinear: Option<String>,
     /// Declared range of the input values.
     pub(crate) input_range: Option<[f64; 2]>,
+    /// A cap on the rows per micro-batch.
+    pub(crate) micro_batch: Option<usize>,
 }
 
 pub(crate) async fn predict(
@@ -228,7 +230,7 @@ pub(crate) async fn predict(
         crate::read_input_rows(Path::new(&input_path), &per_sample)?
     };
     eprintln!("[3/4] bob predicts on {batch} private records…");
-    let r = run_predict(c, "model", &input_path, &output_path, batch).await?;
+    let r = run_predict(c, "model", &input_path, &output_path, batch, opts.micro_batch).await?;
     eprintln!("[4/4] done in {:.2} s; bob's output is in {}", r.seconds, output_path.display());
     Ok(r)
 }
@@ -240,6 +242,7 @@ pub(crate) async fn run_predict(
     input_path: &str,
     output_path: &Path,
     batch: usize,
+    micro_batch: Option<usize>,
 ) -> anyhow::Result<LocalResult> {
     let id = JobId::random().to_string();
     let t0 = Instant::now();
@@ -251,10 +254,14 @@ pub(crate) async fn run_predict(
         1,
         "POST",
         "/v1/jobs",
-        Some(json!({"id": id, "kind": "predict", "model": model, "input": input_path, "output": output_path.display().to_string()})),
+        Some(json!({"id": id, "kind": "predict", "model": model, "input": input_path,
+                    "output": output_path.display().to_string(), "micro_batch": micro_batch})),
     )
     .await?;
-    let records = c.wait_job(&id, Duration::from_secs(600), |_| {}).await?;
+    let bar = rows_bar();
+    let records = c.wait_job(&id, Duration::from_secs(24 * 3600), |r| follow(&bar, r)).await;
+    bar.finish_and_clear();
+    let records = records?;
     let seconds = t0.elapsed().as_secs_f64();
     let out = crate::ml_read_output(output_path)?;
     Ok(LocalResult { output: out, bob_job: records[1].clone(), jobs: records, seconds })
@@ -262,7 +269,15 @@ pub(crate) async fn run_predict(
 
 /// Prints Bob's per-layer profile and the three nodes' totals.
 pub(crate) fn print_profile(r: &LocalResult) {
-    println!("\nper-layer profile (bob's node):");
+    let rows = &r.bob_job["rows"];
+    if let (Some(total), Some(b)) = (rows["total"].as_u64(), rows["micro_batch"].as_u64()) {
+        println!(
+            "\n{total} rows in micro-batches of {b} ({:.0} rows/s); per-layer profile (bob's node, all micro-batches):",
+            rows["per_second"].as_f64().unwrap_or(0.0)
+        );
+    } else {
+        println!("\nper-layer profile (bob's node):");
+    }
     println!("  {:<14} {:>9} {:>7} {:>13} {:>15}", "stage", "time", "rounds", "online sent", "dealer material");
     for l in r.bob_job["layers"].as_array().into_iter().flatten() {
         println!(
@@ -459,13 +474,33 @@ pub(crate) fn progress_bar() -> indicatif::ProgressBar {
     bar
 }
 
-/// Moves `bar` to a job record's progress.
+/// A progress bar for a prediction, in rows.
+pub(crate) fn rows_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(1), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "      {msg:28} [{bar:30}] {pos}/{len} rows, {per_sec}, {elapsed} elapsed, ~{eta} left",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Moves `bar` to a job record's progress (a training's steps, or a prediction's rows).
 pub(crate) fn follow(bar: &indicatif::ProgressBar, record: &serde_json::Value) {
     if let Some([done, total]) =
         record["progress"].as_array().and_then(|a| Some([a.first()?.as_u64()?, a.get(1)?.as_u64()?]))
     {
         bar.set_length(total);
         bar.set_position(done);
+    }
+    if let (Some(done), Some(total)) = (record["rows"]["done"].as_u64(), record["rows"]["total"].as_u64()) {
+        bar.set_length(total);
+        bar.set_position(done);
+        let b = record["rows"]["micro_batch"].as_u64().unwrap_or(0);
+        bar.set_message(format!("micro-batches of {b}"));
+        return;
     }
     let step = record["step"].as_str().unwrap_or("");
     let mut msg = step.split(", step").next().unwrap_or(step).to_string();

@@ -125,10 +125,14 @@ enum Command {
         /// Bob: where to write the output (.npy or .csv).
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Alice, dealer: number of rows in Bob's input.
+        /// Alice, dealer: number of rows in Bob's input (any number: the job runs as
+        /// micro-batches that fit [limits] memory_mib).
         #[arg(long)]
         batch: Option<usize>,
-        /// Wait for the job and print its profile.
+        /// At most this many rows per micro-batch (default: what [limits] memory_mib allows).
+        #[arg(long)]
+        micro_batch: Option<usize>,
+        /// Wait for the job (progress bar) and print its profile.
         #[arg(long, default_value_t = true)]
         wait: bool,
     },
@@ -385,6 +389,9 @@ enum LocalAction {
         frac_bits: Option<u32>,
         #[command(flatten)]
         compare: CompareArgs,
+        /// At most this many rows per micro-batch (default: what the nodes' memory allows).
+        #[arg(long)]
+        micro_batch: Option<usize>,
         /// Keep the temporary consortium directory (configs, logs, stores).
         #[arg(long)]
         keep: bool,
@@ -467,12 +474,13 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(publish(&config, &model, &name, &output, frac_bits, &compare, plan_out.as_deref()))
         }
         Command::Register { config, name, plan } => runtime()?.block_on(register(&config, &name, &plan)),
-        Command::Predict { config, model, id, input, output, batch, wait } => {
-            runtime()?.block_on(predict(&config, &model, id, input, output, batch, wait))
+        Command::Predict { config, model, id, input, output, batch, micro_batch, wait } => {
+            runtime()?.block_on(predict(&config, &model, id, input, output, batch, micro_batch, wait))
         }
         Command::Local {
-            action: LocalAction::Predict { model, input, output, output_policy, verify, frac_bits, compare, keep },
-        } => local_predict(&model, &input, &output, &output_policy, verify, frac_bits, &compare, keep),
+            action:
+                LocalAction::Predict { model, input, output, output_policy, verify, frac_bits, compare, micro_batch, keep },
+        } => local_predict(&model, &input, &output, &output_policy, verify, frac_bits, &compare, micro_batch, keep),
         Command::Local { action: LocalAction::Train { args, verify, json } } => local_train(&args, verify, json),
         Command::Local { action: LocalAction::Analyze { args, alice_data, verify } } => {
             local_analyze(&args, alice_data.as_deref(), verify)
@@ -700,6 +708,7 @@ async fn register(config: &Path, name: &str, plan: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line option
 async fn predict(
     config: &Path,
     model: &str,
@@ -707,6 +716,7 @@ async fn predict(
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     batch: Option<usize>,
+    micro_batch: Option<usize>,
     wait: bool,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
@@ -724,7 +734,7 @@ async fn predict(
         .transpose()
     };
     let req = json!({
-        "id": id, "kind": "predict", "model": model, "batch": batch,
+        "id": id, "kind": "predict", "model": model, "batch": batch, "micro_batch": micro_batch,
         "input": abs(input, true)?, "output": abs(output, false)?,
     });
     let v = api_call(&cfg, "POST", "/v1/jobs", Some(req)).await?;
@@ -733,7 +743,10 @@ async fn predict(
     if !wait {
         return Ok(());
     }
-    let r = wait_job(&cfg, &id, Duration::from_secs(600), |_| {}).await?;
+    let bar = local::rows_bar();
+    let r = wait_job(&cfg, &id, Duration::from_secs(7 * 24 * 3600), |r| local::follow(&bar, r)).await;
+    bar.finish_and_clear();
+    let r = r?;
     for l in r["layers"].as_array().into_iter().flatten() {
         eprintln!(
             "  {:<14} {:>8.1} ms {:>4} rounds {:>12} B online",
@@ -777,6 +790,7 @@ fn local_predict(
     verify: bool,
     frac_bits: Option<u32>,
     compare: &CompareArgs,
+    micro_batch: Option<usize>,
     keep: bool,
 ) -> anyhow::Result<()> {
     let policy: mpc_ml::OutputPolicy = policy.parse().map_err(anyhow::Error::msg)?;
@@ -788,6 +802,7 @@ fn local_predict(
         frac_bits,
         nonlinear: Some(compare.nonlinear.clone()),
         input_range: compare.input_range,
+        micro_batch,
     };
     let r = runtime()?.block_on(local::predict(&mut c, model, input, output, policy, &opts))?;
     local::print_profile(&r);
@@ -890,8 +905,14 @@ fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result
         let rows: Vec<String> =
             test.x.outer_iter().map(|r| r.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>().join(",")).collect();
         std::fs::write(&input, rows.join("\n") + "\n")?;
-        let r =
-            rt.block_on(local::run_predict(&mut c, &name, &input.display().to_string(), &output, test.x.nrows()))?;
+        let r = rt.block_on(local::run_predict(
+            &mut c,
+            &name,
+            &input.display().to_string(),
+            &output,
+            test.x.nrows(),
+            None,
+        ))?;
         let served = match prepared.plan.config.arch {
             mpc_ml::train::Arch::LinReg => {
                 let mean = test.y.mean().unwrap_or(0.0);

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Role;
 use crate::store::Store;
 
-/// Largest batch a prediction job accepts.
+/// Largest batch a training job accepts.
 pub const MAX_BATCH: usize = 4096;
 
 /// Model and plan names: 1–64 of `a-z A-Z 0-9 - _ .`, not starting with a dot.
@@ -120,22 +120,6 @@ pub fn plan_options(
     })
 }
 
-/// Refuses an input with a value outside the plan's declared range, naming the first such
-/// value by row and column.
-pub fn check_input_range(x: &ArrayD<f64>, plan: &Plan) -> anyhow::Result<()> {
-    let Some((lo, hi)) = plan.options.input_range_real(plan.fixed) else { return Ok(()) };
-    let per_row = x.len() / x.shape().first().copied().unwrap_or(1).max(1);
-    if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| !(lo..=hi).contains(*v)) {
-        bail!(
-            "input value {v} at row {}, column {} is outside the model's declared input range [{lo}, {hi}]: \
-             scale the data as the model expects, or ask the model owner to publish it with a wider --input-range",
-            i / per_row.max(1),
-            i % per_row.max(1)
-        );
-    }
-    Ok(())
-}
-
 /// Registers a published plan (Bob, dealer).
 pub fn register(store: &Store, role: Role, req: &RegisterRequest) -> anyhow::Result<()> {
     ensure!(
@@ -161,19 +145,44 @@ pub fn list(store: &Store) -> anyhow::Result<Vec<(String, Plan)>> {
     Ok(out)
 }
 
-/// Everything a node needs to run its part of a prediction.
+/// Everything a node needs to run its part of a prediction of any number of rows: the job runs
+/// as micro-batches against one loaded model, Bob's rows read and written a micro-batch at a
+/// time.
 pub struct Prepared {
-    /// The job's plan.
+    /// The published plan (batch 1); micro-batches run with its rebatches.
     pub plan: Plan,
+    /// Rows in all.
+    pub rows: usize,
     /// Alice: the model.
     pub model: Option<Model>,
-    /// Bob: the input.
-    pub input: Option<ArrayD<f64>>,
-    /// Bob: where to write the output.
-    pub output: Option<PathBuf>,
+    /// Bob: his input, checked in full (values, declared range) before the job starts.
+    pub input: Option<crate::rows::RowReader>,
+    /// Bob: the output, written to `<path>.partial` and renamed when complete.
+    pub output: Option<crate::rows::RowWriter>,
+    /// Bob, a privately trained model: the standardisation of its training features
+    /// (`mean`, `std`), applied to his rows.
+    pub standardize: Option<(ndarray::Array1<f64>, ndarray::Array1<f64>)>,
     /// A privately trained model: this party's shares of its weights (placeholders on the
     /// dealer). Nobody holds the weights in the clear.
     pub shared: Option<Vec<mpc_proto::AShare>>,
+    /// The node's memory budget for the job in bytes (`[limits] memory_mib`).
+    pub memory: u64,
+    /// A cap on the micro-batch the job request gave.
+    pub micro_batch_cap: Option<usize>,
+}
+
+impl Prepared {
+    /// The hash the parties agree on: the published plan and the number of rows.
+    pub fn session_hash(&self) -> [u8; 32] {
+        mpc_ml::plan_hash("predict", &(self.plan.hash(), self.rows as u64))
+    }
+
+    /// The largest micro-batch this node's memory budget allows (at least 1: [`prepare`]
+    /// refused a budget smaller than one row), and at most the job's rows.
+    pub fn max_micro_batch(&self) -> usize {
+        let budget = (self.memory / self.plan.bytes_per_row().max(1)) as usize;
+        budget.min(self.micro_batch_cap.unwrap_or(usize::MAX)).clamp(1, self.rows)
+    }
 }
 
 /// What every node keeps about a model trained privately (`store` namespace `trained`).
@@ -220,73 +229,87 @@ impl std::fmt::Debug for Prepared {
 }
 
 /// Validates a prediction request on this node and loads what it needs (before the job starts,
-/// so a bad request is a 4xx, not a failed job).
+/// so a bad request is a 4xx, not a failed job): Bob's whole input is checked (finite values,
+/// inside the declared range, the right width) and room for the whole output is made sure
+/// of; every node checks that one row fits its memory budget `memory` (bytes). `rows` is the
+/// number of rows (Alice and the dealer must give it; Bob's input gives it).
 pub fn prepare(
     store: &Store,
     role: Role,
     model: &str,
-    batch: Option<usize>,
+    rows: Option<usize>,
     input: Option<&str>,
     output: Option<&str>,
+    memory: u64,
 ) -> anyhow::Result<Prepared> {
     check_name(model)?;
     let raw = store
         .get("plans", model)?
         .with_context(|| format!("no model named {model:?} on this node (publish or register it first)"))?;
-    let published: Plan = serde_json::from_slice(&raw).context("the stored plan is unreadable")?;
+    let plan: Plan = serde_json::from_slice(&raw).context("the stored plan is unreadable")?;
+    ensure!(plan.batch() == 1, "the stored plan of {model:?} is not a batch-1 plan");
     let trained: Option<TrainedRecord> = match store.get("trained", model)? {
         Some(b) => Some(serde_json::from_slice(&b).context("the trained-model record is unreadable")?),
         None => None,
     };
-    let (input, output) = match role {
+    let per_row = plan.bytes_per_row();
+    ensure!(
+        per_row <= memory,
+        "one row of {model:?} needs about {} MiB and this node's [limits] memory_mib is {}: raise it",
+        per_row.div_ceil(1 << 20),
+        memory >> 20
+    );
+    let standardize = match &trained {
+        Some(TrainedRecord { mean: Some(mean), std: Some(std), .. }) if role == Role::Bob => {
+            Some((ndarray::Array1::from(mean.clone()), ndarray::Array1::from(std.clone())))
+        }
+        _ => None,
+    };
+    let (input, output, rows) = match role {
         Role::Bob => {
-            let path = input.context("bob's prediction needs `input` (a .npy or .csv file)")?;
+            let path = Path::new(input.context("bob's prediction needs `input` (a .npy or .csv file)")?);
             let out = output.context("bob's prediction needs `output` (a .npy or .csv path)")?;
-            let mut x = read_input(Path::new(path), &published.input[1..])?;
-            if let Some(TrainedRecord { mean: Some(mean), std: Some(std), .. }) = &trained {
-                // The model was trained on Bob's standardised features: standardise his input alike.
-                let (mean, std) = (ndarray::Array1::from(mean.clone()), ndarray::Array1::from(std.clone()));
-                let x2 = x.view().into_dimensionality::<ndarray::Ix2>().context("a tabular input")?;
-                ensure!(x2.ncols() == mean.len(), "input of {} columns, the model takes {}", x2.ncols(), mean.len());
-                x = ((&x2 - &mean) / &std).into_dyn();
+            let per_sample = &plan.input[1..];
+            let range = plan.options.input_range_real(plan.fixed);
+            let n = crate::rows::scan(path, per_sample, range)?;
+            if let Some(b) = rows {
+                ensure!(b == n, "{b} rows given, but the input has {n}");
             }
-            if let Some(b) = batch {
-                ensure!(b == x.shape()[0], "batch {b} given, but the input has {} rows", x.shape()[0]);
+            if let Some((mean, _)) = &standardize {
+                ensure!(
+                    per_sample == [mean.len()],
+                    "input rows of {per_sample:?} values, the model takes {}",
+                    mean.len()
+                );
             }
-            (Some(x), Some(PathBuf::from(out)))
+            let out_shape = plan.output_shape()[1..].to_vec();
+            let out_shape = if plan.output == OutputPolicy::Label { vec![] } else { out_shape };
+            let writer = crate::rows::RowWriter::create(Path::new(out), n, &out_shape)?;
+            (Some(crate::rows::RowReader::open(path, per_sample)?), Some(writer), n)
         }
         _ => {
             ensure!(input.is_none() && output.is_none(), "only bob gives `input` and `output`");
-            (None, None)
+            let n = rows.context("give `batch`: the number of rows in bob's input")?;
+            ensure!(n >= 1, "a prediction needs at least one row");
+            (None, None, n)
         }
     };
-    let batch = match (&input, batch) {
-        (Some(x), _) => x.shape()[0],
-        (None, Some(b)) => b,
-        (None, None) => bail!("give `batch` (the number of rows in bob's input)"),
-    };
-    ensure!((1..=MAX_BATCH).contains(&batch), "batch {batch} must be between 1 and {MAX_BATCH}");
-    let plan = published.rebatch(batch)?;
-    if let Some(x) = &input {
-        check_input_range(x, &plan)?;
-    }
+    let mut prepared =
+        Prepared { plan, rows, model: None, input, output, standardize, shared: None, memory, micro_batch_cap: None };
     if let Some(t) = &trained {
-        let shared = load_shares(store, role, &t.job, &plan)?;
-        return Ok(Prepared { plan, model: None, input, output, shared: Some(shared) });
-    }
-    let model = if role == Role::Alice {
+        prepared.shared = Some(load_shares(store, role, &t.job, &prepared.plan)?);
+    } else if role == Role::Alice {
         let bytes =
             store.get("models", model)?.with_context(|| format!("model {model:?} has a plan but no ONNX file here"))?;
         let m = onnx::import(&bytes)?.model;
+        let p = &prepared.plan;
         ensure!(
-            m.plan_with(batch, plan.output, plan.fixed, plan.options)? == plan,
+            m.plan_with(1, p.output, p.fixed, p.options)? == *p,
             "the stored model does not match its published plan"
         );
-        Some(m)
-    } else {
-        None
-    };
-    Ok(Prepared { plan, model, input, output, shared: None })
+        prepared.model = Some(m);
+    }
+    Ok(prepared)
 }
 
 /// Reads Bob's input: `.npy` (float32/float64, batch first) or `.csv` (numbers only, an
@@ -345,6 +368,23 @@ pub fn write_output(path: &Path, a: &ArrayD<f64>) -> anyhow::Result<()> {
             std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
         }
         _ => bail!("{}: output must end in .npy or .csv", path.display()),
+    }
+}
+
+/// Adds a micro-batch's per-stage profile to a job's (stages matched by position: every
+/// micro-batch runs the same stages).
+pub fn add_profile(total: &mut Vec<LayerRecord>, batch: &[mpc_ml::LayerProfile]) {
+    for (i, l) in batch.iter().enumerate() {
+        let r: LayerRecord = l.into();
+        match total.get_mut(i + 1) {
+            Some(t) if t.name == r.name => {
+                t.seconds += r.seconds;
+                t.rounds += r.rounds;
+                t.online_sent += r.online_sent;
+                t.offline_bytes += r.offline_bytes;
+            }
+            _ => total.push(r),
+        }
     }
 }
 

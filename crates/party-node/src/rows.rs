@@ -1,0 +1,400 @@
+//! Bob's input and output files, a chunk of rows at a time: a prediction of any number of rows
+//! holds one micro-batch of them in memory, never the file.
+//!
+//! * [`RowReader`] reads `.npy` (float32/float64, also int and uint8, C order, batch first)
+//!   or `.csv` (numbers only, an optional header line) in chunks of rows; [`scan`] checks a
+//!   whole file first (every value finite and inside the model's declared input range, rows of
+//!   the right width), naming the first bad row and column, so a bad row 9,000 fails the job
+//!   before any share moves, not after 8,999 rows.
+//! * [`RowWriter`] writes rows to `<output>.partial` as they come and renames it to `<output>`
+//!   only once every row is written and synced: a job that fails midway leaves no file that
+//!   looks complete (the partial one is removed). It checks the file system's free space for
+//!   the whole output before the job starts.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail, ensure};
+use mpc_ml::npy;
+use ndarray::{ArrayD, IxDyn};
+
+/// The input formats.
+enum Source {
+    Npy { file: BufReader<File>, header: npy::Header },
+    Csv { lines: std::io::Lines<BufReader<File>>, line: usize },
+}
+
+/// Reads an input file a chunk of rows at a time (see the module docs).
+pub struct RowReader {
+    path: PathBuf,
+    source: Source,
+    per_sample: Vec<usize>,
+    per_row: usize,
+    rows: usize,
+    read: usize,
+}
+
+impl std::fmt::Debug for RowReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RowReader({}, {} of {} rows read)", self.path.display(), self.read, self.rows)
+    }
+}
+
+fn per_sample_text(per_sample: &[usize]) -> String {
+    per_sample.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+impl RowReader {
+    /// Opens `path` for rows of `per_sample` values each (`.npy` or `.csv`).
+    pub fn open(path: &Path, per_sample: &[usize]) -> anyhow::Result<Self> {
+        let per_row: usize = per_sample.iter().product();
+        let shown = path.display();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let f = File::open(path).with_context(|| format!("opening {shown}"))?;
+        let (source, rows) = match ext {
+            "npy" => {
+                let mut file = BufReader::new(f);
+                let mut head = Vec::with_capacity(4096);
+                (&mut file).take(npy::MAX_HEADER as u64).read_to_end(&mut head)?;
+                let header = npy::header(&head).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+                ensure!(!header.shape.is_empty() && header.shape[0] > 0, "{shown}: empty input");
+                let rows = header.shape[0];
+                let width = header.elements() / rows;
+                ensure!(
+                    width == per_row,
+                    "{shown}: input of shape {:?}, the model expects [batch, {}]",
+                    header.shape,
+                    per_sample_text(per_sample)
+                );
+                let len = file.get_ref().metadata()?.len();
+                let need = header.data_offset as u64 + (header.elements() * header.elem_size) as u64;
+                ensure!(
+                    len == need,
+                    "{shown}: shape {:?} of {} needs {need} bytes, the file has {len}",
+                    header.shape,
+                    header.descr
+                );
+                file.seek(SeekFrom::Start(header.data_offset as u64))?;
+                (Source::Npy { file, header }, rows)
+            }
+            "csv" => {
+                // Count the data rows first (the output's shape is written before any row).
+                let mut rows = 0;
+                for (i, l) in BufReader::new(File::open(path)?).lines().enumerate() {
+                    let l = l.with_context(|| format!("reading {shown}"))?;
+                    if l.trim().is_empty() {
+                        continue;
+                    }
+                    let numeric = l.split(',').all(|c| c.trim().parse::<f64>().is_ok());
+                    if i == 0 && !numeric {
+                        continue; // header
+                    }
+                    rows += 1;
+                }
+                ensure!(rows > 0, "{shown}: no data rows");
+                (Source::Csv { lines: BufReader::new(f).lines(), line: 0 }, rows)
+            }
+            _ => bail!("{shown}: input must be a .npy or .csv file"),
+        };
+        Ok(RowReader { path: path.to_path_buf(), source, per_sample: per_sample.to_vec(), per_row, rows, read: 0 })
+    }
+
+    /// Rows in the file.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The next `n` rows (fewer at the end), shaped `[n, per_sample…]`; `None` when all are read.
+    pub fn next(&mut self, n: usize) -> anyhow::Result<Option<ArrayD<f64>>> {
+        let n = n.min(self.rows - self.read);
+        if n == 0 {
+            return Ok(None);
+        }
+        let shown = self.path.display();
+        let mut v = Vec::with_capacity(n * self.per_row);
+        match &mut self.source {
+            Source::Npy { file, header } => {
+                let mut buf = vec![0u8; n * self.per_row * header.elem_size];
+                file.read_exact(&mut buf).with_context(|| format!("reading {shown}"))?;
+                v.extend(buf.chunks_exact(header.elem_size).map(|c| header.convert(c)));
+            }
+            Source::Csv { lines, line } => {
+                while v.len() < n * self.per_row {
+                    let l = lines.next().with_context(|| format!("{shown}: fewer rows than counted"))??;
+                    *line += 1;
+                    if l.trim().is_empty() {
+                        continue;
+                    }
+                    let cells: Result<Vec<f64>, _> = l.split(',').map(|c| c.trim().parse::<f64>()).collect();
+                    match cells {
+                        Ok(r) if r.len() == self.per_row => v.extend(r),
+                        Ok(r) => {
+                            bail!("{shown}: line {} has {} values, the model takes {}", line, r.len(), self.per_row)
+                        }
+                        Err(_) if *line == 1 => continue, // header
+                        Err(_) => bail!("{shown}: line {} has a cell that is not a number", line),
+                    }
+                }
+            }
+        }
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.per_sample);
+        self.read += n;
+        Ok(Some(ArrayD::from_shape_vec(IxDyn(&shape), v)?))
+    }
+}
+
+/// Reads the whole of `path` once, a chunk at a time, and checks it: rows of `per_sample`
+/// values, every value finite and (if given) inside `range`. Returns the number of rows; an
+/// error names the first bad row (from 0) and column.
+pub fn scan(path: &Path, per_sample: &[usize], range: Option<(f64, f64)>) -> anyhow::Result<usize> {
+    let mut r = RowReader::open(path, per_sample)?;
+    let per_row = r.per_row.max(1);
+    let chunk = (1 << 20) / per_row + 1;
+    let mut row0 = 0;
+    while let Some(a) = r.next(chunk)? {
+        for (i, &v) in a.iter().enumerate() {
+            let (row, col) = (row0 + i / per_row, i % per_row);
+            ensure!(
+                v.is_finite(),
+                "{}: the value at row {row}, column {col} is {v}: NaN and infinite values are refused",
+                path.display()
+            );
+            if let Some((lo, hi)) = range
+                && !(lo..=hi).contains(&v)
+            {
+                bail!(
+                    "{}: the value {v} at row {row}, column {col} is outside the model's declared input range [{lo}, {hi}]: \
+                     scale the data as the model expects, or ask the model owner to publish it with a wider --input-range",
+                    path.display()
+                );
+            }
+        }
+        row0 += a.shape()[0];
+    }
+    Ok(r.rows())
+}
+
+/// Output formats.
+enum Sink {
+    Npy,
+    Csv,
+}
+
+/// Writes an output file row by row, to `<path>.partial` until [`RowWriter::finish`] (see the
+/// module docs). Dropped unfinished, it removes the partial file.
+pub struct RowWriter {
+    path: PathBuf,
+    partial: PathBuf,
+    file: Option<BufWriter<File>>,
+    sink: Sink,
+    rows: usize,
+    per_row: usize,
+    written: usize,
+}
+
+impl std::fmt::Debug for RowWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RowWriter({}, {} of {} rows)", self.path.display(), self.written, self.rows)
+    }
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let s = rustix::fs::statvfs(dir).with_context(|| format!("free space of {}", dir.display()))?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+impl RowWriter {
+    /// Starts `path` for `rows` rows of shape `per_sample` (`.npy` or `.csv`); checks that the
+    /// whole output fits on the file system first.
+    pub fn create(path: &Path, rows: usize, per_sample: &[usize]) -> anyhow::Result<Self> {
+        let per_row: usize = per_sample.iter().product();
+        let sink = match path.extension().and_then(|e| e.to_str()) {
+            Some("npy") => Sink::Npy,
+            Some("csv") => Sink::Csv,
+            _ => bail!("{}: output must end in .npy or .csv", path.display()),
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        ensure!(dir.is_dir(), "the output's directory {} does not exist", dir.display());
+        // .npy: 8 bytes a value; .csv: up to ~25 characters a value.
+        let need = (rows * per_row) as u64 * if matches!(sink, Sink::Npy) { 8 } else { 25 } + 4096;
+        let free = free_bytes(&dir)?;
+        ensure!(
+            need <= free,
+            "the output needs about {} MiB and {} has {} MiB free: free some space or write elsewhere",
+            need >> 20,
+            dir.display(),
+            free >> 20
+        );
+        let mut name = path.file_name().context("an output file name")?.to_os_string();
+        name.push(".partial");
+        let partial = path.with_file_name(name);
+        let file = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        let mut w = RowWriter {
+            path: path.to_path_buf(),
+            partial,
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            sink,
+            rows,
+            per_row,
+            written: 0,
+        };
+        if let Sink::Npy = w.sink {
+            let mut shape = vec![rows];
+            shape.extend_from_slice(per_sample);
+            w.out().write_all(&npy::header_bytes(&shape))?;
+        }
+        Ok(w)
+    }
+
+    fn out(&mut self) -> &mut BufWriter<File> {
+        self.file.as_mut().expect("open until finished")
+    }
+
+    /// Appends the rows of `a` (`[n, per_sample…]`).
+    pub fn write(&mut self, a: &ArrayD<f64>) -> anyhow::Result<()> {
+        let n = a.shape().first().copied().unwrap_or(0);
+        ensure!(
+            a.len() == n * self.per_row,
+            "rows of {} values, the output takes {}",
+            a.len() / n.max(1),
+            self.per_row
+        );
+        ensure!(self.written + n <= self.rows, "more rows than the output's {}", self.rows);
+        let std = a.as_standard_layout();
+        let values = std.as_slice().expect("standard layout");
+        let shown = self.partial.display().to_string();
+        match self.sink {
+            Sink::Npy => {
+                let mut bytes = Vec::with_capacity(8 * values.len());
+                values.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+                self.out().write_all(&bytes).with_context(|| format!("writing {shown}"))?;
+            }
+            Sink::Csv => {
+                let mut s = String::new();
+                for row in values.chunks(self.per_row.max(1)) {
+                    s.push_str(&row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+                    s.push('\n');
+                }
+                self.out().write_all(s.as_bytes()).with_context(|| format!("writing {shown}"))?;
+            }
+        }
+        self.written += n;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Every row written: syncs the file and renames it to the output path.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        ensure!(self.written == self.rows, "{} of {} rows written", self.written, self.rows);
+        let file = self.file.take().expect("open until finished");
+        let file = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {}", self.partial.display()))?;
+        file.sync_all()?;
+        std::fs::rename(&self.partial, &self.path)
+            .with_context(|| format!("renaming {} to {}", self.partial.display(), self.path.display()))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RowWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arr(rows: usize, per: usize, f: impl Fn(usize) -> f64) -> ArrayD<f64> {
+        ArrayD::from_shape_vec(IxDyn(&[rows, per]), (0..rows * per).map(f).collect()).unwrap()
+    }
+
+    #[test]
+    fn chunks_of_an_npy_and_a_csv_file_equal_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = arr(10, 6, |i| i as f64 * 0.5 - 7.0);
+        let npy_path = dir.path().join("x.npy");
+        npy::write(&npy_path, &a).unwrap();
+        let csv_path = dir.path().join("x.csv");
+        let mut text = "a,b,c,d,e,f\n".to_string();
+        for r in a.outer_iter() {
+            text += &r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+            text += "\n\n";
+        }
+        std::fs::write(&csv_path, text).unwrap();
+        for p in [&npy_path, &csv_path] {
+            let mut r = RowReader::open(p, &[2, 3]).unwrap();
+            assert_eq!(r.rows(), 10);
+            let mut all = vec![];
+            while let Some(c) = r.next(4).unwrap() {
+                assert_eq!(&c.shape()[1..], &[2, 3]);
+                all.extend(c.iter().copied());
+            }
+            assert_eq!(all, a.iter().copied().collect::<Vec<_>>(), "{}", p.display());
+            assert_eq!(scan(p, &[6], Some((-7.0, 22.5))).unwrap(), 10);
+            let e = scan(p, &[6], Some((-7.0, 20.0))).unwrap_err().to_string();
+            assert!(e.contains("row 9, column 1") && e.contains("declared input range"), "{e}");
+        }
+        assert!(RowReader::open(&npy_path, &[5]).unwrap_err().to_string().contains("expects [batch, 5]"));
+        std::fs::write(&csv_path, "1,2\n3,nan\n").unwrap();
+        assert!(scan(&csv_path, &[2], None).unwrap_err().to_string().contains("row 1, column 1"));
+    }
+
+    #[test]
+    fn an_output_appears_only_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["y.npy", "y.csv"] {
+            let path = dir.path().join(name);
+            let mut w = RowWriter::create(&path, 5, &[3]).unwrap();
+            w.write(&arr(2, 3, |i| i as f64)).unwrap();
+            assert!(!path.exists(), "nothing at the output path before the last row");
+            w.write(&arr(3, 3, |i| (i + 6) as f64)).unwrap();
+            w.finish().unwrap();
+            let got: Vec<f64> = match name {
+                "y.npy" => npy::read(&path).unwrap().iter().copied().collect(),
+                _ => std::fs::read_to_string(&path)
+                    .unwrap()
+                    .split([',', '\n'])
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect(),
+            };
+            assert_eq!(got, (0..15).map(|i| i as f64).collect::<Vec<_>>());
+            // Dropped midway: the partial file goes, nothing appears.
+            let other = dir.path().join(format!("z-{name}"));
+            let mut w = RowWriter::create(&other, 5, &[3]).unwrap();
+            w.write(&arr(2, 3, |i| i as f64)).unwrap();
+            drop(w);
+            assert!(!other.exists());
+            assert_eq!(
+                std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("partial"))
+                    .count(),
+                0
+            );
+        }
+        assert!(RowWriter::create(&dir.path().join("nodir/y.npy"), 1, &[1]).is_err());
+        assert!(RowWriter::create(&dir.path().join("y.txt"), 1, &[1]).is_err());
+    }
+}
