@@ -32,11 +32,68 @@ const PARK_TTL: Duration = Duration::from_secs(120);
 /// At most this many parked inbound session streams.
 const PARK_MAX: usize = 1024;
 
-/// Largest MTU bound that keeps UDP segmentation offload on. quinn batches up to 10 datagrams
-/// in one GSO send, and the kernel refuses a send over 64 KiB: with larger datagrams whole
-/// batches were silently lost and, measured on loopback, a connection idle for ~10 s and then
-/// saturated hit its idle timeout. Above this bound the mesh turns GSO off.
-pub const GSO_MAX_MTU: u16 = 6_000;
+/// Largest UDP send the kernel accepts (IPv4: 65,535 minus the IP and UDP headers), which with
+/// segmentation offload (GSO) bounds a whole batch of datagrams, not one.
+pub const MAX_UDP_SEND: usize = 65_507;
+
+/// The default ceiling of path-MTU discovery: large datagrams cut the per-packet cost (header
+/// protection, AEAD setup, syscalls, acknowledgements), which dominates QUIC's CPU time on
+/// fast links. Loopback and jumbo-frame LANs carry them; PMTUD probes upwards from 1200 bytes
+/// with black-hole fallback, so a 1500-byte path settles at its own MTU.
+pub const DEFAULT_MTU_BOUND: u16 = 16_384;
+
+/// A quinn socket whose GSO batches never exceed [`MAX_UDP_SEND`]. quinn batches up to 10
+/// datagrams of the path MTU into one send; with datagrams over ~6.5 KB such a batch is an
+/// invalid UDP send that the kernel drops whole (measured on loopback: a connection idle for
+/// ~10 s and then saturated hit its idle timeout). Capping the segment count keeps GSO on for
+/// any MTU: 10 segments at 1452 bytes, 3 at 16 KiB, 1 (no batching) from 32 KiB.
+#[derive(Debug)]
+struct GsoCapped {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    max_segments: usize,
+}
+
+impl GsoCapped {
+    fn wrap(inner: Arc<dyn quinn::AsyncUdpSocket>, mtu_bound: u16) -> Arc<dyn quinn::AsyncUdpSocket> {
+        let max_segments = (MAX_UDP_SEND / usize::from(mtu_bound.max(1200))).max(1);
+        Arc::new(GsoCapped { inner, max_segments })
+    }
+}
+
+impl quinn::AsyncUdpSocket for GsoCapped {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments().min(self.max_segments)
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
 
 /// Tunables of the mesh.
 #[derive(Clone, Debug)]
@@ -66,10 +123,7 @@ impl Default for MeshOptions {
             join_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(3),
-            // Above quinn's 1452: loopback and jumbo-frame LANs carry larger datagrams, and
-            // PMTUD probes upwards from 1200 with black-hole fallback, so WAN paths stay safe.
-            // At most GSO_MAX_MTU, so a full GSO batch stays a valid UDP send (see there).
-            mtu_upper_bound: GSO_MAX_MTU,
+            mtu_upper_bound: DEFAULT_MTU_BOUND,
             stream_window: 32 << 20,
             conn_window: 64 << 20,
             max_frame: DEFAULT_MAX_FRAME,
@@ -164,9 +218,6 @@ fn transport_config(opts: &MeshOptions) -> anyhow::Result<quinn::TransportConfig
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(opts.mtu_upper_bound);
     t.mtu_discovery_config(Some(mtu));
-    if opts.mtu_upper_bound > GSO_MAX_MTU {
-        t.enable_segmentation_offload(false);
-    }
     t.stream_receive_window(opts.stream_window.into());
     t.receive_window(opts.conn_window.into());
     t.send_window(u64::from(opts.conn_window));
@@ -199,6 +250,7 @@ impl Mesh {
         opts: MeshOptions,
     ) -> anyhow::Result<Mesh> {
         let rt = tokio::runtime::Handle::try_current().context("the mesh needs a tokio runtime")?;
+        let socket = GsoCapped::wrap(socket, opts.mtu_upper_bound);
         let auth = Arc::new(PeerAuth::new(cfg));
         let transport = Arc::new(transport_config(&opts)?);
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(cfg, auth.clone())?)

@@ -130,8 +130,15 @@ impl Transport for QuicTransport {
                     if len > self.max_frame {
                         return Err(TransportError::TooLarge { len: len as u64, max: self.max_frame as u64 });
                     }
-                    let mut frame = vec![0u8; len];
-                    rx.read_exact(&mut frame).await.map_err(|e| read_error(from, e))?;
+                    // Chunks as quinn holds them, appended: one copy, no zero-fill of the frame.
+                    let mut frame = Vec::with_capacity(len);
+                    while frame.len() < len {
+                        match rx.read_chunk(len - frame.len(), true).await {
+                            Ok(Some(chunk)) => frame.extend_from_slice(&chunk.bytes),
+                            Ok(None) => return Err(read_error(from, ReadExactError::FinishedEarly(frame.len()))),
+                            Err(e) => return Err(read_error(from, ReadExactError::ReadError(e))),
+                        }
+                    }
                     Ok(frame)
                 })
                 .await?;
