@@ -409,3 +409,22 @@ fn preprocessing_pool_moves_all_dealer_traffic_offline() {
     });
     assert!(matches!(bad, Err(mpc_proto::Error::Desync { .. })), "{bad:?}");
 }
+
+#[test]
+fn agreements_on_public_values_give_every_party_the_same_answer() {
+    let out = run_parties(5, |mut p| async move {
+        let me = p.id().index() as u64;
+        // Each party brings a different bound; all learn the smallest.
+        let min = p.agree_min(100 - 10 * me).await?;
+        let same = p.agree_equal([7; 32]).await?;
+        // The dealer brings a different value: nobody may conclude they agree.
+        let mut v = [7; 32];
+        v[31] ^= u8::from(p.is_dealer());
+        let differ = p.agree_equal(v).await?;
+        Ok((min, same, differ))
+    })
+    .unwrap();
+    for o in &out {
+        assert_eq!(*o, (80, true, false));
+    }
+}

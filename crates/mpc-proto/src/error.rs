@@ -60,6 +60,15 @@ pub enum Error {
     /// A peer aborted the session (it sent an abort frame or closed its channel).
     #[error("{0} aborted the session")]
     PeerAborted(PartyId),
+    /// A peer ended the session because it lost another: `reporter`'s abort frame named
+    /// `lost` (e.g. the dealer saw P0's connection drop before P1 did).
+    #[error("{reporter} ended the session after losing {lost}")]
+    PeerLost {
+        /// The peer that sent the abort.
+        reporter: PartyId,
+        /// The peer it lost.
+        lost: PartyId,
+    },
     /// The operation needs a computing party (P0 or P1) but runs on the dealer, or vice versa.
     #[error("{op} is not available to {party}")]
     WrongParty {

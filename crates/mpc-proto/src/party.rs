@@ -205,7 +205,7 @@ impl Party {
         let received = match result {
             Ok(r) => r,
             Err(e) => {
-                ch.send_abort().await;
+                ch.abort_after(&e).await;
                 return Err(e);
             }
         };
@@ -292,9 +292,37 @@ impl Party {
             Ok(min)
         }
         .await;
-        if r.is_err() {
+        if let Err(e) = &r {
             self.poisoned = true;
-            self.ch.send_abort().await;
+            self.ch.abort_after(e).await;
+        }
+        r
+    }
+
+    /// Whether all three parties bring the same `value` (e.g. the hash of the job a
+    /// preprocessed session is about to serve). One round, 32 bytes to each peer; every party
+    /// sees all three values, so all three get the same answer.
+    pub async fn agree_equal(&mut self, value: [u8; 32]) -> Result<bool> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let r = async {
+            let others: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != self.id).collect();
+            for &p in &others {
+                self.ch.send_bytes(p, FrameKind::Hello, &value).await?;
+            }
+            let mut equal = true;
+            for &p in &others {
+                let b = self.ch.recv_bytes(p, FrameKind::Hello, Some(32)).await?;
+                equal &= b == value;
+            }
+            self.ch.stats.record_round();
+            Ok(equal)
+        }
+        .await;
+        if let Err(e) = &r {
+            self.poisoned = true;
+            self.ch.abort_after(e).await;
         }
         r
     }
@@ -388,9 +416,7 @@ impl Party {
             && !self.poisoned
         {
             self.poisoned = true;
-            if !matches!(e, Error::PeerAborted(_)) {
-                self.ch.send_abort().await;
-            }
+            self.ch.abort_after(e).await;
         }
         r
     }

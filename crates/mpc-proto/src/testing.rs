@@ -98,8 +98,9 @@ where
         match r {
             Ok(v) => oks.push(v),
             Err(e) => {
-                let root = !matches!(e, Error::PeerAborted(_));
-                if first_err.as_ref().is_none_or(|f| root && matches!(f, Error::PeerAborted(_))) {
+                let relayed = |e: &Error| matches!(e, Error::PeerAborted(_) | Error::PeerLost { .. });
+                let root = !relayed(&e);
+                if first_err.as_ref().is_none_or(|f| root && relayed(f)) {
                     first_err = Some(e);
                 }
             }

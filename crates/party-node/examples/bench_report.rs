@@ -19,18 +19,40 @@ use serde_json::Value;
 const BEGIN: &str = "<!-- bench:begin -->";
 const END: &str = "<!-- bench:end -->";
 
-/// CrypTen 0.4.1 wall times on the same machine type (issue tracker), seconds.
-const CRYPTEN: [(&str, f64); 9] = [
-    ("matmul", 0.084),
-    ("mul-1m", 0.179),
-    ("relu-100k", 0.485),
-    ("cmp-100k", 0.520),
-    ("mlp-a-b1", 0.353),
-    ("mlp-a-b128", 0.545),
-    ("lenet5-b1", 1.77),
-    ("lenet5-b64", 6.34),
-    ("logreg-train", 40.0),
+/// The peers' workload names (`shared/anchors`) and ours.
+const PEER_NAMES: [(&str, &str); 9] = [
+    ("matmul_128x784x128", "matmul"),
+    ("mul_1e6", "mul-1m"),
+    ("relu_1e5", "relu-100k"),
+    ("gt0_1e5", "cmp-100k"),
+    ("mlp_a_b1", "mlp-a-b1"),
+    ("mlp_a_b128", "mlp-a-b128"),
+    ("lenet5_b1", "lenet5-b1"),
+    ("lenet5_b64", "lenet5-b64"),
+    ("logreg_train_1000x13", "logreg-train"),
 ];
+
+/// Peer wall times measured in the same sitting: system ("CrypTen", "SPU SEMI2K", …) →
+/// our workload name → seconds.
+type Peers = BTreeMap<String, BTreeMap<String, f64>>;
+
+fn load_peers(results: &Path) -> Peers {
+    let mut peers = Peers::new();
+    for (file, system) in [("crypten.jsonl", "CrypTen"), ("spu.jsonl", "SPU")] {
+        for v in load(&results.join(file)).unwrap_or_default() {
+            let Some(ours) = PEER_NAMES.iter().find(|(p, _)| v["workload"] == *p).map(|(_, o)| *o) else { continue };
+            let Some(wall) = v["wall_s_median"].as_f64().filter(|_| v["measured"].as_bool() != Some(false)) else {
+                continue;
+            };
+            let name = match (system, v["provider"].as_str()) {
+                ("SPU", Some(p)) => format!("SPU {p}"),
+                _ => system.to_string(),
+            };
+            peers.entry(name).or_default().insert(ours.to_string(), wall);
+        }
+    }
+    peers
+}
 
 fn load(path: &Path) -> anyhow::Result<Vec<Value>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -82,10 +104,6 @@ fn rtt_ms(v: &Value) -> f64 {
     f(v, "rtt_ms")
 }
 
-fn crypten(name: &str) -> Option<f64> {
-    CRYPTEN.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
-}
-
 fn ratio(x: f64) -> String {
     if x.is_finite() { format!("{x:.1}×") } else { "—".into() }
 }
@@ -99,7 +117,9 @@ fn err(v: &Value) -> String {
 }
 
 /// The main table of one network setting.
-fn table(out: &mut String, rows: &[Value], with_crypten: bool) {
+fn table(out: &mut String, rows: &[Value], peers: Option<&Peers>) {
+    let with_crypten = peers.is_some();
+    let crypten = |name: &str| peers.and_then(|p| p.get("CrypTen")).and_then(|m| m.get(name)).copied();
     out.push_str("| workload | wall | online | offline | rounds | bytes sent P0 / P1 / P2 | max abs error | plaintext | wall ÷ plaintext |");
     out.push_str(if with_crypten {
         " CrypTen wall | CrypTen ÷ wall | CrypTen ÷ online | ≥ 10× |\n"
@@ -225,6 +245,171 @@ fn layers(out: &mut String, v: &Value) {
     }
 }
 
+/// Our wall and online figures beside every peer's wall time.
+fn peer_table(out: &mut String, lan: &BTreeMap<String, Value>, peers: &Peers) {
+    if peers.is_empty() {
+        return;
+    }
+    out.push_str("\n#### Side by side with the peers (wall time, seconds; ratio = peer ÷ ours, wall)\n\n| workload | ours wall | ours online |");
+    for p in peers.keys() {
+        let _ = write!(out, " {p} | ÷ |");
+    }
+    out.push_str("\n|---|---|---|");
+    for _ in peers.keys() {
+        out.push_str("---|---|");
+    }
+    out.push('\n');
+    for (_, name) in PEER_NAMES {
+        let Some(v) = lan.get(name) else { continue };
+        let wall = f(v, "wall_s");
+        let _ = write!(out, "| {name} | {} | {} |", secs(wall), secs(f(v, "online_s")));
+        for m in peers.values() {
+            match m.get(name) {
+                Some(&t) => {
+                    let _ = write!(out, " {} | {} |", secs(t), ratio(t / wall));
+                }
+                None => out.push_str(" — | — |"),
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// Each comparison method forced (`--nonlinear helper|fss|fss1`) beside the cost model's choice.
+fn methods_table(out: &mut String, lan: &BTreeMap<String, Value>, forced: &[(&str, Vec<Value>)]) {
+    if forced.iter().all(|(_, v)| v.is_empty()) {
+        return;
+    }
+    out.push_str(
+        "\n### Comparison methods (LAN)\n\n\
+         Every comparison of the workload forced to one method (`party-node bench --nonlinear M`), and `auto`: \
+         the cost model's per-layer choice (the standard run above; its choices in the last column). \
+         Dealer material is P2's bytes sent.\n\n\
+         | workload | method | wall | online | offline | rounds | dealer material | max abs error |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let names: Vec<String> = forced
+        .iter()
+        .flat_map(|(_, v)| v.iter().filter_map(|x| x["workload"].as_str().map(String::from)))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for name in names {
+        let mut rows: Vec<(String, &Value)> = forced
+            .iter()
+            .filter_map(|(m, v)| v.iter().find(|x| x["workload"] == name.as_str()).map(|x| (m.to_string(), x)))
+            .collect();
+        if let Some(a) = lan.get(&name) {
+            let chosen = a["methods"]
+                .as_array()
+                .map_or(String::new(), |m| m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "));
+            rows.push((format!("auto ({chosen})"), a));
+        }
+        for (m, v) in rows {
+            let _ = writeln!(
+                out,
+                "| {name} | {m} | {} | {} | {} | {} | {} | {} |",
+                secs(f(v, "wall_s")),
+                secs(f(v, "online_s")),
+                secs(f(v, "offline_s")),
+                v["rounds"],
+                bytes(sent(v, "bytes_sent").get(2).copied().unwrap_or(0)),
+                err(v)
+            );
+        }
+    }
+    // The cost model's crossover for one ReLU layer, on the links measured.
+    out.push_str(
+        "\n**Crossover** (`mpc_proto::compare::cost::crossover`: one ReLU layer of n elements, 25-bit window as the \
+         relu-100k workload declares; the size from which the cost model switches method):\n\n\
+         | link | objective | choice by size |\n|---|---|---|\n",
+    );
+    use mpc_proto::compare::{Link, Objective, cost};
+    for (label, link) in [
+        ("LAN (0.2 ms, 4 Gbit/s)", Link { rtt_us: 200, mbit_s: 4000 }),
+        ("WAN (20 ms, 1 Gbit/s)", Link { rtt_us: 20_000, mbit_s: 1000 }),
+        ("WAN (50 ms, 100 Mbit/s)", Link { rtt_us: 50_000, mbit_s: 100 }),
+    ] {
+        for (obj, oname) in [(Objective::Wall, "wall"), (Objective::Latency, "latency")] {
+            let c = cost::crossover(&link, obj, 25);
+            let text = c.iter().map(|(n, m)| format!("{m:?} from {n}")).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(out, "| {label} | {oname} | {text} |");
+        }
+    }
+}
+
+/// Throughput of a large prediction through the daemons, per micro-batch.
+fn throughput_table(out: &mut String, tp: &[Value]) {
+    for v in tp {
+        let _ = writeln!(
+            out,
+            "\n### Throughput through the daemons: {} ({} rows of the bundled MNIST CNN)\n\n\
+             `party-node bench --workload {}`: three `party-node run` processes, Bob's rows read and his logits \
+             written one micro-batch at a time. A fresh consortium per row of the table (peak RSS is each process's \
+             VmHWM during the job), one unmeasured 200-row job first. Agreement: predicted class equal to the \
+             plaintext f64 evaluation's.\n\n\
+             | micro-batch | chosen by | rows/s | wall | peak RSS alice / bob / dealer | dealer bytes per row | max abs error | class agrees |\n\
+             |---|---|---|---|---|---|---|---|",
+            v["workload"].as_str().unwrap_or("?"),
+            v["rows"],
+            v["workload"].as_str().unwrap_or("?"),
+        );
+        for r in v["sweep"].as_array().into_iter().flatten() {
+            let rss = r["peak_rss_mib"]
+                .as_array()
+                .map(|a| a.iter().map(|x| format!("{:.0}", x.as_f64().unwrap_or(0.0))).collect::<Vec<_>>().join(" / "))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {rss} MiB | {} | {} | {} / {} |",
+                r["micro_batch"],
+                r["chosen_by"].as_str().unwrap_or("?"),
+                f(r, "rows_per_s"),
+                secs(f(r, "wall_s")),
+                bytes(f(r, "dealer_bytes_per_row") as u64),
+                err(r),
+                r["argmax_agree"],
+                v["rows"]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nBest fixed micro-batch ÷ the nodes' choice: {:.2} (target ≤ 1.5).",
+            f(v, "best_over_chosen")
+        );
+    }
+}
+
+/// Warm-pool latency through the daemons against the bench's online figure.
+fn pool_table(out: &mut String, pool: &[Value], lan: &BTreeMap<String, Value>) {
+    if pool.is_empty() {
+        return;
+    }
+    out.push_str(
+        "\n### Latency through the daemons with a warm pool\n\n\
+         `party-node bench --workload pool-lenet5-b1,pool-mlp-a-b1`: three `party-node run` processes, the committed \
+         fixture, one row. The first job makes its material on demand; every later job starts once the three warm \
+         pools are full, and runs only its online phase. Latency = Bob's job record `seconds`: from his submission \
+         (Alice's and the dealer's were in first) to his output file written and synced. Beside it, the bench's \
+         online figure for the same architecture (three processes, material delivered before a barrier).\n\n\
+         | workload | cold | warm (median) | warm, model stages only | bench online | warm ÷ bench online |\n|---|---|---|---|---|---|\n",
+    );
+    for v in pool {
+        let name = v["workload"].as_str().unwrap_or("?");
+        let online = lan.get(name.trim_start_matches("pool-")).map_or(f64::NAN, |l| f(l, "online_s"));
+        let warm = f(v, "warm_s_median");
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} ({} jobs) | {} | {} | {} |",
+            secs(f(v, "cold_s")),
+            secs(warm),
+            v["warm_s_runs"].as_array().map_or(0, Vec::len),
+            secs(f(v, "warm_stages_s_median")),
+            secs(online),
+            ratio(warm / online)
+        );
+    }
+}
+
 /// How a series is drawn.
 #[derive(Clone, Copy, PartialEq)]
 enum Line {
@@ -300,6 +485,32 @@ fn chart(path: &Path, title: &str, xlabel: &str, log_axes: bool, series: &[Serie
     Ok(())
 }
 
+/// Rows per second against the micro-batch size (log x axis).
+fn throughput_chart(path: &Path, pts: &[(f64, f64)]) -> anyhow::Result<()> {
+    let (xmax, ymax) = pts.iter().fold((1f64, 0f64), |(a, b), &(x, y)| (a.max(x), b.max(y)));
+    let root = SVGBackend::new(path, (760, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut c = ChartBuilder::on(&root)
+        .caption("Prediction throughput vs micro-batch (MNIST CNN, 3 daemons, LAN)", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d((pts.first().map_or(1.0, |p| p.0) / 1.5..xmax * 1.5).log_scale(), 0.0..ymax * 1.15)?;
+    c.configure_mesh()
+        .light_line_style(WHITE)
+        .x_desc("rows per micro-batch (log scale)")
+        .y_desc("rows per second")
+        .x_label_formatter(&|v: &f64| format!("{v:.0}"))
+        .y_label_formatter(&|v: &f64| format!("{v:.0}"))
+        .draw()?;
+    let blue = RGBColor(31, 119, 180);
+    let style = ShapeStyle { color: blue.to_rgba(), filled: true, stroke_width: 3 };
+    c.draw_series(LineSeries::new(pts.to_vec(), style))?;
+    c.draw_series(pts.iter().map(|&p| Circle::new(p, 4, style)))?;
+    root.present()?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [results, md, charts] = args.as_slice() else {
@@ -313,6 +524,7 @@ fn main() -> anyhow::Result<()> {
     let machine = std::fs::read_to_string(results.join("machine.txt")).unwrap_or_default();
     let lan_by: BTreeMap<String, Value> =
         lan.iter().map(|v| (v["workload"].as_str().unwrap_or("?").to_string(), v.clone())).collect();
+    let peers = load_peers(&results);
 
     let mut o = String::new();
     o.push_str(BEGIN);
@@ -331,11 +543,14 @@ fn main() -> anyhow::Result<()> {
          figure is the dealer material). **rounds** — online rounds on the critical path, reveal included.\n\
          * **max abs error** — against the f64 plaintext evaluation of the same seeded data (for logreg-train: the \
          trained weights against f64 training). **plaintext** — the same in f64 on one core.\n\
-         * CrypTen 0.4.1 (2-party, trusted dealer) wall times come from the issue tracker (same machine type). \
-         The target is ≥ 10× CrypTen on every row; the last column says which rows meet it, and on which figure.\n\n",
+         * CrypTen 0.4.1 (2 parties and a trusted dealer) and SecretFlow SPU 0.9.5 (SEMI2K with a trusted first \
+         party, ABY3, CHEETAH) were run by `shared/anchors` in the same sitting, on the same host, right after \
+         ours (their JSON lines are in docs/bench/results). The target is ≥ 10× CrypTen on every row; the last \
+         column says which rows meet it, and on which figure.\n\n",
     );
     o.push_str("### LAN (loopback)\n\n");
-    table(&mut o, &lan, true);
+    table(&mut o, &lan, Some(&peers));
+    peer_table(&mut o, &lan_by, &peers);
     if !wan.is_empty() {
         let rtt = median(&wan.iter().map(rtt_ms).collect::<Vec<_>>());
         let rate = wan[0]["rate_bps"].as_f64().map_or("unlimited".into(), |r| format!("{} Mbit/s", r / 1e6));
@@ -347,7 +562,7 @@ fn main() -> anyhow::Result<()> {
              QUIC between the parties' processes. CrypTen's figures are LAN figures, so this table does not compare with \
              them.\n"
         );
-        table(&mut o, &wan, false);
+        table(&mut o, &wan, None);
         o.push_str(
             "\n#### How close to rounds × RTT + transfer\n\n\
              The issue asks for WAN latency within 10 % of rounds × RTT + transfer time. Two refinements make that \
@@ -371,7 +586,23 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    let forced: Vec<(&str, Vec<Value>)> = ["helper", "fss", "fss1"]
+        .into_iter()
+        .map(|m| (m, load(&results.join(format!("methods-{m}.jsonl"))).unwrap_or_default()))
+        .collect();
+    methods_table(&mut o, &lan_by, &forced);
+    let tp = load(&results.join("throughput.jsonl")).unwrap_or_default();
+    throughput_table(&mut o, &tp);
+    pool_table(&mut o, &load(&results.join("pool.jsonl")).unwrap_or_default(), &lan_by);
+
     // Charts.
+    if let Some(v) = tp.first() {
+        let mut pts: Vec<(f64, f64)> =
+            v["sweep"].as_array().into_iter().flatten().map(|r| (f(r, "micro_batch"), f(r, "rows_per_s"))).collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        pts.dedup_by(|a, b| a.0 == b.0);
+        throughput_chart(&charts.join("throughput-vs-batch.svg"), &pts)?;
+    }
     let mut all: Vec<Value> = lan.clone();
     all.extend(batch.iter().cloned());
     let by_batch = |prefix: &str, key: &str| -> Vec<(f64, f64)> {
@@ -469,9 +700,12 @@ fn main() -> anyhow::Result<()> {
         rel("latency-vs-batch.svg"),
         rel("latency-vs-rtt.svg")
     );
+    if !tp.is_empty() {
+        let _ = writeln!(o, "![throughput vs micro-batch]({})\n", rel("throughput-vs-batch.svg"));
+    }
     if !batch.is_empty() {
         o.push_str("\n### Batch sweep (LAN)\n\n");
-        table(&mut o, &batch, false);
+        table(&mut o, &batch, None);
     }
     o.push_str(END);
 

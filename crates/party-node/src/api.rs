@@ -11,6 +11,7 @@
 //! | `GET /v1/jobs/{id}/result` | Bob: the revealed result |
 //! | `GET /v1/models`, `POST /v1/models` | models known here; Alice: publish an ONNX file ([`PublishRequest`]) |
 //! | `POST /v1/plans` | Bob, dealer: register a plan Alice published ([`RegisterRequest`]) |
+//! | `GET /v1/pool` | the warm pool: preprocessed jobs held, counters ([`crate::pool`]) |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Request bodies are limited to 16 KiB; errors are JSON `{"error": "…"}` naming the problem.
@@ -80,6 +81,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}/result", get(job_result))
         .route("/v1/models", get(list_models).post(publish_model))
         .route("/v1/plans", axum::routing::post(register_plan))
+        .route("/v1/pool", get(pool))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError(StatusCode::NOT_FOUND, "no such route; see /v1/health, /v1/peers, /v1/jobs, /metrics".into())
@@ -204,6 +206,7 @@ async fn publish_model(
     let measured = st.mesh.peers().iter().filter_map(|p| p.rtt_ms).reduce(f64::max);
     let plan = crate::ml::publish(st.jobs.store(), st.role, &req, st.link.link(measured))
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    st.jobs.plan_changed(&req.name, &plan);
     Ok((StatusCode::CREATED, Json(json!({ "name": req.name, "plan": plan }))))
 }
 
@@ -214,7 +217,12 @@ async fn register_plan(
     let Json(req) = body.map_err(|e| body_error("plan registration", e))?;
     crate::ml::register(st.jobs.store(), st.role, &req)
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    st.jobs.plan_changed(&req.name, &req.plan);
     Ok((StatusCode::CREATED, Json(json!({ "name": req.name }))))
+}
+
+async fn pool(State(st): State<Arc<ApiState>>) -> Json<crate::pool::PoolStatus> {
+    Json(st.jobs.pool().status())
 }
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {

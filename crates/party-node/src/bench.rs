@@ -44,7 +44,9 @@ use workloads::{Data, Workload};
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
     /// Workloads, comma-separated: matmul, mul-1m, relu-100k, cmp-100k, mlp-a-bN, lenet5-bN
-    /// (N = batch size), logreg-train, or all (the standard set).
+    /// (N = batch size), logreg-train, or all (the standard set); through three daemons:
+    /// mnist-cnn-ROWS (throughput, e.g. mnist-cnn-10k), pool-lenet5-b1 and pool-mlp-a-b1
+    /// (latency with a warm pool).
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Counted runs per workload (medians are reported).
@@ -77,6 +79,10 @@ pub struct BenchArgs {
     /// (exact for any encodable value, and slower).
     #[arg(long)]
     pub widest_windows: bool,
+    /// Throughput workloads: fixed micro-batch sizes to run besides the one the nodes choose
+    /// from their memory budget (comma-separated; empty for none).
+    #[arg(long, default_value = "250,500,1000,2000,4000")]
+    pub sweep: String,
     /// Internal: run as the party of this node config (a child of the runner).
     #[arg(long, hide = true)]
     pub child_config: Option<PathBuf>,

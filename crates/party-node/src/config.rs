@@ -161,6 +161,8 @@ impl LinkSection {
 /// max_job_s = 3600         # a job running longer is failed (and its peers see it abort)
 /// max_active_jobs = 16     # further submissions get 503 until one finishes
 /// memory_mib = 1024        # a prediction's working set: it runs as micro-batches that fit
+/// pool_jobs = 4            # prediction jobs kept preprocessed ahead (0: no warm pool)
+/// pool_rows = 64           # only jobs of at most this many rows are preprocessed ahead
 /// ```
 ///
 /// A prediction of any number of rows runs as micro-batches: each node divides `memory_mib` by
@@ -182,6 +184,11 @@ pub struct Limits {
     pub max_active_jobs: usize,
     /// Memory a prediction job may use at this node, in MiB: it sets the micro-batch size.
     pub memory_mib: u64,
+    /// Prediction jobs kept preprocessed ahead, across models ([`crate::pool`]); the three
+    /// nodes keep a pool only if all three allow one.
+    pub pool_jobs: usize,
+    /// Largest job (rows) preprocessed ahead.
+    pub pool_rows: usize,
 }
 
 impl Default for Limits {
@@ -194,6 +201,8 @@ impl Default for Limits {
             max_active_jobs: 16,
             // A 2-core / 4 GiB node runs a prediction in 1 GiB and has room for others.
             memory_mib: 1024,
+            pool_jobs: 4,
+            pool_rows: 64,
         }
     }
 }
@@ -214,6 +223,8 @@ impl Limits {
         }
         ensure!((1..=1024).contains(&self.max_active_jobs), "[limits] max_active_jobs must be between 1 and 1024");
         ensure!((16..=1 << 20).contains(&self.memory_mib), "[limits] memory_mib must be between 16 and 1048576");
+        ensure!(self.pool_jobs <= 1024, "[limits] pool_jobs must be between 0 and 1024");
+        ensure!((1..=1 << 20).contains(&self.pool_rows), "[limits] pool_rows must be between 1 and 1048576");
         Ok(())
     }
 

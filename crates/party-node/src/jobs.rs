@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Role;
 use crate::mesh::Mesh;
+use crate::pool::{PoolKey, WarmPool};
 use crate::store::Store;
 
 /// Largest matrix side a job accepts.
@@ -271,6 +272,10 @@ pub struct RowProgress {
     pub per_second: f64,
     /// Seconds left at that rate.
     pub eta_s: f64,
+    /// Rows served by a job preprocessed ahead ([`crate::pool`]): the job ran only its online
+    /// pass for them.
+    #[serde(default)]
+    pub from_pool: u64,
 }
 
 /// What the node reports about a job.
@@ -318,6 +323,9 @@ pub struct JobRecord {
     /// Bob: the statistics.
     #[serde(default)]
     pub metrics: Option<serde_json::Value>,
+    /// Seconds from submission at this node to the job's end (microsecond resolution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
 fn now_ms() -> u64 {
@@ -330,6 +338,9 @@ pub struct Jobs {
     store: Arc<Store>,
     records: Mutex<BTreeMap<JobId, JobRecord>>,
     limits: crate::config::Limits,
+    pool: WarmPool,
+    /// When each unfinished job's record was last written, in which state.
+    persisted: Mutex<std::collections::HashMap<JobId, (JobState, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -337,6 +348,9 @@ impl std::fmt::Debug for Jobs {
         write!(f, "Jobs({})", self.me)
     }
 }
+
+/// Working set (plan estimate) up to which a prediction runs as a runtime task.
+const SMALL_JOB_BYTES: u64 = 16 << 20;
 
 const STEPS: [&str; 4] = ["join", "session setup", "matmul", "reveal"];
 const PREDICT_STEPS: [&str; 4] = ["join", "session setup", "inference", "output written"];
@@ -367,13 +381,27 @@ impl Jobs {
             }
             records.insert(id, r);
         }
-        Ok(Jobs { me, store, records: Mutex::new(records), limits: crate::config::Limits::default() })
+        let limits = crate::config::Limits::default();
+        let pool = WarmPool::new(limits.pool_jobs, limits.pool_rows);
+        Ok(Jobs { me, store, records: Mutex::new(records), limits, pool, persisted: Mutex::default() })
     }
 
-    /// Applies the node's `[limits]` (active jobs, job time).
+    /// Applies the node's `[limits]` (active jobs, job time, memory, warm pool).
     pub fn with_limits(mut self, limits: crate::config::Limits) -> Self {
         self.limits = limits;
+        self.pool = WarmPool::new(limits.pool_jobs, limits.pool_rows);
         self
+    }
+
+    /// The warm pool of preprocessed prediction jobs.
+    pub fn pool(&self) -> &WarmPool {
+        &self.pool
+    }
+
+    /// A model was published or registered (again) with `plan`: preprocessed jobs for another
+    /// plan of that name are discarded.
+    pub fn plan_changed(&self, model: &str, plan: &mpc_ml::Plan) {
+        self.pool.discard_model(model, Some(&|k: &PoolKey| k.job_hash == crate::ml::job_hash(plan, k.rows)));
     }
 
     /// All records, oldest first.
@@ -412,7 +440,26 @@ impl Jobs {
             f(r);
             r.clone()
         };
-        // Persist state changes; a failure to write is logged, the job record stays in memory.
+        // Persist state changes at once and progress at most once a second (each write is two
+        // fsyncs: a 1-row prediction would spend more time writing its record than computing).
+        // A failure to write is logged, the job record stays in memory.
+        {
+            let mut p = self.persisted.lock().expect("persisted lock");
+            let now = std::time::Instant::now();
+            let due = match p.get(&id) {
+                Some((state, t)) => {
+                    *state != snapshot.state || now.duration_since(*t) >= std::time::Duration::from_secs(1)
+                }
+                None => true,
+            };
+            if snapshot.state.is_final() {
+                p.remove(&id);
+            } else if due {
+                p.insert(id, (snapshot.state, now));
+            } else {
+                return;
+            }
+        }
         match serde_json::to_vec(&snapshot) {
             Ok(bytes) => {
                 if let Err(e) = self.store.put("jobs", &id.to_string(), &bytes) {
@@ -535,6 +582,7 @@ impl Jobs {
                     rows: None,
                     loss: vec![],
                     metrics: None,
+                    seconds: None,
                 },
             );
         }
@@ -542,6 +590,34 @@ impl Jobs {
         tracing::info!(job = %id, kind = ?req.kind, "job submitted");
         let jobs = self.clone();
         let rt = tokio::runtime::Handle::current();
+        let started = std::time::Instant::now();
+        // A small prediction (a few MiB of working set: every local step well under a
+        // millisecond) runs as a task on the runtime, next to quinn's drivers: each of its
+        // rounds then costs no wake-up of a parked thread (tens of µs on a VM, and a 1-row CNN
+        // has ~30 rounds). Its offline passes for the warm pool run on a thread.
+        let work = match work {
+            Work::Predict(model, prep) if prep.rows as u64 * prep.plan.bytes_per_row() <= SMALL_JOB_BYTES => {
+                tokio::spawn(async move {
+                    let mut prep = prep;
+                    let r = jobs.bounded(jobs.execute_predict(&mesh, id, &model, &mut prep)).await;
+                    let (result, party) = match r {
+                        Ok(party) => (Ok(()), party),
+                        Err(e) => (Err(e), None),
+                    };
+                    jobs.finish(id, result, started);
+                    if let Some(party) = party {
+                        let spawned = std::thread::Builder::new().name(format!("pool-{id}")).spawn(move || {
+                            rt.block_on(jobs.refill(&mesh, id, &model, &prep, party));
+                        });
+                        if let Err(e) = spawned {
+                            tracing::warn!(job = %id, error = %e, "cannot start the warm-pool refill");
+                        }
+                    }
+                });
+                return Ok(id);
+            }
+            w => w,
+        };
         // Local GEMMs are CPU-bound: run the job on its own thread so it never stalls the
         // runtime's workers (quinn's drivers, the API).
         std::thread::Builder::new()
@@ -549,11 +625,24 @@ impl Jobs {
             .spawn(move || {
                 let result = match work {
                     Work::Matmul(plan, seed) => rt.block_on(jobs.bounded(jobs.execute(&mesh, id, plan, seed))),
-                    Work::Predict(_, prep) => rt.block_on(jobs.bounded(jobs.execute_predict(&mesh, id, *prep))),
+                    Work::Predict(model, mut prep) => {
+                        let r = rt.block_on(jobs.bounded(jobs.execute_predict(&mesh, id, &model, &mut prep)));
+                        let (result, party) = match r {
+                            Ok(party) => (Ok(()), party),
+                            Err(e) => (Err(e), None),
+                        };
+                        jobs.finish(id, result, started);
+                        // Idle time after the job: preprocess the next ones (the job's
+                        // session stays open for the agreement, then closes).
+                        if let Some(party) = party {
+                            rt.block_on(jobs.refill(&mesh, id, &model, &prep, party));
+                        }
+                        return;
+                    }
                     Work::Train(prep) => rt.block_on(jobs.bounded(jobs.execute_train(&mesh, id, *prep))),
                     Work::Analyze(prep) => rt.block_on(jobs.bounded(jobs.execute_analyze(&mesh, id, *prep))),
                 };
-                jobs.finish(&mesh, id, result);
+                jobs.finish(id, result, started);
             })
             .map_err(|e| SubmitError::Internal(format!("cannot start the job thread: {e}")))?;
         Ok(id)
@@ -561,7 +650,7 @@ impl Jobs {
 
     /// Runs a job within `[limits] max_job_s`; past it the job's session is dropped (its peers
     /// see the streams close) and the job fails.
-    async fn bounded(&self, job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    async fn bounded<T>(&self, job: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
         let limit = std::time::Duration::from_secs(self.limits.max_job_s);
         match tokio::time::timeout(limit, job).await {
             Ok(r) => r,
@@ -676,22 +765,67 @@ impl Jobs {
 
     /// Predict: open the session, agree on the micro-batch size, load the model once, then run
     /// the rows a micro-batch at a time (Bob reads and writes them as they go).
-    async fn execute_predict(&self, mesh: &Mesh, id: JobId, mut prep: crate::ml::Prepared) -> anyhow::Result<()> {
+    /// Runs a prediction: on a preprocessed session from the warm pool if the three nodes hold
+    /// the same one for this model and size, else in a fresh session with material made on
+    /// demand. Returns the job's party when the warm pool may be refilled afterwards.
+    async fn execute_predict(
+        &self,
+        mesh: &Mesh,
+        id: JobId,
+        model: &str,
+        prep: &mut crate::ml::Prepared,
+    ) -> anyhow::Result<Option<Party>> {
+        let poolable = prep.shared.is_none();
+        let key = PoolKey { model: model.to_string(), rows: prep.rows, job_hash: prep.session_hash() };
+        if poolable && let Some(entry) = self.pool.take(&key) {
+            let (entry_id, mut party) = (entry.id, entry.party);
+            // The three parties of the entry's session must all be serving this job; any
+            // mismatch or error (a peer restarted, a concurrent job took another entry) and all
+            // three drop the entry and run on demand.
+            let tag = mpc_ml::plan_hash("pool-job", &(id.0, key.job_hash));
+            match party.agree_equal(tag).await {
+                Ok(true) => {
+                    party.begin_online().map_err(|e| self.explain(mesh, e))?;
+                    self.progress_in(id, 2, Some(&party), &PREDICT_STEPS);
+                    tracing::info!(job = %id, entry = %format!("{entry_id:032x}"), "serving from the warm pool");
+                    self.predict_rows(mesh, id, &mut party, prep, prep.rows, true).await?;
+                    return Ok(Some(party));
+                }
+                Ok(false) => tracing::info!(job = %id, "the peers serve another job from the pool; running on demand"),
+                Err(e) => tracing::info!(job = %id, error = %e, "warm pool entry unusable; running on demand"),
+            }
+            self.pool.count_discarded(1);
+        }
         let mut party =
             self.join(mesh, id, prep.session_hash(), prep.plan.fixed, "model and rows", &PREDICT_STEPS).await?;
-        let rows = prep.rows;
         let b = party.agree_min(prep.max_micro_batch() as u64).await.map_err(|e| self.explain(mesh, e))? as usize;
+        self.predict_rows(mesh, id, &mut party, prep, b, false).await?;
+        Ok(poolable.then_some(party))
+    }
+
+    /// The rows of a prediction in micro-batches of `b`, on a party ready for its online pass.
+    async fn predict_rows(
+        &self,
+        mesh: &Mesh,
+        id: JobId,
+        party: &mut Party,
+        prep: &mut crate::ml::Prepared,
+        b: usize,
+        pooled: bool,
+    ) -> anyhow::Result<()> {
+        let rows = prep.rows;
+        let from_pool = if pooled { rows as u64 } else { 0 };
         let plan_b = prep.plan.rebatch(b)?;
         let loaded = match &prep.shared {
-            Some(w) => mpc_ml::LoadedModel::load_shared(&mut party, &plan_b, w).await,
-            None => mpc_ml::LoadedModel::load(&mut party, &plan_b, prep.model.as_ref()).await,
+            Some(w) => mpc_ml::LoadedModel::load_shared(party, &plan_b, w).await,
+            None => mpc_ml::LoadedModel::load_checked(party, &plan_b, prep.model.as_ref()).await,
         }
         .map_err(|e| self.model_error(mesh, e))?;
         let mut layers: Vec<crate::ml::LayerRecord> = vec![(&loaded.profile).into()];
         let started = std::time::Instant::now();
         let mut done = 0;
         self.update(id, |r| {
-            r.rows = Some(RowProgress { total: rows as u64, micro_batch: b as u64, ..Default::default() })
+            r.rows = Some(RowProgress { total: rows as u64, micro_batch: b as u64, from_pool, ..Default::default() })
         });
         while done < rows {
             let n = b.min(rows - done);
@@ -709,7 +843,7 @@ impl Jobs {
                 }
                 None => None,
             };
-            let inference = loaded.run(&mut party, &plan_n, x.as_ref()).await.map_err(|e| self.model_error(mesh, e))?;
+            let inference = loaded.run(party, &plan_n, x.as_ref()).await.map_err(|e| self.model_error(mesh, e))?;
             if let (Some(out), Some(w)) = (&inference.output, prep.output.as_mut()) {
                 w.write(out)?;
             }
@@ -724,19 +858,86 @@ impl Jobs {
                     micro_batch: b as u64,
                     per_second,
                     eta_s: (rows - done) as f64 / per_second,
+                    from_pool,
                 });
                 r.layers = layers.clone();
                 r.step = format!("inference: {done} of {rows} rows");
             });
-            self.progress_in(id, 2, Some(&party), &PREDICT_STEPS);
+            self.progress_in(id, 2, Some(party), &PREDICT_STEPS);
         }
-        self.progress_in(id, 3, Some(&party), &PREDICT_STEPS);
+        self.progress_in(id, 3, Some(party), &PREDICT_STEPS);
         if let Some(w) = prep.output.take() {
             w.finish()?;
             self.store.put("results", &id.to_string(), &serde_json::to_vec(&serde_json::json!({ "rows": rows }))?)?;
         }
-        self.progress_in(id, 4, Some(&party), &PREDICT_STEPS);
+        self.progress_in(id, 4, Some(party), &PREDICT_STEPS);
         Ok(())
+    }
+
+    /// After a prediction: the three nodes agree (on the job's session) how many jobs of the
+    /// same model and size to preprocess — the fewest any of them wants — and run their offline
+    /// passes, each in a fresh session, parking the results in the warm pool. Failures only
+    /// cost the pool an entry: they are logged, never reported on the finished job.
+    async fn refill(&self, mesh: &Mesh, id: JobId, model: &str, prep: &crate::ml::Prepared, mut party: Party) {
+        let key = PoolKey { model: model.to_string(), rows: prep.rows, job_hash: prep.session_hash() };
+        // One preprocessed job holds the material of a whole job at once: only jobs that run
+        // as one micro-batch within this node's memory budget, a share of it per entry.
+        let fits = prep.rows as u64 * prep.plan.bytes_per_row() * self.limits.pool_jobs.max(1) as u64
+            <= self.limits.memory_mib << 20;
+        let mine = if fits && prep.rows <= prep.max_micro_batch() { self.pool.wanted(&key, prep.rows) } else { 0 };
+        let want = match party.agree_min(mine as u64).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::debug!(job = %id, error = %e, "no warm-pool refill");
+                return;
+            }
+        };
+        drop(party);
+        for i in 0..want {
+            let h = mpc_ml::plan_hash("pool-session", &(id.0, i));
+            let sid = u128::from_le_bytes(h[..16].try_into().expect("16 bytes"));
+            match self.preplay(mesh, sid, &key, prep).await {
+                Ok(p) => {
+                    self.pool.put(key.clone(), crate::pool::Entry::new(sid, prep.rows, p));
+                    tracing::info!(model, rows = prep.rows, held = self.pool.len(), "preprocessed a job ahead");
+                }
+                Err(e) => {
+                    tracing::warn!(model, error = %format!("{e:#}"), "preprocessing ahead failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The offline pass of a prediction of `key.rows` rows in session `sid`: every correlation
+    /// it needs fetched and stored, nothing opened; the party is left ready for its online pass.
+    async fn preplay(
+        &self,
+        mesh: &Mesh,
+        sid: u128,
+        key: &PoolKey,
+        prep: &crate::ml::Prepared,
+    ) -> anyhow::Result<Party> {
+        let session = SessionId(sid);
+        let transport = mesh.open_session(session).await?;
+        let config = SessionConfig::with_fixed(session, key.job_hash, prep.plan.fixed);
+        let mut seed_bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
+        let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
+        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
+        let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
+            .await
+            .map_err(|_| anyhow::anyhow!("the peers did not join the preprocessing session"))?
+            .map_err(|e| self.explain(mesh, e))?;
+        party.begin_offline()?;
+        let plan = prep.plan.rebatch(key.rows)?;
+        // Bob's rows are not known yet: the offline pass runs on placeholders anyway.
+        let x = (self.me == PartyId::P1).then(|| ndarray::ArrayD::<f64>::zeros(plan.input.clone()));
+        let loaded = mpc_ml::LoadedModel::load_checked(&mut party, &plan, prep.model.as_ref())
+            .await
+            .map_err(|e| self.model_error(mesh, e))?;
+        loaded.run(&mut party, &plan, x.as_ref()).await.map_err(|e| self.model_error(mesh, e))?;
+        Ok(party)
     }
 
     fn progress(&self, id: JobId, done: u32, party: Option<&Party>) {
@@ -846,17 +1047,27 @@ impl Jobs {
                 Some(why) => anyhow::anyhow!("lost the connection to {} ({p}): {why}", Role::of(*p)),
                 None => anyhow::anyhow!("{} ({p}) aborted the job", Role::of(*p)),
             },
+            // Another peer saw the loss first and said so: name the lost one, not the messenger.
+            MpcError::PeerLost { reporter, lost } => match mesh.down_reason(*lost) {
+                Some(why) => anyhow::anyhow!("lost the connection to {} ({lost}): {why}", Role::of(*lost)),
+                None => anyhow::anyhow!(
+                    "lost the connection to {} ({lost}): the {} ({reporter}) lost it first and ended the job",
+                    Role::of(*lost),
+                    Role::of(*reporter)
+                ),
+            },
             _ => anyhow::Error::new(e),
         }
     }
 
-    fn finish(&self, _mesh: &Mesh, id: JobId, result: anyhow::Result<()>) {
+    fn finish(&self, id: JobId, result: anyhow::Result<()>, started: std::time::Instant) {
         match &result {
             Ok(()) => tracing::info!(job = %id, "job done"),
             Err(e) => tracing::warn!(job = %id, error = %format!("{e:#}"), "job failed"),
         }
         self.update(id, |r| {
             r.finished_unix_ms = Some(now_ms());
+            r.seconds = Some(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => r.state = JobState::Done,
                 Err(e) => {
@@ -937,6 +1148,7 @@ mod tests {
             rows: None,
             loss: vec![],
             metrics: None,
+            seconds: None,
         };
         store.put("jobs", &id.to_string(), &serde_json::to_vec(&record(JobState::Running)).unwrap()).unwrap();
         let done = JobId::random();

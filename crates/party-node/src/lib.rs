@@ -45,6 +45,7 @@ pub mod jobs;
 pub mod mesh;
 pub mod ml;
 pub mod node;
+pub mod pool;
 pub mod rows;
 pub mod store;
 pub mod testbed;

@@ -77,6 +77,11 @@ impl Consortium {
         Ok(c)
     }
 
+    /// The nodes' process ids (alice, bob, dealer).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     fn log_tail(&self, role: &str) -> String {
         let text = std::fs::read_to_string(self.dir.join(format!("{role}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -207,23 +212,7 @@ pub(crate) async fn predict(
     eprintln!("[1/4] starting alice, bob and dealer nodes (QUIC + mutual TLS on loopback)…");
     c.wait_ready(Duration::from_secs(30)).await?;
     eprintln!("[2/4] alice publishes {}; bob and the dealer register its public plan…", model.display());
-    let policy_s = match policy {
-        OutputPolicy::Logits => "logits",
-        OutputPolicy::Probabilities => "probabilities",
-        OutputPolicy::Label => "label",
-    };
-    let req = party_node::ml::PublishRequest {
-        name: "model".into(),
-        path: model_path,
-        output: Some(policy_s.into()),
-        frac_bits: opts.frac_bits,
-        nonlinear: opts.nonlinear.clone(),
-        input_range: opts.input_range,
-    };
-    let published = c.call(0, "POST", "/v1/models", Some(serde_json::to_value(&req)?)).await?;
-    for i in [1, 2] {
-        c.call(i, "POST", "/v1/plans", Some(json!({"name": "model", "plan": published["plan"]}))).await?;
-    }
+    let published = publish(c, Path::new(&model_path), policy, opts).await?;
     let batch = {
         let per_sample: Vec<usize> =
             serde_json::from_value::<Vec<usize>>(published["plan"]["input"].clone())?[1..].to_vec();
@@ -233,6 +222,35 @@ pub(crate) async fn predict(
     let r = run_predict(c, "model", &input_path, &output_path, batch, opts.micro_batch).await?;
     eprintln!("[4/4] done in {:.2} s; bob's output is in {}", r.seconds, output_path.display());
     Ok(r)
+}
+
+/// Alice publishes `model` as `model`; Bob and the dealer register its plan. Returns Alice's
+/// reply (`plan`).
+pub(crate) async fn publish(
+    c: &mut Consortium,
+    model: &Path,
+    policy: OutputPolicy,
+    opts: &PublishOptions,
+) -> anyhow::Result<serde_json::Value> {
+    c.wait_ready(Duration::from_secs(30)).await?;
+    let policy_s = match policy {
+        OutputPolicy::Logits => "logits",
+        OutputPolicy::Probabilities => "probabilities",
+        OutputPolicy::Label => "label",
+    };
+    let req = party_node::ml::PublishRequest {
+        name: "model".into(),
+        path: std::fs::canonicalize(model)?.display().to_string(),
+        output: Some(policy_s.into()),
+        frac_bits: opts.frac_bits,
+        nonlinear: opts.nonlinear.clone(),
+        input_range: opts.input_range,
+    };
+    let published = c.call(0, "POST", "/v1/models", Some(serde_json::to_value(&req)?)).await?;
+    for i in [1, 2] {
+        c.call(i, "POST", "/v1/plans", Some(json!({"name": "model", "plan": published["plan"]}))).await?;
+    }
+    Ok(published)
 }
 
 /// Runs one prediction job of the model registered as `model` on every node.
@@ -265,6 +283,78 @@ pub(crate) async fn run_predict(
     let seconds = t0.elapsed().as_secs_f64();
     let out = crate::ml_read_output(output_path)?;
     Ok(LocalResult { output: out, bob_job: records[1].clone(), jobs: records, seconds })
+}
+
+/// Waits (at most `limit`) until the three nodes' warm pools are full for `model`; whether
+/// they are.
+pub(crate) async fn wait_pool(c: &mut Consortium, model: &str, limit: Duration) -> anyhow::Result<bool> {
+    let t0 = Instant::now();
+    loop {
+        let mut ready = true;
+        for i in 0..3 {
+            let s = c.call(i, "GET", "/v1/pool", None).await?;
+            // Full: as many entries as a refill makes (two, within capacity), so no offline pass
+            // competes with the next job for the CPU.
+            let want = s["capacity"].as_u64().unwrap_or(0).min(2) as usize;
+            ready &= s["entries"].as_array().is_some_and(|e| e.iter().filter(|e| e["model"] == model).count() >= want);
+        }
+        if ready {
+            return Ok(true);
+        }
+        if t0.elapsed() > limit {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `local predict --repeat N`: the same prediction N more times, each once the warm pools hold
+/// a preprocessed job (the nodes refill them after every job); prints each job's latency at
+/// Bob's node and the median of those served from the pool.
+pub(crate) async fn repeat_predict(
+    c: &mut Consortium,
+    input: &Path,
+    output: &Path,
+    first: &LocalResult,
+    repeat: usize,
+) -> anyhow::Result<()> {
+    let line = |k: usize, r: &serde_json::Value| {
+        let s = r["seconds"].as_f64().unwrap_or(f64::NAN);
+        let pooled = r["rows"]["from_pool"].as_u64().unwrap_or(0);
+        let how = if pooled > 0 { format!("warm pool, {pooled} rows") } else { "material made on demand".into() };
+        let layers: f64 = r["layers"].as_array().map_or(0.0, |l| l.iter().filter_map(|x| x["seconds"].as_f64()).sum());
+        println!(
+            "  job {k:>3}: {:>8.2} ms at bob's node, {:>8.2} ms in the model's stages ({how})",
+            s * 1e3,
+            layers * 1e3
+        );
+        (s, pooled > 0)
+    };
+    println!(
+        "
+latency of the same prediction, from bob's submission to his output (alice and the dealer joined first):"
+    );
+    line(1, &first.bob_job);
+    let input = std::fs::canonicalize(input)?.display().to_string();
+    let output = if output.is_absolute() { output.to_path_buf() } else { std::env::current_dir()?.join(output) };
+    let output = output.as_path();
+    let rows = first.bob_job["rows"]["total"].as_u64().unwrap_or(1) as usize;
+    let mut warm = Vec::new();
+    for k in 2..=repeat + 1 {
+        if !wait_pool(c, "model", Duration::from_secs(30)).await? {
+            println!("  (the warm pool was not refilled within 30 s: [limits] pool_jobs, pool_rows, memory_mib)");
+        }
+        let r = run_predict(c, "model", &input, output, rows, None).await?;
+        let (s, pooled) = line(k, &r.bob_job);
+        if pooled {
+            warm.push(s);
+        }
+    }
+    if !warm.is_empty() {
+        warm.sort_by(f64::total_cmp);
+        println!("  median with a warm pool: {:.2} ms over {} jobs", warm[warm.len() / 2] * 1e3, warm.len());
+    }
+    Ok(())
 }
 
 /// Prints Bob's per-layer profile and the three nodes' totals.

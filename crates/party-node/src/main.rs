@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod compose;
 mod demo;
 mod local;
+mod throughput;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -392,6 +393,10 @@ enum LocalAction {
         /// At most this many rows per micro-batch (default: what the nodes' memory allows).
         #[arg(long)]
         micro_batch: Option<usize>,
+        /// Then predict the same input this many more times, each once the nodes' warm pools
+        /// hold a preprocessed job, and print every job's latency (cold, then warm).
+        #[arg(long, default_value_t = 0)]
+        repeat: usize,
         /// Keep the temporary consortium directory (configs, logs, stores).
         #[arg(long)]
         keep: bool,
@@ -479,8 +484,30 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Local {
             action:
-                LocalAction::Predict { model, input, output, output_policy, verify, frac_bits, compare, micro_batch, keep },
-        } => local_predict(&model, &input, &output, &output_policy, verify, frac_bits, &compare, micro_batch, keep),
+                LocalAction::Predict {
+                    model,
+                    input,
+                    output,
+                    output_policy,
+                    verify,
+                    frac_bits,
+                    compare,
+                    micro_batch,
+                    repeat,
+                    keep,
+                },
+        } => local_predict(
+            &model,
+            &input,
+            &output,
+            &output_policy,
+            verify,
+            frac_bits,
+            &compare,
+            micro_batch,
+            repeat,
+            keep,
+        ),
         Command::Local { action: LocalAction::Train { args, verify, json } } => local_train(&args, verify, json),
         Command::Local { action: LocalAction::Analyze { args, alice_data, verify } } => {
             local_analyze(&args, alice_data.as_deref(), verify)
@@ -511,8 +538,42 @@ fn main() -> anyhow::Result<()> {
         Command::Jobs { config, action } => runtime()?.block_on(jobs(&config, action)),
         Command::StoreTorture { dir } => store_torture(&dir),
         Command::Compose { action } => compose::run(action),
-        Command::Bench(args) => party_node::bench::main(args),
+        Command::Bench(args) => bench(args),
     }
+}
+
+/// `party-node bench`: the in-session workloads (`party_node::bench`), then the workloads
+/// through daemons (`throughput`): throughput (`mnist-cnn-N`) and warm-pool latency
+/// (`pool-lenet5-b1`, `pool-mlp-a-b1`).
+fn bench(mut args: party_node::bench::BenchArgs) -> anyhow::Result<()> {
+    let (mut throughput, mut pooled, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+    for w in args.workload.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if let Some(rows) = throughput::parse(w) {
+            throughput.push((w.to_string(), rows?));
+        } else if let Some(fixture) = throughput::parse_pool(w) {
+            pooled.push((w.to_string(), fixture));
+        } else {
+            rest.push(w.to_string());
+        }
+    }
+    if args.child_config.is_some() || !rest.is_empty() || (throughput.is_empty() && pooled.is_empty()) {
+        args.workload = rest.join(",");
+        party_node::bench::main(args.clone())?;
+    }
+    let sweep: Vec<usize> = args
+        .sweep
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().ok().filter(|&b| b > 0).with_context(|| format!("--sweep: bad micro-batch {s:?}")))
+        .collect::<anyhow::Result<_>>()?;
+    for (name, rows) in throughput {
+        throughput::run(&name, rows, &sweep, args.json_out.as_deref())?;
+    }
+    for (name, fixture) in pooled {
+        throughput::pool_latency(&name, fixture, args.runs.max(5) * 4, args.json_out.as_deref())?;
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -791,6 +852,7 @@ fn local_predict(
     frac_bits: Option<u32>,
     compare: &CompareArgs,
     micro_batch: Option<usize>,
+    repeat: usize,
     keep: bool,
 ) -> anyhow::Result<()> {
     let policy: mpc_ml::OutputPolicy = policy.parse().map_err(anyhow::Error::msg)?;
@@ -804,8 +866,12 @@ fn local_predict(
         input_range: compare.input_range,
         micro_batch,
     };
-    let r = runtime()?.block_on(local::predict(&mut c, model, input, output, policy, &opts))?;
+    let rt = runtime()?;
+    let r = rt.block_on(local::predict(&mut c, model, input, output, policy, &opts))?;
     local::print_profile(&r);
+    if repeat > 0 {
+        rt.block_on(local::repeat_predict(&mut c, input, output, &r, repeat))?;
+    }
     if verify {
         let want = local::plaintext(model, input, policy)?;
         let err = r.output.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);

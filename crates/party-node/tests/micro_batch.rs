@@ -1,6 +1,8 @@
-//! Predict jobs larger than one micro-batch through three `party-node run` processes: every row
-//! equals the plaintext f64 reference, in order, and a party killed mid-job fails the job on
-//! every node without leaving an output file that looks complete.
+//! Predict jobs through three `party-node run` processes: jobs larger than one micro-batch equal
+//! the plaintext f64 reference row by row, in order; a party killed mid-job fails the job on
+//! every node without leaving an output file that looks complete; small jobs are served from
+//! the warm pool once it is filled, each preprocessed job used once, and a plan change
+//! discards the pool.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,19 +44,25 @@ async fn consortium(dir: &Path) -> [Node; 3] {
     let paths = testbed::write_consortium(dir, testbed::free_addrs().unwrap(), false).unwrap();
     let nodes = [Node::spawn(&paths[0]), Node::spawn(&paths[1]), Node::spawn(&paths[2])];
     common::wait_ready(&[&nodes[0], &nodes[1], &nodes[2]], Duration::from_secs(30)).await;
+    publish(&nodes, 16).await;
+    nodes
+}
+
+/// (Re)publishes the MNIST CNN as `cnn` with `frac_bits` and registers the plan.
+async fn publish(nodes: &[Node; 3], frac_bits: u32) {
     let model = fixture("mnist_cnn.onnx").canonicalize().unwrap();
     let published = nodes[0]
         .call(
             "POST",
             "/v1/models",
-            Some(json!({"name": "cnn", "path": model.display().to_string(), "output": "logits"})),
+            Some(json!({"name": "cnn", "path": model.display().to_string(), "output": "logits",
+                        "frac_bits": frac_bits})),
         )
         .await
         .unwrap();
     for n in &nodes[1..] {
         n.call("POST", "/v1/plans", Some(json!({"name": "cnn", "plan": published["plan"]}))).await.unwrap();
     }
-    nodes
 }
 
 /// Submits a predict job on every node (Bob with the input and output paths); its id.
@@ -167,5 +175,85 @@ fn a_party_killed_mid_job_fails_it_everywhere_and_leaves_no_output() {
         assert!(!output.exists(), "no output file after a failed job");
         assert!(!dir.path().join("out.npy.partial").exists(), "Bob's node removes the partial output");
         assert_eq!(bob.get("/v1/health").await["status"], "ok", "Bob's node keeps serving");
+    });
+}
+
+/// Runs a prediction of `x` to completion on every node; Bob's output and job record.
+async fn predict(nodes: &[Node; 3], dir: &Path, name: &str, x: &ArrayD<f64>) -> (ArrayD<f64>, Value) {
+    let (input, output) = (dir.join(format!("{name}.in.npy")), dir.join(format!("{name}.out.npy")));
+    mpc_ml::npy::write(&input, x).unwrap();
+    let id = submit([&nodes[0], &nodes[1], &nodes[2]], x.shape()[0], &input, &output, 1000).await;
+    for n in nodes {
+        let j = wait_final(n, &id, Duration::from_secs(120)).await;
+        assert_eq!(j["state"], "done", "{j}");
+    }
+    (mpc_ml::npy::read(&output).unwrap(), nodes[1].get(&format!("/v1/jobs/{id}")).await)
+}
+
+/// Waits until every node's pool holds `n` entries (the refill runs after a job is done).
+async fn pool_holds(nodes: &[Node; 3], n: usize) -> [Value; 3] {
+    let t0 = Instant::now();
+    loop {
+        let s = [nodes[0].get("/v1/pool").await, nodes[1].get("/v1/pool").await, nodes[2].get("/v1/pool").await];
+        if s.iter().all(|p| p["entries"].as_array().unwrap().len() == n) {
+            return s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "pools never held {n} entries: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ids(status: &Value) -> Vec<String> {
+    status["entries"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn small_jobs_are_served_from_the_warm_pool_once_and_a_plan_change_discards_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = tiled_input(1);
+    let model = mpc_ml::onnx::import_file(&fixture("mnist_cnn.onnx")).unwrap().model;
+    // Jobs of 5 rows, each on different rows.
+    let rows = |k: usize| x.slice_axis(Axis(0), (5 * k..5 * k + 5).into()).to_owned();
+    let close = |got: &ArrayD<f64>, x: &ArrayD<f64>, what: &str| {
+        let want = model.eval_plain(x);
+        let err = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(err <= 1e-2, "{what}: max error {err} against plaintext");
+    };
+    runtime().block_on(async {
+        let nodes = consortium(dir.path()).await;
+        // Cold: nothing preprocessed yet.
+        let (y, rec) = predict(&nodes, dir.path(), "cold", &rows(0)).await;
+        close(&y, &rows(0), "cold job");
+        assert_eq!(rec["rows"]["from_pool"], json!(0), "{rec}");
+        // After it, every node holds two preprocessed jobs of this model and size, the same two.
+        let before = pool_holds(&nodes, 2).await;
+        assert!(before.iter().all(|s| ids(s) == ids(&before[0])), "{before:?}");
+        assert!(before.iter().all(|s| s["counters"]["created"] == json!(2)), "{before:?}");
+
+        // Warm: served from the pool, equal to plaintext, and the entry it used is gone.
+        for (k, name) in [(1, "warm1"), (2, "warm2"), (3, "warm3")] {
+            let (y, rec) = predict(&nodes, dir.path(), name, &rows(k)).await;
+            close(&y, &rows(k), name);
+            assert_eq!(rec["rows"]["from_pool"], json!(5), "{name}: {rec}");
+            assert_eq!(rec["state"], "done");
+        }
+        let after = pool_holds(&nodes, 2).await;
+        for s in &after {
+            // Three jobs served, one entry each; two made per job would exceed the two held,
+            // so each refill added one. No entry served twice: the served ones are gone.
+            assert_eq!(s["counters"]["served"], json!(3), "{s}");
+            assert_eq!(s["counters"]["created"], json!(5), "{s}");
+            assert_eq!(s["counters"]["discarded"], json!(0), "{s}");
+            let held = ids(s);
+            assert!(ids(&before[0]).iter().all(|id| !held.contains(id)), "served entries never come back: {s}");
+        }
+
+        // A plan change (other fixed-point format) discards every node's entries for the model.
+        publish(&nodes, 14).await;
+        let cleared = pool_holds(&nodes, 0).await;
+        assert!(cleared.iter().all(|s| s["counters"]["discarded"] == json!(2)), "{cleared:?}");
+        let (y, rec) = predict(&nodes, dir.path(), "new-plan", &rows(4)).await;
+        close(&y, &rows(4), "job on the new plan");
+        assert_eq!(rec["rows"]["from_pool"], json!(0), "{rec}");
     });
 }

@@ -345,7 +345,12 @@ impl Channel {
             frame::decode(raw, self.max_payload).map_err(|detail| Error::Desync { peer: from, detail })?;
         let want_seq = self.recv_seq[from.index()];
         if h.kind == FrameKind::Abort {
-            return Err(Error::PeerAborted(from));
+            return Err(match payload.first() {
+                Some(&b) if b < 3 && b != self.me().0 && b != from.0 => {
+                    Error::PeerLost { reporter: from, lost: PartyId(b) }
+                }
+                _ => Error::PeerAborted(from),
+            });
         }
         let desync = |detail: String| Err(Error::Desync { peer: from, detail });
         if h.session != self.session {
@@ -422,14 +427,34 @@ impl Channel {
 
     /// Tells every peer, best effort, that this party aborts the session.
     pub async fn send_abort(&mut self) {
+        self.send_abort_for(None).await;
+    }
+
+    /// Tells the peers this party ends the session after `e`: an abort frame to every peer,
+    /// naming the peer whose loss caused it when `e` is one ([`Error::PeerAborted`]), so the
+    /// third party can tell who is gone rather than blame the messenger. Nothing is sent
+    /// after [`Error::PeerLost`]: its reporter told everyone already.
+    pub async fn abort_after(&mut self, e: &Error) {
+        match e {
+            Error::PeerLost { .. } => {}
+            Error::PeerAborted(lost) => self.send_abort_for(Some(*lost)).await,
+            _ => self.send_abort_for(None).await,
+        }
+    }
+
+    async fn send_abort_for(&mut self, lost: Option<PartyId>) {
+        let cause = [lost.map_or(NO_CAUSE, |p| p.0)];
         for p in PartyId::ALL {
-            if p != self.me() {
-                let h = self.next_header(p, FrameKind::Abort, 0);
-                let _ = self.transport.send(p, frame::encode(&h, &[])).await;
+            if p != self.me() && Some(p) != lost {
+                let h = self.next_header(p, FrameKind::Abort, 1);
+                let _ = self.transport.send(p, frame::encode(&h, &cause)).await;
             }
         }
     }
 }
+
+/// The abort frame's payload when no peer's loss caused it.
+const NO_CAUSE: u8 = 0xFF;
 
 #[cfg(test)]
 mod tests {
@@ -443,6 +468,22 @@ mod tests {
         let a: Arc<dyn Transport> = Arc::new(t.pop().expect("two"));
         let session = SessionId(3);
         (Channel::new(a, session), Channel::new(b.clone(), session), b)
+    }
+
+    #[test]
+    fn an_abort_after_losing_a_peer_names_the_lost_peer() {
+        futures::executor::block_on(async {
+            // P0 lost P2: P1 hears who is gone, not just that P0 stopped.
+            let (mut a, mut b, _) = pair();
+            a.abort_after(&Error::PeerAborted(PartyId::P2)).await;
+            let e = b.recv_bytes(PartyId::P0, FrameKind::Open, None).await.unwrap_err();
+            assert!(matches!(e, Error::PeerLost { reporter: PartyId::P0, lost: PartyId::P2 }), "{e}");
+            // Any other failure: a plain abort.
+            let (mut a, mut b, _) = pair();
+            a.abort_after(&Error::InvalidInput("x".into())).await;
+            let e = b.recv_bytes(PartyId::P0, FrameKind::Open, None).await.unwrap_err();
+            assert!(matches!(e, Error::PeerAborted(PartyId::P0)), "{e}");
+        });
     }
 
     #[test]

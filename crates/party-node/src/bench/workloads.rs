@@ -50,7 +50,8 @@ pub const STANDARD: [Workload; 9] = [
 
 /// What `--workload` accepts (for error messages).
 pub const VALID: &str = "matmul, mul-1m, relu-100k, cmp-100k, mlp-a-b<N>, lenet5-b<N>, logreg-train (N: batch size, \
-                         e.g. mlp-a-b128), or all";
+                         e.g. mlp-a-b128), all; through three daemons: mnist-cnn-<ROWS> (throughput, e.g. \
+                         mnist-cnn-10k), pool-lenet5-b1, pool-mlp-a-b1 (latency with a warm pool)";
 
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
