@@ -166,7 +166,7 @@ impl AnalyticsPlan {
         self.columns.len()
     }
 
-    /// The plan's hash ([`crate::plan_hash`], domain `analytics`): the parties compare it when
+    /// The plan's hash ([`crate::plan_hash()`], domain `analytics`): the parties compare it when
     /// they connect.
     pub fn hash(&self) -> [u8; 32] {
         crate::plan_hash("analytics", self)

@@ -233,7 +233,7 @@ pub struct Plan {
 pub const PLAN_VERSION: u32 = 2;
 
 impl Plan {
-    /// The plan's hash ([`crate::plan_hash`], domain `inference`): what the parties compare.
+    /// The plan's hash ([`crate::plan_hash()`], domain `inference`): what the parties compare.
     pub fn hash(&self) -> [u8; 32] {
         crate::plan_hash("inference", self)
     }

@@ -5,7 +5,7 @@
 //! the same bytes), and the plan's canonical postcard encoding (field order fixed by the type,
 //! no map-ordering or float-formatting ambiguity as with JSON). Every plan hash in the
 //! workspace — inference, training, analytics, the daemon's matrix-product jobs, the benchmark
-//! workloads — goes through [`plan_hash`].
+//! workloads — goes through [`plan_hash()`].
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};

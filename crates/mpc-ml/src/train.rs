@@ -94,7 +94,7 @@ pub struct TrainPlan {
 }
 
 impl TrainPlan {
-    /// The plan's hash ([`crate::plan_hash`], domain `training`): the parties compare it when
+    /// The plan's hash ([`crate::plan_hash()`], domain `training`): the parties compare it when
     /// they connect.
     pub fn hash(&self) -> [u8; 32] {
         crate::plan_hash("training", self)

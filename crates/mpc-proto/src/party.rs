@@ -275,49 +275,34 @@ impl Party {
     /// public numbers each brings, e.g. the largest micro-batch its memory allows. One round,
     /// 8 bytes to each peer (session-setup traffic).
     pub async fn agree_min(&mut self, value: u64) -> Result<u64> {
-        if self.poisoned {
-            return Err(Error::Poisoned);
-        }
-        let r = async {
-            let others: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != self.id).collect();
-            for &p in &others {
-                self.ch.send_bytes(p, FrameKind::Hello, &value.to_le_bytes()).await?;
-            }
-            let mut min = value;
-            for &p in &others {
-                let b = self.ch.recv_bytes(p, FrameKind::Hello, Some(8)).await?;
-                min = min.min(u64::from_le_bytes(b.try_into().expect("8 bytes, checked")));
-            }
-            self.ch.stats.record_round();
-            Ok(min)
-        }
-        .await;
-        if let Err(e) = &r {
-            self.poisoned = true;
-            self.ch.abort_after(e).await;
-        }
-        r
+        let theirs = self.exchange_public(&value.to_le_bytes()).await?;
+        Ok(theirs.iter().map(|b| u64::from_le_bytes(b[..].try_into().expect("8 bytes, checked"))).fold(value, u64::min))
     }
 
     /// Whether all three parties bring the same `value` (e.g. the hash of the job a
     /// preprocessed session is about to serve). One round, 32 bytes to each peer; every party
     /// sees all three values, so all three get the same answer.
     pub async fn agree_equal(&mut self, value: [u8; 32]) -> Result<bool> {
+        Ok(self.exchange_public(&value).await?.iter().all(|b| b[..] == value))
+    }
+
+    /// Sends the same public bytes to both peers and receives theirs (of the same length),
+    /// in one round; poisons the party and aborts the session on failure.
+    async fn exchange_public(&mut self, value: &[u8]) -> Result<Vec<Vec<u8>>> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
         let r = async {
             let others: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != self.id).collect();
             for &p in &others {
-                self.ch.send_bytes(p, FrameKind::Hello, &value).await?;
+                self.ch.send_bytes(p, FrameKind::Hello, value).await?;
             }
-            let mut equal = true;
+            let mut theirs = Vec::with_capacity(2);
             for &p in &others {
-                let b = self.ch.recv_bytes(p, FrameKind::Hello, Some(32)).await?;
-                equal &= b == value;
+                theirs.push(self.ch.recv_bytes(p, FrameKind::Hello, Some(value.len())).await?);
             }
             self.ch.stats.record_round();
-            Ok(equal)
+            Ok(theirs)
         }
         .await;
         if let Err(e) = &r {

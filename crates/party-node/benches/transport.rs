@@ -241,6 +241,38 @@ async fn exchange(pair: &Pair, frame: usize, count: usize) {
     }
 }
 
+/// The two measurements of every pair: 64 MiB each way, then the 64-byte round trip (its
+/// group is returned open, for more round-trip variants).
+fn bulk_and_rtt<'c>(
+    c: &'c mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    pairs: &[(String, Pair)],
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group("transport_64MiB_each_way");
+    g.sample_size(10).measurement_time(Duration::from_secs(15)).throughput(Throughput::Bytes(TOTAL as u64));
+    for (name, pair) in pairs {
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| rt.block_on(exchange(pair, FRAME, TOTAL / FRAME)));
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("transport_rtt_64B");
+    for (name, pair) in pairs {
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let t0 = Instant::now();
+                    for _ in 0..iters {
+                        ping(pair).await;
+                    }
+                    t0.elapsed()
+                })
+            });
+        });
+    }
+    g
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pairs: Vec<(String, Pair)> = vec![
@@ -267,29 +299,7 @@ fn bench(c: &mut Criterion) {
             (format!("lan{mtu}-tcp"), rt.block_on(lan.tcp_pair())),
             (format!("lan{mtu}-quic"), rt.block_on(lan.quic_pair(MeshOptions::default().mtu_upper_bound))),
         ];
-        let mut g = c.benchmark_group("transport_64MiB_each_way");
-        g.sample_size(10).measurement_time(Duration::from_secs(15)).throughput(Throughput::Bytes(TOTAL as u64));
-        for (name, pair) in &lan_pairs {
-            g.bench_function(BenchmarkId::from_parameter(name), |b| {
-                b.iter(|| rt.block_on(exchange(pair, FRAME, TOTAL / FRAME)));
-            });
-        }
-        g.finish();
-        let mut g = c.benchmark_group("transport_rtt_64B");
-        for (name, pair) in &lan_pairs {
-            g.bench_function(BenchmarkId::from_parameter(name), |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let t0 = Instant::now();
-                        for _ in 0..iters {
-                            ping(pair).await;
-                        }
-                        t0.elapsed()
-                    })
-                });
-            });
-        }
-        g.finish();
+        bulk_and_rtt(c, &rt, &lan_pairs).finish();
         for (_, pair) in lan_pairs {
             if let Pair::Quic(.., meshes, _) = pair {
                 rt.block_on(async {
@@ -302,29 +312,7 @@ fn bench(c: &mut Criterion) {
         drop(lan);
     }
 
-    let mut g = c.benchmark_group("transport_64MiB_each_way");
-    g.sample_size(10).measurement_time(Duration::from_secs(15)).throughput(Throughput::Bytes(TOTAL as u64));
-    for (name, pair) in &pairs {
-        g.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| rt.block_on(exchange(pair, FRAME, TOTAL / FRAME)));
-        });
-    }
-    g.finish();
-
-    let mut g = c.benchmark_group("transport_rtt_64B");
-    for (name, pair) in &pairs {
-        g.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let t0 = Instant::now();
-                    for _ in 0..iters {
-                        ping(pair).await;
-                    }
-                    t0.elapsed()
-                })
-            });
-        });
-    }
+    let mut g = bulk_and_rtt(c, &rt, &pairs);
     // The same round trip driven from a task on the runtime (no hop from the caller's thread).
     for (name, pair) in &pairs {
         let Pair::Quic(a, b, ..) = pair else { continue };

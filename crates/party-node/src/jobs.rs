@@ -162,7 +162,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan's hash ([`mpc_ml::plan_hash`], domain `matmul`).
+    /// The plan's hash ([`mpc_ml::plan_hash()`], domain `matmul`).
     pub fn hash(&self) -> [u8; 32] {
         mpc_ml::plan_hash("matmul", self)
     }

@@ -12,7 +12,7 @@ use party_node::testbed;
 use serde_json::{Value, json};
 
 mod common;
-use common::Node;
+use common::{Node, wait_final};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/onnx").join(name)
@@ -81,18 +81,6 @@ async fn submit(nodes: [&Node; 3], rows: usize, input: &Path, output: &Path, mic
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     id
-}
-
-async fn wait_final(n: &Node, id: &str, within: Duration) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let j = n.get(&format!("/v1/jobs/{id}")).await;
-        if ["done", "failed", "interrupted"].contains(&j["state"].as_str().unwrap()) {
-            return j;
-        }
-        assert!(t0.elapsed() < within, "job {id} not final after {within:?}: {j}\nlog:\n{}", n.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Reads a CSV of numbers written by Bob's node.

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use party_node::client::call;
 use party_node::jobs::seeded_matrix;
 use party_node::testbed;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_party-node");
 
 mod common;
-use common::Node;
+use common::{Node, wait_final};
 
 fn spawn(path: &std::path::Path, run: u32) -> Node {
     Node::spawn_with(path, &format!("node-{run}.log"), &[])
@@ -22,18 +22,6 @@ fn spawn(path: &std::path::Path, run: u32) -> Node {
 
 async fn wait_ready(nodes: &[&Node]) {
     common::wait_ready(nodes, Duration::from_secs(30)).await;
-}
-
-async fn wait_final(n: &Node, id: &str, within: Duration) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let j = n.get(&format!("/v1/jobs/{id}")).await;
-        if ["done", "failed", "interrupted"].contains(&j["state"].as_str().unwrap()) {
-            return j;
-        }
-        assert!(t0.elapsed() < within, "job {id} not final after {within:?}: {j}\nlog:\n{}", n.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn run_job(nodes: &[&Node; 3], m: usize, k: usize, n: usize) -> String {

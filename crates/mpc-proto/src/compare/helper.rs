@@ -133,7 +133,7 @@ fn fill_below(prg: &mut Prg, k: u8, out: &mut [u8]) {
 }
 
 /// Where the Z_p share of bit `i` of element `e`'s `R_l` sits among `n` elements' `m` bits each:
-/// blocks of [`LANES`] elements, bit-major inside a block (`i·width + e mod LANES`), so the
+/// blocks of `LANES` (64) elements, bit-major inside a block (`i·width + e mod LANES`), so the
 /// term computation reads one bit position of a block's elements contiguously.
 pub fn bit_index(n: usize, m: usize, e: usize, i: usize) -> usize {
     let block = e / LANES * LANES;

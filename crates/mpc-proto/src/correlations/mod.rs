@@ -347,6 +347,11 @@ impl Pool {
     }
 }
 
+/// The operation and shape a fixed `B` was registered with.
+fn fixed_shape(shapes: &[(Bilinear, Vec<usize>)], handle: FixedBHandle) -> Result<(Bilinear, Vec<usize>)> {
+    shapes.get(handle.0).cloned().ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))
+}
+
 fn check_shape(what: &str, got: &[usize], want: &[usize]) -> Result<()> {
     if got == want {
         Ok(())
@@ -607,11 +612,7 @@ impl Correlations for DealerCorrelations {
         xs: &'a [usize],
     ) -> BoxFuture<'a, Result<FixedBTriple>> {
         Box::pin(async move {
-            let (op, ys) = self
-                .fixed_shapes
-                .get(handle.0)
-                .cloned()
-                .ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
+            let (op, ys) = fixed_shape(&self.fixed_shapes, handle)?;
             let zs = op.output_shape(xs, &ys)?;
             match &mut self.role {
                 Role::P0(g) => {
@@ -806,11 +807,7 @@ impl Correlations for TestDealer {
         xs: &'a [usize],
     ) -> BoxFuture<'a, Result<FixedBTriple>> {
         Box::pin(async move {
-            let (op, ys) = self
-                .fixed_shapes
-                .get(handle.0)
-                .cloned()
-                .ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
+            let (op, ys) = fixed_shape(&self.fixed_shapes, handle)?;
             let zs = op.output_shape(xs, &ys)?;
             let ((a0, c0), c1, a1) = fixed_triple(&mut self.g, handle, xs)?;
             if self.me.is_dealer() {

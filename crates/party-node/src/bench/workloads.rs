@@ -303,7 +303,7 @@ impl Workload {
         true
     }
 
-    /// What the parties agree on (the session's plan hash, [`mpc_ml::plan_hash`] domain
+    /// What the parties agree on (the session's plan hash, [`mpc_ml::plan_hash()`] domain
     /// `bench`): the workload and its seed.
     pub fn plan_hash(&self, seed: u64) -> [u8; 32] {
         mpc_ml::plan_hash("bench", &(self.to_string(), seed))

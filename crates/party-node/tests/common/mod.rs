@@ -117,3 +117,17 @@ pub(crate) async fn wait_ready(nodes: &[&Node], within: Duration) {
         }
     }
 }
+
+/// Polls job `id` on `n` until it is done, failed or interrupted; its record. Fails the test
+/// with the node's log after `within`.
+pub(crate) async fn wait_final(n: &Node, id: &str, within: Duration) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let j = n.get(&format!("/v1/jobs/{id}")).await;
+        if ["done", "failed", "interrupted"].contains(&j["state"].as_str().unwrap()) {
+            return j;
+        }
+        assert!(t0.elapsed() < within, "job {id} not final after {within:?}: {j}\nlog:\n{}", n.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
