@@ -89,7 +89,7 @@ fn beaver_products_are_exact_in_the_ring() {
     let b = random(&[31, 6], 6);
     let img = random(&[2, 3, 9, 8], 7);
     let ker = random(&[4, 3, 3, 3], 8);
-    let cp = Conv2dParams { stride: (2, 1), padding: (1, 1) };
+    let cp = Conv2dParams::new((2, 1), (1, 1));
     // The elementwise product works a chunk at a time: a length over several chunks with a
     // ragged tail, after the small one (the dealer's streams must stay in step across both).
     let (u, v) = (random(&[1531], 9), random(&[1531], 10));
@@ -145,7 +145,7 @@ fn fixed_point_layers_match_f64() {
     let e = reals(&[8, 100], xr, 12);
     let img = reals(&[2, 3, 10, 10], xr, 13);
     let ker = reals(&[5, 3, 3, 3], wr, 14);
-    let cp = Conv2dParams { stride: (1, 1), padding: (1, 1) };
+    let cp = Conv2dParams::new((1, 1), (1, 1));
     let enc = |a: &ArrayD<f64>| fx.encode_array(a).unwrap();
     let (xe, we, ee, ie, ke) = (enc(&x), enc(&w), enc(&e), enc(&img), enc(&ker));
     let out = run_parties(4, |mut p| {

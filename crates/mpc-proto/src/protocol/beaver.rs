@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn mask_and_combine_reconstruct() {
         let mut g = Prg::from_u64(11);
-        let p = Conv2dParams { stride: (1, 1), padding: (1, 1) };
+        let p = Conv2dParams::new((1, 1), (1, 1));
         for (op, xs, ys) in [
             (Bilinear::Mul, vec![3, 4], vec![3, 4]),
             (Bilinear::MatMul, vec![5, 7], vec![7, 2]),

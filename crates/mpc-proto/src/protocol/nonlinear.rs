@@ -367,9 +367,23 @@ impl Party {
         stride: (usize, usize),
         padding: (usize, usize),
     ) -> Result<AShare> {
+        self.maxpool2d_ceil(x, kernel, stride, padding, false).await
+    }
+
+    /// [`Party::maxpool2d`] with ONNX/PyTorch `ceil_mode`: with `ceil_mode` the output size
+    /// rounds up ([`crate::ring::pool_out_len`]) and the last windows may overhang the input
+    /// (their overhang, like padding, never wins). Same cost per window.
+    pub async fn maxpool2d_ceil(
+        &mut self,
+        x: &AShare,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        ceil_mode: bool,
+    ) -> Result<AShare> {
         let top = self.begin("maxpool")?;
         let r = async {
-            let (out_shape, idx) = window_indices(x.shape(), kernel, stride, padding)?;
+            let (out_shape, idx) = window_indices(x.shape(), kernel, stride, padding, ceil_mode)?;
             let k = kernel.0 * kernel.1;
             let outer: usize = out_shape.iter().product();
             let g = x.map_linear(
@@ -606,21 +620,18 @@ fn window_indices(
     k: (usize, usize),
     st: (usize, usize),
     p: (usize, usize),
+    ceil: bool,
 ) -> Result<([usize; 4], Vec<usize>)> {
     let bad = || Error::ShapeMismatch { op: "maxpool2d", lhs: s.to_vec(), rhs: vec![k.0, k.1, st.0, st.1, p.0, p.1] };
     let &[n, c, h, w] = s else { return Err(bad()) };
-    if k.0 == 0
-        || k.1 == 0
-        || st.0 == 0
-        || st.1 == 0
-        || h + 2 * p.0 < k.0
-        || w + 2 * p.1 < k.1
-        || p.0 >= k.0
-        || p.1 >= k.1
-    {
+    if p.0 >= k.0 || p.1 >= k.1 {
         return Err(bad());
     }
-    let (oh, ow) = ((h + 2 * p.0 - k.0) / st.0 + 1, (w + 2 * p.1 - k.1) / st.1 + 1);
+    let (Some(oh), Some(ow)) =
+        (crate::ring::pool_out_len(h, k.0, st.0, p.0, ceil), crate::ring::pool_out_len(w, k.1, st.1, p.1, ceil))
+    else {
+        return Err(bad());
+    };
     let mut idx = Vec::with_capacity(n * c * oh * ow * k.0 * k.1);
     for plane in 0..n * c {
         for oy in 0..oh {

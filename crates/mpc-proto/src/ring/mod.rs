@@ -7,7 +7,7 @@
 mod conv;
 pub mod gemm;
 
-pub use conv::{Conv2dParams, conv2d, im2col};
+pub use conv::{Conv2dParams, conv2d, im2col, pool_out_len};
 
 use ndarray::{ArrayD, IxDyn};
 
