@@ -23,25 +23,27 @@ fn conv(c: usize, o: usize, k: usize, pad: usize, g: &mut Prg) -> Layer {
         bias: Some(init(&[o], fan, g)),
         stride: (1, 1),
         padding: (pad, pad),
+        dilation: (1, 1),
+        groups: 1,
     }
 }
 
 /// "Network A" (SecureML): FC 784-128-128-10 with ReLU.
 fn network_a(seed: u64) -> Model {
     let g = &mut Prg::from_u64(seed);
-    Model {
-        input_shape: vec![784],
-        layers: vec![linear(784, 128, g), Layer::Relu, linear(128, 128, g), Layer::Relu, linear(128, 10, g)],
-    }
+    Model::chain(
+        vec![784],
+        vec![linear(784, 128, g), Layer::Relu, linear(128, 128, g), Layer::Relu, linear(128, 10, g)],
+    )
 }
 
 /// LeNet-5 as in the benchmark workloads.
 fn lenet5(seed: u64) -> Model {
     let g = &mut Prg::from_u64(seed);
-    let pool = Layer::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
-    Model {
-        input_shape: vec![1, 28, 28],
-        layers: vec![
+    let pool = Layer::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0), ceil_mode: false };
+    Model::chain(
+        vec![1, 28, 28],
+        vec![
             conv(1, 6, 5, 0, g),
             Layer::Relu,
             pool.clone(),
@@ -55,7 +57,7 @@ fn lenet5(seed: u64) -> Model {
             Layer::Relu,
             linear(84, 10, g),
         ],
-    }
+    )
 }
 
 /// Every layer kind at least once.
@@ -63,15 +65,27 @@ fn kitchen_sink(seed: u64) -> Model {
     let g = &mut Prg::from_u64(seed);
     let scale = init(&[4, 12, 12], 1, g).mapv(|v| 1.0 + 0.5 * v);
     let shift = init(&[4, 12, 12], 1, g).mapv(|v| 0.1 * v);
-    Model {
-        input_shape: vec![2, 12, 12],
-        layers: vec![
+    Model::chain(
+        vec![2, 12, 12],
+        vec![
             conv(2, 4, 3, 1, g),
             Layer::Affine { scale, shift },
             Layer::Relu,
-            Layer::MaxPool { kernel: (3, 3), stride: (2, 2), padding: (1, 1) },
-            Layer::AvgPool { kernel: (3, 3), stride: (1, 1), padding: (1, 1), count_include_pad: false },
-            Layer::AvgPool { kernel: (2, 2), stride: (1, 1), padding: (0, 0), count_include_pad: true },
+            Layer::MaxPool { kernel: (3, 3), stride: (2, 2), padding: (1, 1), ceil_mode: false },
+            Layer::AvgPool {
+                kernel: (3, 3),
+                stride: (1, 1),
+                padding: (1, 1),
+                count_include_pad: false,
+                ceil_mode: false,
+            },
+            Layer::AvgPool {
+                kernel: (2, 2),
+                stride: (1, 1),
+                padding: (0, 0),
+                count_include_pad: true,
+                ceil_mode: false,
+            },
             Layer::Reshape { shape: vec![4, 5, 5] },
             Layer::GlobalAvgPool,
             Layer::Flatten,
@@ -80,7 +94,7 @@ fn kitchen_sink(seed: u64) -> Model {
             linear(3, 5, g),
             Layer::Softmax,
         ],
-    }
+    )
 }
 
 fn inputs(shape: &[usize], seed: u64) -> ArrayD<f64> {
@@ -244,7 +258,7 @@ fn every_layer_kind_matches_plaintext() {
 #[test]
 fn binary_labels_threshold_the_sigmoid() {
     let g = &mut Prg::from_u64(8);
-    let m = Model { input_shape: vec![30], layers: vec![linear(30, 1, g), Layer::Sigmoid] };
+    let m = Model::chain(vec![30], vec![linear(30, 1, g), Layer::Sigmoid]);
     let x = inputs(&[40, 30], 9).mapv(|v| 6.0 * v - 3.0);
     let want = m.eval_plain(&x);
     let got = run(&m, &x, OutputPolicy::Label).output.unwrap();

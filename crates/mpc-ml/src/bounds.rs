@@ -81,7 +81,15 @@ impl CompareSpec {
 
 /// Whether a step compares.
 pub(crate) fn compares(kind: &StepKind) -> bool {
-    matches!(kind, StepKind::Relu | StepKind::MaxPool { .. } | StepKind::Softmax | StepKind::Sigmoid)
+    matches!(
+        kind,
+        StepKind::Relu
+            | StepKind::MaxPool { .. }
+            | StepKind::Softmax
+            | StepKind::Sigmoid
+            | StepKind::Act(_)
+            | StepKind::PRelu
+    )
 }
 
 /// Whether the output policy compares (argmax, threshold, or a final softmax/sigmoid).
@@ -139,38 +147,59 @@ fn bits_for(bound: f64, fixed: FixedPoint) -> u8 {
 
 /// Comparison windows of a model's comparison-based layers, in layer order (`None` for the
 /// others), and of its output stage, given the declared input range (see the module docs).
+/// Bounds follow the graph: a sum of two tensors is bounded by the sum of their bounds, a
+/// product by the product, a concatenation by the larger.
 pub fn comparison_bits(model: &Model, fixed: FixedPoint, range: Option<(f64, f64)>) -> (Vec<Option<u8>>, u8) {
     let widest = Comparisons::default_bits(fixed);
     let Some((lo, hi)) = range else {
         let per = model.layers.iter().map(|l| l.compares().then_some(widest)).collect();
         return (per, widest);
     };
-    let mut b = lo.abs().max(hi.abs());
+    let shapes: Vec<Vec<usize>> = match model.steps(1) {
+        Ok(steps) => steps.into_iter().map(|s| s.input).collect(),
+        Err(_) => vec![vec![]; model.layers.len()],
+    };
+    let mut bound = vec![lo.abs().max(hi.abs())];
     let mut out = Vec::with_capacity(model.layers.len());
-    for layer in &model.layers {
+    for (i, (layer, wires)) in model.layers.iter().zip(&model.wires).enumerate() {
+        let at = |j: usize| wires.get(j).and_then(|&t| bound.get(t)).copied().unwrap_or(f64::INFINITY);
+        let b = at(0);
         let k = match layer {
-            Layer::Relu => Some(bits_for(b, fixed)),
+            Layer::Relu | Layer::PRelu { .. } => Some(bits_for(b, fixed)),
             // Max trees compare differences of two values.
             Layer::MaxPool { .. } => Some(bits_for(2.0 * b, fixed)),
             // Splines compare against breakpoints out to ±16 (sigmoid) and the reciprocal
             // inside softmax normalises sums up to 2^14: the widest window.
             Layer::Softmax | Layer::Sigmoid => Some(widest),
+            // A spline compares x − p_j for each breakpoint.
+            Layer::Act(a) => {
+                let far = a.spline().breaks.iter().fold(0f64, |m, p| m.max(p.abs()));
+                Some(bits_for(b + far, fixed))
+            }
             _ => None,
         };
         out.push(k);
-        b = match layer {
+        let m = |a: &ndarray::ArrayD<f64>| a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let next = match layer {
             Layer::Linear { .. } | Layer::Conv2d { .. } => {
                 let (l1, bias) = row_l1_max(layer).expect("a weighted layer");
                 l1 * b + bias
             }
-            Layer::Affine { scale, shift } => {
-                let m = |a: &ndarray::ArrayD<f64>| a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-                m(scale) * b + m(shift)
-            }
+            Layer::Affine { scale, shift } => m(scale) * b + m(shift),
             Layer::Softmax | Layer::Sigmoid => 1.0,
+            Layer::Add | Layer::Sub => b + at(1),
+            Layer::Mul => b * at(1),
+            Layer::Concat { .. } => (0..wires.len()).map(at).fold(0.0, f64::max),
+            Layer::Act(a) => a.bound(b),
+            Layer::PRelu { slope } => b * m(slope).max(1.0),
+            Layer::Pad { value, .. } => b.max(value.0.abs()),
+            Layer::LogSoftmax => 2.0 * b,
+            Layer::GlobalSumPool => b * shapes[i].iter().skip(2).product::<usize>() as f64,
             _ => b,
         };
+        bound.push(next);
     }
+    let b = *bound.last().expect("the input's bound");
     // The output stage compares logits (argmax: differences) or thresholds them.
     (out, if b.is_finite() { bits_for(2.0 * b, fixed).max(bits_for(0.5, fixed)) } else { widest })
 }
@@ -196,6 +225,7 @@ fn shape_of(st: &Step, bits: u8) -> OpShape {
         StepKind::Sigmoid => {
             OpShape { elements: n, points: approx::sigmoid().breaks.len(), relu: true, bits, sequential: 1 }
         }
+        StepKind::Act(a) => OpShape { elements: n, points: a.spline().breaks.len(), relu: true, bits, sequential: 1 },
         _ => OpShape { elements: n, points: 1, relu: true, bits, sequential: 1 },
     }
 }
@@ -287,7 +317,9 @@ impl Plan {
         for st in &self.steps {
             total += match &st.kind {
                 StepKind::Linear { .. } | StepKind::Conv2d { .. } | StepKind::Affine => 1,
-                StepKind::Relu | StepKind::Sigmoid => r(st.compare),
+                StepKind::Relu | StepKind::Sigmoid | StepKind::Act(_) => r(st.compare),
+                StepKind::PRelu => r(st.compare) + 1,
+                StepKind::Mul => 1,
                 StepKind::MaxPool { kernel, .. } => levels(kernel.0 * kernel.1) as u64 * r(st.compare),
                 StepKind::Softmax => (levels(*st.input.last().unwrap_or(&1)) as u64 + 3) * r(st.compare) + 3,
                 _ => 0,
@@ -308,7 +340,10 @@ impl Plan {
 impl Layer {
     /// Whether this layer's private evaluation compares.
     pub(crate) fn compares(&self) -> bool {
-        matches!(self, Layer::Relu | Layer::MaxPool { .. } | Layer::Softmax | Layer::Sigmoid)
+        matches!(
+            self,
+            Layer::Relu | Layer::MaxPool { .. } | Layer::Softmax | Layer::Sigmoid | Layer::Act(_) | Layer::PRelu { .. }
+        )
     }
 }
 

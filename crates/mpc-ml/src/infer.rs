@@ -12,7 +12,8 @@ use mpc_proto::{AShare, OpStats, Party, PartyId, PreopenedWeights, RingTensor};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::error::ModelError;
-use crate::model::{Layer, Model, OutputPolicy, Plan, StepKind};
+use crate::model::{Layer, Model, OutputPolicy, Plan, Step, StepKind};
+use crate::ops;
 
 /// Time and traffic of one stage of an inference, as seen by one party.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,8 +46,8 @@ fn weight_shapes(kind: &StepKind) -> Vec<Vec<usize>> {
             }
             v
         }
-        StepKind::Conv2d { in_channels, out_channels, kernel, bias, .. } => {
-            let mut v = vec![vec![*out_channels, *in_channels, kernel.0, kernel.1]];
+        StepKind::Conv2d { in_channels, out_channels, kernel, bias, groups, .. } => {
+            let mut v = vec![vec![*out_channels, *in_channels / (*groups).max(1), kernel.0, kernel.1]];
             if *bias {
                 v.push(vec![*out_channels]);
             }
@@ -84,6 +85,68 @@ fn add_channel_bias(x: &RingTensor, b: &RingTensor) -> mpc_proto::Result<RingTen
         *v = v.wrapping_add(b.as_slice()[(i / (h * w)) % c]);
     }
     Ok(out)
+}
+
+/// Average pooling whose divisor varies by window (padding not counted, or a `ceil_mode`
+/// overhang): sum pooling over the explicitly padded input, then a public per-window
+/// reciprocal (fixed point) and one truncation. Local.
+fn avg_pool_exact(
+    party: &Party,
+    x: &AShare,
+    step: &Step,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    count_include_pad: bool,
+) -> Result<AShare, ModelError> {
+    let fx = party.fixed();
+    let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
+    let &[_, _, oh, ow] = step.output.as_slice() else { unreachable!("checked by the plan") };
+    // Pad so that every (possibly overhanging) window lies inside, then pool without padding.
+    let (eh, ew) = ((oh - 1) * stride.0 + kernel.0, (ow - 1) * stride.1 + kernel.1);
+    let (bh, bw) = (eh.saturating_sub(h + padding.0), ew.saturating_sub(w + padding.1));
+    let (shape, map) = ops::pad_map(&[c, h, w], &[0, padding.0, padding.1], &[0, bh, bw], &[1, 1, 1]);
+    let padded = ops::gather(party.id(), x, &shape, &map, 0)?;
+    let sums = party.sum_pool2d(&padded, kernel, stride, (0, 0))?;
+    // The divisor of each window (ONNX semantics, as the plaintext reference counts it).
+    let mut inv = Vec::with_capacity(n * c * oh * ow);
+    let divisors = window_divisors(h, w, kernel, stride, padding, count_include_pad, (oh, ow));
+    for _ in 0..n * c {
+        for &d in &divisors {
+            inv.push(fx.encode(1.0 / d as f64)?);
+        }
+    }
+    let inv = RingTensor::from_vec(&step.output, inv)?;
+    Ok(party.trunc(&sums.mul_public(&inv)?, fx.frac_bits))
+}
+
+/// ONNX AveragePool divisors per output position: the window clipped to the padded input
+/// (`count_include_pad`) or to the real input.
+fn window_divisors(
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+    include_pad: bool,
+    (oh, ow): (usize, usize),
+) -> Vec<usize> {
+    let span = |o: usize, st: usize, pad: usize, kk: usize, len: usize| {
+        let start = (o * st) as isize - pad as isize;
+        let end = start + kk as isize;
+        if include_pad {
+            (end.min((len + pad) as isize) - start) as usize
+        } else {
+            (end.min(len as isize) - start.max(0)) as usize
+        }
+    };
+    let mut v = Vec::with_capacity(oh * ow);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            v.push(span(oy, s.0, p.0, k.0, h) * span(ox, s.1, p.1, k.1, w));
+        }
+    }
+    v
 }
 
 /// Runs `plan` as party `party`.
@@ -144,10 +207,10 @@ pub fn shared_weight_shapes(plan: &Plan) -> Vec<Vec<usize>> {
 }
 
 fn step_shapes(step: &crate::model::Step) -> Vec<Vec<usize>> {
-    if step.kind == StepKind::Affine {
-        vec![step.input[1..].to_vec(), step.input[1..].to_vec()]
-    } else {
-        weight_shapes(&step.kind)
+    match step.kind {
+        StepKind::Affine => vec![step.input[1..].to_vec(), step.input[1..].to_vec()],
+        StepKind::PRelu => vec![step.input[1..].to_vec()],
+        _ => weight_shapes(&step.kind),
     }
 }
 
@@ -274,7 +337,8 @@ impl LoadedModel {
                 Some(Layer::Affine { scale, shift }) if me == PartyId::P0 => {
                     vec![Some(fx.encode_array(scale)?), Some(fx.encode_array(shift)?)]
                 }
-                _ => vec![None; weight_shapes(&step.kind).len() + if step.kind == StepKind::Affine { 2 } else { 0 }],
+                Some(Layer::PRelu { slope }) if me == PartyId::P0 => vec![Some(fx.encode_array(slope)?)],
+                _ => vec![None; step_shapes(step).len()],
             };
             let shapes = step_shapes(step);
             let mut layer_shares = Vec::with_capacity(shapes.len());
@@ -287,9 +351,15 @@ impl LoadedModel {
         for (step, s) in plan.steps.iter().zip(&shares) {
             match &step.kind {
                 StepKind::Linear { .. } => to_open.push((Bilinear::MatMul, &s[0])),
-                StepKind::Conv2d { stride, padding, .. } => {
-                    to_open.push((Bilinear::Conv2d(Conv2dParams { stride: *stride, padding: *padding }), &s[0]))
-                }
+                StepKind::Conv2d { stride, padding, dilation, groups, .. } => to_open.push((
+                    Bilinear::Conv2d(Conv2dParams {
+                        stride: *stride,
+                        padding: *padding,
+                        dilation: *dilation,
+                        groups: *groups,
+                    }),
+                    &s[0],
+                )),
                 _ => {}
             }
         }
@@ -340,65 +410,122 @@ impl LoadedModel {
             Some(x) if me == PartyId::P1 => Some(fx.encode_array(x)?),
             _ => None,
         };
-        let mut x = party.share_input(PartyId::P1, &plan.input, x_enc.as_ref())?;
+        let x0 = party.share_input(PartyId::P1, &plan.input, x_enc.as_ref())?;
         // (Sharing the input costs nothing: it opens the first layer's stage.)
+        let wires: Vec<Vec<usize>> = plan.steps.iter().map(|s| s.inputs.clone()).collect();
+        let last_use = crate::model::last_uses(&wires, plan.steps.len() + 1);
+        let mut tensors: Vec<Option<AShare>> = Vec::with_capacity(plan.steps.len() + 1);
+        tensors.push(Some(x0));
 
         let session_comparisons = party.comparisons();
-        for (step, s) in plan.steps.iter().zip(shares) {
+        for (i, (step, s)) in plan.steps.iter().zip(shares).enumerate() {
             if let Some(c) = step.compare {
                 party.set_comparisons(c.comparisons(plan.options.link))?;
             }
-            x = match &step.kind {
+            let ins: Vec<&AShare> = step
+                .inputs
+                .iter()
+                .map(|&t| tensors[t].as_ref().ok_or_else(|| ModelError::Invalid(format!("tensor {t} already freed"))))
+                .collect::<Result<_, _>>()?;
+            let x = ins[0];
+            let y = match &step.kind {
                 StepKind::Linear { bias, .. } => {
                     let w = opened.next().expect("one pre-opened tensor per linear layer");
-                    let y = party.matmul_preopened(&x, w).await?;
+                    let y = party.matmul_preopened(x, w).await?;
                     if *bias { zip_local(&y, &s[1], &step.output, |a, b| a.add_row_broadcast(b))? } else { y }
                 }
                 StepKind::Conv2d { bias, .. } => {
                     let w = opened.next().expect("one pre-opened tensor per conv layer");
-                    let y = party.apply_preopened(&x, w, true).await?;
+                    let y = party.apply_preopened(x, w, true).await?;
                     if *bias { zip_local(&y, &s[1], &step.output, add_channel_bias)? } else { y }
                 }
-                StepKind::Relu => party.relu(&x).await?,
-                StepKind::Sigmoid => party.sigmoid(&x).await?,
-                StepKind::Softmax => party.softmax(&x).await?,
-                StepKind::MaxPool { kernel, stride, padding } => {
-                    party.maxpool2d(&x, *kernel, *stride, *padding).await?
+                StepKind::Relu => party.relu(x).await?,
+                StepKind::Sigmoid => party.sigmoid(x).await?,
+                StepKind::Softmax => party.softmax(x).await?,
+                StepKind::Act(a) => party.spline(x, &a.spline()).await?,
+                StepKind::PRelu => {
+                    // relu(x) + slope·(x − relu(x)): one comparison layer and one product.
+                    let r = party.relu(x).await?;
+                    let n = step.input[0];
+                    let slope = zip_local(x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
+                    let neg = party.mul_fixed(&x.sub(&r)?, &slope).await?;
+                    r.add(&neg)?
                 }
-                StepKind::AvgPool { kernel, stride, padding, count_include_pad } => {
-                    if *count_include_pad || *padding == (0, 0) {
-                        party.avg_pool2d(&x, *kernel, *stride, *padding)?
+                StepKind::LogSoftmax => {
+                    // Centre each row (a local linear map): log-softmax is shift-invariant, so
+                    // the centred logits reveal exactly what log-softmax does, and the data
+                    // owner finishes it in the clear.
+                    let last = *step.input.last().expect("a batch axis");
+                    let rows: usize = step.input.iter().product::<usize>() / last;
+                    let flat = x.reshape(&[rows, last])?;
+                    let sums = flat.sum_axis(1)?;
+                    let mean = party.mul_const(&sums, 1.0 / last as f64)?;
+                    let rep = ops::gather_all(&mean.reshape(&[rows, 1])?, &[last], &vec![0; last])?;
+                    flat.sub(&rep)?.reshape(&step.output)?
+                }
+                StepKind::MaxPool { kernel, stride, padding, ceil_mode } => {
+                    party.maxpool2d_ceil(x, *kernel, *stride, *padding, *ceil_mode).await?
+                }
+                StepKind::AvgPool { kernel, stride, padding, count_include_pad, ceil_mode } => {
+                    if (*count_include_pad || *padding == (0, 0)) && !*ceil_mode {
+                        party.avg_pool2d(x, *kernel, *stride, *padding)?
                     } else {
-                        // Divisor = number of real (unpadded) elements in each window: public.
-                        let ones = RingTensor::filled(&step.input[1..], 1);
-                        let counts = mpc_proto::AShare::from_share(ones.reshape(&{
-                            let mut s = vec![1];
-                            s.extend_from_slice(&step.input[1..]);
-                            s
-                        })?);
-                        let sums = party.sum_pool2d(&counts, *kernel, *stride, *padding)?.into_share()?;
-                        let inv: Vec<u64> =
-                            sums.as_slice().iter().map(|&c| fx.encode(1.0 / c as f64)).collect::<Result<_, _>>()?;
-                        let inv = repeat_batch(&RingTensor::from_vec(&sums.shape()[1..], inv)?, step.output[0])?;
-                        let s = party.sum_pool2d(&x, *kernel, *stride, *padding)?;
-                        party.trunc(&s.mul_public(&inv)?, fx.frac_bits)
+                        avg_pool_exact(party, x, step, *kernel, *stride, *padding, *count_include_pad)?
                     }
                 }
-                StepKind::GlobalAvgPool => {
+                StepKind::GlobalAvgPool | StepKind::GlobalSumPool => {
                     let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
                     let s = x.reshape(&[n, c, h * w])?.sum_axis(2)?.reshape(&[n, c, 1, 1])?;
-                    party.mul_const(&s, 1.0 / (h * w) as f64)?
+                    if step.kind == StepKind::GlobalAvgPool { party.mul_const(&s, 1.0 / (h * w) as f64)? } else { s }
                 }
                 StepKind::Flatten | StepKind::Reshape => x.reshape(&step.output)?,
                 StepKind::Affine => {
                     let n = step.input[0];
-                    let scale = zip_local(&x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
-                    let shift = zip_local(&x, &s[1], &step.input, |_, b| repeat_batch(b, n))?;
-                    party.mul_fixed(&x, &scale).await?.add(&shift)?
+                    let scale = zip_local(x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
+                    let shift = zip_local(x, &s[1], &step.input, |_, b| repeat_batch(b, n))?;
+                    party.mul_fixed(x, &scale).await?.add(&shift)?
+                }
+                StepKind::Add | StepKind::Sub | StepKind::Mul => {
+                    let out = &step.output[1..];
+                    let widen = |t: &AShare| -> Result<AShare, ModelError> {
+                        if &t.shape()[1..] == out {
+                            return Ok(t.clone());
+                        }
+                        let map = ops::broadcast_map(&t.shape()[1..], out).ok_or_else(|| {
+                            ModelError::Invalid(format!("{:?} does not broadcast to {out:?}", t.shape()))
+                        })?;
+                        Ok(ops::gather_all(t, out, &map)?)
+                    };
+                    let (a, b) = (widen(x)?, widen(ins[1])?);
+                    match step.kind {
+                        StepKind::Add => a.add(&b)?,
+                        StepKind::Sub => a.sub(&b)?,
+                        _ => party.mul_fixed(&a, &b).await?,
+                    }
+                }
+                StepKind::Concat { axis } => ops::concat(&ins, *axis, &step.output[1..])?,
+                StepKind::Slice { axis, start, end, step: by } => {
+                    let (out, map) = ops::slice_map(&step.input[1..], *axis, *start, *end, *by);
+                    ops::gather_all(x, &out, &map)?
+                }
+                StepKind::Transpose { perm } => {
+                    let (out, map) = ops::transpose_map(&step.input[1..], perm);
+                    ops::gather_all(x, &out, &map)?
+                }
+                StepKind::Pad { begin, end, dilate, value } => {
+                    let (out, map) = ops::pad_map(&step.input[1..], begin, end, dilate);
+                    ops::gather(me, x, &out, &map, fx.encode(value.0)?)?
                 }
             };
+            for &t in &step.inputs {
+                if last_use[t] == i {
+                    tensors[t] = None;
+                }
+            }
+            tensors.push(Some(y));
             record(party, step.kind.name(), &mut profile);
         }
+        let x = tensors.pop().flatten().expect("the last step's output");
 
         // Output policy.
         if let Some(c) = plan.output_compare {
@@ -407,7 +534,13 @@ impl LoadedModel {
         let out_shape = plan.output_shape().to_vec();
         let classes = *out_shape.last().unwrap_or(&1);
         let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::Softmax | StepKind::Sigmoid));
+        let ends_in_log_softmax = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::LogSoftmax));
         let output = match plan.output {
+            OutputPolicy::Logits if ends_in_log_softmax => party
+                .reveal_to(PartyId::P1, &x)
+                .await?
+                .map(|t| fx.decode_tensor(&t))
+                .map(|centred| crate::plain::softmax(&centred).mapv(f64::ln)),
             OutputPolicy::Logits => party.reveal_to(PartyId::P1, &x).await?.map(|t| fx.decode_tensor(&t)),
             OutputPolicy::Probabilities => {
                 let p = if ends_in_prob {

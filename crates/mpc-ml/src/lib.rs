@@ -17,6 +17,7 @@ pub mod infer;
 pub mod model;
 pub mod npy;
 pub mod onnx;
+pub mod ops;
 pub mod plain;
 pub mod plan_hash;
 pub mod train;

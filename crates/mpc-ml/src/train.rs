@@ -159,7 +159,7 @@ impl TrainPlan {
         if self.config.arch == Arch::LogReg {
             layers.push(Layer::Sigmoid);
         }
-        Model { input_shape: vec![self.features], layers }
+        Model::chain(vec![self.features], layers)
     }
 }
 

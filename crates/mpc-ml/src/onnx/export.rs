@@ -91,6 +91,11 @@ pub fn export(model: &Model) -> Result<Vec<u8>, ExportError> {
     let mut width = model.input_shape[0];
     let (mut nodes, mut inits) = (Vec::new(), Vec::new());
     let mut cur = "input".to_string();
+    if !model.is_chain() {
+        return Err(ExportError::Shape(
+            "only chains export (every layer reading the previous one); this model is a graph".into(),
+        ));
+    }
     for (i, layer) in model.layers.iter().enumerate() {
         let out = if i + 1 == model.layers.len() { "output".to_string() } else { format!("t{i}") };
         match layer {

@@ -1,0 +1,233 @@
+//! Graph models and the operators beyond the chain: every layer kind privately against the
+//! plaintext f64 reference on random and edge inputs, with the tolerance each one states.
+
+use mpc_ml::model::{Act, PubF64};
+use mpc_ml::{Layer, Model, OutputPolicy, infer};
+use mpc_proto::prg::Prg;
+use mpc_proto::{FixedPoint, PartyId};
+use ndarray::{ArrayD, IxDyn};
+
+fn private(model: &Model, x: &ArrayD<f64>, policy: OutputPolicy) -> ArrayD<f64> {
+    let fx = FixedPoint::default();
+    let plan = model.plan(x.shape()[0], policy, fx).unwrap();
+    plan.validate().unwrap();
+    let out = mpc_proto::run_parties_with(mpc_proto::LocalConfig::new(3), |mut p| {
+        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
+        async move {
+            let m = (p.id() == PartyId::P0).then_some(&model);
+            let i = (p.id() == PartyId::P1).then_some(&x);
+            Ok(infer(&mut p, &plan, m, i).await?.output)
+        }
+    })
+    .unwrap();
+    out[1].clone().unwrap()
+}
+
+/// Uniform in [-a, a).
+fn random(shape: &[usize], a: f64, g: &mut Prg) -> ArrayD<f64> {
+    ArrayD::from_shape_fn(IxDyn(shape), |_| (g.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 * a - a)
+}
+
+fn conv(o: usize, c: usize, k: usize, g: &mut Prg) -> Layer {
+    Layer::Conv2d {
+        weight: random(&[o, c, k, k], 1.0 / (c * k * k) as f64, g),
+        bias: Some(random(&[o], 0.1, g)),
+        stride: (1, 1),
+        padding: (k / 2, k / 2),
+        dilation: (1, 1),
+        groups: 1,
+    }
+}
+
+fn max_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+fn check(name: &str, model: &Model, x: &ArrayD<f64>, tol: f64) {
+    let want = model.eval_plain(x);
+    let got = private(model, x, OutputPolicy::Logits);
+    let err = max_diff(&got, &want);
+    eprintln!("{name}: max |private − plaintext| = {err:.2e} (tolerance {tol:.0e})");
+    assert!(err <= tol, "{name}: {err} > {tol}");
+}
+
+#[test]
+fn residual_and_concat_graph() {
+    let g = &mut Prg::from_u64(7);
+    // Tensor 0 is the input [2, 6, 6]; tensor i + 1 is layer i's output.
+    let layers = vec![
+        conv(4, 2, 3, g),                                    // t1
+        Layer::Relu,                                         // t2
+        conv(4, 4, 3, g),                                    // t3
+        conv(4, 2, 1, g),                                    // t4: 1×1 shortcut from the input
+        Layer::Add,                                          // t5: residual t3 + t4
+        Layer::Relu,                                         // t6
+        Layer::Concat { axis: 0 },                           // t7: [8, 6, 6] from t6 and t2
+        Layer::Slice { axis: 0, start: 1, end: 2, step: 1 }, // t8: [1, 6, 6]
+        Layer::Sub,                                          // t9: t7 − t8 broadcast
+        Layer::GlobalAvgPool,                                // t10
+        Layer::Flatten,                                      // t11
+    ];
+    let wires = vec![
+        vec![0],
+        vec![1],
+        vec![2],
+        vec![0],
+        vec![3, 4],
+        vec![5],
+        vec![6, 2],
+        vec![7],
+        vec![7, 8],
+        vec![9],
+        vec![10],
+    ];
+    let model = Model { input_shape: vec![2, 6, 6], layers, wires };
+    let x = random(&[3, 2, 6, 6], 2.0, g);
+    check("residual+concat+slice+sub", &model, &x, 1e-3);
+}
+
+#[test]
+fn secret_products_broadcast_like_squeeze_excitation() {
+    let g = &mut Prg::from_u64(8);
+    let layers = vec![
+        conv(4, 3, 3, g),         // 1: x
+        Layer::GlobalAvgPool,     // 2: [4, 1, 1]
+        conv(4, 4, 1, g),         // 3
+        Layer::Act(Act::Sigmoid), // 4: gate
+        Layer::Mul,               // 5: x · gate (broadcast)
+        Layer::Act(Act::Silu),    // 6
+        Layer::Mul,               // 7: x·x elementwise (a square)
+    ];
+    let wires = vec![vec![0], vec![1], vec![2], vec![3], vec![1, 4], vec![5], vec![6, 6]];
+    let model = Model { input_shape: vec![3, 5, 5], layers, wires };
+    let x = random(&[2, 3, 5, 5], 3.0, g);
+    check("squeeze-excitation products", &model, &x, 2e-3);
+}
+
+#[test]
+fn activations_exact_and_fitted_on_edges() {
+    let g = &mut Prg::from_u64(9);
+    // Random values plus the edges: breakpoints, zero, far tails.
+    let mut v: Vec<f64> = random(&[200], 12.0, g).iter().copied().collect();
+    v.extend([0.0, 6.0, -6.0, 3.0, -3.0, 2.5, -2.5, 1e-4, -1e-4, 30.0, -30.0, 100.0, -100.0, 0.5, -0.5, 8.0]);
+    let n = v.len();
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, n]), v).unwrap();
+    for act in [
+        Act::Clip { lo: PubF64(0.0), hi: PubF64(6.0) },
+        Act::Clip { lo: PubF64(-1.0), hi: PubF64(f64::INFINITY) },
+        Act::LeakyRelu { alpha: PubF64(0.01) },
+        Act::LeakyRelu { alpha: PubF64(0.2) },
+        Act::HardSigmoid { alpha: PubF64(0.2), beta: PubF64(0.5) },
+        Act::HardSwish,
+        Act::Tanh,
+        Act::Sigmoid,
+        Act::Silu,
+        Act::Gelu,
+        Act::Elu { alpha: PubF64(1.0) },
+    ] {
+        let model = Model::chain(vec![n], vec![Layer::Act(act)]);
+        // The spline's own bound, the slope rounding over |x| ≤ 100 (2^-17 per unit), the
+        // breakpoint rounding and one truncation.
+        let tol = act.error_bound() + 100.0 * 2f64.powi(-17) + 2f64.powi(-14);
+        check(act.name(), &model, &x, tol);
+    }
+    // PReLU: a secret per-channel slope.
+    let model = Model::chain(vec![4, 3], vec![Layer::PRelu { slope: random(&[4, 3], 0.5, g) }]);
+    check("prelu", &model, &random(&[2, 4, 3], 5.0, g), 1e-3);
+}
+
+#[test]
+fn shape_operators_move_shares_exactly() {
+    let g = &mut Prg::from_u64(10);
+    let x = random(&[2, 3, 4, 5], 4.0, g);
+    for layer in [
+        Layer::Transpose { perm: vec![2, 0, 1] },
+        Layer::Pad { begin: vec![0, 1, 2], end: vec![1, 0, 2], dilate: vec![1, 1, 1], value: PubF64(0.75) },
+        Layer::Pad { begin: vec![0, 2, 2], end: vec![0, 3, 2], dilate: vec![1, 2, 3], value: PubF64(0.0) },
+        Layer::Slice { axis: 2, start: 1, end: 5, step: 2 },
+        Layer::Reshape { shape: vec![12, 5] },
+        Layer::GlobalSumPool,
+    ] {
+        let name = layer.name();
+        let model = Model::chain(vec![3, 4, 5], vec![layer]);
+        check(name, &model, &x, 2f64.powi(-15));
+    }
+}
+
+#[test]
+fn pooling_with_ceil_mode_and_padding_rules() {
+    let g = &mut Prg::from_u64(11);
+    let x = random(&[2, 2, 7, 7], 3.0, g);
+    for (k, s, p, ceil) in
+        [((3, 3), (2, 2), (0, 0), true), ((2, 2), (2, 2), (1, 1), true), ((3, 3), (2, 2), (1, 1), false)]
+    {
+        let model =
+            Model::chain(vec![2, 7, 7], vec![Layer::MaxPool { kernel: k, stride: s, padding: p, ceil_mode: ceil }]);
+        check("maxpool", &model, &x, 2f64.powi(-15));
+        for count_include_pad in [false, true] {
+            let model = Model::chain(
+                vec![2, 7, 7],
+                vec![Layer::AvgPool { kernel: k, stride: s, padding: p, count_include_pad, ceil_mode: ceil }],
+            );
+            check("avgpool", &model, &x, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn grouped_dilated_and_depthwise_convolutions() {
+    let g = &mut Prg::from_u64(12);
+    let x = random(&[2, 4, 9, 9], 2.0, g);
+    for (o, groups, dilation, stride) in [(4, 4, (1, 1), (1, 1)), (6, 2, (2, 2), (1, 1)), (8, 4, (1, 2), (2, 2))] {
+        let layer = Layer::Conv2d {
+            weight: random(&[o, 4 / groups, 3, 3], 0.5, g),
+            bias: Some(random(&[o], 0.1, g)),
+            stride,
+            padding: (1, 1),
+            dilation,
+            groups,
+        };
+        let model = Model::chain(vec![4, 9, 9], vec![layer]);
+        check("conv (groups, dilation)", &model, &x, 1e-3);
+    }
+}
+
+#[test]
+fn final_log_softmax_reveals_log_probabilities() {
+    let g = &mut Prg::from_u64(13);
+    let model = Model::chain(
+        vec![6],
+        vec![Layer::Linear { weight: random(&[6, 5], 1.0, g), bias: Some(random(&[5], 0.5, g)) }, Layer::LogSoftmax],
+    );
+    check("log-softmax", &model, &random(&[4, 6], 3.0, g), 1e-3);
+    // Only as the last layer.
+    let bad = Model::chain(vec![6], vec![Layer::LogSoftmax, Layer::Relu]);
+    assert!(bad.plan(1, OutputPolicy::Logits, FixedPoint::default()).is_err());
+}
+
+#[test]
+fn malformed_graphs_are_refused_with_a_reason() {
+    let cases = [
+        (Model { input_shape: vec![4], layers: vec![Layer::Relu], wires: vec![vec![1]] }, "reads tensors"),
+        (Model { input_shape: vec![4], layers: vec![Layer::Add], wires: vec![vec![0]] }, "reads 1 tensors"),
+        (Model { input_shape: vec![4], layers: vec![Layer::Relu, Layer::Relu], wires: vec![vec![0]] }, "wire lists"),
+        (
+            Model {
+                input_shape: vec![4],
+                layers: vec![Layer::Relu, Layer::Concat { axis: 1 }],
+                wires: vec![vec![0], vec![0, 1]],
+            },
+            "axis 1",
+        ),
+    ];
+    for (m, want) in cases {
+        let e = m.plan(1, OutputPolicy::Logits, FixedPoint::default()).unwrap_err().to_string();
+        assert!(e.contains(want), "{e:?} should mention {want:?}");
+    }
+    // A received plan whose step reads a later tensor fails validation.
+    let m = Model::chain(vec![4], vec![Layer::Relu, Layer::Relu]);
+    let mut plan = m.plan(1, OutputPolicy::Logits, FixedPoint::default()).unwrap();
+    plan.steps[0].inputs = vec![2];
+    assert!(plan.validate().unwrap_err().to_string().contains("not all computed before it"));
+}

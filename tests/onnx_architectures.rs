@@ -1,0 +1,132 @@
+//! The architectures people export (fixtures/onnx/arch, made by
+//! tools/fixtures/make_arch_fixtures.py with both PyTorch exporters): ResNet-20, MobileNetV2,
+//! SqueezeNet 1.1, EfficientNet-B0 (narrow) and a VGG with LeakyReLU, CIFAR-sized. Each imports,
+//! its plaintext evaluation reproduces onnxruntime, and private inference reproduces it
+//! within 1e-3 relative to the logits' scale with the same predicted class on every sample.
+
+use std::path::{Path, PathBuf};
+
+use mpc_ml::onnx::import_file;
+use mpc_ml::{Model, OutputPolicy, infer, npy};
+use mpc_proto::{FixedPoint, PartyId};
+use ndarray::{ArrayD, Axis};
+
+fn arch(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx/arch").join(name)
+}
+
+const MODELS: &[&str] = &["resnet20", "mobilenetv2", "squeezenet", "efficientnet", "vgg_leaky"];
+const EXPORTERS: &[&str] = &["ts", "ts_bn", "dynamo"];
+
+fn variants() -> Vec<(String, String)> {
+    let mut v = vec![];
+    for m in MODELS {
+        for e in EXPORTERS {
+            if arch(&format!("{m}_{e}.onnx")).exists() {
+                v.push((m.to_string(), format!("{m}_{e}")));
+            }
+        }
+    }
+    v
+}
+
+fn max_abs(a: &ArrayD<f64>) -> f64 {
+    a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+}
+
+fn max_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+fn argmax(a: &ArrayD<f64>) -> Vec<usize> {
+    a.axis_iter(Axis(0)).map(|r| r.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0).collect()
+}
+
+fn private(model: &Model, x: &ArrayD<f64>) -> ArrayD<f64> {
+    // Deep networks with folded batch norms amplify the 2^-16 rounding of every truncation
+    // past 10^-3 (MobileNetV2: 2·10^-2 at 16 fractional bits); 20 bits bring it to ~10^-4.
+    // `recommended_frac_bits` picks the same for these models.
+    let fx = FixedPoint::new(20, 27).unwrap();
+    assert_eq!(mpc_ml::model::recommended_frac_bits(model), 20);
+    let plan = model.plan(x.shape()[0], OutputPolicy::Logits, fx).unwrap();
+    let mut cfg = mpc_proto::LocalConfig::new(3);
+    cfg.fixed = fx;
+    let out = mpc_proto::run_parties_with(cfg, |mut p| {
+        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
+        async move {
+            let m = (p.id() == PartyId::P0).then_some(&model);
+            let i = (p.id() == PartyId::P1).then_some(&x);
+            Ok(infer(&mut p, &plan, m, i).await?.output)
+        }
+    })
+    .unwrap();
+    out[1].clone().unwrap()
+}
+
+#[test]
+fn every_architecture_imports_and_matches_onnxruntime_in_plaintext() {
+    let all = variants();
+    assert!(all.len() >= 10, "fixtures missing: {all:?}");
+    for (model, variant) in all {
+        let imported = import_file(&arch(&format!("{variant}.onnx"))).unwrap_or_else(|e| panic!("{variant}: {e}"));
+        let x = npy::read(&arch(&format!("{model}.input.npy"))).unwrap();
+        let want = npy::read(&arch(&format!("{variant}.logits.npy"))).unwrap();
+        let got = imported.model.eval_plain(&x);
+        let err = max_diff(&got, &want);
+        eprintln!("{variant}: {} layers, plaintext max error {err:.2e}", imported.model.layers.len());
+        assert!(err <= 1e-4 * max_abs(&want).max(1.0), "{variant}: plaintext differs from onnxruntime by {err}");
+    }
+}
+
+/// Private inference of one variant: logits within 1e-3 of the logits' scale, same classes.
+fn check_private(model: &str, variant: &str, rows: usize) {
+    let imported = import_file(&arch(&format!("{variant}.onnx"))).unwrap_or_else(|e| panic!("{variant}: {e}"));
+    let x = npy::read(&arch(&format!("{model}.input.npy"))).unwrap();
+    let want = npy::read(&arch(&format!("{variant}.logits.npy"))).unwrap();
+    let x = x.slice_axis(Axis(0), (0..rows).into()).to_owned();
+    let want = want.slice_axis(Axis(0), (0..rows).into()).to_owned();
+    let t = std::time::Instant::now();
+    let got = private(&imported.model, &x);
+    let err = max_diff(&got, &want);
+    let scale = max_abs(&want).max(1.0);
+    eprintln!(
+        "{variant}: private max error {err:.2e} (scale {scale:.2}), {rows} rows in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(err <= 1e-3 * scale, "{variant}: private logits differ from onnxruntime by {err}");
+    assert_eq!(argmax(&got), argmax(&want), "{variant}: predictions differ");
+}
+
+fn check_all_private(model: &str) {
+    for e in EXPORTERS {
+        let variant = format!("{model}_{e}");
+        if arch(&format!("{variant}.onnx")).exists() {
+            check_private(model, &variant, 4);
+        }
+    }
+}
+
+#[test]
+fn resnet20_private() {
+    check_all_private("resnet20");
+}
+
+#[test]
+fn mobilenetv2_private() {
+    check_all_private("mobilenetv2");
+}
+
+#[test]
+fn squeezenet_private() {
+    check_all_private("squeezenet");
+}
+
+#[test]
+fn efficientnet_private() {
+    check_all_private("efficientnet");
+}
+
+#[test]
+fn vgg_leaky_private() {
+    check_all_private("vgg_leaky");
+}
