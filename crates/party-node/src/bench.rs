@@ -400,7 +400,7 @@ async fn connect(
     let mut b = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
     let mut rng = rand_chacha::ChaCha12Rng::from_seed(b);
-    let config = SessionConfig { comparisons: cmp, ..SessionConfig::new(id, w.plan_hash(args.seed)) };
+    let config = SessionConfig { comparisons: cmp, fixed: w.fixed(), ..SessionConfig::new(id, w.plan_hash(args.seed)) };
     Ok(Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng).await?)
 }
 

@@ -11,10 +11,11 @@ use mpc_proto::transport::frame;
 pub type Target = fn(&[u8]);
 
 /// Targets by name, as in `fuzz/fuzz_targets/`.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("frame", frame_decode),
     ("hello", hello),
     ("onnx", onnx),
+    ("onnx_external", onnx_external),
     ("npy", npy),
     ("csv", csv),
     ("config", config),
@@ -38,6 +39,33 @@ pub fn onnx(data: &[u8]) {
     if let Ok(imported) = mpc_ml::onnx::import(data) {
         let _ = imported.model.plan(1, mpc_ml::OutputPolicy::Logits, mpc_proto::FixedPoint::default());
     }
+}
+
+/// An ONNX model whose weights live in a file beside it (the dynamo exporter's layout): the
+/// input is `len (u32 LE) | model bytes | data file bytes`, written as `m.onnx` and
+/// `m.onnx.data` in a scratch directory, then imported with its path and size checks.
+pub fn onnx_external(data: &[u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let Some((len, rest)) = data.split_first_chunk::<4>() else { return };
+    let len = (u32::from_le_bytes(*len) as usize).min(rest.len());
+    let (model, weights) = rest.split_at(len);
+    let dir = std::env::temp_dir().join(format!(
+        "membrane-fuzz-ext-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let path = dir.join("m.onnx");
+    if std::fs::write(&path, model).is_ok()
+        && std::fs::write(dir.join("m.onnx.data"), weights).is_ok()
+        && let Ok(imported) = mpc_ml::onnx::import_file(&path)
+    {
+        let _ = imported.model.plan(1, mpc_ml::OutputPolicy::Logits, mpc_proto::FixedPoint::default());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A `.npy` input (Bob's `predict`).

@@ -87,7 +87,8 @@ enum Command {
         /// What Bob learns: label (argmax only), probabilities or logits.
         #[arg(long, default_value = "logits")]
         output: String,
-        /// Fixed-point fractional bits.
+        /// Fixed-point fractional bits (default: 16, or 20 for networks more than 8 weighted
+        /// layers deep).
         #[arg(long)]
         frac_bits: Option<u32>,
         #[command(flatten)]
@@ -385,7 +386,8 @@ enum LocalAction {
         /// Also evaluate in plain f64 here and report the difference.
         #[arg(long)]
         verify: bool,
-        /// Fixed-point fractional bits.
+        /// Fixed-point fractional bits (default: 16, or 20 for networks more than 8 weighted
+        /// layers deep).
         #[arg(long)]
         frac_bits: Option<u32>,
         #[command(flatten)]

@@ -80,10 +80,13 @@ pub fn publish(
 ) -> anyhow::Result<Plan> {
     ensure!(role == Role::Alice, "only the model owner (alice) publishes models; this node is {role}");
     check_name(&req.name)?;
-    let bytes = std::fs::read(&req.path).with_context(|| format!("reading the model file {}", req.path))?;
+    // Weights kept beside the model (`model.onnx.data`) are read in, so the stored model is
+    // self-contained.
+    let bytes = onnx::read_model_file(std::path::Path::new(&req.path))
+        .with_context(|| format!("reading the model file {}", req.path))?;
     let imported = onnx::import(&bytes).with_context(|| format!("importing {}", req.path))?;
     let policy: OutputPolicy = req.output.as_deref().unwrap_or("logits").parse().map_err(anyhow::Error::msg)?;
-    let frac = req.frac_bits.unwrap_or(16);
+    let frac = req.frac_bits.unwrap_or_else(|| mpc_ml::model::recommended_frac_bits(&imported.model));
     let fixed = mpc_proto::FixedPoint::new(frac, 47u32.saturating_sub(frac)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let options = plan_options(req.nonlinear.as_deref(), req.input_range, link, fixed)?;
     let plan = imported.model.plan_with(1, policy, fixed, options)?;

@@ -31,12 +31,16 @@ pub enum Workload {
     MlpA(usize),
     /// LeNet-5 at this batch size.
     Lenet5(usize),
+    /// ResNet-20 (CIFAR, 3×32×32; `fixtures/onnx/arch/resnet20_ts.onnx`) at this batch size.
+    Resnet20(usize),
+    /// MobileNetV2 (width 0.35, CIFAR-sized; `fixtures/onnx/arch/mobilenetv2_ts.onnx`).
+    MobileNetV2(usize),
     /// Logistic regression training: 1000 × 13 synthetic, 10 epochs, batch 100.
     LogregTrain,
 }
 
 /// The standard set, in the order `bench` runs it by default.
-pub const STANDARD: [Workload; 9] = [
+pub const STANDARD: [Workload; 11] = [
     Workload::MatMul,
     Workload::Mul1m,
     Workload::Relu100k,
@@ -45,11 +49,14 @@ pub const STANDARD: [Workload; 9] = [
     Workload::MlpA(128),
     Workload::Lenet5(1),
     Workload::Lenet5(64),
+    Workload::Resnet20(1),
+    Workload::MobileNetV2(1),
     Workload::LogregTrain,
 ];
 
 /// What `--workload` accepts (for error messages).
-pub const VALID: &str = "matmul, mul-1m, relu-100k, cmp-100k, mlp-a-b<N>, lenet5-b<N>, logreg-train (N: batch size, \
+pub const VALID: &str = "matmul, mul-1m, relu-100k, cmp-100k, mlp-a-b<N>, lenet5-b<N>, resnet20-b<N>, \
+                         mobilenetv2-b<N>, logreg-train (N: batch size, \
                          e.g. mlp-a-b128), all; through three daemons: mnist-cnn-<ROWS> (throughput, e.g. \
                          mnist-cnn-10k), pool-lenet5-b1, pool-mlp-a-b1 (latency with a warm pool)";
 
@@ -62,6 +69,8 @@ impl fmt::Display for Workload {
             Workload::Cmp100k => write!(f, "cmp-100k"),
             Workload::MlpA(b) => write!(f, "mlp-a-b{b}"),
             Workload::Lenet5(b) => write!(f, "lenet5-b{b}"),
+            Workload::Resnet20(b) => write!(f, "resnet20-b{b}"),
+            Workload::MobileNetV2(b) => write!(f, "mobilenetv2-b{b}"),
             Workload::LogregTrain => write!(f, "logreg-train"),
         }
     }
@@ -87,6 +96,10 @@ impl FromStr for Workload {
                     Workload::MlpA(batch(b)?)
                 } else if let Some(b) = s.strip_prefix("lenet5-b") {
                     Workload::Lenet5(batch(b)?)
+                } else if let Some(b) = s.strip_prefix("resnet20-b") {
+                    Workload::Resnet20(batch(b)?)
+                } else if let Some(b) = s.strip_prefix("mobilenetv2-b") {
+                    Workload::MobileNetV2(batch(b)?)
                 } else {
                     return Err(format!("unknown workload {s:?}; valid: {VALID}"));
                 }
@@ -168,26 +181,28 @@ fn conv(c: usize, o: usize, k: usize, g: &mut Prg) -> Layer {
         bias: Some(init(&[o], fan, g)),
         stride: (1, 1),
         padding: (0, 0),
+        dilation: (1, 1),
+        groups: 1,
     }
 }
 
 /// "Network A" (SecureML): FC 784-128-128-10 with ReLU.
 pub fn network_a(seed: u64) -> Model {
     let g = &mut Prg::from_u64(seed);
-    Model {
-        input_shape: vec![784],
-        layers: vec![linear(784, 128, g), Layer::Relu, linear(128, 128, g), Layer::Relu, linear(128, 10, g)],
-    }
+    Model::chain(
+        vec![784],
+        vec![linear(784, 128, g), Layer::Relu, linear(128, 128, g), Layer::Relu, linear(128, 10, g)],
+    )
 }
 
 /// LeNet-5 of the workloads. ReLU follows max pooling (the same function, 4× fewer gates), as
 /// the ONNX importer arranges it for `fixtures/onnx/lenet5.onnx`.
 pub fn lenet5(seed: u64) -> Model {
     let g = &mut Prg::from_u64(seed);
-    let pool = Layer::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
-    Model {
-        input_shape: vec![1, 28, 28],
-        layers: vec![
+    let pool = Layer::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0), ceil_mode: false };
+    Model::chain(
+        vec![1, 28, 28],
+        vec![
             conv(1, 6, 5, g),
             pool.clone(),
             Layer::Relu,
@@ -201,15 +216,28 @@ pub fn lenet5(seed: u64) -> Model {
             Layer::Relu,
             linear(84, 10, g),
         ],
-    }
+    )
 }
 
+/// The CIFAR-sized architecture fixtures, embedded so that `bench` runs anywhere.
+const RESNET20_ONNX: &[u8] = include_bytes!("../../../../fixtures/onnx/arch/resnet20_ts.onnx");
+const MOBILENETV2_ONNX: &[u8] = include_bytes!("../../../../fixtures/onnx/arch/mobilenetv2_ts.onnx");
+
 impl Workload {
+    /// The session's fixed point: the networks' recommended one (20 fractional bits for the
+    /// deep CIFAR networks, [`mpc_ml::model::recommended_frac_bits`]), else the default.
+    pub fn fixed(&self) -> FixedPoint {
+        match self {
+            Workload::Resnet20(_) | Workload::MobileNetV2(_) => FixedPoint::new(20, 27).expect("valid"),
+            _ => FixedPoint::default(),
+        }
+    }
+
     /// Builds the workload's seeded data; networks are planned with the run's comparison
     /// settings and their inputs' declared range, [0, 1].
     pub fn data(&self, seed: u64, cmp: Comparisons, declared: bool) -> anyhow::Result<Data> {
         let g = &mut Prg::from_u64(seed ^ 0xbe7c_0000);
-        let fx = FixedPoint::default();
+        let fx = self.fixed();
         Ok(match *self {
             Workload::MatMul => {
                 Data::Tensors { x: uniform(&[128, 784], -1.0, 1.0, g), y: uniform(&[784, 128], -1.0, 1.0, g) }
@@ -220,8 +248,13 @@ impl Workload {
             Workload::Relu100k | Workload::Cmp100k => {
                 Data::Tensors { x: uniform(&[100_000], -INPUT_BOUND, INPUT_BOUND, g), y: ArrayD::zeros(IxDyn(&[0])) }
             }
-            Workload::MlpA(b) | Workload::Lenet5(b) => {
-                let model = if matches!(self, Workload::MlpA(_)) { network_a(seed) } else { lenet5(seed) };
+            Workload::MlpA(b) | Workload::Lenet5(b) | Workload::Resnet20(b) | Workload::MobileNetV2(b) => {
+                let model = match self {
+                    Workload::MlpA(_) => network_a(seed),
+                    Workload::Lenet5(_) => lenet5(seed),
+                    Workload::Resnet20(_) => mpc_ml::onnx::import(RESNET20_ONNX).context("resnet20 fixture")?.model,
+                    _ => mpc_ml::onnx::import(MOBILENETV2_ONNX).context("mobilenetv2 fixture")?.model,
+                };
                 let mut shape = vec![b];
                 shape.extend(&model.input_shape);
                 let mut options = PlanOptions {
