@@ -52,6 +52,9 @@ if [[ -z "${REPORT_ONLY:-}" ]]; then
         tmp=$(mktemp -d)
         (cd "$ANCHORS_DIR/crypten" && /tmp/crypten-anchor/venv/bin/python bench.py --out-dir "$tmp") || true
         cat "$tmp"/results-*.jsonl > "$OUT/crypten.jsonl" || true
+        # The CIFAR architectures (resnet20-b1, mobilenetv2-b1) and CrypTen's converter matrix.
+        rm -f "$OUT/crypten-arch.jsonl"
+        /tmp/crypten-anchor/venv/bin/python tools/anchors/crypten_arch.py --out "$OUT/crypten-arch.jsonl" || true
         rm -rf "$tmp"
     fi
     if [[ "${ANCHORS:-1}" != 0 && -x /tmp/spu-anchor/venv/bin/python && -d "$ANCHORS_DIR/spu" ]]; then
