@@ -85,6 +85,22 @@ fn residual_and_concat_graph() {
     let model = Model { input_shape: vec![2, 6, 6], layers, wires };
     let x = random(&[3, 2, 6, 6], 2.0, g);
     check("residual+concat+slice+sub", &model, &x, 1e-3);
+    // The main-branch conv (t3) and the shortcut (t4) read only earlier tensors: their inputs
+    // open together, one round for both, and the plan counts the rounds the parties make.
+    let plan = model.plan(3, OutputPolicy::Logits, FixedPoint::default()).unwrap();
+    let out = mpc_proto::run_parties_with(mpc_proto::LocalConfig::new(3), |mut p| {
+        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
+        async move {
+            let m = (p.id() == PartyId::P0).then_some(&model);
+            let i = (p.id() == PartyId::P1).then_some(&x);
+            Ok(infer(&mut p, &plan, m, i).await?.profile)
+        }
+    })
+    .unwrap();
+    let rounds: u64 = out[1].iter().map(|p| p.stats.rounds).sum();
+    assert_eq!(rounds, plan.online_rounds());
+    let convs: Vec<u64> = out[1].iter().filter(|p| p.name == "conv2d").map(|p| p.stats.rounds).collect();
+    assert_eq!(convs, [1, 1, 0], "the second and third conv share a round");
 }
 
 #[test]

@@ -307,7 +307,8 @@ impl Plan {
 
     /// Online rounds of the plan on the data owner's critical path (as the parties count
     /// them): 1 to pre-open the weights (when there are any), then per step and for the output
-    /// stage — linear, convolution and affine 1, a comparison layer 1, 2 or 3 by its method
+    /// stage — linear, convolution and affine 1 (consecutive independent linear and
+    /// convolution steps 1 together), a comparison layer 1, 2 or 3 by its method
     /// (a max tree one per level, softmax `⌈log2 L⌉ + 3` and three products, argmax a compare
     /// and a select per level), pooling and reshapes 0 — and 1 to reveal.
     pub fn online_rounds(&self) -> u64 {
@@ -325,6 +326,9 @@ impl Plan {
                 _ => 0,
             };
         }
+        // Independent linear/conv steps share one round.
+        let grouped: usize = crate::infer::bilinear_groups(self).iter().map(|(s, e)| e - s - 1).sum();
+        total -= grouped as u64;
         let shape = self.output_shape();
         let classes = *shape.last().unwrap_or(&1);
         total += match (self.output, self.output_compare) {

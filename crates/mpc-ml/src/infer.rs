@@ -149,6 +149,28 @@ fn window_divisors(
     v
 }
 
+/// Runs of consecutive linear/convolution steps that read only tensors computed before the
+/// run: `start → end` (exclusive), for runs of two or more. Their inputs are opened together,
+/// in one round ([`Party::apply_preopened_many`]).
+pub(crate) fn bilinear_groups(plan: &Plan) -> std::collections::HashMap<usize, usize> {
+    let bilinear = |k: &StepKind| matches!(k, StepKind::Linear { .. } | StepKind::Conv2d { .. });
+    let mut groups = std::collections::HashMap::new();
+    let mut i = 0;
+    while i < plan.steps.len() {
+        let mut j = i;
+        while j < plan.steps.len() && bilinear(&plan.steps[j].kind) && plan.steps[j].inputs.iter().all(|&t| t <= i) {
+            j += 1;
+        }
+        if j > i + 1 {
+            groups.insert(i, j);
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    groups
+}
+
 /// Runs `plan` as party `party`.
 ///
 /// * P0 passes its `model` (checked against the plan), P1 its `input` (shape `plan.input`),
@@ -418,7 +440,43 @@ impl LoadedModel {
         tensors.push(Some(x0));
 
         let session_comparisons = party.comparisons();
-        for (i, (step, s)) in plan.steps.iter().zip(shares).enumerate() {
+        let groups = bilinear_groups(plan);
+        let mut i = 0;
+        while i < plan.steps.len() {
+            let (step, s) = (&plan.steps[i], &shares[i]);
+            // Independent linear/conv steps open their inputs together: one round for all.
+            let end = groups.get(&i).copied().unwrap_or(i + 1);
+            if end > i + 1 {
+                let mut items = Vec::with_capacity(end - i);
+                for st in &plan.steps[i..end] {
+                    let x = tensors[st.inputs[0]].as_ref().ok_or_else(|| ModelError::Invalid("tensor freed".into()))?;
+                    items.push((x, opened.next().expect("one pre-opened tensor per linear or conv layer")));
+                }
+                let ys = party.apply_preopened_many(&items, true).await?;
+                for (k, y) in (i..end).zip(ys) {
+                    let st = &plan.steps[k];
+                    let y = match st.kind {
+                        StepKind::Linear { bias: true, .. } => {
+                            zip_local(&y, &shares[k][1], &st.output, |a, b| a.add_row_broadcast(b))?
+                        }
+                        StepKind::Conv2d { bias: true, .. } => {
+                            zip_local(&y, &shares[k][1], &st.output, add_channel_bias)?
+                        }
+                        _ => y,
+                    };
+                    tensors.push(Some(y));
+                    record(party, st.kind.name(), &mut profile);
+                }
+                for st in &plan.steps[i..end] {
+                    for &t in &st.inputs {
+                        if (i..end).contains(&last_use[t]) {
+                            tensors[t] = None;
+                        }
+                    }
+                }
+                i = end;
+                continue;
+            }
             if let Some(c) = step.compare {
                 party.set_comparisons(c.comparisons(plan.options.link))?;
             }
@@ -524,6 +582,7 @@ impl LoadedModel {
             }
             tensors.push(Some(y));
             record(party, step.kind.name(), &mut profile);
+            i += 1;
         }
         let x = tensors.pop().flatten().expect("the last step's output");
 

@@ -111,7 +111,15 @@ fn a_batch_of_many_micro_batches_equals_plaintext_row_by_row_in_order() {
             let rec = nodes[1].get(&format!("/v1/jobs/{id}")).await;
             assert_eq!(rec["rows"]["done"], json!(rows), "{rec}");
             assert_eq!(rec["rows"]["total"], json!(rows), "{rec}");
-            assert_eq!(rec["rows"]["micro_batch"], json!(micro.min(rows)), "{rec}");
+            // Bob's request caps the micro-batch; the nodes' memory budgets may cap it lower
+            // (the plan's methods, hence its bytes per row, follow the link measured at
+            // publication: a loaded machine measures a slower link and picks bulkier keys).
+            let b = rec["rows"]["micro_batch"].as_u64().unwrap();
+            if micro == 48 {
+                assert_eq!(b, 48, "{rec}");
+            } else {
+                assert!((48..=micro.min(rows) as u64).contains(&b), "{rec}");
+            }
             let got = if micro == 48 { read_csv(&output, classes) } else { mpc_ml::npy::read(&output).unwrap() };
             assert_eq!(got.shape(), want.shape());
             // Fixed point with 16 fractional bits through three layers: within 1e-2 of f64, and

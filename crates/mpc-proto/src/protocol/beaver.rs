@@ -274,6 +274,49 @@ impl Party {
         self.finish(top, r).await
     }
 
+    /// Several independent [`Party::apply_preopened`] in one round: every input's masked
+    /// difference is opened in one message (the layers of a graph that read only tensors
+    /// computed before any of them — a residual block's shortcut and main convolutions,
+    /// SqueezeNet's parallel expand convolutions). Same material and bytes as one at a time.
+    pub async fn apply_preopened_many(
+        &mut self,
+        items: &[(&AShare, &PreopenedWeights)],
+        trunc: bool,
+    ) -> Result<Vec<AShare>> {
+        if items.len() == 1 {
+            return Ok(vec![self.apply_preopened(items[0].0, items[0].1, trunc).await?]);
+        }
+        let top = self.begin(items.first().map_or("bilinear", |(_, w)| w.op.name()))?;
+        let r = async {
+            let mut triples = Vec::with_capacity(items.len());
+            let mut shapes = Vec::with_capacity(items.len());
+            for (x, w) in items {
+                shapes.push(w.op.output_shape(x.shape(), w.shape())?);
+                triples.push(self.corr.fixed_b_triple(&mut self.ch, w.handle, x.shape()).await?);
+            }
+            if self.placeholder() {
+                return Ok(shapes.iter().map(|s| AShare::dealer(s)).collect());
+            }
+            let masked: Vec<AShare> = items
+                .iter()
+                .zip(&triples)
+                .map(|((x, _), t)| Ok(AShare::from_share(mask(x.expose_share()?, t.a.expose_share()?)?)))
+                .collect::<Result<_>>()?;
+            let refs: Vec<&AShare> = masked.iter().collect();
+            let opened = self.open_inner(&refs).await?.expect("computing party");
+            let mut out = Vec::with_capacity(items.len());
+            for (((_, w), t), d) in items.iter().zip(&triples).zip(&opened) {
+                let e = w.e.as_ref().expect("computing party holds E");
+                let z = combine(w.op, d, e, w.w.expose_share()?, t.a.expose_share()?, t.c.expose_share()?)?;
+                let z = AShare::from_share(z);
+                out.push(if trunc { self.trunc(&z, self.fixed().frac_bits) } else { z });
+            }
+            Ok(out)
+        }
+        .await;
+        self.finish(top, r).await
+    }
+
     /// `x · W` with pre-opened weights, truncated: the fixed-point linear layer without bias.
     pub async fn matmul_preopened(&mut self, x: &AShare, w: &PreopenedWeights) -> Result<AShare> {
         self.apply_preopened(x, w, true).await
