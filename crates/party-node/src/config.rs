@@ -383,8 +383,8 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {} (create one with `party-node init`)", path.display()))?;
-        let file: ConfigFile =
-            toml::from_str(&text).with_context(|| format!("config {} is invalid", path.display()))?;
+        let file: ConfigFile = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config {} is invalid: {}", path.display(), describe_toml_error(&text, &e)))?;
         Self::from_file(file, path).with_context(|| format!("config {}", path.display()))
     }
 
@@ -435,7 +435,23 @@ impl Config {
         let mut parties = Vec::with_capacity(3);
         for s in slots {
             let cert = match (&file.trust.mode, &s.cert) {
-                (TrustMode::Pinned, Some(c)) => Some(read_cert(&at(c), &format!("[[party]] {} cert", s.role))?),
+                (TrustMode::Pinned, Some(c)) => {
+                    let cert = read_cert(&at(c), &format!("[[party]] {} cert", s.role))?;
+                    // Peers are authenticated as the organisation named here: the pinned
+                    // certificate must be issued for that name.
+                    ensure!(
+                        crate::tls::cert_is_for(&cert, &s.name),
+                        "[[party]] {} is named {:?}, but its certificate {} is issued for {:?} (fingerprint {}): \
+                         use the name in the certificate, or the certificate of {:?}",
+                        s.role,
+                        s.name,
+                        at(c).display(),
+                        crate::tls::cert_dns_names(&cert),
+                        crate::tls::fingerprint(&cert),
+                        s.name
+                    );
+                    Some(cert)
+                }
                 (TrustMode::Pinned, None) => {
                     bail!("[[party]] {} has no cert: pinned trust needs every party's certificate file", s.role)
                 }
@@ -619,9 +635,54 @@ impl PeerAddr {
     }
 }
 
+/// A TOML error as `line L, column C: message`, without the parser's quote of the offending
+/// line — that line may hold the API token, and a typo next to it must not print it. On the
+/// token's own line even the message is withheld (it can quote the value: "invalid type:
+/// string \"…\"").
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return "the file is not valid TOML".to_string() };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let source = text.lines().nth(line - 1).unwrap_or("");
+    if source.to_ascii_lowercase().contains("token") {
+        return format!(
+            "line {line}, column {column}: the [api] token line is malformed (expected token = \"<at least 16 \
+             characters>\"; the line is not shown because it holds the token)"
+        );
+    }
+    format!("line {line}, column {column}: {}", e.message().trim())
+}
+
 /// A fresh random API token (32 hex characters).
 pub fn random_token() -> String {
     let mut b = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
     hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_on_the_token_line_does_not_print_the_token() {
+        let token = "f00dfeedcafe0123456789abcdef4242";
+        for line in [
+            format!("token = \"{token}"),         // unterminated string
+            format!("token = {token}"),           // unquoted
+            format!("token = \"{token}\" extra"), // trailing garbage
+            format!("tokn = \"{token}\""),        // misspelt key (unknown field)
+        ] {
+            let text = format!("[api]\nlisten = \"127.0.0.1:7100\"\n{line}\n");
+            let e = toml::from_str::<ConfigFile>(&text).unwrap_err();
+            let msg = describe_toml_error(&text, &e);
+            assert!(!msg.contains(token) && !msg.contains(&token[..12]), "{line}: {msg}");
+            assert!(msg.starts_with("line 3"), "{line}: {msg}");
+        }
+        // Elsewhere the parser's message stays.
+        let text = "[api]\nlisten = 7100\n";
+        let e = toml::from_str::<ConfigFile>(text).unwrap_err();
+        assert!(describe_toml_error(text, &e).contains("line 2"), "{}", describe_toml_error(text, &e));
+    }
 }

@@ -41,6 +41,69 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     hex::encode(&d.as_ref()[..12])
 }
 
+/// The DNS names (subjectAltName `dNSName` entries) a certificate is issued for: what errors
+/// show when a certificate's name and the configured one differ. A minimal DER walk over the
+/// one extension; an unparsable certificate has none.
+pub fn cert_dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    // Length of a DER element at `b[i]` (after its tag): (header bytes, content length).
+    fn len_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
+        let first = *b.get(i)?;
+        if first < 0x80 {
+            return Some((1, first as usize));
+        }
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut l = 0usize;
+        for k in 0..n {
+            l = (l << 8) | *b.get(i + 1 + k)? as usize;
+        }
+        Some((1 + n, l))
+    }
+    const SAN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x11];
+    let b = cert.as_ref();
+    let Some(at) = b.windows(SAN_OID.len()).position(|w| w == SAN_OID) else { return vec![] };
+    let mut i = at + SAN_OID.len();
+    // Optional `critical` BOOLEAN, then the OCTET STRING holding the GeneralNames SEQUENCE.
+    if b.get(i) == Some(&0x01) {
+        let Some((h, l)) = len_at(b, i + 1) else { return vec![] };
+        i += 1 + h + l;
+    }
+    if b.get(i) != Some(&0x04) {
+        return vec![];
+    }
+    let Some((h, _)) = len_at(b, i + 1) else { return vec![] };
+    i += 1 + h;
+    if b.get(i) != Some(&0x30) {
+        return vec![];
+    }
+    let Some((h, seq_len)) = len_at(b, i + 1) else { return vec![] };
+    i += 1 + h;
+    let end = (i + seq_len).min(b.len());
+    let mut names = vec![];
+    while i < end {
+        let tag = b[i];
+        let Some((h, l)) = len_at(b, i + 1) else { break };
+        let start = i + 1 + h;
+        if tag == 0x82
+            && let Some(v) = b.get(start..start + l)
+        {
+            names.push(String::from_utf8_lossy(v).into_owned());
+        }
+        i = start + l;
+    }
+    names
+}
+
+/// Whether `cert` is issued for DNS name `name` (its subjectAltName), whoever signed it.
+pub fn cert_is_for(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let (Ok(ee), Ok(sn)) = (webpki::EndEntityCert::try_from(cert), ServerName::try_from(name.to_string())) else {
+        return false;
+    };
+    ee.verify_is_valid_for_subject_name(&sn).is_ok()
+}
+
 /// Checks that `cert` chains to `ca` and is valid for organisation `name` (CA mode).
 pub fn check_ca_issued(ca: &CertificateDer<'static>, cert: &CertificateDer<'_>, name: &str) -> anyhow::Result<()> {
     let algs = provider().signature_verification_algorithms;

@@ -243,8 +243,23 @@ fn an_unknown_certificate_is_refused() {
         // The real Bob, on the same address, gets in.
         let bob = start(&bed.cfgs[1]);
         bob.wait_ready(Duration::from_secs(10)).await.unwrap();
-        assert!(alice.is_connected(PartyId::P1) && dealer.is_connected(PartyId::P1));
+        // Bob's view is ready; Alice's and the dealer's sides register the connection a moment
+        // later: wait for the condition itself.
+        eventually(Duration::from_secs(10), "alice and the dealer see the real bob", || {
+            alice.is_connected(PartyId::P1) && dealer.is_connected(PartyId::P1)
+        })
+        .await;
     });
+}
+
+/// Waits until `cond` holds (polled every 20 ms), failing with `what` after `limit`: for
+/// two-sided events, which one side's readiness does not prove on the other side.
+async fn eventually(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+    let end = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < end, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[test]
@@ -319,7 +334,10 @@ fn a_vanished_peer_fails_the_job_within_5s_and_a_restarted_one_rejoins() {
         assert!(took < Duration::from_secs(5), "job failed after {took:?}");
     }
     rt.block_on(async {
-        assert!(!alice.is_connected(PartyId::P2) && !bob.is_connected(PartyId::P2));
+        eventually(Duration::from_secs(10), "alice and bob see the dealer gone", || {
+            !alice.is_connected(PartyId::P2) && !bob.is_connected(PartyId::P2)
+        })
+        .await;
         assert!(alice.is_connected(PartyId::P1), "the surviving pair stays connected");
         // The dealer restarts on the same address; the next job works.
         let dealer = start(&bed.cfgs[2]);
