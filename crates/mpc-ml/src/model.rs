@@ -1,9 +1,11 @@
 //! Models (the owner's plaintext network) and plans (the public op list all parties derive).
 //!
-//! A [`Model`] is a chain of [`Layer`]s with their weights: what the model owner holds. A
-//! [`Plan`] is the same chain with the weights removed and every shape fixed for one batch size:
-//! what the three parties agree on (by [`Plan::hash`]) before any share moves. The architecture,
-//! the shapes, the fixed-point format and the output policy are public; the weights are not.
+//! A [`Model`] is a graph of [`Layer`]s with their weights (layers in topological order, each
+//! reading numbered tensors): what the model owner holds. A [`Plan`] is the same graph with the
+//! weights removed and every shape fixed for one batch size: what the three parties agree on (by
+//! [`Plan::hash`]) before any share moves. The architecture (which tensors each layer reads
+//! included), the shapes, the fixed-point format and the output policy are public; the weights
+//! are not. The supported layers and their private evaluation are tabled in docs/operators.md.
 
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
