@@ -85,8 +85,9 @@ fn residual_and_concat_graph() {
     let model = Model { input_shape: vec![2, 6, 6], layers, wires };
     let x = random(&[3, 2, 6, 6], 2.0, g);
     check("residual+concat+slice+sub", &model, &x, 1e-3);
-    // The main-branch conv (t3) and the shortcut (t4) read only earlier tensors: their inputs
-    // open together, one round for both, and the plan counts the rounds the parties make.
+    // The shortcut (t4) reads the input, as the first conv (t1) does: the parties schedule by
+    // depth, so the two open their inputs together, one round for both; and the plan counts the
+    // rounds the parties make.
     let plan = model.plan(3, OutputPolicy::Logits, FixedPoint::default()).unwrap();
     let out = mpc_proto::run_parties_with(mpc_proto::LocalConfig::new(3), |mut p| {
         let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
@@ -100,7 +101,7 @@ fn residual_and_concat_graph() {
     let rounds: u64 = out[1].iter().map(|p| p.stats.rounds).sum();
     assert_eq!(rounds, plan.online_rounds());
     let convs: Vec<u64> = out[1].iter().filter(|p| p.name == "conv2d").map(|p| p.stats.rounds).collect();
-    assert_eq!(convs, [1, 1, 0], "the second and third conv share a round");
+    assert_eq!(convs, [1, 0, 1], "the first conv and the shortcut share a round");
 }
 
 #[test]
@@ -246,4 +247,43 @@ fn malformed_graphs_are_refused_with_a_reason() {
     let mut plan = m.plan(1, OutputPolicy::Logits, FixedPoint::default()).unwrap();
     plan.steps[0].inputs = vec![2];
     assert!(plan.validate().unwrap_err().to_string().contains("not all computed before it"));
+}
+
+#[test]
+fn parallel_branches_share_their_rounds() {
+    // A SqueezeNet fire module: squeeze 1×1 → ReLU → (expand 1×1 → ReLU, expand 3×3 → ReLU) →
+    // concat. The exporter's order interleaves the branches; the parties run the two expand
+    // convolutions in one round and their two ReLUs in one comparison layer.
+    let g = &mut Prg::from_u64(14);
+    let layers = vec![
+        conv(2, 3, 1, g),          // t1 squeeze
+        Layer::Relu,               // t2
+        conv(4, 2, 1, g),          // t3 expand 1×1
+        Layer::Relu,               // t4
+        conv(4, 2, 3, g),          // t5 expand 3×3
+        Layer::Relu,               // t6
+        Layer::Concat { axis: 0 }, // t7
+        Layer::GlobalAvgPool,      // t8
+        Layer::Flatten,            // t9
+    ];
+    let wires = vec![vec![0], vec![1], vec![2], vec![3], vec![2], vec![5], vec![4, 6], vec![7], vec![8]];
+    let model = Model { input_shape: vec![3, 6, 6], layers, wires };
+    let x = random(&[2, 3, 6, 6], 2.0, g);
+    check("fire module", &model, &x, 1e-3);
+    let plan = model.plan(2, OutputPolicy::Logits, FixedPoint::default()).unwrap();
+    let out = mpc_proto::run_parties_with(mpc_proto::LocalConfig::new(3), |mut p| {
+        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
+        async move {
+            let m = (p.id() == PartyId::P0).then_some(&model);
+            let i = (p.id() == PartyId::P1).then_some(&x);
+            Ok(infer(&mut p, &plan, m, i).await?.profile)
+        }
+    })
+    .unwrap();
+    let rounds: u64 = out[1].iter().map(|p| p.stats.rounds).sum();
+    assert_eq!(rounds, plan.online_rounds());
+    let stage = |name: &str| -> Vec<u64> { out[1].iter().filter(|p| p.name == name).map(|p| p.stats.rounds).collect() };
+    assert_eq!(stage("conv2d")[1..], [1, 0], "the expand convolutions share a round");
+    let relus = stage("relu");
+    assert!(relus[1] > 0 && relus[2] == 0, "the expand ReLUs share a comparison layer: {relus:?}");
 }

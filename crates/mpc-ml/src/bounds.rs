@@ -315,20 +315,25 @@ impl Plan {
         let r = |c: Option<CompareSpec>| c.map_or(0, |c| cost::rounds(c.method) as u64);
         let weights = self.steps.iter().any(|s| matches!(s.kind, StepKind::Linear { .. } | StepKind::Conv2d { .. }));
         let mut total = u64::from(weights);
-        for st in &self.steps {
-            total += match &st.kind {
-                StepKind::Linear { .. } | StepKind::Conv2d { .. } | StepKind::Affine => 1,
-                StepKind::Relu | StepKind::Sigmoid | StepKind::Act(_) => r(st.compare),
-                StepKind::PRelu => r(st.compare) + 1,
-                StepKind::Mul => 1,
-                StepKind::MaxPool { kernel, .. } => levels(kernel.0 * kernel.1) as u64 * r(st.compare),
-                StepKind::Softmax => (levels(*st.input.last().unwrap_or(&1)) as u64 + 3) * r(st.compare) + 3,
-                _ => 0,
+        // As the parties schedule the steps: batched linear/conv steps one round together,
+        // batched ReLUs one comparison layer together.
+        for batch in crate::infer::schedule(self) {
+            total += match batch {
+                crate::infer::Batch::Bilinear(_) => 1,
+                crate::infer::Batch::Relu(ks) => r(self.steps[ks[0]].compare),
+                crate::infer::Batch::One(k) => {
+                    let st = &self.steps[k];
+                    match &st.kind {
+                        StepKind::Linear { .. } | StepKind::Conv2d { .. } | StepKind::Affine | StepKind::Mul => 1,
+                        StepKind::Relu | StepKind::Sigmoid | StepKind::Act(_) => r(st.compare),
+                        StepKind::PRelu => r(st.compare) + 1,
+                        StepKind::MaxPool { kernel, .. } => levels(kernel.0 * kernel.1) as u64 * r(st.compare),
+                        StepKind::Softmax => (levels(*st.input.last().unwrap_or(&1)) as u64 + 3) * r(st.compare) + 3,
+                        _ => 0,
+                    }
+                }
             };
         }
-        // Independent linear/conv steps share one round.
-        let grouped: usize = crate::infer::bilinear_groups(self).iter().map(|(s, e)| e - s - 1).sum();
-        total -= grouped as u64;
         let shape = self.output_shape();
         let classes = *shape.last().unwrap_or(&1);
         total += match (self.output, self.output_compare) {

@@ -149,26 +149,79 @@ fn window_divisors(
     v
 }
 
-/// Runs of consecutive linear/convolution steps that read only tensors computed before the
-/// run: `start → end` (exclusive), for runs of two or more. Their inputs are opened together,
-/// in one round ([`Party::apply_preopened_many`]).
-pub(crate) fn bilinear_groups(plan: &Plan) -> std::collections::HashMap<usize, usize> {
-    let bilinear = |k: &StepKind| matches!(k, StepKind::Linear { .. } | StepKind::Conv2d { .. });
-    let mut groups = std::collections::HashMap::new();
-    let mut i = 0;
-    while i < plan.steps.len() {
-        let mut j = i;
-        while j < plan.steps.len() && bilinear(&plan.steps[j].kind) && plan.steps[j].inputs.iter().all(|&t| t <= i) {
-            j += 1;
-        }
-        if j > i + 1 {
-            groups.insert(i, j);
-            i = j;
-        } else {
-            i += 1;
-        }
+/// A unit of the private evaluation's schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Batch {
+    /// Linear/convolution steps of one depth: their inputs open in one message.
+    Bilinear(Vec<usize>),
+    /// ReLU steps of one depth with the same comparison settings: one comparison layer.
+    Relu(Vec<usize>),
+    /// One step on its own.
+    One(usize),
+}
+
+/// Whether a step sends anything online (else it is local).
+fn talks(kind: &StepKind) -> bool {
+    !matches!(
+        kind,
+        StepKind::Flatten
+            | StepKind::Reshape
+            | StepKind::Add
+            | StepKind::Sub
+            | StepKind::Concat { .. }
+            | StepKind::Slice { .. }
+            | StepKind::Pad { .. }
+            | StepKind::Transpose { .. }
+            | StepKind::GlobalAvgPool
+            | StepKind::GlobalSumPool
+            | StepKind::LogSoftmax
+            | StepKind::AvgPool { .. }
+    )
+}
+
+/// The order the parties evaluate a plan in (a public function of the plan): by depth — a
+/// step's depth is its inputs' deepest plus one if it talks — and within a depth, first the
+/// steps that talk (linear and convolution steps together in one round, ReLUs with equal
+/// settings together in one comparison layer, the rest one by one), then the local steps in
+/// step order. For a chain this is the step order.
+pub(crate) fn schedule(plan: &Plan) -> Vec<Batch> {
+    let mut depth = vec![0usize; plan.steps.len() + 1];
+    for (k, st) in plan.steps.iter().enumerate() {
+        depth[k + 1] = st.inputs.iter().map(|&t| depth[t]).max().unwrap_or(0) + usize::from(talks(&st.kind));
     }
-    groups
+    let deepest = depth.iter().copied().max().unwrap_or(0);
+    let mut at: Vec<Vec<usize>> = vec![vec![]; deepest + 1];
+    for k in 0..plan.steps.len() {
+        at[depth[k + 1]].push(k);
+    }
+    let mut out = Vec::with_capacity(plan.steps.len());
+    for level in at {
+        let talking: Vec<usize> = level.iter().copied().filter(|&k| talks(&plan.steps[k].kind)).collect();
+        let bilinear: Vec<usize> = talking
+            .iter()
+            .copied()
+            .filter(|&k| matches!(plan.steps[k].kind, StepKind::Linear { .. } | StepKind::Conv2d { .. }))
+            .collect();
+        if !bilinear.is_empty() {
+            out.push(Batch::Bilinear(bilinear));
+        }
+        let mut relus: Vec<(Option<crate::bounds::CompareSpec>, Vec<usize>)> = vec![];
+        for &k in talking.iter().filter(|&&k| plan.steps[k].kind == StepKind::Relu) {
+            let c = plan.steps[k].compare;
+            match relus.iter_mut().find(|(s, _)| *s == c) {
+                Some((_, v)) => v.push(k),
+                None => relus.push((c, vec![k])),
+            }
+        }
+        out.extend(relus.into_iter().map(|(_, v)| Batch::Relu(v)));
+        for &k in &talking {
+            if !matches!(plan.steps[k].kind, StepKind::Linear { .. } | StepKind::Conv2d { .. } | StepKind::Relu) {
+                out.push(Batch::One(k));
+            }
+        }
+        out.extend(level.iter().copied().filter(|&k| !talks(&plan.steps[k].kind)).map(Batch::One));
+    }
+    out
 }
 
 /// Runs `plan` as party `party`.
@@ -434,155 +487,188 @@ impl LoadedModel {
         };
         let x0 = party.share_input(PartyId::P1, &plan.input, x_enc.as_ref())?;
         // (Sharing the input costs nothing: it opens the first layer's stage.)
-        let wires: Vec<Vec<usize>> = plan.steps.iter().map(|s| s.inputs.clone()).collect();
-        let last_use = crate::model::last_uses(&wires, plan.steps.len() + 1);
         let mut tensors: Vec<Option<AShare>> = Vec::with_capacity(plan.steps.len() + 1);
         tensors.push(Some(x0));
 
         let session_comparisons = party.comparisons();
-        let groups = bilinear_groups(plan);
-        let mut i = 0;
-        while i < plan.steps.len() {
-            let (step, s) = (&plan.steps[i], &shares[i]);
-            // Independent linear/conv steps open their inputs together: one round for all.
-            let end = groups.get(&i).copied().unwrap_or(i + 1);
-            if end > i + 1 {
-                let mut items = Vec::with_capacity(end - i);
-                for st in &plan.steps[i..end] {
-                    let x = tensors[st.inputs[0]].as_ref().ok_or_else(|| ModelError::Invalid("tensor freed".into()))?;
-                    items.push((x, opened.next().expect("one pre-opened tensor per linear or conv layer")));
-                }
-                let ys = party.apply_preopened_many(&items, true).await?;
-                for (k, y) in (i..end).zip(ys) {
-                    let st = &plan.steps[k];
-                    let y = match st.kind {
-                        StepKind::Linear { bias: true, .. } => {
-                            zip_local(&y, &shares[k][1], &st.output, |a, b| a.add_row_broadcast(b))?
-                        }
-                        StepKind::Conv2d { bias: true, .. } => {
-                            zip_local(&y, &shares[k][1], &st.output, add_channel_bias)?
-                        }
-                        _ => y,
-                    };
-                    tensors.push(Some(y));
-                    record(party, st.kind.name(), &mut profile);
-                }
-                for st in &plan.steps[i..end] {
-                    for &t in &st.inputs {
-                        if (i..end).contains(&last_use[t]) {
-                            tensors[t] = None;
-                        }
-                    }
-                }
-                i = end;
-                continue;
+        // Preopened weights by step, and how many readers each tensor has left (the schedule
+        // is not step order, so a tensor is freed when its last reader has run).
+        let mut opened_at = vec![None; plan.steps.len()];
+        for (k, st) in plan.steps.iter().enumerate() {
+            if matches!(st.kind, StepKind::Linear { .. } | StepKind::Conv2d { .. }) {
+                opened_at[k] = Some(opened.next().expect("one pre-opened tensor per linear or conv layer"));
             }
-            if let Some(c) = step.compare {
-                party.set_comparisons(c.comparisons(plan.options.link))?;
+        }
+        let mut readers = vec![0usize; plan.steps.len() + 1];
+        for st in &plan.steps {
+            for &t in &st.inputs {
+                readers[t] += 1;
             }
-            let ins: Vec<&AShare> = step
-                .inputs
-                .iter()
-                .map(|&t| tensors[t].as_ref().ok_or_else(|| ModelError::Invalid(format!("tensor {t} already freed"))))
-                .collect::<Result<_, _>>()?;
-            let x = ins[0];
-            let y = match &step.kind {
-                StepKind::Linear { bias, .. } => {
-                    let w = opened.next().expect("one pre-opened tensor per linear layer");
-                    let y = party.matmul_preopened(x, w).await?;
-                    if *bias { zip_local(&y, &s[1], &step.output, |a, b| a.add_row_broadcast(b))? } else { y }
-                }
-                StepKind::Conv2d { bias, .. } => {
-                    let w = opened.next().expect("one pre-opened tensor per conv layer");
-                    let y = party.apply_preopened(x, w, true).await?;
-                    if *bias { zip_local(&y, &s[1], &step.output, add_channel_bias)? } else { y }
-                }
-                StepKind::Relu => party.relu(x).await?,
-                StepKind::Sigmoid => party.sigmoid(x).await?,
-                StepKind::Softmax => party.softmax(x).await?,
-                StepKind::Act(a) => party.spline(x, &a.spline()).await?,
-                StepKind::PRelu => {
-                    // relu(x) + slope·(x − relu(x)): one comparison layer and one product.
-                    let r = party.relu(x).await?;
-                    let n = step.input[0];
-                    let slope = zip_local(x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
-                    let neg = party.mul_fixed(&x.sub(&r)?, &slope).await?;
-                    r.add(&neg)?
-                }
-                StepKind::LogSoftmax => {
-                    // Centre each row (a local linear map): log-softmax is shift-invariant, so
-                    // the centred logits reveal exactly what log-softmax does, and the data
-                    // owner finishes it in the clear.
-                    let last = *step.input.last().expect("a batch axis");
-                    let rows: usize = step.input.iter().product::<usize>() / last;
-                    let flat = x.reshape(&[rows, last])?;
-                    let sums = flat.sum_axis(1)?;
-                    let mean = party.mul_const(&sums, 1.0 / last as f64)?;
-                    let rep = ops::gather_all(&mean.reshape(&[rows, 1])?, &[last], &vec![0; last])?;
-                    flat.sub(&rep)?.reshape(&step.output)?
-                }
-                StepKind::MaxPool { kernel, stride, padding, ceil_mode } => {
-                    party.maxpool2d_ceil(x, *kernel, *stride, *padding, *ceil_mode).await?
-                }
-                StepKind::AvgPool { kernel, stride, padding, count_include_pad, ceil_mode } => {
-                    if (*count_include_pad || *padding == (0, 0)) && !*ceil_mode {
-                        party.avg_pool2d(x, *kernel, *stride, *padding)?
-                    } else {
-                        avg_pool_exact(party, x, step, *kernel, *stride, *padding, *count_include_pad)?
-                    }
-                }
-                StepKind::GlobalAvgPool | StepKind::GlobalSumPool => {
-                    let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
-                    let s = x.reshape(&[n, c, h * w])?.sum_axis(2)?.reshape(&[n, c, 1, 1])?;
-                    if step.kind == StepKind::GlobalAvgPool { party.mul_const(&s, 1.0 / (h * w) as f64)? } else { s }
-                }
-                StepKind::Flatten | StepKind::Reshape => x.reshape(&step.output)?,
-                StepKind::Affine => {
-                    let n = step.input[0];
-                    let scale = zip_local(x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
-                    let shift = zip_local(x, &s[1], &step.input, |_, b| repeat_batch(b, n))?;
-                    party.mul_fixed(x, &scale).await?.add(&shift)?
-                }
-                StepKind::Add | StepKind::Sub | StepKind::Mul => {
-                    let out = &step.output[1..];
-                    let widen = |t: &AShare| -> Result<AShare, ModelError> {
-                        if &t.shape()[1..] == out {
-                            return Ok(t.clone());
-                        }
-                        let map = ops::broadcast_map(&t.shape()[1..], out).ok_or_else(|| {
-                            ModelError::Invalid(format!("{:?} does not broadcast to {out:?}", t.shape()))
-                        })?;
-                        Ok(ops::gather_all(t, out, &map)?)
-                    };
-                    let (a, b) = (widen(x)?, widen(ins[1])?);
-                    match step.kind {
-                        StepKind::Add => a.add(&b)?,
-                        StepKind::Sub => a.sub(&b)?,
-                        _ => party.mul_fixed(&a, &b).await?,
-                    }
-                }
-                StepKind::Concat { axis } => ops::concat(&ins, *axis, &step.output[1..])?,
-                StepKind::Slice { axis, start, end, step: by } => {
-                    let (out, map) = ops::slice_map(&step.input[1..], *axis, *start, *end, *by);
-                    ops::gather_all(x, &out, &map)?
-                }
-                StepKind::Transpose { perm } => {
-                    let (out, map) = ops::transpose_map(&step.input[1..], perm);
-                    ops::gather_all(x, &out, &map)?
-                }
-                StepKind::Pad { begin, end, dilate, value } => {
-                    let (out, map) = ops::pad_map(&step.input[1..], begin, end, dilate);
-                    ops::gather(me, x, &out, &map, fx.encode(value.0)?)?
-                }
-            };
-            for &t in &step.inputs {
-                if last_use[t] == i {
+        }
+        tensors.resize(plan.steps.len() + 1, None);
+        let release = |tensors: &mut Vec<Option<AShare>>, readers: &mut Vec<usize>, inputs: &[usize]| {
+            for &t in inputs {
+                readers[t] -= 1;
+                if readers[t] == 0 {
                     tensors[t] = None;
                 }
             }
-            tensors.push(Some(y));
-            record(party, step.kind.name(), &mut profile);
-            i += 1;
+        };
+        fn take(tensors: &[Option<AShare>], t: usize) -> Result<&AShare, ModelError> {
+            tensors[t].as_ref().ok_or_else(|| ModelError::Invalid(format!("tensor {t} is not computed")))
+        }
+        for batch in schedule(plan) {
+            match batch {
+                Batch::Bilinear(ks) => {
+                    // Independent linear/conv steps of one depth: their inputs open together.
+                    let xs: Vec<&AShare> =
+                        ks.iter().map(|&k| take(&tensors, plan.steps[k].inputs[0])).collect::<Result<_, _>>()?;
+                    let items: Vec<(&AShare, &PreopenedWeights)> =
+                        ks.iter().zip(xs).map(|(&k, x)| (x, opened_at[k].expect("a weighted step"))).collect();
+                    let ys = party.apply_preopened_many(&items, true).await?;
+                    for (&k, y) in ks.iter().zip(ys) {
+                        let st = &plan.steps[k];
+                        let y = match st.kind {
+                            StepKind::Linear { bias: true, .. } => {
+                                zip_local(&y, &shares[k][1], &st.output, |a, b| a.add_row_broadcast(b))?
+                            }
+                            StepKind::Conv2d { bias: true, .. } => {
+                                zip_local(&y, &shares[k][1], &st.output, add_channel_bias)?
+                            }
+                            _ => y,
+                        };
+                        tensors[k + 1] = Some(y);
+                        release(&mut tensors, &mut readers, &st.inputs);
+                        record(party, st.kind.name(), &mut profile);
+                    }
+                }
+                Batch::Relu(ks) => {
+                    // ReLUs of one depth with the same comparison settings: one comparison layer.
+                    if let Some(c) = plan.steps[ks[0]].compare {
+                        party.set_comparisons(c.comparisons(plan.options.link))?;
+                    }
+                    let xs: Vec<&AShare> =
+                        ks.iter().map(|&k| take(&tensors, plan.steps[k].inputs[0])).collect::<Result<_, _>>()?;
+                    let shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.shape().to_vec()).collect();
+                    let y = if xs.len() == 1 {
+                        party.relu(xs[0]).await?
+                    } else {
+                        party.relu(&ops::concat_flat(&xs)?).await?
+                    };
+                    let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+                    let parts = if ks.len() == 1 { vec![y] } else { ops::split_flat(&y, &lens)? };
+                    for ((&k, part), shape) in ks.iter().zip(parts).zip(&shapes) {
+                        let st = &plan.steps[k];
+                        tensors[k + 1] = Some(part.reshape(shape)?);
+                        release(&mut tensors, &mut readers, &st.inputs);
+                        record(party, st.kind.name(), &mut profile);
+                    }
+                }
+                Batch::One(i) => {
+                    let (step, s) = (&plan.steps[i], &shares[i]);
+                    if let Some(c) = step.compare {
+                        party.set_comparisons(c.comparisons(plan.options.link))?;
+                    }
+                    let ins: Vec<&AShare> = step.inputs.iter().map(|&t| take(&tensors, t)).collect::<Result<_, _>>()?;
+                    let x = ins[0];
+                    let y = match &step.kind {
+                        StepKind::Linear { bias, .. } => {
+                            let w = opened_at[i].expect("a pre-opened tensor per linear layer");
+                            let y = party.matmul_preopened(x, w).await?;
+                            if *bias { zip_local(&y, &s[1], &step.output, |a, b| a.add_row_broadcast(b))? } else { y }
+                        }
+                        StepKind::Conv2d { bias, .. } => {
+                            let w = opened_at[i].expect("a pre-opened tensor per conv layer");
+                            let y = party.apply_preopened(x, w, true).await?;
+                            if *bias { zip_local(&y, &s[1], &step.output, add_channel_bias)? } else { y }
+                        }
+                        StepKind::Relu => party.relu(x).await?,
+                        StepKind::Sigmoid => party.sigmoid(x).await?,
+                        StepKind::Softmax => party.softmax(x).await?,
+                        StepKind::Act(a) => party.spline(x, &a.spline()).await?,
+                        StepKind::PRelu => {
+                            // relu(x) + slope·(x − relu(x)): one comparison layer and one product.
+                            let r = party.relu(x).await?;
+                            let n = step.input[0];
+                            let slope = zip_local(x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
+                            let neg = party.mul_fixed(&x.sub(&r)?, &slope).await?;
+                            r.add(&neg)?
+                        }
+                        StepKind::LogSoftmax => {
+                            // Centre each row (a local linear map): log-softmax is shift-invariant, so
+                            // the centred logits reveal exactly what log-softmax does, and the data
+                            // owner finishes it in the clear.
+                            let last = *step.input.last().expect("a batch axis");
+                            let rows: usize = step.input.iter().product::<usize>() / last;
+                            let flat = x.reshape(&[rows, last])?;
+                            let sums = flat.sum_axis(1)?;
+                            let mean = party.mul_const(&sums, 1.0 / last as f64)?;
+                            let rep = ops::gather_all(&mean.reshape(&[rows, 1])?, &[last], &vec![0; last])?;
+                            flat.sub(&rep)?.reshape(&step.output)?
+                        }
+                        StepKind::MaxPool { kernel, stride, padding, ceil_mode } => {
+                            party.maxpool2d_ceil(x, *kernel, *stride, *padding, *ceil_mode).await?
+                        }
+                        StepKind::AvgPool { kernel, stride, padding, count_include_pad, ceil_mode } => {
+                            if (*count_include_pad || *padding == (0, 0)) && !*ceil_mode {
+                                party.avg_pool2d(x, *kernel, *stride, *padding)?
+                            } else {
+                                avg_pool_exact(party, x, step, *kernel, *stride, *padding, *count_include_pad)?
+                            }
+                        }
+                        StepKind::GlobalAvgPool | StepKind::GlobalSumPool => {
+                            let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
+                            let s = x.reshape(&[n, c, h * w])?.sum_axis(2)?.reshape(&[n, c, 1, 1])?;
+                            if step.kind == StepKind::GlobalAvgPool {
+                                party.mul_const(&s, 1.0 / (h * w) as f64)?
+                            } else {
+                                s
+                            }
+                        }
+                        StepKind::Flatten | StepKind::Reshape => x.reshape(&step.output)?,
+                        StepKind::Affine => {
+                            let n = step.input[0];
+                            let scale = zip_local(x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
+                            let shift = zip_local(x, &s[1], &step.input, |_, b| repeat_batch(b, n))?;
+                            party.mul_fixed(x, &scale).await?.add(&shift)?
+                        }
+                        StepKind::Add | StepKind::Sub | StepKind::Mul => {
+                            let out = &step.output[1..];
+                            let widen = |t: &AShare| -> Result<AShare, ModelError> {
+                                if &t.shape()[1..] == out {
+                                    return Ok(t.clone());
+                                }
+                                let map = ops::broadcast_map(&t.shape()[1..], out).ok_or_else(|| {
+                                    ModelError::Invalid(format!("{:?} does not broadcast to {out:?}", t.shape()))
+                                })?;
+                                Ok(ops::gather_all(t, out, &map)?)
+                            };
+                            let (a, b) = (widen(x)?, widen(ins[1])?);
+                            match step.kind {
+                                StepKind::Add => a.add(&b)?,
+                                StepKind::Sub => a.sub(&b)?,
+                                _ => party.mul_fixed(&a, &b).await?,
+                            }
+                        }
+                        StepKind::Concat { axis } => ops::concat(&ins, *axis, &step.output[1..])?,
+                        StepKind::Slice { axis, start, end, step: by } => {
+                            let (out, map) = ops::slice_map(&step.input[1..], *axis, *start, *end, *by);
+                            ops::gather_all(x, &out, &map)?
+                        }
+                        StepKind::Transpose { perm } => {
+                            let (out, map) = ops::transpose_map(&step.input[1..], perm);
+                            ops::gather_all(x, &out, &map)?
+                        }
+                        StepKind::Pad { begin, end, dilate, value } => {
+                            let (out, map) = ops::pad_map(&step.input[1..], begin, end, dilate);
+                            ops::gather(me, x, &out, &map, fx.encode(value.0)?)?
+                        }
+                    };
+                    tensors[i + 1] = Some(y);
+                    release(&mut tensors, &mut readers, &step.inputs);
+                    record(party, step.kind.name(), &mut profile);
+                }
+            }
         }
         let x = tensors.pop().flatten().expect("the last step's output");
 

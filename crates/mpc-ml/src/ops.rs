@@ -423,6 +423,32 @@ pub fn concat(xs: &[&AShare], axis: usize, out: &[usize]) -> mpc_proto::Result<A
     Ok(AShare::from_share(RingTensor::from_vec(&shape, v)?))
 }
 
+/// The shares of several tensors as one flat tensor (local): to run one comparison layer over
+/// the elements of independent steps.
+pub fn concat_flat(xs: &[&AShare]) -> mpc_proto::Result<AShare> {
+    let total: usize = xs.iter().map(|x| x.len()).sum();
+    let mut v = Vec::with_capacity(total);
+    for x in xs {
+        match x.expose_share() {
+            Ok(t) => v.extend_from_slice(t.as_slice()),
+            Err(_) => return Ok(AShare::dealer(&[total])),
+        }
+    }
+    Ok(AShare::from_share(RingTensor::from_vec(&[total], v)?))
+}
+
+/// The inverse of [`concat_flat`]: consecutive flat pieces of lengths `lens` (local).
+pub fn split_flat(x: &AShare, lens: &[usize]) -> mpc_proto::Result<Vec<AShare>> {
+    let Ok(t) = x.expose_share() else { return Ok(lens.iter().map(|&l| AShare::dealer(&[l])).collect()) };
+    let mut out = Vec::with_capacity(lens.len());
+    let mut at = 0;
+    for &l in lens {
+        out.push(AShare::from_share(RingTensor::from_vec(&[l], t.as_slice()[at..at + l].to_vec())?));
+        at += l;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
