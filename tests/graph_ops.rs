@@ -1,26 +1,25 @@
 //! Graph models and the operators beyond the chain: every layer kind privately against the
 //! plaintext f64 reference on random and edge inputs, with the tolerance each one states.
 
+mod common;
+
+use common::max_diff;
 use mpc_ml::model::{Act, PubF64};
-use mpc_ml::{Layer, Model, OutputPolicy, infer};
+use mpc_ml::{Layer, Model, OutputPolicy};
+use mpc_proto::FixedPoint;
 use mpc_proto::prg::Prg;
-use mpc_proto::{FixedPoint, PartyId};
 use ndarray::{ArrayD, IxDyn};
 
 fn private(model: &Model, x: &ArrayD<f64>, policy: OutputPolicy) -> ArrayD<f64> {
-    let fx = FixedPoint::default();
-    let plan = model.plan(x.shape()[0], policy, fx).unwrap();
+    let plan = model.plan(x.shape()[0], policy, FixedPoint::default()).unwrap();
     plan.validate().unwrap();
-    let out = mpc_proto::run_parties_with(mpc_proto::LocalConfig::new(3), |mut p| {
-        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
-        async move {
-            let m = (p.id() == PartyId::P0).then_some(&model);
-            let i = (p.id() == PartyId::P1).then_some(&x);
-            Ok(infer(&mut p, &plan, m, i).await?.output)
-        }
-    })
-    .unwrap();
-    out[1].clone().unwrap()
+    common::run_plan(model, x, &plan).output.unwrap()
+}
+
+/// Bob's per-stage profile of `model` on `x` (logits), with the plan.
+fn profile(model: &Model, x: &ArrayD<f64>) -> (Vec<mpc_ml::LayerProfile>, mpc_ml::Plan) {
+    let plan = model.plan(x.shape()[0], OutputPolicy::Logits, FixedPoint::default()).unwrap();
+    (common::run_plan(model, x, &plan).profile, plan)
 }
 
 /// Uniform in [-a, a).
@@ -37,11 +36,6 @@ fn conv(o: usize, c: usize, k: usize, g: &mut Prg) -> Layer {
         dilation: (1, 1),
         groups: 1,
     }
-}
-
-fn max_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
 fn check(name: &str, model: &Model, x: &ArrayD<f64>, tol: f64) {
@@ -88,19 +82,10 @@ fn residual_and_concat_graph() {
     // The shortcut (t4) reads the input, as the first conv (t1) does: the parties schedule by
     // depth, so the two open their inputs together, one round for both; and the plan counts the
     // rounds the parties make.
-    let plan = model.plan(3, OutputPolicy::Logits, FixedPoint::default()).unwrap();
-    let out = mpc_proto::run_parties_with(mpc_proto::LocalConfig::new(3), |mut p| {
-        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
-        async move {
-            let m = (p.id() == PartyId::P0).then_some(&model);
-            let i = (p.id() == PartyId::P1).then_some(&x);
-            Ok(infer(&mut p, &plan, m, i).await?.profile)
-        }
-    })
-    .unwrap();
-    let rounds: u64 = out[1].iter().map(|p| p.stats.rounds).sum();
+    let (bob, plan) = profile(&model, &x);
+    let rounds: u64 = bob.iter().map(|p| p.stats.rounds).sum();
     assert_eq!(rounds, plan.online_rounds());
-    let convs: Vec<u64> = out[1].iter().filter(|p| p.name == "conv2d").map(|p| p.stats.rounds).collect();
+    let convs: Vec<u64> = bob.iter().filter(|p| p.name == "conv2d").map(|p| p.stats.rounds).collect();
     assert_eq!(convs, [1, 0, 1], "the first conv and the shortcut share a round");
 }
 
@@ -270,19 +255,10 @@ fn parallel_branches_share_their_rounds() {
     let model = Model { input_shape: vec![3, 6, 6], layers, wires };
     let x = random(&[2, 3, 6, 6], 2.0, g);
     check("fire module", &model, &x, 1e-3);
-    let plan = model.plan(2, OutputPolicy::Logits, FixedPoint::default()).unwrap();
-    let out = mpc_proto::run_parties_with(mpc_proto::LocalConfig::new(3), |mut p| {
-        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
-        async move {
-            let m = (p.id() == PartyId::P0).then_some(&model);
-            let i = (p.id() == PartyId::P1).then_some(&x);
-            Ok(infer(&mut p, &plan, m, i).await?.profile)
-        }
-    })
-    .unwrap();
-    let rounds: u64 = out[1].iter().map(|p| p.stats.rounds).sum();
+    let (bob, plan) = profile(&model, &x);
+    let rounds: u64 = bob.iter().map(|p| p.stats.rounds).sum();
     assert_eq!(rounds, plan.online_rounds());
-    let stage = |name: &str| -> Vec<u64> { out[1].iter().filter(|p| p.name == name).map(|p| p.stats.rounds).collect() };
+    let stage = |name: &str| -> Vec<u64> { bob.iter().filter(|p| p.name == name).map(|p| p.stats.rounds).collect() };
     assert_eq!(stage("conv2d")[1..], [1, 0], "the expand convolutions share a round");
     let relus = stage("relu");
     assert!(relus[1] > 0 && relus[2] == 0, "the expand ReLUs share a comparison layer: {relus:?}");

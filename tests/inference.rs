@@ -1,6 +1,8 @@
 //! Private inference of whole networks against the plaintext f64 evaluation of the same model.
 
-use mpc_ml::{Inference, Layer, LoadedModel, Model, OutputPolicy, Plan, PlanOptions, infer};
+mod common;
+
+use mpc_ml::{Inference, Layer, LoadedModel, Model, OutputPolicy, PlanOptions, infer};
 use mpc_proto::compare::{Comparisons, Method, Policy};
 use mpc_proto::prg::Prg;
 use mpc_proto::{FixedPoint, PartyId, run_parties};
@@ -104,22 +106,7 @@ fn inputs(shape: &[usize], seed: u64) -> ArrayD<f64> {
 
 /// Runs the private inference of `model` on `x` and returns P1's result.
 fn run(model: &Model, x: &ArrayD<f64>, policy: OutputPolicy) -> Inference {
-    run_plan(model, x, &model.plan(x.shape()[0], policy, FixedPoint::default()).unwrap())
-}
-
-/// Runs the private inference of `plan` (of `model`) on `x` and returns P1's result.
-fn run_plan(model: &Model, x: &ArrayD<f64>, plan: &Plan) -> Inference {
-    let out = run_parties(1, |mut p| {
-        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
-        async move {
-            let m = (p.id() == PartyId::P0).then_some(&model);
-            let i = (p.id() == PartyId::P1).then_some(&x);
-            Ok(infer(&mut p, &plan, m, i).await?)
-        }
-    })
-    .unwrap();
-    assert!(out[0].output.is_none() && out[2].output.is_none(), "only Bob learns the output");
-    out[1].clone()
+    common::run_plan(model, x, &model.plan(x.shape()[0], policy, FixedPoint::default()).unwrap())
 }
 
 fn rounds_of(m: mpc_proto::compare::Method) -> u64 {
@@ -192,7 +179,7 @@ fn every_comparison_method_and_narrowed_windows_give_plaintext_labels() {
             if let Policy::Fixed(method) = policy {
                 assert!(plan.steps.iter().filter_map(|s| s.compare).all(|c| c.method == method));
             }
-            let r = run_plan(&m, &x, &plan);
+            let r = common::run_plan(&m, &x, &plan);
             let rounds: u64 = r.profile.iter().map(|p| p.stats.rounds).sum();
             assert_eq!(rounds, plan.online_rounds(), "{policy} {output:?}: rounds counted vs the plan's");
             match output {

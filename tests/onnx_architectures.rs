@@ -4,11 +4,15 @@
 //! its plaintext evaluation reproduces onnxruntime, and private inference reproduces it
 //! within 1e-3 relative to the logits' scale with the same predicted class on every sample.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::max_diff;
+
 use mpc_ml::onnx::import_file;
-use mpc_ml::{Model, OutputPolicy, infer, npy};
-use mpc_proto::{FixedPoint, PartyId};
+use mpc_ml::{Model, OutputPolicy, npy};
+use mpc_proto::FixedPoint;
 use ndarray::{ArrayD, Axis};
 
 fn arch(name: &str) -> PathBuf {
@@ -34,10 +38,6 @@ fn max_abs(a: &ArrayD<f64>) -> f64 {
     a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
 }
 
-fn max_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
-}
-
 fn argmax(a: &ArrayD<f64>) -> Vec<usize> {
     a.axis_iter(Axis(0)).map(|r| r.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0).collect()
 }
@@ -46,21 +46,8 @@ fn private(model: &Model, x: &ArrayD<f64>) -> ArrayD<f64> {
     // Deep networks with folded batch norms amplify the 2^-16 rounding of every truncation
     // past 10^-3 (MobileNetV2: 2·10^-2 at 16 fractional bits); 20 bits bring it to ~10^-4.
     // `recommended_frac_bits` picks the same for these models.
-    let fx = FixedPoint::new(20, 27).unwrap();
     assert_eq!(mpc_ml::model::recommended_frac_bits(model), 20);
-    let plan = model.plan(x.shape()[0], OutputPolicy::Logits, fx).unwrap();
-    let mut cfg = mpc_proto::LocalConfig::new(3);
-    cfg.fixed = fx;
-    let out = mpc_proto::run_parties_with(cfg, |mut p| {
-        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
-        async move {
-            let m = (p.id() == PartyId::P0).then_some(&model);
-            let i = (p.id() == PartyId::P1).then_some(&x);
-            Ok(infer(&mut p, &plan, m, i).await?.output)
-        }
-    })
-    .unwrap();
-    out[1].clone().unwrap()
+    common::private_output(model, x, OutputPolicy::Logits, FixedPoint::new(20, 27).unwrap())
 }
 
 #[test]

@@ -2,13 +2,15 @@
 //! files with their path and size checks, a transposed convolution against a direct reference,
 //! and the `x.view(x.size(0), -1)` shape subgraph at several batch sizes.
 
+mod common;
+
 use std::path::PathBuf;
 
+use mpc_ml::OutputPolicy;
 use mpc_ml::onnx::proto::{self, tensor_shape_proto::dimension::Value as Dim};
 use mpc_ml::onnx::{ImportError, import, import_file};
-use mpc_ml::{OutputPolicy, infer};
+use mpc_proto::FixedPoint;
 use mpc_proto::prg::Prg;
-use mpc_proto::{FixedPoint, PartyId};
 use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 
@@ -265,17 +267,7 @@ fn conv_transpose_matches_its_definition_in_plaintext_and_privately() {
     assert_eq!(plain.shape(), &[2, 3, 8, 8]);
     let perr = plain.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(perr < 1e-9, "plaintext error {perr}");
-    let plan = imported.plan(2, OutputPolicy::Logits, FixedPoint::default()).unwrap();
-    let out = mpc_proto::run_parties_with(mpc_proto::LocalConfig::new(3), |mut p| {
-        let (plan, model, x) = (plan.clone(), imported.clone(), x.clone());
-        async move {
-            let m = (p.id() == PartyId::P0).then_some(&model);
-            let i = (p.id() == PartyId::P1).then_some(&x);
-            Ok(infer(&mut p, &plan, m, i).await?.output)
-        }
-    })
-    .unwrap();
-    let got = out[1].clone().unwrap();
+    let got = common::private_output(&imported, &x, OutputPolicy::Logits, FixedPoint::default());
     let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(err < 1e-3, "private error {err}");
 }

@@ -1,11 +1,13 @@
 //! Real exported models (PyTorch TorchScript and dynamo exporters, see tools/fixtures/): import,
 //! then private inference against the onnxruntime reference outputs committed with them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use mpc_ml::onnx::{ImportError, import, import_file};
-use mpc_ml::{Model, OutputPolicy, infer, npy};
-use mpc_proto::{FixedPoint, PartyId};
+use mpc_ml::{Model, OutputPolicy, npy};
+use mpc_proto::FixedPoint;
 use ndarray::{ArrayD, Axis};
 
 fn fixture(name: &str) -> PathBuf {
@@ -13,23 +15,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn private(model: &Model, x: &ArrayD<f64>, policy: OutputPolicy) -> ArrayD<f64> {
-    private_fx(model, x, policy, FixedPoint::default())
-}
-
-fn private_fx(model: &Model, x: &ArrayD<f64>, policy: OutputPolicy, fx: FixedPoint) -> ArrayD<f64> {
-    let plan = model.plan(x.shape()[0], policy, fx).unwrap();
-    let mut cfg = mpc_proto::LocalConfig::new(3);
-    cfg.fixed = fx;
-    let out = mpc_proto::run_parties_with(cfg, |mut p| {
-        let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
-        async move {
-            let m = (p.id() == PartyId::P0).then_some(&model);
-            let i = (p.id() == PartyId::P1).then_some(&x);
-            Ok(infer(&mut p, &plan, m, i).await?.output)
-        }
-    })
-    .unwrap();
-    out[1].clone().unwrap()
+    common::private_output(model, x, policy, FixedPoint::default())
 }
 
 fn argmax(a: &ArrayD<f64>) -> Vec<usize> {
@@ -64,7 +50,7 @@ fn exported_models_match_onnxruntime() {
         assert!(perr < 1e-3, "{name}: plaintext import differs from onnxruntime by {perr}");
         // Private inference: logits within tolerance and the same predictions.
         let fx = FixedPoint::new(frac, 47 - frac).unwrap();
-        let got = private_fx(&imported.model, &x, OutputPolicy::Logits, fx);
+        let got = common::private_output(&imported.model, &x, OutputPolicy::Logits, fx);
         let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         eprintln!(
             "{name}: opset {}, {} layers, max |private − onnxruntime| = {err:.2e}",
