@@ -294,7 +294,7 @@ pub fn prepare(
             let out = output.context("bob's prediction needs `output` (a .npy or .csv path)")?;
             let per_sample = &plan.input[1..];
             let range = plan.options.input_range_real(plan.fixed);
-            let n = crate::rows::scan(path, per_sample, range)?;
+            let n = crate::rows::scan(path, per_sample, range, plan.fixed)?;
             if let Some(b) = rows {
                 ensure!(b == n, "{b} rows given, but the input has {n}");
             }

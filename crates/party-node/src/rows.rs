@@ -148,7 +148,14 @@ impl RowReader {
 /// Reads the whole of `path` once, a chunk at a time, and checks it: rows of `per_sample`
 /// values, every value finite and (if given) inside `range`. Returns the number of rows; an
 /// error names the first bad row (from 0) and column.
-pub fn scan(path: &Path, per_sample: &[usize], range: Option<(f64, f64)>) -> anyhow::Result<usize> {
+pub fn scan(
+    path: &Path,
+    per_sample: &[usize],
+    range: Option<(f64, f64)>,
+    fixed: mpc_proto::FixedPoint,
+) -> anyhow::Result<usize> {
+    // Values the plan's fixed point can encode: |v| < 2^int_bits.
+    let limit = 2f64.powi(fixed.int_bits as i32);
     let mut r = RowReader::open(path, per_sample)?;
     let per_row = r.per_row.max(1);
     let chunk = (1 << 20) / per_row + 1;
@@ -161,6 +168,23 @@ pub fn scan(path: &Path, per_sample: &[usize], range: Option<(f64, f64)>) -> any
                 "{}: the value at row {row}, column {col} is {v}: NaN and infinite values are refused",
                 path.display()
             );
+            if v.abs() >= limit {
+                // Integer bits the value needs (sign included): the fractional bits that leave them.
+                let need = v.abs().log2().floor() as u32 + 2;
+                let fix = match 47u32.checked_sub(need) {
+                    Some(f) if f >= 8 => {
+                        format!("scale the data, or ask the model owner to publish it with --frac-bits {f} or fewer")
+                    }
+                    _ => "scale the data: no fixed point of 47 bits holds it with 8 fractional bits".into(),
+                };
+                bail!(
+                    "{}: the value {v} at row {row}, column {col} does not fit the model's fixed point ({} integer \
+                     and {} fractional bits: |x| < {limit}): {fix}",
+                    path.display(),
+                    fixed.int_bits,
+                    fixed.frac_bits
+                );
+            }
             if let Some((lo, hi)) = range
                 && !(lo..=hi).contains(&v)
             {
@@ -331,6 +355,7 @@ mod tests {
 
     #[test]
     fn chunks_of_an_npy_and_a_csv_file_equal_the_whole() {
+        let fx = mpc_proto::FixedPoint::default();
         let dir = tempfile::tempdir().unwrap();
         let a = arr(10, 6, |i| i as f64 * 0.5 - 7.0);
         let npy_path = dir.path().join("x.npy");
@@ -351,13 +376,22 @@ mod tests {
                 all.extend(c.iter().copied());
             }
             assert_eq!(all, a.iter().copied().collect::<Vec<_>>(), "{}", p.display());
-            assert_eq!(scan(p, &[6], Some((-7.0, 22.5))).unwrap(), 10);
-            let e = scan(p, &[6], Some((-7.0, 20.0))).unwrap_err().to_string();
+            assert_eq!(scan(p, &[6], Some((-7.0, 22.5)), fx).unwrap(), 10);
+            let e = scan(p, &[6], Some((-7.0, 20.0)), fx).unwrap_err().to_string();
             assert!(e.contains("row 9, column 1") && e.contains("declared input range"), "{e}");
         }
         assert!(RowReader::open(&npy_path, &[5]).unwrap_err().to_string().contains("expects [batch, 5]"));
         std::fs::write(&csv_path, "1,2\n3,nan\n").unwrap();
-        assert!(scan(&csv_path, &[2], None).unwrap_err().to_string().contains("row 1, column 1"));
+        assert!(scan(&csv_path, &[2], None, fx).unwrap_err().to_string().contains("row 1, column 1"));
+        // A value the fixed point cannot hold is refused with its place and a fix.
+        std::fs::write(&csv_path, "1,2\n3,1e30\n").unwrap();
+        let e = scan(&csv_path, &[2], None, fx).unwrap_err().to_string();
+        assert!(e.contains("row 1, column 1") && e.contains("scale the data: no fixed point"), "{e}");
+        std::fs::write(&csv_path, "1,2\n3,-5e9\n").unwrap();
+        let e = scan(&csv_path, &[2], None, fx).unwrap_err().to_string();
+        assert!(e.contains("-5000000000") && e.contains("--frac-bits 13 or fewer"), "{e}");
+        let wide = mpc_proto::FixedPoint::new(13, 34).unwrap();
+        assert_eq!(scan(&csv_path, &[2], None, wide).unwrap(), 2);
     }
 
     #[test]
