@@ -572,17 +572,9 @@ impl LoadedModel {
                     let ins: Vec<&AShare> = step.inputs.iter().map(|&t| take(&tensors, t)).collect::<Result<_, _>>()?;
                     let x = ins[0];
                     let y = match &step.kind {
-                        StepKind::Linear { bias, .. } => {
-                            let w = opened_at[i].expect("a pre-opened tensor per linear layer");
-                            let y = party.matmul_preopened(x, w).await?;
-                            if *bias { zip_local(&y, &s[1], &step.output, |a, b| a.add_row_broadcast(b))? } else { y }
+                        StepKind::Linear { .. } | StepKind::Conv2d { .. } | StepKind::Relu => {
+                            unreachable!("the schedule runs linear, convolution and ReLU steps in batches")
                         }
-                        StepKind::Conv2d { bias, .. } => {
-                            let w = opened_at[i].expect("a pre-opened tensor per conv layer");
-                            let y = party.apply_preopened(x, w, true).await?;
-                            if *bias { zip_local(&y, &s[1], &step.output, add_channel_bias)? } else { y }
-                        }
-                        StepKind::Relu => party.relu(x).await?,
                         StepKind::Sigmoid => party.sigmoid(x).await?,
                         StepKind::Softmax => party.softmax(x).await?,
                         StepKind::Act(a) => party.spline(x, &a.spline()).await?,

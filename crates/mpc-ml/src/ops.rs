@@ -365,38 +365,32 @@ pub fn pad_map(shape: &[usize], begin: &[usize], end: &[usize], dilate: &[usize]
     (out, map)
 }
 
-/// Applies a per-sample index map to a share `[n, ...] → [n, out...]` (local). `None` entries
-/// take the public `fill` (encoded): P0's share holds it, P1's holds 0.
-pub fn gather(me: PartyId, x: &AShare, out: &[usize], map: &[Option<usize>], fill: u64) -> mpc_proto::Result<AShare> {
+/// Builds `[n, out...]` from a share `[n, ...]` row by row, output element `j` of a row being
+/// `pick(row, j)` (local). The dealer gets a placeholder.
+fn map_rows(x: &AShare, out: &[usize], pick: impl Fn(&[u64], usize) -> u64) -> mpc_proto::Result<AShare> {
     let n = x.shape()[0];
     let mut shape = vec![n];
     shape.extend_from_slice(out);
     let Ok(t) = x.expose_share() else { return Ok(AShare::dealer(&shape)) };
     let per_in = t.len() / n.max(1);
-    let fill = if me == PartyId::P0 { fill } else { 0 };
-    let src = t.as_slice();
-    let mut v = Vec::with_capacity(n * map.len());
-    for b in 0..n {
-        let row = &src[b * per_in..(b + 1) * per_in];
-        v.extend(map.iter().map(|m| m.map_or(fill, |i| row[i])));
+    let per_out: usize = out.iter().product();
+    let mut v = Vec::with_capacity(n * per_out);
+    for row in t.as_slice().chunks(per_in.max(1)).take(n) {
+        v.extend((0..per_out).map(|j| pick(row, j)));
     }
     Ok(AShare::from_share(RingTensor::from_vec(&shape, v)?))
 }
 
+/// Applies a per-sample index map to a share `[n, ...] → [n, out...]` (local). `None` entries
+/// take the public `fill` (encoded): P0's share holds it, P1's holds 0.
+pub fn gather(me: PartyId, x: &AShare, out: &[usize], map: &[Option<usize>], fill: u64) -> mpc_proto::Result<AShare> {
+    let fill = if me == PartyId::P0 { fill } else { 0 };
+    map_rows(x, out, |row, j| map[j].map_or(fill, |i| row[i]))
+}
+
 /// [`gather`] with a map that has no fill entries.
 pub fn gather_all(x: &AShare, out: &[usize], map: &[usize]) -> mpc_proto::Result<AShare> {
-    let n = x.shape()[0];
-    let mut shape = vec![n];
-    shape.extend_from_slice(out);
-    let Ok(t) = x.expose_share() else { return Ok(AShare::dealer(&shape)) };
-    let per_in = t.len() / n.max(1);
-    let src = t.as_slice();
-    let mut v = Vec::with_capacity(n * map.len());
-    for b in 0..n {
-        let row = &src[b * per_in..(b + 1) * per_in];
-        v.extend(map.iter().map(|&i| row[i]));
-    }
-    AShare::from_share(RingTensor::from_vec(&shape, v)?).reshape(&shape)
+    map_rows(x, out, |row, j| row[map[j]])
 }
 
 /// Concatenation of shares `[n, ...]` along per-sample axis `axis` (local).

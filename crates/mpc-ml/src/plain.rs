@@ -20,95 +20,22 @@ pub fn mul(x: &ArrayD<f64>, y: &ArrayD<f64>) -> ArrayD<f64> {
     x * y
 }
 
-/// 2-D convolution without bias, zero padding, groups = 1.
+/// 2-D convolution without bias, zero padding, groups = 1: [`conv2d_ext`] with dilation 1.
 ///
 /// # Panics
 /// On shapes that do not fit (this is a test reference).
 pub fn conv2d(x: &ArrayD<f64>, w: &ArrayD<f64>, stride: (usize, usize), padding: (usize, usize)) -> ArrayD<f64> {
-    let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let (o, c2, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-    assert_eq!(c, c2, "conv2d: channel mismatch");
-    let oh = (h + 2 * padding.0 - kh) / stride.0 + 1;
-    let ow = (wd + 2 * padding.1 - kw) / stride.1 + 1;
-    let mut out = ArrayD::zeros(IxDyn(&[n, o, oh, ow]));
-    for b in 0..n {
-        for oc in 0..o {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0.0;
-                    for ci in 0..c {
-                        for dy in 0..kh {
-                            for dx in 0..kw {
-                                let iy = (oy * stride.0 + dy) as isize - padding.0 as isize;
-                                let ix = (ox * stride.1 + dx) as isize - padding.1 as isize;
-                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    acc += x[[b, ci, iy as usize, ix as usize]] * w[[oc, ci, dy, dx]];
-                                }
-                            }
-                        }
-                    }
-                    out[[b, oc, oy, ox]] = acc;
-                }
-            }
-        }
-    }
-    out
+    conv2d_ext(x, w, stride, padding, (1, 1), 1)
 }
 
 /// Average pooling, zero padding counted in the divisor.
 pub fn avg_pool2d(x: &ArrayD<f64>, k: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> ArrayD<f64> {
-    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let oh = (h + 2 * padding.0 - k.0) / stride.0 + 1;
-    let ow = (w + 2 * padding.1 - k.1) / stride.1 + 1;
-    let mut out = ArrayD::zeros(IxDyn(&[n, c, oh, ow]));
-    for b in 0..n {
-        for ch in 0..c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0.0;
-                    for dy in 0..k.0 {
-                        for dx in 0..k.1 {
-                            let iy = (oy * stride.0 + dy) as isize - padding.0 as isize;
-                            let ix = (ox * stride.1 + dx) as isize - padding.1 as isize;
-                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                acc += x[[b, ch, iy as usize, ix as usize]];
-                            }
-                        }
-                    }
-                    out[[b, ch, oy, ox]] = acc / (k.0 * k.1) as f64;
-                }
-            }
-        }
-    }
-    out
+    avg_pool2d_ext(x, k, stride, padding, true, false)
 }
 
 /// Max pooling (ONNX semantics: padding never wins).
 pub fn max_pool2d(x: &ArrayD<f64>, k: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> ArrayD<f64> {
-    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let oh = (h + 2 * padding.0 - k.0) / stride.0 + 1;
-    let ow = (w + 2 * padding.1 - k.1) / stride.1 + 1;
-    let mut out = ArrayD::zeros(IxDyn(&[n, c, oh, ow]));
-    for b in 0..n {
-        for ch in 0..c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut m = f64::NEG_INFINITY;
-                    for dy in 0..k.0 {
-                        for dx in 0..k.1 {
-                            let iy = (oy * stride.0 + dy) as isize - padding.0 as isize;
-                            let ix = (ox * stride.1 + dx) as isize - padding.1 as isize;
-                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                m = m.max(x[[b, ch, iy as usize, ix as usize]]);
-                            }
-                        }
-                    }
-                    out[[b, ch, oy, ox]] = m;
-                }
-            }
-        }
-    }
-    out
+    max_pool2d_ext(x, k, stride, padding, false)
 }
 
 /// 2-D convolution without bias, zero padding, with dilation and channel groups (weights
@@ -165,12 +92,7 @@ pub fn conv2d_ext(
 }
 
 fn out_len(len: usize, k: usize, s: usize, p: usize, ceil: bool) -> usize {
-    let span = len + 2 * p - k;
-    let mut out = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
-    if ceil && (out - 1) * s >= len + p {
-        out -= 1;
-    }
-    out
+    mpc_proto::ring::pool_out_len(len, k, s, p, ceil).expect("the window fits the padded input")
 }
 
 /// Max pooling with ONNX `ceil_mode` (padding and overhang never win).

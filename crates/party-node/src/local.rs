@@ -551,30 +551,21 @@ pub(crate) fn print_report(r: &mpc_ml::analytics::Report) {
     }
 }
 
-/// A progress bar for a training job (drawn on stderr when it is a terminal, hidden otherwise).
-pub(crate) fn progress_bar() -> indicatif::ProgressBar {
+/// A progress bar with `template` (drawn on stderr when it is a terminal, hidden otherwise).
+fn bar(template: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(Some(1), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "      {msg:40} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ~{eta} left",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
     bar
+}
+
+/// A progress bar for a training job.
+pub(crate) fn progress_bar() -> indicatif::ProgressBar {
+    bar("      {msg:40} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ~{eta} left")
 }
 
 /// A progress bar for a prediction, in rows.
 pub(crate) fn rows_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(1), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "      {msg:28} [{bar:30}] {pos}/{len} rows, {per_sec}, {elapsed} elapsed, ~{eta} left",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar
+    bar("      {msg:28} [{bar:30}] {pos}/{len} rows, {per_sec}, {elapsed} elapsed, ~{eta} left")
 }
 
 /// Moves `bar` to a job record's progress (a training's steps, or a prediction's rows).

@@ -15,7 +15,6 @@ fn a_pinned_peer_named_otherwise_than_its_certificate_is_refused() {
     assert!(text.contains(&format!("\"{bob}\"")), "{text}");
     std::fs::write(&paths[0], text.replace(&format!("\"{bob}\""), &format!("\"{typo}\""))).unwrap();
     let e = format!("{:#}", Config::load(&paths[0]).unwrap_err());
-    eprintln!("{e}");
     assert!(e.contains(&typo) && e.contains(&format!("[\"{bob}\"]")), "{e}");
 }
 

@@ -409,6 +409,29 @@ fn attr_ints(n: &proto::NodeProto, name: &str) -> Option<Vec<i64>> {
     attr(n, name).map(|a| a.ints.clone())
 }
 
+/// The shape after ONNX Unsqueeze (`unsqueeze`) or Squeeze with `axes` (none: every axis of
+/// size 1 from axis `from` on), with the normalised axes; `None` for an axis out of range.
+fn squeezed(unsqueeze: bool, shape: &[usize], axes: &[i64], from: usize) -> Option<(Vec<usize>, Vec<usize>)> {
+    if unsqueeze {
+        let rank = shape.len() + axes.len();
+        let mut ax: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect::<Option<_>>()?;
+        ax.sort_unstable();
+        let mut out = shape.to_vec();
+        for &a in &ax {
+            out.insert(a.min(out.len()), 1);
+        }
+        Some((out, ax))
+    } else {
+        let rank = shape.len();
+        let ax: Vec<usize> = if axes.is_empty() {
+            (from..rank).filter(|&i| shape[i] == 1).collect()
+        } else {
+            axes.iter().map(|&a| norm_axis(a, rank)).collect::<Option<_>>()?
+        };
+        Some(((0..rank).filter(|i| !ax.contains(i)).map(|i| shape[i]).collect(), ax))
+    }
+}
+
 /// Normalises a possibly negative axis of a rank-`rank` tensor.
 fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
@@ -676,34 +699,14 @@ impl Ctx {
                 } else {
                     attr_ints(n, "axes").unwrap_or_default()
                 };
-                let per = self.shape(t).to_vec();
                 let mut full = vec![1usize];
-                full.extend_from_slice(&per);
-                let out: Vec<usize> = if op == "Squeeze" {
-                    let rank = full.len();
-                    let axes: Vec<usize> = if axes.is_empty() {
-                        (1..rank).filter(|&a| full[a] == 1).collect()
-                    } else {
-                        axes.iter()
-                            .map(|&a| norm_axis(a, rank).ok_or_else(|| self.err(n, "bad axis")))
-                            .collect::<Result<_, _>>()?
-                    };
-                    if axes.contains(&0) {
-                        return Err(self.err(n, "squeezing the batch axis is not supported"));
-                    }
-                    (1..rank).filter(|a| !axes.contains(a)).map(|a| full[a]).collect()
-                } else {
-                    let rank = full.len() + axes.len();
-                    let axes: Vec<usize> = axes
-                        .iter()
-                        .map(|&a| norm_axis(a, rank).ok_or_else(|| self.err(n, "bad axis")))
-                        .collect::<Result<_, _>>()?;
-                    if axes.contains(&0) {
-                        return Err(self.err(n, "a new leading axis before the batch is not supported"));
-                    }
-                    let mut src = full[1..].iter();
-                    (1..rank).map(|a| if axes.contains(&a) { 1 } else { *src.next().unwrap_or(&1) }).collect()
-                };
+                full.extend_from_slice(self.shape(t));
+                let (out, normalised) = squeezed(op == "Unsqueeze", &full, &axes, 1)
+                    .ok_or_else(|| self.err(n, format!("axes {axes:?}")))?;
+                if normalised.contains(&0) {
+                    return Err(self.err(n, "squeezing the batch axis or adding one before it is not supported"));
+                }
+                let out = out[1..].to_vec();
                 self.reshape_to(n, t, out)
             }
             "Transpose" => {
@@ -1251,28 +1254,8 @@ impl Ctx {
                 } else {
                     attr_ints(n, "axes").unwrap_or_default()
                 };
-                let mut shape = a.shape().to_vec();
-                if n.op_type() == "Unsqueeze" {
-                    let rank = shape.len() + axes.len();
-                    let mut axes: Vec<usize> = axes
-                        .iter()
-                        .map(|&x| norm_axis(x, rank).ok_or_else(|| self.err(n, "bad axis")))
-                        .collect::<Result<_, _>>()?;
-                    axes.sort_unstable();
-                    for ax in axes {
-                        shape.insert(ax, 1);
-                    }
-                } else {
-                    let rank = shape.len();
-                    let axes: Vec<usize> = if axes.is_empty() {
-                        (0..rank).filter(|&i| shape[i] == 1).collect()
-                    } else {
-                        axes.iter()
-                            .map(|&x| norm_axis(x, rank).ok_or_else(|| self.err(n, "bad axis")))
-                            .collect::<Result<_, _>>()?
-                    };
-                    shape = (0..rank).filter(|i| !axes.contains(i)).map(|i| shape[i]).collect();
-                }
+                let (shape, _) = squeezed(n.op_type() == "Unsqueeze", a.shape(), &axes, 0)
+                    .ok_or_else(|| self.err(n, format!("axes {axes:?}")))?;
                 a.as_standard_layout()
                     .into_owned()
                     .into_shape_with_order(IxDyn(&shape))
