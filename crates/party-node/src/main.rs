@@ -87,8 +87,8 @@ enum Command {
         /// What Bob learns: label (argmax only), probabilities or logits.
         #[arg(long, default_value = "logits")]
         output: String,
-        /// Fixed-point fractional bits (default: 16, or 20 for networks more than 8 weighted
-        /// layers deep).
+        /// Fixed-point fractional bits (default 16; 20 gives deep networks 10^-3-tight logits at
+        /// a higher risk of a corrupted row, see docs/security.md).
         #[arg(long)]
         frac_bits: Option<u32>,
         #[command(flatten)]
@@ -386,8 +386,8 @@ enum LocalAction {
         /// Also evaluate in plain f64 here and report the difference.
         #[arg(long)]
         verify: bool,
-        /// Fixed-point fractional bits (default: 16, or 20 for networks more than 8 weighted
-        /// layers deep).
+        /// Fixed-point fractional bits (default 16; 20 gives deep networks 10^-3-tight logits at
+        /// a higher risk of a corrupted row, see docs/security.md).
         #[arg(long)]
         frac_bits: Option<u32>,
         #[command(flatten)]

@@ -86,7 +86,9 @@ pub fn publish(
         .with_context(|| format!("reading the model file {}", req.path))?;
     let imported = onnx::import(&bytes).with_context(|| format!("importing {}", req.path))?;
     let policy: OutputPolicy = req.output.as_deref().unwrap_or("logits").parse().map_err(anyhow::Error::msg)?;
-    let frac = req.frac_bits.unwrap_or_else(|| mpc_ml::model::recommended_frac_bits(&imported.model));
+    // 16 unless the owner asks: more fractional bits make local truncation's rare wrap likelier
+    // (see mpc_ml::model::recommended_frac_bits).
+    let frac = req.frac_bits.unwrap_or(16);
     let fixed = mpc_proto::FixedPoint::new(frac, 47u32.saturating_sub(frac)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let options = plan_options(req.nonlinear.as_deref(), req.input_range, link, fixed)?;
     let plan = imported.model.plan_with(1, policy, fixed, options)?;
