@@ -5,7 +5,7 @@ mod common;
 
 use common::max_diff;
 use mpc_ml::model::{Act, PubF64};
-use mpc_ml::{Layer, Model, OutputPolicy};
+use mpc_ml::{Layer, Model, OutputPolicy, op};
 use mpc_proto::FixedPoint;
 use mpc_proto::prg::Prg;
 use ndarray::{ArrayD, IxDyn};
@@ -28,14 +28,14 @@ fn random(shape: &[usize], a: f64, g: &mut Prg) -> ArrayD<f64> {
 }
 
 fn conv(o: usize, c: usize, k: usize, g: &mut Prg) -> Layer {
-    Layer::Conv2d {
-        weight: random(&[o, c, k, k], 1.0 / (c * k * k) as f64, g),
-        bias: Some(random(&[o], 0.1, g)),
-        stride: (1, 1),
-        padding: (k / 2, k / 2),
-        dilation: (1, 1),
-        groups: 1,
-    }
+    Layer::conv2d(
+        random(&[o, c, k, k], 1.0 / (c * k * k) as f64, g),
+        Some(random(&[o], 0.1, g)),
+        (1, 1),
+        (k / 2, k / 2),
+        (1, 1),
+        1,
+    )
 }
 
 fn check(name: &str, model: &Model, x: &ArrayD<f64>, tol: f64) {
@@ -51,17 +51,17 @@ fn residual_and_concat_graph() {
     let g = &mut Prg::from_u64(7);
     // Tensor 0 is the input [2, 6, 6]; tensor i + 1 is layer i's output.
     let layers = vec![
-        conv(4, 2, 3, g),                                    // t1
-        Layer::Relu,                                         // t2
-        conv(4, 4, 3, g),                                    // t3
-        conv(4, 2, 1, g),                                    // t4: 1×1 shortcut from the input
-        Layer::Add,                                          // t5: residual t3 + t4
-        Layer::Relu,                                         // t6
-        Layer::Concat { axis: 0 },                           // t7: [8, 6, 6] from t6 and t2
-        Layer::Slice { axis: 0, start: 1, end: 2, step: 1 }, // t8: [1, 6, 6]
-        Layer::Sub,                                          // t9: t7 − t8 broadcast
-        Layer::GlobalAvgPool,                                // t10
-        Layer::Flatten,                                      // t11
+        conv(4, 2, 3, g),                                            // t1
+        Layer::of(op::Relu),                                         // t2
+        conv(4, 4, 3, g),                                            // t3
+        conv(4, 2, 1, g),                                            // t4: 1×1 shortcut from the input
+        Layer::of(op::Add),                                          // t5: residual t3 + t4
+        Layer::of(op::Relu),                                         // t6
+        Layer::of(op::Concat { axis: 0 }),                           // t7: [8, 6, 6] from t6 and t2
+        Layer::of(op::Slice { axis: 0, start: 1, end: 2, step: 1 }), // t8: [1, 6, 6]
+        Layer::of(op::Sub),                                          // t9: t7 − t8 broadcast
+        Layer::of(op::GlobalAvgPool),                                // t10
+        Layer::of(op::Flatten),                                      // t11
     ];
     let wires = vec![
         vec![0],
@@ -93,13 +93,13 @@ fn residual_and_concat_graph() {
 fn secret_products_broadcast_like_squeeze_excitation() {
     let g = &mut Prg::from_u64(8);
     let layers = vec![
-        conv(4, 3, 3, g),         // 1: x
-        Layer::GlobalAvgPool,     // 2: [4, 1, 1]
-        conv(4, 4, 1, g),         // 3
-        Layer::Act(Act::Sigmoid), // 4: gate
-        Layer::Mul,               // 5: x · gate (broadcast)
-        Layer::Act(Act::Silu),    // 6
-        Layer::Mul,               // 7: x·x elementwise (a square)
+        conv(4, 3, 3, g),             // 1: x
+        Layer::of(op::GlobalAvgPool), // 2: [4, 1, 1]
+        conv(4, 4, 1, g),             // 3
+        Layer::of(Act::Sigmoid),      // 4: gate
+        Layer::of(op::Mul),           // 5: x · gate (broadcast)
+        Layer::of(Act::Silu),         // 6
+        Layer::of(op::Mul),           // 7: x·x elementwise (a square)
     ];
     let wires = vec![vec![0], vec![1], vec![2], vec![3], vec![1, 4], vec![5], vec![6, 6]];
     let model = Model { input_shape: vec![3, 5, 5], layers, wires };
@@ -126,16 +126,17 @@ fn activations_exact_and_fitted_on_edges() {
         Act::Sigmoid,
         Act::Silu,
         Act::Gelu,
+        Act::Erf,
         Act::Elu { alpha: PubF64(1.0) },
     ] {
-        let model = Model::chain(vec![n], vec![Layer::Act(act)]);
+        let model = Model::chain(vec![n], vec![Layer::of(act)]);
         // The spline's own bound, the slope rounding over |x| ≤ 100 (2^-17 per unit), the
         // breakpoint rounding and one truncation.
         let tol = act.error_bound() + 100.0 * 2f64.powi(-17) + 2f64.powi(-14);
         check(act.name(), &model, &x, tol);
     }
     // PReLU: a secret per-channel slope.
-    let model = Model::chain(vec![4, 3], vec![Layer::PRelu { slope: random(&[4, 3], 0.5, g) }]);
+    let model = Model::chain(vec![4, 3], vec![Layer::prelu(random(&[4, 3], 0.5, g))]);
     check("prelu", &model, &random(&[2, 4, 3], 5.0, g), 1e-3);
 }
 
@@ -144,12 +145,12 @@ fn shape_operators_move_shares_exactly() {
     let g = &mut Prg::from_u64(10);
     let x = random(&[2, 3, 4, 5], 4.0, g);
     for layer in [
-        Layer::Transpose { perm: vec![2, 0, 1] },
-        Layer::Pad { begin: vec![0, 1, 2], end: vec![1, 0, 2], dilate: vec![1, 1, 1], value: PubF64(0.75) },
-        Layer::Pad { begin: vec![0, 2, 2], end: vec![0, 3, 2], dilate: vec![1, 2, 3], value: PubF64(0.0) },
-        Layer::Slice { axis: 2, start: 1, end: 5, step: 2 },
-        Layer::Reshape { shape: vec![12, 5] },
-        Layer::GlobalSumPool,
+        Layer::of(op::Transpose { perm: vec![2, 0, 1] }),
+        Layer::of(op::Pad { begin: vec![0, 1, 2], end: vec![1, 0, 2], dilate: vec![1, 1, 1], value: PubF64(0.75) }),
+        Layer::of(op::Pad { begin: vec![0, 2, 2], end: vec![0, 3, 2], dilate: vec![1, 2, 3], value: PubF64(0.0) }),
+        Layer::of(op::Slice { axis: 2, start: 1, end: 5, step: 2 }),
+        Layer::of(op::Reshape { shape: vec![12, 5] }),
+        Layer::of(op::GlobalSumPool),
     ] {
         let name = layer.name();
         let model = Model::chain(vec![3, 4, 5], vec![layer]);
@@ -164,13 +165,15 @@ fn pooling_with_ceil_mode_and_padding_rules() {
     for (k, s, p, ceil) in
         [((3, 3), (2, 2), (0, 0), true), ((2, 2), (2, 2), (1, 1), true), ((3, 3), (2, 2), (1, 1), false)]
     {
-        let model =
-            Model::chain(vec![2, 7, 7], vec![Layer::MaxPool { kernel: k, stride: s, padding: p, ceil_mode: ceil }]);
+        let model = Model::chain(
+            vec![2, 7, 7],
+            vec![Layer::of(op::MaxPool { kernel: k, stride: s, padding: p, ceil_mode: ceil })],
+        );
         check("maxpool", &model, &x, 2f64.powi(-15));
         for count_include_pad in [false, true] {
             let model = Model::chain(
                 vec![2, 7, 7],
-                vec![Layer::AvgPool { kernel: k, stride: s, padding: p, count_include_pad, ceil_mode: ceil }],
+                vec![Layer::of(op::AvgPool { kernel: k, stride: s, padding: p, count_include_pad, ceil_mode: ceil })],
             );
             check("avgpool", &model, &x, 1e-4);
         }
@@ -182,14 +185,14 @@ fn grouped_dilated_and_depthwise_convolutions() {
     let g = &mut Prg::from_u64(12);
     let x = random(&[2, 4, 9, 9], 2.0, g);
     for (o, groups, dilation, stride) in [(4, 4, (1, 1), (1, 1)), (6, 2, (2, 2), (1, 1)), (8, 4, (1, 2), (2, 2))] {
-        let layer = Layer::Conv2d {
-            weight: random(&[o, 4 / groups, 3, 3], 0.5, g),
-            bias: Some(random(&[o], 0.1, g)),
+        let layer = Layer::conv2d(
+            random(&[o, 4 / groups, 3, 3], 0.5, g),
+            Some(random(&[o], 0.1, g)),
             stride,
-            padding: (1, 1),
+            (1, 1),
             dilation,
             groups,
-        };
+        );
         let model = Model::chain(vec![4, 9, 9], vec![layer]);
         check("conv (groups, dilation)", &model, &x, 1e-3);
     }
@@ -200,24 +203,31 @@ fn final_log_softmax_reveals_log_probabilities() {
     let g = &mut Prg::from_u64(13);
     let model = Model::chain(
         vec![6],
-        vec![Layer::Linear { weight: random(&[6, 5], 1.0, g), bias: Some(random(&[5], 0.5, g)) }, Layer::LogSoftmax],
+        vec![Layer::linear(random(&[6, 5], 1.0, g), Some(random(&[5], 0.5, g))), Layer::of(op::LogSoftmax)],
     );
     check("log-softmax", &model, &random(&[4, 6], 3.0, g), 1e-3);
     // Only as the last layer.
-    let bad = Model::chain(vec![6], vec![Layer::LogSoftmax, Layer::Relu]);
+    let bad = Model::chain(vec![6], vec![Layer::of(op::LogSoftmax), Layer::of(op::Relu)]);
     assert!(bad.plan(1, OutputPolicy::Logits, FixedPoint::default()).is_err());
 }
 
 #[test]
 fn malformed_graphs_are_refused_with_a_reason() {
     let cases = [
-        (Model { input_shape: vec![4], layers: vec![Layer::Relu], wires: vec![vec![1]] }, "reads tensors"),
-        (Model { input_shape: vec![4], layers: vec![Layer::Add], wires: vec![vec![0]] }, "reads 1 tensors"),
-        (Model { input_shape: vec![4], layers: vec![Layer::Relu, Layer::Relu], wires: vec![vec![0]] }, "wire lists"),
+        (Model { input_shape: vec![4], layers: vec![Layer::of(op::Relu)], wires: vec![vec![1]] }, "reads tensors"),
+        (Model { input_shape: vec![4], layers: vec![Layer::of(op::Add)], wires: vec![vec![0]] }, "reads 1 tensors"),
         (
             Model {
                 input_shape: vec![4],
-                layers: vec![Layer::Relu, Layer::Concat { axis: 1 }],
+                layers: vec![Layer::of(op::Relu), Layer::of(op::Relu)],
+                wires: vec![vec![0]],
+            },
+            "wire lists",
+        ),
+        (
+            Model {
+                input_shape: vec![4],
+                layers: vec![Layer::of(op::Relu), Layer::of(op::Concat { axis: 1 })],
                 wires: vec![vec![0], vec![0, 1]],
             },
             "axis 1",
@@ -228,7 +238,7 @@ fn malformed_graphs_are_refused_with_a_reason() {
         assert!(e.contains(want), "{e:?} should mention {want:?}");
     }
     // A received plan whose step reads a later tensor fails validation.
-    let m = Model::chain(vec![4], vec![Layer::Relu, Layer::Relu]);
+    let m = Model::chain(vec![4], vec![Layer::of(op::Relu), Layer::of(op::Relu)]);
     let mut plan = m.plan(1, OutputPolicy::Logits, FixedPoint::default()).unwrap();
     plan.steps[0].inputs = vec![2];
     assert!(plan.validate().unwrap_err().to_string().contains("not all computed before it"));
@@ -241,15 +251,15 @@ fn parallel_branches_share_their_rounds() {
     // convolutions in one round and their two ReLUs in one comparison layer.
     let g = &mut Prg::from_u64(14);
     let layers = vec![
-        conv(2, 3, 1, g),          // t1 squeeze
-        Layer::Relu,               // t2
-        conv(4, 2, 1, g),          // t3 expand 1×1
-        Layer::Relu,               // t4
-        conv(4, 2, 3, g),          // t5 expand 3×3
-        Layer::Relu,               // t6
-        Layer::Concat { axis: 0 }, // t7
-        Layer::GlobalAvgPool,      // t8
-        Layer::Flatten,            // t9
+        conv(2, 3, 1, g),                  // t1 squeeze
+        Layer::of(op::Relu),               // t2
+        conv(4, 2, 1, g),                  // t3 expand 1×1
+        Layer::of(op::Relu),               // t4
+        conv(4, 2, 3, g),                  // t5 expand 3×3
+        Layer::of(op::Relu),               // t6
+        Layer::of(op::Concat { axis: 0 }), // t7
+        Layer::of(op::GlobalAvgPool),      // t8
+        Layer::of(op::Flatten),            // t9
     ];
     let wires = vec![vec![0], vec![1], vec![2], vec![3], vec![2], vec![5], vec![4, 6], vec![7], vec![8]];
     let model = Model { input_shape: vec![3, 6, 6], layers, wires };

@@ -2,7 +2,7 @@
 
 mod common;
 
-use mpc_ml::{Inference, Layer, LoadedModel, Model, OutputPolicy, PlanOptions, infer};
+use mpc_ml::{Inference, Layer, LoadedModel, Model, OutputPolicy, PlanOptions, infer, op};
 use mpc_proto::compare::{Comparisons, Method, Policy};
 use mpc_proto::prg::Prg;
 use mpc_proto::{FixedPoint, PartyId, run_parties};
@@ -15,19 +15,12 @@ fn init(shape: &[usize], fan_in: usize, g: &mut Prg) -> ArrayD<f64> {
 }
 
 fn linear(i: usize, o: usize, g: &mut Prg) -> Layer {
-    Layer::Linear { weight: init(&[i, o], i, g), bias: Some(init(&[o], i, g)) }
+    Layer::linear(init(&[i, o], i, g), Some(init(&[o], i, g)))
 }
 
 fn conv(c: usize, o: usize, k: usize, pad: usize, g: &mut Prg) -> Layer {
     let fan = c * k * k;
-    Layer::Conv2d {
-        weight: init(&[o, c, k, k], fan, g),
-        bias: Some(init(&[o], fan, g)),
-        stride: (1, 1),
-        padding: (pad, pad),
-        dilation: (1, 1),
-        groups: 1,
-    }
+    Layer::conv2d(init(&[o, c, k, k], fan, g), Some(init(&[o], fan, g)), (1, 1), (pad, pad), (1, 1), 1)
 }
 
 /// "Network A" (SecureML): FC 784-128-128-10 with ReLU.
@@ -35,28 +28,28 @@ fn network_a(seed: u64) -> Model {
     let g = &mut Prg::from_u64(seed);
     Model::chain(
         vec![784],
-        vec![linear(784, 128, g), Layer::Relu, linear(128, 128, g), Layer::Relu, linear(128, 10, g)],
+        vec![linear(784, 128, g), Layer::of(op::Relu), linear(128, 128, g), Layer::of(op::Relu), linear(128, 10, g)],
     )
 }
 
 /// LeNet-5 as in the benchmark workloads.
 fn lenet5(seed: u64) -> Model {
     let g = &mut Prg::from_u64(seed);
-    let pool = Layer::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0), ceil_mode: false };
+    let pool = Layer::of(op::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0), ceil_mode: false });
     Model::chain(
         vec![1, 28, 28],
         vec![
             conv(1, 6, 5, 0, g),
-            Layer::Relu,
+            Layer::of(op::Relu),
             pool.clone(),
             conv(6, 16, 5, 0, g),
-            Layer::Relu,
+            Layer::of(op::Relu),
             pool,
-            Layer::Flatten,
+            Layer::of(op::Flatten),
             linear(256, 120, g),
-            Layer::Relu,
+            Layer::of(op::Relu),
             linear(120, 84, g),
-            Layer::Relu,
+            Layer::of(op::Relu),
             linear(84, 10, g),
         ],
     )
@@ -71,30 +64,30 @@ fn kitchen_sink(seed: u64) -> Model {
         vec![2, 12, 12],
         vec![
             conv(2, 4, 3, 1, g),
-            Layer::Affine { scale, shift },
-            Layer::Relu,
-            Layer::MaxPool { kernel: (3, 3), stride: (2, 2), padding: (1, 1), ceil_mode: false },
-            Layer::AvgPool {
+            Layer::affine(scale, shift),
+            Layer::of(op::Relu),
+            Layer::of(op::MaxPool { kernel: (3, 3), stride: (2, 2), padding: (1, 1), ceil_mode: false }),
+            Layer::of(op::AvgPool {
                 kernel: (3, 3),
                 stride: (1, 1),
                 padding: (1, 1),
                 count_include_pad: false,
                 ceil_mode: false,
-            },
-            Layer::AvgPool {
+            }),
+            Layer::of(op::AvgPool {
                 kernel: (2, 2),
                 stride: (1, 1),
                 padding: (0, 0),
                 count_include_pad: true,
                 ceil_mode: false,
-            },
-            Layer::Reshape { shape: vec![4, 5, 5] },
-            Layer::GlobalAvgPool,
-            Layer::Flatten,
+            }),
+            Layer::of(op::Reshape { shape: vec![4, 5, 5] }),
+            Layer::of(op::GlobalAvgPool),
+            Layer::of(op::Flatten),
             linear(4, 3, g),
-            Layer::Sigmoid,
+            Layer::of(op::Sigmoid),
             linear(3, 5, g),
-            Layer::Softmax,
+            Layer::of(op::Softmax),
         ],
     )
 }
@@ -245,7 +238,7 @@ fn every_layer_kind_matches_plaintext() {
 #[test]
 fn binary_labels_threshold_the_sigmoid() {
     let g = &mut Prg::from_u64(8);
-    let m = Model::chain(vec![30], vec![linear(30, 1, g), Layer::Sigmoid]);
+    let m = Model::chain(vec![30], vec![linear(30, 1, g), Layer::of(op::Sigmoid)]);
     let x = inputs(&[40, 30], 9).mapv(|v| 6.0 * v - 3.0);
     let want = m.eval_plain(&x);
     let got = run(&m, &x, OutputPolicy::Label).output.unwrap();

@@ -1,6 +1,7 @@
 //! The architectures people export (fixtures/onnx/arch, made by
 //! tools/fixtures/make_arch_fixtures.py with both PyTorch exporters): ResNet-20, MobileNetV2,
-//! SqueezeNet 1.1, EfficientNet-B0 (narrow) and a VGG with LeakyReLU, CIFAR-sized. Each imports,
+//! SqueezeNet 1.1, EfficientNet-B0 (narrow), a VGG with LeakyReLU, a narrow ResNet-18 and a
+//! CNN with exact GELU (the TorchScript exporter writes it as Erf arithmetic), CIFAR-sized. Each imports,
 //! its plaintext evaluation reproduces onnxruntime, and private inference reproduces it
 //! within 1e-3 relative to the logits' scale with the same predicted class on every sample.
 
@@ -19,7 +20,7 @@ fn arch(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx/arch").join(name)
 }
 
-const MODELS: &[&str] = &["resnet20", "mobilenetv2", "squeezenet", "efficientnet", "vgg_leaky"];
+const MODELS: &[&str] = &["resnet20", "resnet18", "mobilenetv2", "squeezenet", "efficientnet", "vgg_leaky", "gelu_cnn"];
 const EXPORTERS: &[&str] = &["ts", "ts_bn", "dynamo"];
 
 fn variants() -> Vec<(String, String)> {
@@ -53,7 +54,7 @@ fn private(model: &Model, x: &ArrayD<f64>) -> ArrayD<f64> {
 #[test]
 fn every_architecture_imports_and_matches_onnxruntime_in_plaintext() {
     let all = variants();
-    assert!(all.len() >= 10, "fixtures missing: {all:?}");
+    assert!(all.len() >= 16, "fixtures missing: {all:?}");
     for (model, variant) in all {
         let imported = import_file(&arch(&format!("{variant}.onnx"))).unwrap_or_else(|e| panic!("{variant}: {e}"));
         let x = npy::read(&arch(&format!("{model}.input.npy"))).unwrap();
@@ -116,4 +117,28 @@ fn efficientnet_private() {
 #[test]
 fn vgg_leaky_private() {
     check_all_private("vgg_leaky");
+}
+
+#[test]
+fn resnet18_private() {
+    check_all_private("resnet18");
+}
+
+#[test]
+fn gelu_cnn_private() {
+    check_all_private("gelu_cnn");
+}
+
+/// GELU exported before opset 20 (`Div → Erf → Add → Mul → Mul`) imports as one GELU layer per
+/// activation, as the opset-20 `Gelu` node does: the same layer list from both exporters.
+#[test]
+fn erf_form_gelu_imports_as_one_gelu_layer() {
+    let names = |variant: &str| -> Vec<&'static str> {
+        let m = import_file(&arch(&format!("{variant}.onnx"))).unwrap().model;
+        m.layers.iter().map(|l| l.name()).collect()
+    };
+    let (ts, dynamo) = (names("gelu_cnn_ts"), names("gelu_cnn_dynamo"));
+    assert_eq!(ts.iter().filter(|n| **n == "gelu").count(), 4, "{ts:?}");
+    assert!(!ts.iter().any(|n| matches!(*n, "erf" | "affine" | "mul")), "{ts:?}");
+    assert_eq!(ts, dynamo);
 }

@@ -96,15 +96,15 @@ fn malformed_and_unsupported_files_are_clear_errors() {
             other => panic!("expected a decode error, got {:?}", other.map(|i| i.model.layers.len())),
         }
     }
-    // An unsupported operator: rename the first Relu to Erf in the protobuf.
+    // An unsupported operator: rename the first Relu to TopK in the protobuf.
     use mpc_ml::onnx::proto::ModelProto;
     use prost::Message;
     let mut m = ModelProto::decode(good.as_slice()).unwrap();
     let g = m.graph.as_mut().unwrap();
     let relu = g.node.iter_mut().find(|n| n.op_type() == "Relu").unwrap();
-    relu.op_type = Some("Erf".into());
+    relu.op_type = Some("TopK".into());
     let e = import(&m.encode_to_vec()).unwrap_err().to_string();
-    assert!(e.contains("1 unsupported operator node(s): Erf at node"), "{e}");
+    assert!(e.contains("1 unsupported operator node(s): TopK at node"), "{e}");
     // An attribute that does not fit: two groups over one input channel.
     let mut m = ModelProto::decode(std::fs::read(fixture("lenet5.onnx")).unwrap().as_slice()).unwrap();
     let conv = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type() == "Conv").unwrap();

@@ -28,7 +28,8 @@ use mpc_proto::compare::cost::{self, OpShape};
 use mpc_proto::compare::{Comparisons, Link, Method, Objective, Policy};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Layer, Model, OutputPolicy, Plan, Step, StepKind};
+use crate::model::{Model, OutputPolicy, Plan, Step};
+use crate::op::{Op, Operator, Runs};
 
 /// How a plan's comparison-based steps run; public and hashed with the plan.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,51 +80,13 @@ impl CompareSpec {
     }
 }
 
-/// Whether a step compares.
-pub(crate) fn compares(kind: &StepKind) -> bool {
-    matches!(
-        kind,
-        StepKind::Relu
-            | StepKind::MaxPool { .. }
-            | StepKind::Softmax
-            | StepKind::Sigmoid
-            | StepKind::Act(_)
-            | StepKind::PRelu
-    )
-}
-
 /// Whether the output policy compares (argmax, threshold, or a final softmax/sigmoid).
 pub(crate) fn output_compares(plan: &Plan) -> bool {
-    let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::Softmax | StepKind::Sigmoid));
+    let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(Op::Softmax(_) | Op::Sigmoid(_)));
     match plan.output {
         OutputPolicy::Logits => false,
         OutputPolicy::Label => true,
         OutputPolicy::Probabilities => !ends_in_prob,
-    }
-}
-
-/// Largest |value| of the weights of a layer per output unit, summed: `max_o Σ_i |w_io|`.
-fn row_l1_max(layer: &Layer) -> Option<(f64, f64)> {
-    let bmax =
-        |b: &Option<ndarray::ArrayD<f64>>| b.as_ref().map_or(0.0, |b| b.iter().fold(0.0f64, |m, v| m.max(v.abs())));
-    match layer {
-        Layer::Linear { weight, bias } => {
-            let cols = weight.shape()[1];
-            let mut l1 = vec![0.0f64; cols];
-            for (i, v) in weight.iter().enumerate() {
-                l1[i % cols] += v.abs();
-            }
-            Some((l1.into_iter().fold(0.0, f64::max), bmax(bias)))
-        }
-        Layer::Conv2d { weight, bias, .. } => {
-            let per = weight.len() / weight.shape()[0].max(1);
-            let l1 = weight
-                .as_slice()
-                .map(|w| w.chunks(per.max(1)).map(|c| c.iter().map(|v| v.abs()).sum::<f64>()).fold(0.0, f64::max));
-            let l1 = l1.unwrap_or_else(|| weight.iter().map(|v| v.abs()).sum());
-            Some((l1, bmax(bias)))
-        }
-        _ => None,
     }
 }
 
@@ -152,7 +115,7 @@ fn bits_for(bound: f64, fixed: FixedPoint) -> u8 {
 pub fn comparison_bits(model: &Model, fixed: FixedPoint, range: Option<(f64, f64)>) -> (Vec<Option<u8>>, u8) {
     let widest = Comparisons::default_bits(fixed);
     let Some((lo, hi)) = range else {
-        let per = model.layers.iter().map(|l| l.compares().then_some(widest)).collect();
+        let per = model.layers.iter().map(|l| l.op.compares().then_some(widest)).collect();
         return (per, widest);
     };
     let shapes: Vec<Vec<usize>> = match model.steps(1) {
@@ -162,72 +125,23 @@ pub fn comparison_bits(model: &Model, fixed: FixedPoint, range: Option<(f64, f64
     let mut bound = vec![lo.abs().max(hi.abs())];
     let mut out = Vec::with_capacity(model.layers.len());
     for (i, (layer, wires)) in model.layers.iter().zip(&model.wires).enumerate() {
-        let at = |j: usize| wires.get(j).and_then(|&t| bound.get(t)).copied().unwrap_or(f64::INFINITY);
-        let b = at(0);
-        let k = match layer {
-            Layer::Relu | Layer::PRelu { .. } => Some(bits_for(b, fixed)),
-            // Max trees compare differences of two values.
-            Layer::MaxPool { .. } => Some(bits_for(2.0 * b, fixed)),
-            // Splines compare against breakpoints out to ±16 (sigmoid) and the reciprocal
-            // inside softmax normalises sums up to 2^14: the widest window.
-            Layer::Softmax | Layer::Sigmoid => Some(widest),
-            // A spline compares x − p_j for each breakpoint.
-            Layer::Act(a) => {
-                let far = a.spline().breaks.iter().fold(0f64, |m, p| m.max(p.abs()));
-                Some(bits_for(b + far, fixed))
-            }
-            _ => None,
-        };
-        out.push(k);
-        let m = |a: &ndarray::ArrayD<f64>| a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let next = match layer {
-            Layer::Linear { .. } | Layer::Conv2d { .. } => {
-                let (l1, bias) = row_l1_max(layer).expect("a weighted layer");
-                l1 * b + bias
-            }
-            Layer::Affine { scale, shift } => m(scale) * b + m(shift),
-            Layer::Softmax | Layer::Sigmoid => 1.0,
-            Layer::Add | Layer::Sub => b + at(1),
-            Layer::Mul => b * at(1),
-            Layer::Concat { .. } => (0..wires.len()).map(at).fold(0.0, f64::max),
-            Layer::Act(a) => a.bound(b),
-            Layer::PRelu { slope } => b * m(slope).max(1.0),
-            Layer::Pad { value, .. } => b.max(value.0.abs()),
-            Layer::LogSoftmax => 2.0 * b,
-            Layer::GlobalSumPool => b * shapes[i].iter().skip(2).product::<usize>() as f64,
-            _ => b,
-        };
-        bound.push(next);
+        let ins: Vec<f64> = wires.iter().map(|&t| bound.get(t).copied().unwrap_or(f64::INFINITY)).collect();
+        out.push(layer.op.compares().then(|| layer.op.window(ins[0], fixed)));
+        bound.push(layer.op.bound(&ins, &layer.weights, &shapes[i]));
     }
     let b = *bound.last().expect("the input's bound");
     // The output stage compares logits (argmax: differences) or thresholds them.
     (out, if b.is_finite() { bits_for(2.0 * b, fixed).max(bits_for(0.5, fixed)) } else { widest })
 }
 
-fn levels(len: usize) -> usize {
+/// Levels of a binary tree over `len` leaves: `⌈log2 len⌉`.
+pub(crate) fn levels(len: usize) -> usize {
     (usize::BITS - len.max(1).saturating_sub(1).leading_zeros()) as usize
 }
 
-/// The cost model's view of one comparison-based step: its comparisons in all, their layers in
-/// sequence, points per element.
-fn shape_of(st: &Step, bits: u8) -> OpShape {
-    let n: usize = st.input.iter().product();
-    let bits = u32::from(bits);
-    match &st.kind {
-        StepKind::MaxPool { kernel, .. } => {
-            let (windows, kk) = (st.output.iter().product::<usize>(), kernel.0 * kernel.1);
-            OpShape { elements: windows * kk.saturating_sub(1), points: 1, relu: true, bits, sequential: levels(kk) }
-        }
-        StepKind::Softmax => {
-            let last = *st.input.last().unwrap_or(&1);
-            OpShape { elements: n, points: 1, relu: true, bits, sequential: levels(last) + 3 }
-        }
-        StepKind::Sigmoid => {
-            OpShape { elements: n, points: approx::sigmoid().breaks.len(), relu: true, bits, sequential: 1 }
-        }
-        StepKind::Act(a) => OpShape { elements: n, points: a.spline().breaks.len(), relu: true, bits, sequential: 1 },
-        _ => OpShape { elements: n, points: 1, relu: true, bits, sequential: 1 },
-    }
+/// The widest comparison window for `fixed` (the default when nothing bounds the values).
+pub(crate) fn widest(fixed: FixedPoint) -> u8 {
+    Comparisons::default_bits(fixed)
 }
 
 /// The output stage's view: argmax over the classes (compare and select per level), a binary
@@ -251,7 +165,7 @@ impl Plan {
     /// and windows (all parties derive the same: a public function of public data).
     pub(crate) fn resolve_methods(&mut self) {
         let mut ops: Vec<OpShape> =
-            self.steps.iter().filter_map(|st| st.compare.map(|c| shape_of(st, c.bits))).collect();
+            self.steps.iter().filter_map(|st| st.compare.map(|c| st.kind.cost_shape(st, c.bits))).collect();
         if let Some(c) = self.output_compare {
             ops.push(output_shape_of(self, c.bits));
         }
@@ -293,7 +207,7 @@ impl Plan {
         let step_bytes = |st: &Step| {
             let act = 6 * 8 * (per(&st.input) + per(&st.output));
             let cmp = st.compare.map_or(0, |c| {
-                let op = shape_of(st, c.bits);
+                let op = st.kind.cost_shape(st, c.bits);
                 op.elements as u64 / batch * op.points as u64 * comparison_bytes(c.method, u32::from(c.bits))
             });
             act + cmp
@@ -313,7 +227,7 @@ impl Plan {
     /// and a select per level), pooling and reshapes 0 — and 1 to reveal.
     pub fn online_rounds(&self) -> u64 {
         let r = |c: Option<CompareSpec>| c.map_or(0, |c| cost::rounds(c.method) as u64);
-        let weights = self.steps.iter().any(|s| matches!(s.kind, StepKind::Linear { .. } | StepKind::Conv2d { .. }));
+        let weights = self.steps.iter().any(|s| matches!(s.kind.runs(), Runs::Bilinear(_)));
         let mut total = u64::from(weights);
         // As the parties schedule the steps: batched linear/conv steps one round together,
         // batched ReLUs one comparison layer together.
@@ -323,14 +237,7 @@ impl Plan {
                 crate::infer::Batch::Relu(ks) => r(self.steps[ks[0]].compare),
                 crate::infer::Batch::One(k) => {
                     let st = &self.steps[k];
-                    match &st.kind {
-                        StepKind::Linear { .. } | StepKind::Conv2d { .. } | StepKind::Affine | StepKind::Mul => 1,
-                        StepKind::Relu | StepKind::Sigmoid | StepKind::Act(_) => r(st.compare),
-                        StepKind::PRelu => r(st.compare) + 1,
-                        StepKind::MaxPool { kernel, .. } => levels(kernel.0 * kernel.1) as u64 * r(st.compare),
-                        StepKind::Softmax => (levels(*st.input.last().unwrap_or(&1)) as u64 + 3) * r(st.compare) + 3,
-                        _ => 0,
-                    }
+                    st.kind.rounds(st, r(st.compare))
                 }
             };
         }
@@ -346,16 +253,6 @@ impl Plan {
     }
 }
 
-impl Layer {
-    /// Whether this layer's private evaluation compares.
-    pub(crate) fn compares(&self) -> bool {
-        matches!(
-            self,
-            Layer::Relu | Layer::MaxPool { .. } | Layer::Softmax | Layer::Sigmoid | Layer::Act(_) | Layer::PRelu { .. }
-        )
-    }
-}
-
 /// A step's spec with a placeholder method (set by [`Plan::resolve_methods`]).
 pub(crate) fn unresolved(bits: u8) -> CompareSpec {
     CompareSpec { method: Method::Fss1, bits }
@@ -365,7 +262,7 @@ pub(crate) fn unresolved(bits: u8) -> CompareSpec {
 /// stage when it compares) has a valid window, and the methods are what the options give.
 pub(crate) fn check(plan: &Plan) -> Result<(), String> {
     for (i, st) in plan.steps.iter().enumerate() {
-        match (compares(&st.kind), st.compare) {
+        match (st.kind.compares(), st.compare) {
             (true, Some(c)) if (2..=64).contains(&c.bits) => {}
             (true, _) => return Err(format!("step {i} ({}) has no valid comparison settings", st.kind.name())),
             (false, Some(_)) => return Err(format!("step {i} ({}) does not compare", st.kind.name())),

@@ -177,10 +177,10 @@ impl Standardizer {
     /// takes raw features: `W' = diag(1/σ)·W`, `b' = b − (μ/σ)·W`. Used before exporting a
     /// model trained on standardised data.
     pub fn fold_into(&self, model: &mut crate::Model) -> Result<(), crate::ModelError> {
-        let Some(crate::Layer::Linear { weight, bias }) = model.layers.first_mut() else {
+        let Some(layer) = model.layers.first_mut().filter(|l| matches!(l.op, crate::Op::Linear(_))) else {
             return Err(crate::ModelError::Invalid("the first layer is not linear".into()));
         };
-        let w = weight
+        let w = layer.weights[0]
             .view()
             .into_dimensionality::<ndarray::Ix2>()
             .map_err(|e| crate::ModelError::Invalid(e.to_string()))?
@@ -194,14 +194,14 @@ impl Standardizer {
         }
         let scaled = &w / &self.std.view().insert_axis(Axis(1));
         let shift = (&self.mean / &self.std).dot(&w);
-        let b = match bias.take() {
+        let b = match layer.take_bias() {
             Some(b) => {
                 b.into_dimensionality::<ndarray::Ix1>().map_err(|e| crate::ModelError::Invalid(e.to_string()))?
             }
             None => Array1::zeros(w.ncols()),
         };
-        *weight = scaled.into_dyn();
-        *bias = Some((b - shift).into_dyn());
+        layer.weights[0] = scaled.into_dyn();
+        layer.set_bias((b - shift).into_dyn());
         Ok(())
     }
 }

@@ -7,12 +7,12 @@
 use std::time::Instant;
 
 use mpc_proto::correlations::Bilinear;
-use mpc_proto::ring::Conv2dParams;
 use mpc_proto::{AShare, OpStats, Party, PartyId, PreopenedWeights, RingTensor};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::error::ModelError;
-use crate::model::{Layer, Model, OutputPolicy, Plan, Step, StepKind};
+use crate::model::{Model, OutputPolicy, Plan};
+use crate::op::{Op, Operator, PrivateCx, Runs};
 use crate::ops;
 
 /// Time and traffic of one stage of an inference, as seen by one party.
@@ -36,119 +36,6 @@ pub struct Inference {
     pub profile: Vec<LayerProfile>,
 }
 
-/// Public shapes of one step's weights, in sharing order.
-fn weight_shapes(kind: &StepKind) -> Vec<Vec<usize>> {
-    match kind {
-        StepKind::Linear { inputs, outputs, bias } => {
-            let mut v = vec![vec![*inputs, *outputs]];
-            if *bias {
-                v.push(vec![*outputs]);
-            }
-            v
-        }
-        StepKind::Conv2d { in_channels, out_channels, kernel, bias, groups, .. } => {
-            let mut v = vec![vec![*out_channels, *in_channels / (*groups).max(1), kernel.0, kernel.1]];
-            if *bias {
-                v.push(vec![*out_channels]);
-            }
-            v
-        }
-        _ => vec![],
-    }
-}
-
-/// Local op on two shares of the same party (the dealer gets a placeholder of `shape`).
-fn zip_local(
-    x: &AShare,
-    b: &AShare,
-    shape: &[usize],
-    f: impl FnOnce(&RingTensor, &RingTensor) -> mpc_proto::Result<RingTensor>,
-) -> Result<AShare, ModelError> {
-    Ok(match (x.expose_share(), b.expose_share()) {
-        (Ok(xv), Ok(bv)) => AShare::from_share(f(xv, bv)?),
-        _ => AShare::dealer(shape),
-    })
-}
-
-/// Repeats a per-sample tensor over the batch: `[...] → [n, ...]`.
-fn repeat_batch(t: &RingTensor, n: usize) -> mpc_proto::Result<RingTensor> {
-    let mut shape = vec![n];
-    shape.extend_from_slice(t.shape());
-    RingTensor::from_vec(&shape, t.as_slice().iter().copied().cycle().take(n * t.len()).collect())
-}
-
-/// Adds a per-channel bias `[c]` to `[n, c, h, w]`.
-fn add_channel_bias(x: &RingTensor, b: &RingTensor) -> mpc_proto::Result<RingTensor> {
-    let &[_, c, h, w] = x.shape() else { unreachable!("conv output is 4-D") };
-    let mut out = x.clone();
-    for (i, v) in out.as_mut_slice().iter_mut().enumerate() {
-        *v = v.wrapping_add(b.as_slice()[(i / (h * w)) % c]);
-    }
-    Ok(out)
-}
-
-/// Average pooling whose divisor varies by window (padding not counted, or a `ceil_mode`
-/// overhang): sum pooling over the explicitly padded input, then a public per-window
-/// reciprocal (fixed point) and one truncation. Local.
-fn avg_pool_exact(
-    party: &Party,
-    x: &AShare,
-    step: &Step,
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    padding: (usize, usize),
-    count_include_pad: bool,
-) -> Result<AShare, ModelError> {
-    let fx = party.fixed();
-    let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
-    let &[_, _, oh, ow] = step.output.as_slice() else { unreachable!("checked by the plan") };
-    // Pad so that every (possibly overhanging) window lies inside, then pool without padding.
-    let (eh, ew) = ((oh - 1) * stride.0 + kernel.0, (ow - 1) * stride.1 + kernel.1);
-    let (bh, bw) = (eh.saturating_sub(h + padding.0), ew.saturating_sub(w + padding.1));
-    let (shape, map) = ops::pad_map(&[c, h, w], &[0, padding.0, padding.1], &[0, bh, bw], &[1, 1, 1]);
-    let padded = ops::gather(party.id(), x, &shape, &map, 0)?;
-    let sums = party.sum_pool2d(&padded, kernel, stride, (0, 0))?;
-    // The divisor of each window (ONNX semantics, as the plaintext reference counts it).
-    let mut inv = Vec::with_capacity(n * c * oh * ow);
-    let divisors = window_divisors(h, w, kernel, stride, padding, count_include_pad, (oh, ow));
-    for _ in 0..n * c {
-        for &d in &divisors {
-            inv.push(fx.encode(1.0 / d as f64)?);
-        }
-    }
-    let inv = RingTensor::from_vec(&step.output, inv)?;
-    Ok(party.trunc(&sums.mul_public(&inv)?, fx.frac_bits))
-}
-
-/// ONNX AveragePool divisors per output position: the window clipped to the padded input
-/// (`count_include_pad`) or to the real input.
-fn window_divisors(
-    h: usize,
-    w: usize,
-    k: (usize, usize),
-    s: (usize, usize),
-    p: (usize, usize),
-    include_pad: bool,
-    (oh, ow): (usize, usize),
-) -> Vec<usize> {
-    let span = |o: usize, st: usize, pad: usize, kk: usize, len: usize| {
-        let start = (o * st) as isize - pad as isize;
-        let end = start + kk as isize;
-        if include_pad {
-            (end.min((len + pad) as isize) - start) as usize
-        } else {
-            (end.min(len as isize) - start.max(0)) as usize
-        }
-    };
-    let mut v = Vec::with_capacity(oh * ow);
-    for oy in 0..oh {
-        for ox in 0..ow {
-            v.push(span(oy, s.0, p.0, k.0, h) * span(ox, s.1, p.1, k.1, w));
-        }
-    }
-    v
-}
-
 /// A unit of the private evaluation's schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Batch {
@@ -161,22 +48,8 @@ pub(crate) enum Batch {
 }
 
 /// Whether a step sends anything online (else it is local).
-fn talks(kind: &StepKind) -> bool {
-    !matches!(
-        kind,
-        StepKind::Flatten
-            | StepKind::Reshape
-            | StepKind::Add
-            | StepKind::Sub
-            | StepKind::Concat { .. }
-            | StepKind::Slice { .. }
-            | StepKind::Pad { .. }
-            | StepKind::Transpose { .. }
-            | StepKind::GlobalAvgPool
-            | StepKind::GlobalSumPool
-            | StepKind::LogSoftmax
-            | StepKind::AvgPool { .. }
-    )
+fn talks(kind: &Op) -> bool {
+    kind.runs() != Runs::Local
 }
 
 /// The order the parties evaluate a plan in (a public function of the plan): by depth — a
@@ -197,16 +70,13 @@ pub(crate) fn schedule(plan: &Plan) -> Vec<Batch> {
     let mut out = Vec::with_capacity(plan.steps.len());
     for level in at {
         let talking: Vec<usize> = level.iter().copied().filter(|&k| talks(&plan.steps[k].kind)).collect();
-        let bilinear: Vec<usize> = talking
-            .iter()
-            .copied()
-            .filter(|&k| matches!(plan.steps[k].kind, StepKind::Linear { .. } | StepKind::Conv2d { .. }))
-            .collect();
+        let bilinear: Vec<usize> =
+            talking.iter().copied().filter(|&k| matches!(plan.steps[k].kind.runs(), Runs::Bilinear(_))).collect();
         if !bilinear.is_empty() {
             out.push(Batch::Bilinear(bilinear));
         }
         let mut relus: Vec<(Option<crate::bounds::CompareSpec>, Vec<usize>)> = vec![];
-        for &k in talking.iter().filter(|&&k| plan.steps[k].kind == StepKind::Relu) {
+        for &k in talking.iter().filter(|&&k| plan.steps[k].kind.runs() == Runs::Relu) {
             let c = plan.steps[k].compare;
             match relus.iter_mut().find(|(s, _)| *s == c) {
                 Some((_, v)) => v.push(k),
@@ -215,7 +85,7 @@ pub(crate) fn schedule(plan: &Plan) -> Vec<Batch> {
         }
         out.extend(relus.into_iter().map(|(_, v)| Batch::Relu(v)));
         for &k in &talking {
-            if !matches!(plan.steps[k].kind, StepKind::Linear { .. } | StepKind::Conv2d { .. } | StepKind::Relu) {
+            if plan.steps[k].kind.runs() == Runs::Talks {
                 out.push(Batch::One(k));
             }
         }
@@ -282,11 +152,7 @@ pub fn shared_weight_shapes(plan: &Plan) -> Vec<Vec<usize>> {
 }
 
 fn step_shapes(step: &crate::model::Step) -> Vec<Vec<usize>> {
-    match step.kind {
-        StepKind::Affine => vec![step.input[1..].to_vec(), step.input[1..].to_vec()],
-        StepKind::PRelu => vec![step.input[1..].to_vec()],
-        _ => weight_shapes(&step.kind),
-    }
+    step.kind.weight_shapes(&step.input[1..])
 }
 
 /// Where the weights come from.
@@ -400,19 +266,9 @@ impl LoadedModel {
                 continue;
             }
             let values: Vec<Option<RingTensor>> = match model.map(|m| &m.layers[i]) {
-                Some(Layer::Linear { weight, bias }) | Some(Layer::Conv2d { weight, bias, .. })
-                    if me == PartyId::P0 =>
-                {
-                    let mut v = vec![Some(fx.encode_array(weight)?)];
-                    if let Some(b) = bias {
-                        v.push(Some(fx.encode_array(b)?));
-                    }
-                    v
+                Some(layer) if me == PartyId::P0 => {
+                    layer.weights.iter().map(|w| fx.encode_array(w).map(Some)).collect::<Result<_, _>>()?
                 }
-                Some(Layer::Affine { scale, shift }) if me == PartyId::P0 => {
-                    vec![Some(fx.encode_array(scale)?), Some(fx.encode_array(shift)?)]
-                }
-                Some(Layer::PRelu { slope }) if me == PartyId::P0 => vec![Some(fx.encode_array(slope)?)],
                 _ => vec![None; step_shapes(step).len()],
             };
             let shapes = step_shapes(step);
@@ -424,18 +280,8 @@ impl LoadedModel {
         }
         let mut to_open: Vec<(Bilinear, &AShare)> = Vec::new();
         for (step, s) in plan.steps.iter().zip(&shares) {
-            match &step.kind {
-                StepKind::Linear { .. } => to_open.push((Bilinear::MatMul, &s[0])),
-                StepKind::Conv2d { stride, padding, dilation, groups, .. } => to_open.push((
-                    Bilinear::Conv2d(Conv2dParams {
-                        stride: *stride,
-                        padding: *padding,
-                        dilation: *dilation,
-                        groups: *groups,
-                    }),
-                    &s[0],
-                )),
-                _ => {}
+            if let Runs::Bilinear(b) = step.kind.runs() {
+                to_open.push((b, &s[0]));
             }
         }
         let opened = party.preopen_many(&to_open).await?;
@@ -495,7 +341,7 @@ impl LoadedModel {
         // is not step order, so a tensor is freed when its last reader has run).
         let mut opened_at = vec![None; plan.steps.len()];
         for (k, st) in plan.steps.iter().enumerate() {
-            if matches!(st.kind, StepKind::Linear { .. } | StepKind::Conv2d { .. }) {
+            if matches!(st.kind.runs(), Runs::Bilinear(_)) {
                 opened_at[k] = Some(opened.next().expect("one pre-opened tensor per linear or conv layer"));
             }
         }
@@ -528,15 +374,7 @@ impl LoadedModel {
                     let ys = party.apply_preopened_many(&items, true).await?;
                     for (&k, y) in ks.iter().zip(ys) {
                         let st = &plan.steps[k];
-                        let y = match st.kind {
-                            StepKind::Linear { bias: true, .. } => {
-                                zip_local(&y, &shares[k][1], &st.output, |a, b| a.add_row_broadcast(b))?
-                            }
-                            StepKind::Conv2d { bias: true, .. } => {
-                                zip_local(&y, &shares[k][1], &st.output, add_channel_bias)?
-                            }
-                            _ => y,
-                        };
+                        let y = st.kind.finish_bilinear(y, &shares[k], &st.output)?;
                         tensors[k + 1] = Some(y);
                         release(&mut tensors, &mut readers, &st.inputs);
                         record(party, st.kind.name(), &mut profile);
@@ -570,92 +408,8 @@ impl LoadedModel {
                         party.set_comparisons(c.comparisons(plan.options.link))?;
                     }
                     let ins: Vec<&AShare> = step.inputs.iter().map(|&t| take(&tensors, t)).collect::<Result<_, _>>()?;
-                    let x = ins[0];
-                    let y = match &step.kind {
-                        StepKind::Linear { .. } | StepKind::Conv2d { .. } | StepKind::Relu => {
-                            unreachable!("the schedule runs linear, convolution and ReLU steps in batches")
-                        }
-                        StepKind::Sigmoid => party.sigmoid(x).await?,
-                        StepKind::Softmax => party.softmax(x).await?,
-                        StepKind::Act(a) => party.spline(x, &a.spline()).await?,
-                        StepKind::PRelu => {
-                            // relu(x) + slope·(x − relu(x)): one comparison layer and one product.
-                            let r = party.relu(x).await?;
-                            let n = step.input[0];
-                            let slope = zip_local(x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
-                            let neg = party.mul_fixed(&x.sub(&r)?, &slope).await?;
-                            r.add(&neg)?
-                        }
-                        StepKind::LogSoftmax => {
-                            // Centre each row (a local linear map): log-softmax is shift-invariant, so
-                            // the centred logits reveal exactly what log-softmax does, and the data
-                            // owner finishes it in the clear.
-                            let last = *step.input.last().expect("a batch axis");
-                            let rows: usize = step.input.iter().product::<usize>() / last;
-                            let flat = x.reshape(&[rows, last])?;
-                            let sums = flat.sum_axis(1)?;
-                            let mean = party.mul_const(&sums, 1.0 / last as f64)?;
-                            let rep = ops::gather_all(&mean.reshape(&[rows, 1])?, &[last], &vec![0; last])?;
-                            flat.sub(&rep)?.reshape(&step.output)?
-                        }
-                        StepKind::MaxPool { kernel, stride, padding, ceil_mode } => {
-                            party.maxpool2d_ceil(x, *kernel, *stride, *padding, *ceil_mode).await?
-                        }
-                        StepKind::AvgPool { kernel, stride, padding, count_include_pad, ceil_mode } => {
-                            if (*count_include_pad || *padding == (0, 0)) && !*ceil_mode {
-                                party.avg_pool2d(x, *kernel, *stride, *padding)?
-                            } else {
-                                avg_pool_exact(party, x, step, *kernel, *stride, *padding, *count_include_pad)?
-                            }
-                        }
-                        StepKind::GlobalAvgPool | StepKind::GlobalSumPool => {
-                            let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
-                            let s = x.reshape(&[n, c, h * w])?.sum_axis(2)?.reshape(&[n, c, 1, 1])?;
-                            if step.kind == StepKind::GlobalAvgPool {
-                                party.mul_const(&s, 1.0 / (h * w) as f64)?
-                            } else {
-                                s
-                            }
-                        }
-                        StepKind::Flatten | StepKind::Reshape => x.reshape(&step.output)?,
-                        StepKind::Affine => {
-                            let n = step.input[0];
-                            let scale = zip_local(x, &s[0], &step.input, |_, a| repeat_batch(a, n))?;
-                            let shift = zip_local(x, &s[1], &step.input, |_, b| repeat_batch(b, n))?;
-                            party.mul_fixed(x, &scale).await?.add(&shift)?
-                        }
-                        StepKind::Add | StepKind::Sub | StepKind::Mul => {
-                            let out = &step.output[1..];
-                            let widen = |t: &AShare| -> Result<AShare, ModelError> {
-                                if &t.shape()[1..] == out {
-                                    return Ok(t.clone());
-                                }
-                                let map = ops::broadcast_map(&t.shape()[1..], out).ok_or_else(|| {
-                                    ModelError::Invalid(format!("{:?} does not broadcast to {out:?}", t.shape()))
-                                })?;
-                                Ok(ops::gather_all(t, out, &map)?)
-                            };
-                            let (a, b) = (widen(x)?, widen(ins[1])?);
-                            match step.kind {
-                                StepKind::Add => a.add(&b)?,
-                                StepKind::Sub => a.sub(&b)?,
-                                _ => party.mul_fixed(&a, &b).await?,
-                            }
-                        }
-                        StepKind::Concat { axis } => ops::concat(&ins, *axis, &step.output[1..])?,
-                        StepKind::Slice { axis, start, end, step: by } => {
-                            let (out, map) = ops::slice_map(&step.input[1..], *axis, *start, *end, *by);
-                            ops::gather_all(x, &out, &map)?
-                        }
-                        StepKind::Transpose { perm } => {
-                            let (out, map) = ops::transpose_map(&step.input[1..], perm);
-                            ops::gather_all(x, &out, &map)?
-                        }
-                        StepKind::Pad { begin, end, dilate, value } => {
-                            let (out, map) = ops::pad_map(&step.input[1..], begin, end, dilate);
-                            ops::gather(me, x, &out, &map, fx.encode(value.0)?)?
-                        }
-                    };
+                    let mut cx = PrivateCx { party, step, opened: opened_at[i] };
+                    let y = step.kind.eval_private(&mut cx, &ins, s).await?;
                     tensors[i + 1] = Some(y);
                     release(&mut tensors, &mut readers, &step.inputs);
                     record(party, step.kind.name(), &mut profile);
@@ -670,8 +424,8 @@ impl LoadedModel {
         }
         let out_shape = plan.output_shape().to_vec();
         let classes = *out_shape.last().unwrap_or(&1);
-        let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::Softmax | StepKind::Sigmoid));
-        let ends_in_log_softmax = matches!(plan.steps.last().map(|s| &s.kind), Some(StepKind::LogSoftmax));
+        let ends_in_prob = matches!(plan.steps.last().map(|s| &s.kind), Some(Op::Softmax(_) | Op::Sigmoid(_)));
+        let ends_in_log_softmax = matches!(plan.steps.last().map(|s| &s.kind), Some(Op::LogSoftmax(_)));
         let output = match plan.output {
             OutputPolicy::Logits if ends_in_log_softmax => party
                 .reveal_to(PartyId::P1, &x)

@@ -2,6 +2,8 @@
 //!
 //! * [`model`] — [`Model`] (the owner's network with weights), [`Plan`] (the public op list all
 //!   parties agree on by hash) and [`OutputPolicy`];
+//! * [`op`] — the operator registry: each graph operator one type owning its shape rule,
+//!   plaintext reference, bounds, private evaluation and ONNX import/export;
 //! * [`infer`](mod@infer) — private inference of a plan over secret shares;
 //! * [`analytics`] — statistics of secret-shared columns (sum, mean, variance, min/max,
 //!   histograms, correlation) revealed to the data owner only;
@@ -17,6 +19,7 @@ pub mod infer;
 pub mod model;
 pub mod npy;
 pub mod onnx;
+pub mod op;
 pub mod ops;
 pub mod plain;
 pub mod plan_hash;
@@ -25,5 +28,6 @@ pub mod train;
 pub use bounds::{CompareSpec, PlanOptions};
 pub use error::ModelError;
 pub use infer::{Inference, LayerProfile, LoadedModel, infer, infer_shared, shared_weight_shapes};
-pub use model::{Layer, Model, OutputPolicy, PLAN_VERSION, Plan, Step, StepKind};
+pub use model::{Layer, Model, OutputPolicy, PLAN_VERSION, Plan, Step};
+pub use op::{Op, Operator};
 pub use plan_hash::plan_hash;

@@ -55,7 +55,7 @@ pub enum Act {
     HardSwish,
     /// Hyperbolic tangent.
     Tanh,
-    /// The logistic sigmoid, fitted 10× tighter than [`crate::Layer::Sigmoid`]'s (which the
+    /// The logistic sigmoid, fitted 10× tighter than [`crate::op::Sigmoid`]'s (which the
     /// output stage and training share): for gates inside a network (squeeze-excitation),
     /// whose error multiplies activations.
     Sigmoid,
@@ -63,6 +63,10 @@ pub enum Act {
     Silu,
     /// `x · Φ(x)` (exact GELU, erf form; the tanh form differs from it by < 5·10^-4).
     Gelu,
+    /// The error function (ONNX Erf): what GELU exported before opset 20 is built from. The
+    /// importer fuses the whole erf form of GELU into [`Act::Gelu`]; a lone Erf runs as its own
+    /// spline.
+    Erf,
     /// `x` for `x ≥ 0`, `alpha·(e^x − 1)` below.
     Elu {
         /// Scale of the negative part.
@@ -123,6 +127,7 @@ impl Act {
             Act::Sigmoid => "sigmoid",
             Act::Silu => "silu",
             Act::Gelu => "gelu",
+            Act::Erf => "erf",
             Act::Elu { .. } => "elu",
         }
     }
@@ -144,6 +149,7 @@ impl Act {
             Act::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Act::Silu => x / (1.0 + (-x).exp()),
             Act::Gelu => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
+            Act::Erf => erf(x),
             Act::Elu { alpha } => {
                 if x >= 0.0 {
                     x
@@ -174,7 +180,7 @@ impl Act {
         match *self {
             Act::Clip { lo, hi } => b.min(lo.0.abs().max(hi.0.abs())),
             Act::LeakyRelu { alpha } => b * alpha.0.abs().max(1.0),
-            Act::HardSigmoid { .. } | Act::Tanh | Act::Sigmoid => 1.0,
+            Act::HardSigmoid { .. } | Act::Tanh | Act::Sigmoid | Act::Erf => 1.0,
             Act::Elu { alpha } => b.max(alpha.0.abs()),
             Act::HardSwish | Act::Silu | Act::Gelu => b + 1.0,
         }
@@ -225,6 +231,8 @@ impl Act {
                 Spline { breaks: vec![l, h], a: vec![left, left, right], b: vec![0.0, (right - left) / (h - l), 0.0] }
             }
             Act::Tanh => Spline::fit(f64::tanh, -8.0, 8.0, 0.0, FIT_TOL, -1.0, 1.0),
+            // erf(±4.5) = ±(1 − 2·10^-10): saturated beyond.
+            Act::Erf => Spline::fit(erf, -4.5, 4.5, 0.0, FIT_TOL, -1.0, 1.0),
             Act::Sigmoid => Spline::fit(|x| self.eval(x), -12.0, 12.0, 0.0, FIT_TOL, 0.0, 1.0),
             // Smooth activations with an identity right tail: fit, then let the last piece
             // continue as `x`.

@@ -151,13 +151,13 @@ impl TrainPlan {
         let n = weights.len();
         let mut layers = Vec::new();
         for (i, (w, b)) in weights.into_iter().enumerate() {
-            layers.push(Layer::Linear { weight: w.into_dyn(), bias: Some(b.into_dyn()) });
+            layers.push(Layer::linear(w.into_dyn(), Some(b.into_dyn())));
             if i + 1 < n {
-                layers.push(Layer::Relu);
+                layers.push(Layer::of(crate::op::Relu));
             }
         }
         if self.config.arch == Arch::LogReg {
-            layers.push(Layer::Sigmoid);
+            layers.push(Layer::of(crate::op::Sigmoid));
         }
         Model::chain(vec![self.features], layers)
     }

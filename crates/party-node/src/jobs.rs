@@ -717,12 +717,13 @@ impl Jobs {
                 let weights: Vec<serde_json::Value> = m
                     .layers
                     .iter()
-                    .filter_map(|l| match l {
-                        mpc_ml::Layer::Linear { weight, bias } => Some(serde_json::json!({
+                    .filter(|l| matches!(l.op, mpc_ml::Op::Linear(_)))
+                    .map(|l| {
+                        let (weight, bias) = (&l.weights[0], l.weights.get(1));
+                        serde_json::json!({
                             "weight_shape": weight.shape(), "weight": weight.iter().collect::<Vec<_>>(),
-                            "bias": bias.as_ref().map(|b| b.iter().copied().collect::<Vec<_>>()),
-                        })),
-                        _ => None,
+                            "bias": bias.map(|b| b.iter().copied().collect::<Vec<_>>()),
+                        })
                     })
                     .collect();
                 self.store.put("models", &format!("trained-{id}"), &serde_json::to_vec(&weights)?)?;

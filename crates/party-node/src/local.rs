@@ -399,7 +399,7 @@ pub(crate) fn plaintext(model: &Path, input: &Path, policy: OutputPolicy) -> any
     let m = onnx::import_file(model)?.model;
     let x = party_node::ml::read_input(input, &m.input_shape)?;
     let y = m.eval_plain(&x);
-    let ends_in_prob = matches!(m.layers.last(), Some(mpc_ml::Layer::Softmax | mpc_ml::Layer::Sigmoid));
+    let ends_in_prob = m.layers.last().is_some_and(|l| matches!(l.op, mpc_ml::Op::Softmax(_) | mpc_ml::Op::Sigmoid(_)));
     let classes = *y.shape().last().unwrap_or(&1);
     Ok(match policy {
         OutputPolicy::Logits => y,

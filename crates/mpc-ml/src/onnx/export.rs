@@ -1,32 +1,97 @@
 //! ONNX export of a revealed model, so that PyTorch, onnxruntime and the rest of the ONNX
-//! ecosystem can use a model trained privately.
+//! ecosystem can use a model trained privately (or any [`Model`]).
 //!
-//! Dense models only — `Linear` (as `Gemm`), `ReLU`, `Sigmoid`, `Softmax` — which is what
-//! private training produces. Opset 13, IR version 8, float32 weights, a dynamic batch axis.
+//! Each operator writes itself ([`crate::op::Operator::to_onnx`]); graphs export as graphs.
+//! Opset 13, IR version 8, float32 weights, a dynamic batch axis. An operator without an ONNX
+//! form at opset 13 (GELU, zero-inserting padding) is refused with its position and reason.
 
+use ndarray::ArrayD;
 use prost::Message;
 
 use super::proto;
-use crate::model::{Layer, Model};
+use crate::model::Model;
+use crate::op::Operator;
 
 /// Why a model cannot be exported.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExportError {
     /// A layer the exporter does not write.
-    #[error("layer {index} ({kind}) cannot be exported: only dense models (linear, ReLU, sigmoid, softmax) are")]
+    #[error("layer {index} ({kind}) cannot be exported: {reason}")]
     Unsupported {
         /// Position in the model.
         index: usize,
         /// What it is.
         kind: String,
+        /// Why.
+        reason: String,
     },
-    /// The model's shapes do not chain.
+    /// The model's shapes do not fit together.
     #[error("{0}")]
     Shape(String),
 }
 
 const FLOAT: i32 = 1;
+const INT64: i32 = 7;
+
+/// The ONNX graph being written: nodes and initializers, with unique names.
+#[derive(Default)]
+pub struct Graph {
+    nodes: Vec<proto::NodeProto>,
+    inits: Vec<proto::TensorProto>,
+    next: usize,
+}
+
+impl Graph {
+    /// A fresh tensor name starting with `hint`.
+    pub fn fresh(&mut self, hint: &str) -> String {
+        self.next += 1;
+        format!("{hint}_{}", self.next)
+    }
+
+    /// A float32 initializer holding `a`; its name.
+    pub fn init(&mut self, hint: &str, a: &ArrayD<f64>) -> String {
+        let name = self.fresh(hint);
+        self.inits.push(proto::TensorProto {
+            dims: a.shape().iter().map(|&d| d as i64).collect(),
+            data_type: Some(FLOAT),
+            float_data: a.iter().map(|&v| v as f32).collect(),
+            name: Some(name.clone()),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// A float32 scalar initializer; its name.
+    pub fn scalar(&mut self, hint: &str, v: f64) -> String {
+        self.init(hint, &ArrayD::from_elem(ndarray::IxDyn(&[]), v))
+    }
+
+    /// A 1-D int64 initializer (shapes, pads, slice bounds); its name.
+    pub fn int64(&mut self, hint: &str, v: &[f64]) -> String {
+        let name = self.fresh(hint);
+        self.inits.push(proto::TensorProto {
+            dims: vec![v.len() as i64],
+            data_type: Some(INT64),
+            int64_data: v.iter().map(|&x| x as i64).collect(),
+            name: Some(name.clone()),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// A node `op(inputs) → output`.
+    pub fn node(&mut self, op: &str, inputs: &[String], output: &str, attrs: Vec<proto::AttributeProto>) {
+        self.nodes.push(proto::NodeProto {
+            input: inputs.to_vec(),
+            output: vec![output.into()],
+            name: Some(format!("{op}_{output}")),
+            op_type: Some(op.into()),
+            attribute: attrs,
+            ..Default::default()
+        });
+    }
+}
 
 fn value_info(name: &str, dims: &[Option<i64>]) -> proto::ValueInfoProto {
     use proto::tensor_shape_proto::{Dimension, dimension::Value};
@@ -53,28 +118,8 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> proto::ValueInfoProto {
     }
 }
 
-fn tensor(name: &str, a: &ndarray::ArrayD<f64>) -> proto::TensorProto {
-    proto::TensorProto {
-        dims: a.shape().iter().map(|&d| d as i64).collect(),
-        data_type: Some(FLOAT),
-        float_data: a.iter().map(|&v| v as f32).collect(),
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<proto::AttributeProto>) -> proto::NodeProto {
-    proto::NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        name: Some(format!("{op}_{output}")),
-        op_type: Some(op.into()),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, v: i64) -> proto::AttributeProto {
+/// An integer attribute.
+pub fn int_attr(name: &str, v: i64) -> proto::AttributeProto {
     proto::AttributeProto {
         name: Some(name.into()),
         r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
@@ -83,60 +128,60 @@ fn int_attr(name: &str, v: i64) -> proto::AttributeProto {
     }
 }
 
-/// Serialises a dense model as an ONNX file (`input` `[batch, features]` → `output`).
+/// An integer-list attribute.
+pub fn ints_attr(name: &str, v: &[i64]) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A float attribute.
+pub fn float_attr(name: &str, v: f64) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Float as i32),
+        f: Some(v as f32),
+        ..Default::default()
+    }
+}
+
+/// Serialises a model as an ONNX file (`input` `[batch, …]` → `output`).
 pub fn export(model: &Model) -> Result<Vec<u8>, ExportError> {
-    if model.input_shape.len() != 1 {
-        return Err(ExportError::Shape(format!("input of shape {:?}: export needs [features]", model.input_shape)));
-    }
-    let mut width = model.input_shape[0];
-    let (mut nodes, mut inits) = (Vec::new(), Vec::new());
-    let mut cur = "input".to_string();
-    if !model.is_chain() {
-        return Err(ExportError::Shape(
-            "only chains export (every layer reading the previous one); this model is a graph".into(),
-        ));
-    }
-    for (i, layer) in model.layers.iter().enumerate() {
-        let out = if i + 1 == model.layers.len() { "output".to_string() } else { format!("t{i}") };
-        match layer {
-            Layer::Linear { weight, bias } => {
-                let s = weight.shape();
-                if s.len() != 2 || s[0] != width {
-                    return Err(ExportError::Shape(format!("layer {i}: weight {s:?} after width {width}")));
-                }
-                let (w, b) = (format!("w{i}"), format!("b{i}"));
-                inits.push(tensor(&w, weight));
-                let mut ins = vec![cur.as_str(), w.as_str()];
-                if let Some(bias) = bias {
-                    inits.push(tensor(&b, bias));
-                    ins.push(b.as_str());
-                }
-                nodes.push(node("Gemm", &ins, &out, vec![]));
-                width = s[1];
-            }
-            Layer::Relu => nodes.push(node("Relu", &[&cur], &out, vec![])),
-            Layer::Sigmoid => nodes.push(node("Sigmoid", &[&cur], &out, vec![])),
-            Layer::Softmax => nodes.push(node("Softmax", &[&cur], &out, vec![int_attr("axis", -1)])),
-            other => {
-                let kind = format!("{other:?}");
-                return Err(ExportError::Unsupported {
-                    index: i,
-                    kind: kind.split([' ', '{', '(']).next().unwrap_or("?").into(),
-                });
-            }
-        }
-        cur = out;
-    }
     if model.layers.is_empty() {
         return Err(ExportError::Shape("an empty model".into()));
     }
+    let steps = model.steps(1).map_err(|e| ExportError::Shape(e.to_string()))?;
+    let last = model.layers.len();
+    let name = |t: usize| match t {
+        0 => "input".to_string(),
+        t if t == last => "output".to_string(),
+        t => format!("t{t}"),
+    };
+    let mut g = Graph::default();
+    for (i, (layer, wires)) in model.layers.iter().zip(&model.wires).enumerate() {
+        let ins: Vec<String> = wires.iter().map(|&t| name(t)).collect();
+        layer.op.to_onnx(&mut g, &ins, &layer.weights, &name(i + 1)).map_err(|reason| ExportError::Unsupported {
+            index: i,
+            kind: layer.op.name().into(),
+            reason,
+        })?;
+    }
+    let dims = |s: &[usize]| -> Vec<Option<i64>> {
+        std::iter::once(None).chain(s[1..].iter().map(|&d| Some(d as i64))).collect()
+    };
+    let mut input = vec![1];
+    input.extend_from_slice(&model.input_shape);
+    let output = &steps.last().expect("a layer").output;
     let graph = proto::GraphProto {
-        node: nodes,
+        node: g.nodes,
         name: Some("membrane".into()),
-        initializer: inits,
-        input: vec![value_info("input", &[None, Some(model.input_shape[0] as i64)])],
-        output: vec![value_info("output", &[None, Some(width as i64)])],
-        doc_string: Some("trained privately with Membrane".into()),
+        initializer: g.inits,
+        input: vec![value_info("input", &dims(&input))],
+        output: vec![value_info("output", &dims(output))],
+        doc_string: Some("exported by Membrane".into()),
         ..Default::default()
     };
     let m = proto::ModelProto {

@@ -14,8 +14,7 @@
 //! docs/operators.md; a graph with operators outside the table is refused with one
 //! [`ImportError::UnsupportedOps`] naming every such node — never a silently different model.
 
-#[allow(clippy::all, missing_docs, unreachable_pub)]
-mod export;
+pub mod export;
 pub mod proto;
 
 pub use export::{ExportError, export};
@@ -26,7 +25,8 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array1, ArrayD, Axis, IxDyn};
 use prost::Message;
 
-use crate::model::{Act, Layer, Model, PubF64};
+use crate::model::{Act, Layer, Model};
+use crate::op::Op;
 
 /// Why a model file cannot be imported. The model file's fault (or an operator we do not
 /// support yet).
@@ -176,24 +176,31 @@ fn inline_external(t: &mut proto::TensorProto, base: &Path) -> Result<(), Import
 /// The value standing for the (dynamic) batch size in folded shape computations: a shape
 /// subgraph's constant that still holds it in axis 0 of a Reshape target means "keep the
 /// batch". Odd and large so that it never occurs as a real dimension.
-const BATCH: f64 = 1_048_573.0;
+pub(crate) const BATCH: f64 = 1_048_573.0;
 
 #[derive(Clone, Debug)]
-enum Val {
+pub(crate) enum Val {
+    /// A value known at import (weights, folded shapes).
     Const(ArrayD<f64>),
     /// A computed tensor: its number in the model (0 is the input).
     Data(usize),
 }
 
-struct Ctx {
-    opset: i64,
-    vals: HashMap<String, Val>,
-    layers: Vec<Layer>,
-    wires: Vec<Vec<usize>>,
+/// The import of one graph in progress (opaque outside this crate): what the operators' import rules
+/// ([`crate::op::Operator::ONNX`]) read and extend.
+pub struct Ctx {
+    /// The model's default-domain opset.
+    pub(crate) opset: i64,
+    /// Every named value so far: a constant or a computed tensor.
+    pub(crate) vals: HashMap<String, Val>,
+    /// The layers so far, in topological order.
+    pub(crate) layers: Vec<Layer>,
+    /// The tensors each layer reads.
+    pub(crate) wires: Vec<Vec<usize>>,
     /// Per-sample shape of each tensor.
     shapes: Vec<Vec<usize>>,
     /// How many nodes (and graph outputs) read each named value.
-    uses: HashMap<String, usize>,
+    pub(crate) uses: HashMap<String, usize>,
 }
 
 fn tensor_to_array(t: &proto::TensorProto) -> Result<ArrayD<f64>, String> {
@@ -238,57 +245,28 @@ fn tensor_to_array(t: &proto::TensorProto) -> Result<ArrayD<f64>, String> {
 }
 
 /// Operators the importer handles (on data, on constants, or both).
-const SUPPORTED: &[&str] = &[
+/// Operators the importer handles itself: constants, no-ops on the data, and the shape and
+/// constant arithmetic that folds at import ([`Ctx::fold_const`]). Everything else is an
+/// operator's import rule ([`crate::op::Operator::ONNX`]).
+const IMPORTER_OPS: &[&str] = &[
     "Identity",
     "Dropout",
     "Constant",
-    "Relu",
-    "Sigmoid",
-    "Softmax",
-    "LogSoftmax",
-    "Tanh",
-    "LeakyRelu",
-    "Elu",
-    "HardSigmoid",
-    "HardSwish",
-    "Gelu",
-    "Clip",
-    "PRelu",
-    "Flatten",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-    "Gemm",
-    "MatMul",
-    "Conv",
-    "ConvTranspose",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "BatchNormalization",
-    "ReduceMean",
-    "ReduceSum",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Concat",
-    "Split",
-    "Slice",
-    "Pad",
+    "Cast",
     "Shape",
     "Gather",
     "ConstantOfShape",
     "Expand",
-    "Cast",
     "Range",
     "Neg",
     "Sqrt",
     "Floor",
     "Ceil",
 ];
+
+fn supported(op: &str) -> bool {
+    IMPORTER_OPS.contains(&op) || crate::op::onnx_rules().any(|(name, _)| *name == op)
+}
 
 /// Imports an ONNX model from bytes (self-contained: see [`read_model_file`] for a model whose
 /// weights are in a separate file).
@@ -305,7 +283,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, ImportError> {
     let unsupported: Vec<UnsupportedNode> = g
         .node
         .iter()
-        .filter(|n| !(n.domain().is_empty() || n.domain() == "ai.onnx") || !SUPPORTED.contains(&n.op_type()))
+        .filter(|n| !(n.domain().is_empty() || n.domain() == "ai.onnx") || !supported(n.op_type()))
         .map(|n| {
             let domain_opset = m.opset_import.iter().find(|o| o.domain() == n.domain()).map_or(opset, |o| o.version());
             UnsupportedNode {
@@ -378,6 +356,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, ImportError> {
     let mut model = Model { input_shape: shape, layers: cx.layers, wires: cx.wires };
     prune(&mut model, out_id);
     inner_sigmoids(&mut model);
+    gelu_from_erf(&mut model);
     fold_affine_forward(&mut model);
     relu_after_maxpool(&mut model);
     model.plan(1, Default::default(), Default::default()).map_err(|e| ImportError::Graph(e.to_string()))?;
@@ -393,25 +372,30 @@ fn node_name(n: &proto::NodeProto) -> String {
     if n.name().is_empty() { n.output.first().cloned().unwrap_or_default() } else { n.name().to_string() }
 }
 
-fn attr<'a>(n: &'a proto::NodeProto, name: &str) -> Option<&'a proto::AttributeProto> {
+pub(crate) fn attr<'a>(n: &'a proto::NodeProto, name: &str) -> Option<&'a proto::AttributeProto> {
     n.attribute.iter().find(|a| a.name() == name)
 }
 
-fn attr_i(n: &proto::NodeProto, name: &str, default: i64) -> i64 {
+pub(crate) fn attr_i(n: &proto::NodeProto, name: &str, default: i64) -> i64 {
     attr(n, name).and_then(|a| a.i).unwrap_or(default)
 }
 
-fn attr_f(n: &proto::NodeProto, name: &str, default: f32) -> f32 {
+pub(crate) fn attr_f(n: &proto::NodeProto, name: &str, default: f32) -> f32 {
     attr(n, name).and_then(|a| a.f).unwrap_or(default)
 }
 
-fn attr_ints(n: &proto::NodeProto, name: &str) -> Option<Vec<i64>> {
+pub(crate) fn attr_ints(n: &proto::NodeProto, name: &str) -> Option<Vec<i64>> {
     attr(n, name).map(|a| a.ints.clone())
 }
 
 /// The shape after ONNX Unsqueeze (`unsqueeze`) or Squeeze with `axes` (none: every axis of
 /// size 1 from axis `from` on), with the normalised axes; `None` for an axis out of range.
-fn squeezed(unsqueeze: bool, shape: &[usize], axes: &[i64], from: usize) -> Option<(Vec<usize>, Vec<usize>)> {
+pub(crate) fn squeezed(
+    unsqueeze: bool,
+    shape: &[usize],
+    axes: &[i64],
+    from: usize,
+) -> Option<(Vec<usize>, Vec<usize>)> {
     if unsqueeze {
         let rank = shape.len() + axes.len();
         let mut ax: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect::<Option<_>>()?;
@@ -433,13 +417,13 @@ fn squeezed(unsqueeze: bool, shape: &[usize], axes: &[i64], from: usize) -> Opti
 }
 
 /// Normalises a possibly negative axis of a rank-`rank` tensor.
-fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
+pub(crate) fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     (0..rank as i64).contains(&a).then_some(a as usize)
 }
 
 impl Ctx {
-    fn err(&self, n: &proto::NodeProto, detail: impl Into<String>) -> ImportError {
+    pub(crate) fn err(&self, n: &proto::NodeProto, detail: impl Into<String>) -> ImportError {
         ImportError::Unsupported {
             op: n.op_type().to_string(),
             node: node_name(n),
@@ -448,7 +432,7 @@ impl Ctx {
         }
     }
 
-    fn val(&self, n: &proto::NodeProto, i: usize) -> Result<Val, ImportError> {
+    pub(crate) fn val(&self, n: &proto::NodeProto, i: usize) -> Result<Val, ImportError> {
         let name =
             n.input.get(i).filter(|s| !s.is_empty()).ok_or_else(|| self.err(n, format!("missing input #{i}")))?;
         self.vals
@@ -457,11 +441,11 @@ impl Ctx {
             .ok_or_else(|| self.err(n, format!("input {name:?} is produced by nothing before it")))
     }
 
-    fn has(&self, n: &proto::NodeProto, i: usize) -> bool {
+    pub(crate) fn has(&self, n: &proto::NodeProto, i: usize) -> bool {
         n.input.get(i).is_some_and(|s| !s.is_empty())
     }
 
-    fn konst(&self, n: &proto::NodeProto, i: usize) -> Result<ArrayD<f64>, ImportError> {
+    pub(crate) fn konst(&self, n: &proto::NodeProto, i: usize) -> Result<ArrayD<f64>, ImportError> {
         match self.val(n, i)? {
             Val::Const(a) => Ok(a),
             Val::Data(_) => {
@@ -470,12 +454,12 @@ impl Ctx {
         }
     }
 
-    fn konst_ints(&self, n: &proto::NodeProto, i: usize) -> Result<Vec<i64>, ImportError> {
+    pub(crate) fn konst_ints(&self, n: &proto::NodeProto, i: usize) -> Result<Vec<i64>, ImportError> {
         Ok(self.konst(n, i)?.iter().map(|&v| v as i64).collect())
     }
 
     /// Input `i` as a computed tensor.
-    fn data(&self, n: &proto::NodeProto, i: usize) -> Result<usize, ImportError> {
+    pub(crate) fn data(&self, n: &proto::NodeProto, i: usize) -> Result<usize, ImportError> {
         match self.val(n, i)? {
             Val::Data(t) => Ok(t),
             Val::Const(_) => Err(self.err(n, format!("input #{i} must be computed from the data"))),
@@ -483,7 +467,7 @@ impl Ctx {
     }
 
     /// The one data input of `n` (its position and tensor).
-    fn only_data(&self, n: &proto::NodeProto) -> Result<(usize, usize), ImportError> {
+    pub(crate) fn only_data(&self, n: &proto::NodeProto) -> Result<(usize, usize), ImportError> {
         let data: Vec<(usize, usize)> = (0..n.input.len())
             .filter_map(|i| match self.vals.get(&n.input[i]) {
                 Some(Val::Data(t)) => Some((i, *t)),
@@ -498,12 +482,17 @@ impl Ctx {
     }
 
     /// Per-sample shape of tensor `t`.
-    fn shape(&self, t: usize) -> &[usize] {
+    pub(crate) fn shape(&self, t: usize) -> &[usize] {
         &self.shapes[t]
     }
 
     /// Appends `layer` reading `wires`; returns its output tensor.
-    fn add_layer(&mut self, n: &proto::NodeProto, layer: Layer, wires: Vec<usize>) -> Result<usize, ImportError> {
+    pub(crate) fn add_layer(
+        &mut self,
+        n: &proto::NodeProto,
+        layer: Layer,
+        wires: Vec<usize>,
+    ) -> Result<usize, ImportError> {
         let ins: Vec<Vec<usize>> = wires
             .iter()
             .map(|&t| {
@@ -521,12 +510,12 @@ impl Ctx {
     }
 
     /// Appends `layer` reading `wires` as the node's (single) output.
-    fn push(&mut self, n: &proto::NodeProto, layer: Layer, wires: Vec<usize>) -> Result<(), ImportError> {
+    pub(crate) fn push(&mut self, n: &proto::NodeProto, layer: Layer, wires: Vec<usize>) -> Result<(), ImportError> {
         let t = self.add_layer(n, layer, wires)?;
         self.set_output(n, 0, t)
     }
 
-    fn set_output(&mut self, n: &proto::NodeProto, i: usize, t: usize) -> Result<(), ImportError> {
+    pub(crate) fn set_output(&mut self, n: &proto::NodeProto, i: usize, t: usize) -> Result<(), ImportError> {
         let out = n.output.get(i).ok_or_else(|| self.err(n, "no output"))?;
         if i == 0 && n.output.iter().skip(1).any(|o| !o.is_empty()) && !matches!(n.op_type(), "Dropout" | "Split") {
             return Err(self.err(n, "extra outputs (training-mode statistics, indices) are not supported"));
@@ -535,7 +524,7 @@ impl Ctx {
         Ok(())
     }
 
-    fn pads2(&self, n: &proto::NodeProto) -> Result<(usize, usize), ImportError> {
+    pub(crate) fn pads2(&self, n: &proto::NodeProto) -> Result<(usize, usize), ImportError> {
         if let Some(a) = attr(n, "auto_pad")
             && !matches!(a.s.as_deref(), None | Some(b"NOTSET") | Some(b"VALID"))
         {
@@ -548,7 +537,7 @@ impl Ctx {
         }
     }
 
-    fn pair(&self, n: &proto::NodeProto, name: &str, default: usize) -> Result<(usize, usize), ImportError> {
+    pub(crate) fn pair(&self, n: &proto::NodeProto, name: &str, default: usize) -> Result<(usize, usize), ImportError> {
         match attr_ints(n, name).as_deref() {
             None => Ok((default, default)),
             Some([a, b]) if *a > 0 && *b > 0 => Ok((*a as usize, *b as usize)),
@@ -558,7 +547,7 @@ impl Ctx {
 
     /// A per-sample axis from an ONNX axis of the full (batched) tensor `t`; the batch axis is
     /// refused.
-    fn sample_axis(&self, n: &proto::NodeProto, axis: i64, t: usize) -> Result<usize, ImportError> {
+    pub(crate) fn sample_axis(&self, n: &proto::NodeProto, axis: i64, t: usize) -> Result<usize, ImportError> {
         let rank = self.shape(t).len() + 1;
         match norm_axis(axis, rank) {
             Some(0) => Err(self.err(n, "operations across the batch axis are not supported")),
@@ -619,354 +608,15 @@ impl Ctx {
                 let t = self.data(n, 0)?;
                 self.set_output(n, 0, t)
             }
-            "Relu" => self.unary(n, Layer::Relu),
-            "Sigmoid" => self.unary(n, Layer::Sigmoid),
-            "Tanh" => self.unary(n, Layer::Act(Act::Tanh)),
-            "HardSwish" => self.unary(n, Layer::Act(Act::HardSwish)),
-            "Gelu" => self.unary(n, Layer::Act(Act::Gelu)),
-            "LeakyRelu" => {
-                let alpha = PubF64(attr_f(n, "alpha", 0.01) as f64);
-                self.unary(n, Layer::Act(Act::LeakyRelu { alpha }))
-            }
-            "Elu" => {
-                let alpha = PubF64(attr_f(n, "alpha", 1.0) as f64);
-                self.unary(n, Layer::Act(Act::Elu { alpha }))
-            }
-            "HardSigmoid" => {
-                let (alpha, beta) = (PubF64(attr_f(n, "alpha", 0.2) as f64), PubF64(attr_f(n, "beta", 0.5) as f64));
-                self.unary(n, Layer::Act(Act::HardSigmoid { alpha, beta }))
-            }
-            "Clip" => {
-                let t = self.data(n, 0)?;
-                let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
-                if self.opset < 11 {
-                    lo = attr(n, "min").and_then(|a| a.f).map_or(lo, f64::from);
-                    hi = attr(n, "max").and_then(|a| a.f).map_or(hi, f64::from);
-                } else {
-                    if self.has(n, 1) {
-                        lo = self.scalar(n, 1)?;
-                    }
-                    if self.has(n, 2) {
-                        hi = self.scalar(n, 2)?;
-                    }
-                }
-                if lo > hi {
-                    return Err(self.err(n, format!("min {lo} above max {hi}")));
-                }
-                if lo == 0.0 && hi == f64::INFINITY {
-                    return self.push(n, Layer::Relu, vec![t]);
-                }
-                if lo.is_infinite() && hi.is_infinite() {
-                    return self.set_output(n, 0, t);
-                }
-                self.push(n, Layer::Act(Act::Clip { lo: PubF64(lo), hi: PubF64(hi) }), vec![t])
-            }
-            "PRelu" => {
-                let t = self.data(n, 0)?;
-                let slope = self.konst(n, 1)?;
-                let slope = self.per_sample(n, slope, t)?;
-                self.push(n, Layer::PRelu { slope }, vec![t])
-            }
-            "Softmax" | "LogSoftmax" => {
-                let t = self.data(n, 0)?;
-                let rank = self.shape(t).len() as i64 + 1;
-                let default = if self.opset >= 13 { -1 } else { 1 };
-                let axis = attr_i(n, "axis", default);
-                if axis != -1 && axis != rank - 1 {
-                    return Err(self.err(
-                        n,
-                        format!("{op} over axis {axis} of a rank-{rank} tensor: only the last axis is supported"),
-                    ));
-                }
-                self.push(n, if op == "Softmax" { Layer::Softmax } else { Layer::LogSoftmax }, vec![t])
-            }
-            "Flatten" => {
-                let t = self.data(n, 0)?;
-                if attr_i(n, "axis", 1) != 1 {
-                    return Err(self.err(n, "only axis = 1 (keep the batch axis) is supported"));
-                }
-                self.push(n, Layer::Flatten, vec![t])
-            }
-            "Reshape" => {
-                let t = self.data(n, 0)?;
-                let target = self.konst_ints(n, 1)?;
-                self.reshape(n, t, target)
-            }
-            "Squeeze" | "Unsqueeze" => {
-                let t = self.data(n, 0)?;
-                let axes = if self.opset >= 13 {
-                    if self.has(n, 1) { self.konst_ints(n, 1)? } else { vec![] }
-                } else {
-                    attr_ints(n, "axes").unwrap_or_default()
-                };
-                let mut full = vec![1usize];
-                full.extend_from_slice(self.shape(t));
-                let (out, normalised) = squeezed(op == "Unsqueeze", &full, &axes, 1)
-                    .ok_or_else(|| self.err(n, format!("axes {axes:?}")))?;
-                if normalised.contains(&0) {
-                    return Err(self.err(n, "squeezing the batch axis or adding one before it is not supported"));
-                }
-                let out = out[1..].to_vec();
-                self.reshape_to(n, t, out)
-            }
-            "Transpose" => {
-                let t = self.data(n, 0)?;
-                let rank = self.shape(t).len() + 1;
-                let perm: Vec<i64> = attr_ints(n, "perm").unwrap_or_else(|| (0..rank as i64).rev().collect());
-                if perm.first() != Some(&0) || perm.len() != rank {
-                    return Err(self.err(n, format!("permutation {perm:?} moves the batch axis")));
-                }
-                let perm: Vec<usize> = perm[1..].iter().map(|&p| (p as usize).wrapping_sub(1)).collect();
-                if perm.iter().enumerate().all(|(i, &p)| i == p) {
-                    return self.set_output(n, 0, t);
-                }
-                self.push(n, Layer::Transpose { perm }, vec![t])
-            }
-            "Gemm" => {
-                let t = self.data(n, 0)?;
-                if attr_i(n, "transA", 0) != 0 {
-                    return Err(self.err(n, "transA = 1 is not supported"));
-                }
-                let b = self.konst(n, 1)?;
-                if b.ndim() != 2 {
-                    return Err(self.err(n, "B must be 2-D"));
-                }
-                let alpha = attr_f(n, "alpha", 1.0) as f64;
-                let beta = attr_f(n, "beta", 1.0) as f64;
-                let w = if attr_i(n, "transB", 0) != 0 { b.t().to_owned() } else { b } * alpha;
-                let out = w.shape()[1];
-                let bias = if self.has(n, 2) {
-                    let c = self.konst(n, 2)?;
-                    Some(
-                        broadcast_to(&c, out)
-                            .ok_or_else(|| self.err(n, format!("bias of shape {:?} for {out} outputs", c.shape())))?
-                            * beta,
-                    )
-                } else {
-                    None
-                };
-                self.push(n, Layer::Linear { weight: w, bias }, vec![t])
-            }
-            "MatMul" => {
-                let t = self.data(n, 0)?;
-                let w = self.konst(n, 1)?;
-                if w.ndim() != 2 {
-                    return Err(self.err(n, "the weight must be 2-D"));
-                }
-                self.push(n, Layer::Linear { weight: w, bias: None }, vec![t])
-            }
-            "Conv" => {
-                let t = self.data(n, 0)?;
-                let w = self.konst(n, 1)?;
-                if w.ndim() != 4 {
-                    return Err(self.err(n, "only 2-D convolution is supported"));
-                }
-                let bias = if self.has(n, 2) { Some(self.konst(n, 2)?) } else { None };
-                let stride = self.pair(n, "strides", 1)?;
-                let dilation = self.pair(n, "dilations", 1)?;
-                let padding = self.pads2(n)?;
-                let groups = usize::try_from(attr_i(n, "group", 1)).unwrap_or(0);
-                self.push(n, Layer::Conv2d { weight: w, bias, stride, padding, dilation, groups }, vec![t])
-            }
-            "ConvTranspose" => self.conv_transpose(n),
-            "MaxPool" | "AveragePool" => {
-                let t = self.data(n, 0)?;
-                if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
-                    return Err(self.err(n, "dilation > 1 is not supported"));
-                }
-                if attr_i(n, "storage_order", 0) != 0 {
-                    return Err(self.err(n, "storage_order = 1 is not supported"));
-                }
-                let kernel = self.pair(n, "kernel_shape", 0)?;
-                if kernel.0 == 0 {
-                    return Err(self.err(n, "kernel_shape is required"));
-                }
-                let stride = self.pair(n, "strides", 1)?;
-                let padding = self.pads2(n)?;
-                let ceil_mode = attr_i(n, "ceil_mode", 0) != 0;
-                let layer = if op == "MaxPool" {
-                    Layer::MaxPool { kernel, stride, padding, ceil_mode }
-                } else {
-                    Layer::AvgPool {
-                        kernel,
-                        stride,
-                        padding,
-                        count_include_pad: attr_i(n, "count_include_pad", 0) != 0,
-                        ceil_mode,
-                    }
-                };
-                self.push(n, layer, vec![t])
-            }
-            "GlobalAveragePool" => self.unary(n, Layer::GlobalAvgPool),
-            "GlobalMaxPool" => {
-                let t = self.data(n, 0)?;
-                let &[_, h, w] = self.shape(t) else { return Err(self.err(n, "expects [batch, c, h, w]")) };
-                self.push(
-                    n,
-                    Layer::MaxPool { kernel: (h, w), stride: (1, 1), padding: (0, 0), ceil_mode: false },
-                    vec![t],
-                )
-            }
-            "ReduceMean" | "ReduceSum" => {
-                let t = self.data(n, 0)?;
-                let axes =
-                    if self.has(n, 1) { self.konst_ints(n, 1)? } else { attr_ints(n, "axes").unwrap_or_default() };
-                let rank = self.shape(t).len() + 1;
-                let mut axes: Vec<usize> = axes
-                    .iter()
-                    .map(|&a| norm_axis(a, rank).ok_or_else(|| self.err(n, "bad axis")))
-                    .collect::<Result<_, _>>()?;
-                axes.sort_unstable();
-                if rank != 4 || axes != [2, 3] {
-                    return Err(self.err(n, format!("{op} over axes {axes:?} of a rank-{rank} tensor: only the spatial axes [2, 3] of NCHW are supported")));
-                }
-                let layer = if op == "ReduceMean" { Layer::GlobalAvgPool } else { Layer::GlobalSumPool };
-                let y = self.add_layer(n, layer, vec![t])?;
-                if attr_i(n, "keepdims", 1) == 0 {
-                    let c = self.shape(y)[0];
-                    let f = self.add_layer(n, Layer::Reshape { shape: vec![c] }, vec![y])?;
-                    return self.set_output(n, 0, f);
-                }
-                self.set_output(n, 0, y)
-            }
-            "BatchNormalization" => {
-                let t = self.data(n, 0)?;
-                if attr_i(n, "training_mode", 0) != 0 {
-                    return Err(self.err(n, "training_mode = 1: export the model in eval mode"));
-                }
-                let eps = attr_f(n, "epsilon", 1e-5) as f64;
-                let (scale, b, mean, var) =
-                    (self.konst(n, 1)?, self.konst(n, 2)?, self.konst(n, 3)?, self.konst(n, 4)?);
-                let c = self.shape(t).first().copied().unwrap_or(0);
-                if [&scale, &b, &mean, &var].iter().any(|t| t.len() != c) {
-                    return Err(self.err(n, format!("per-channel parameters must have {c} entries")));
-                }
-                let v = |a: &ArrayD<f64>| a.iter().copied().collect::<Vec<f64>>();
-                let (scale, b, mean, var) = (v(&scale), v(&b), v(&mean), v(&var));
-                let a: Vec<f64> = (0..c).map(|i| scale[i] / (var[i] + eps).sqrt()).collect();
-                let sh: Vec<f64> = (0..c).map(|i| b[i] - mean[i] * a[i]).collect();
-                self.affine_per_channel(n, t, &a, &sh)
-            }
-            "Add" | "Sub" | "Mul" | "Div" => {
-                if let (Ok(Val::Data(a)), Ok(Val::Data(b))) = (self.val(n, 0), self.val(n, 1)) {
-                    return self.binary(n, a, b);
-                }
-                let (d, t) = self.only_data(n)?;
-                let k = self.konst(n, 1 - d)?;
-                let (scale, shift) = match (op, d) {
-                    ("Mul", _) => (Some(k), None),
-                    ("Add", _) => (None, Some(k)),
-                    ("Sub", 0) => (None, Some(-k)),
-                    ("Sub", _) => (Some(ArrayD::from_elem(IxDyn(&[]), -1.0)), Some(k)),
-                    ("Div", 0) => {
-                        if k.iter().any(|&v| v == 0.0) {
-                            return Err(self.err(n, "division by zero"));
-                        }
-                        (Some(k.mapv(|v| 1.0 / v)), None)
-                    }
-                    _ => {
-                        return Err(self.err(
-                            n,
-                            "division of a constant by the data (needs a secret reciprocal) is not supported",
-                        ));
-                    }
-                };
-                self.affine_const(n, t, scale, shift)
-            }
-            "Concat" => {
-                let ts: Vec<usize> = (0..n.input.len()).map(|i| self.data(n, i)).collect::<Result<_, _>>()?;
-                let axis = self.sample_axis(n, attr_i(n, "axis", 1), ts[0])?;
-                if ts.len() == 1 {
-                    return self.set_output(n, 0, ts[0]);
-                }
-                self.push(n, Layer::Concat { axis }, ts)
-            }
-            "Split" => {
-                let t = self.data(n, 0)?;
-                let axis = self.sample_axis(n, attr_i(n, "axis", 0), t)?;
-                let len = self.shape(t)[axis];
-                let outs = n.output.len();
-                let sizes: Vec<usize> = if self.has(n, 1) {
-                    self.konst_ints(n, 1)?.iter().map(|&v| v as usize).collect()
-                } else if let Some(s) = attr_ints(n, "split") {
-                    s.iter().map(|&v| v as usize).collect()
-                } else {
-                    let k = attr_i(n, "num_outputs", outs as i64).max(1) as usize;
-                    let chunk = len.div_ceil(k);
-                    (0..k).map(|i| chunk.min(len.saturating_sub(i * chunk))).collect()
-                };
-                if sizes.len() != outs || sizes.iter().sum::<usize>() != len {
-                    return Err(self.err(n, format!("split sizes {sizes:?} for an axis of {len} into {outs} outputs")));
-                }
-                let mut start = 0;
-                for (i, &size) in sizes.iter().enumerate() {
-                    let y = self.add_layer(n, Layer::Slice { axis, start, end: start + size, step: 1 }, vec![t])?;
-                    let name = n.output[i].clone();
-                    if !name.is_empty() {
-                        self.vals.insert(name, Val::Data(y));
-                    }
-                    start += size;
-                }
-                Ok(())
-            }
-            "Slice" => self.slice(n),
-            "Pad" => {
-                let t = self.data(n, 0)?;
-                let mode = attr(n, "mode").and_then(|a| a.s.clone()).unwrap_or_else(|| b"constant".to_vec());
-                if mode != b"constant" {
-                    return Err(self.err(
-                        n,
-                        format!("mode {:?}: only constant padding is supported", String::from_utf8_lossy(&mode)),
-                    ));
-                }
-                let rank = self.shape(t).len() + 1;
-                let (pads, value) = if self.opset >= 11 {
-                    let pads = self.konst_ints(n, 1)?;
-                    let value = if self.has(n, 2) { self.scalar(n, 2)? } else { 0.0 };
-                    (pads, value)
-                } else {
-                    (attr_ints(n, "pads").unwrap_or_default(), attr_f(n, "value", 0.0) as f64)
-                };
-                let axes: Vec<usize> = if self.has(n, 3) {
-                    self.konst_ints(n, 3)?
-                        .iter()
-                        .map(|&a| norm_axis(a, rank).ok_or_else(|| self.err(n, "bad axis")))
-                        .collect::<Result<_, _>>()?
-                } else {
-                    (0..rank).collect()
-                };
-                if pads.len() != 2 * axes.len() || pads.iter().any(|&p| p < 0) {
-                    return Err(self.err(n, format!("pads {pads:?}: need two non-negative values per axis")));
-                }
-                let (mut begin, mut end) = (vec![0; rank - 1], vec![0; rank - 1]);
-                for (i, &a) in axes.iter().enumerate() {
-                    let (b, e) = (pads[i] as usize, pads[i + axes.len()] as usize);
-                    if a == 0 {
-                        if b != 0 || e != 0 {
-                            return Err(self.err(n, "padding the batch axis is not supported"));
-                        }
-                        continue;
-                    }
-                    begin[a - 1] = b;
-                    end[a - 1] = e;
-                }
-                if begin.iter().chain(&end).all(|&p| p == 0) {
-                    return self.set_output(n, 0, t);
-                }
-                let dilate = vec![1; rank - 1];
-                self.push(n, Layer::Pad { begin, end, dilate, value: PubF64(value) }, vec![t])
-            }
             "Expand" => Err(self.err(n, "expanding the data tensor is not supported")),
-            _ => Err(self.err(n, "operator not supported on data")),
+            _ => match crate::op::onnx_rules().find(|(name, _)| *name == op) {
+                Some((_, import)) => import(self, n),
+                None => Err(self.err(n, "operator not supported on data")),
+            },
         }
     }
 
-    fn unary(&mut self, n: &proto::NodeProto, layer: Layer) -> Result<(), ImportError> {
-        let t = self.data(n, 0)?;
-        self.push(n, layer, vec![t])
-    }
-
-    fn scalar(&self, n: &proto::NodeProto, i: usize) -> Result<f64, ImportError> {
+    pub(crate) fn scalar(&self, n: &proto::NodeProto, i: usize) -> Result<f64, ImportError> {
         let k = self.konst(n, i)?;
         match k.len() {
             1 => Ok(k.iter().next().copied().expect("one")),
@@ -975,7 +625,12 @@ impl Ctx {
     }
 
     /// A constant broadcast to tensor `t`'s per-sample shape (dropping leading axes of 1).
-    fn per_sample(&self, n: &proto::NodeProto, a: ArrayD<f64>, t: usize) -> Result<ArrayD<f64>, ImportError> {
+    pub(crate) fn per_sample(
+        &self,
+        n: &proto::NodeProto,
+        a: ArrayD<f64>,
+        t: usize,
+    ) -> Result<ArrayD<f64>, ImportError> {
         let shape = self.shape(t).to_vec();
         let mut a = a;
         while a.ndim() > shape.len() && a.shape()[0] == 1 {
@@ -984,175 +639,6 @@ impl Ctx {
         a.broadcast(IxDyn(&shape))
             .map(|v| v.to_owned())
             .ok_or_else(|| self.err(n, format!("constant of shape {:?} does not broadcast to {shape:?}", a.shape())))
-    }
-
-    /// Two computed tensors: a residual sum, a difference or a product (SiLU when the product
-    /// is `x · sigmoid(x)`).
-    fn binary(&mut self, n: &proto::NodeProto, a: usize, b: usize) -> Result<(), ImportError> {
-        let op = n.op_type();
-        if op == "Div" {
-            return Err(self.err(n, "division of two computed tensors (needs a secret reciprocal) is not supported"));
-        }
-        if op == "Mul" {
-            // x · sigmoid(x) → one SiLU spline, when the sigmoid feeds nothing else.
-            for (x, s, si) in [(a, b, 1), (b, a, 0)] {
-                let sig_name = &n.input[si];
-                if s == self.layers.len()
-                    && matches!(self.layers.last(), Some(Layer::Sigmoid))
-                    && self.wires.last() == Some(&vec![x])
-                    && self.uses.get(sig_name) == Some(&1)
-                {
-                    *self.layers.last_mut().expect("checked") = Layer::Act(Act::Silu);
-                    return self.set_output(n, 0, s);
-                }
-            }
-        }
-        let layer = match op {
-            "Add" => Layer::Add,
-            "Sub" => Layer::Sub,
-            _ => Layer::Mul,
-        };
-        // The layer's output takes the first input's rank; put the larger first when the
-        // operation commutes.
-        let (sa, sb) = (self.shape(a).to_vec(), self.shape(b).to_vec());
-        let bigger_second = sb.iter().product::<usize>() > sa.iter().product::<usize>();
-        let wires = if bigger_second && op != "Sub" { vec![b, a] } else { vec![a, b] };
-        self.push(n, layer, wires)
-    }
-
-    fn reshape(&mut self, n: &proto::NodeProto, t: usize, target: Vec<i64>) -> Result<(), ImportError> {
-        let per = self.shape(t).to_vec();
-        let per_sample: usize = per.iter().product();
-        if target.is_empty() {
-            return Err(self.err(n, "empty target shape"));
-        }
-        // Axis 0 keeps the batch (0 = copy, the folded batch size, or −1 with the rest fixed).
-        let first = target[0];
-        let mut rest: Vec<i64> = target[1..].to_vec();
-        for (i, v) in rest.iter_mut().enumerate() {
-            if *v == 0 {
-                *v = *per.get(i).ok_or_else(|| self.err(n, "0 in the target refers to a missing axis"))? as i64;
-            }
-        }
-        let known: i64 = rest.iter().filter(|&&v| v != -1).product();
-        let infer = rest.iter().filter(|&&v| v == -1).count();
-        let keeps_batch = first == 0 || first == BATCH as i64 || (first == -1 && infer == 0);
-        if !keeps_batch {
-            return Err(self.err(n, format!("target {target:?} fixes the batch size")));
-        }
-        if infer > 1
-            || known <= 0
-            || (infer == 0 && known as usize != per_sample)
-            || !per_sample.is_multiple_of(known as usize)
-        {
-            return Err(self.err(n, format!("cannot reshape {per:?} per sample to {target:?}")));
-        }
-        let shape: Vec<usize> =
-            rest.iter().map(|&v| if v == -1 { per_sample / known as usize } else { v as usize }).collect();
-        self.reshape_to(n, t, shape)
-    }
-
-    fn reshape_to(&mut self, n: &proto::NodeProto, t: usize, shape: Vec<usize>) -> Result<(), ImportError> {
-        if shape == self.shape(t) {
-            return self.set_output(n, 0, t);
-        }
-        if shape.len() == 1 {
-            self.push(n, Layer::Flatten, vec![t])
-        } else {
-            self.push(n, Layer::Reshape { shape }, vec![t])
-        }
-    }
-
-    fn slice(&mut self, n: &proto::NodeProto) -> Result<(), ImportError> {
-        let t = self.data(n, 0)?;
-        let rank = self.shape(t).len() + 1;
-        let (starts, ends, axes, steps) = if self.opset >= 10 {
-            let starts = self.konst_ints(n, 1)?;
-            let ends = self.konst_ints(n, 2)?;
-            let axes = if self.has(n, 3) { self.konst_ints(n, 3)? } else { (0..starts.len() as i64).collect() };
-            let steps = if self.has(n, 4) { self.konst_ints(n, 4)? } else { vec![1; starts.len()] };
-            (starts, ends, axes, steps)
-        } else {
-            let starts = attr_ints(n, "starts").unwrap_or_default();
-            let ends = attr_ints(n, "ends").unwrap_or_default();
-            let axes = attr_ints(n, "axes").unwrap_or_else(|| (0..starts.len() as i64).collect());
-            let steps = vec![1; starts.len()];
-            (starts, ends, axes, steps)
-        };
-        if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-            return Err(self.err(n, "starts, ends, axes and steps differ in length"));
-        }
-        let mut cur = t;
-        for i in 0..starts.len() {
-            let a = norm_axis(axes[i], rank).ok_or_else(|| self.err(n, format!("axis {}", axes[i])))?;
-            if steps[i] < 1 {
-                return Err(self.err(n, "only positive slice steps are supported"));
-            }
-            let len = if a == 0 { i64::MAX } else { self.shape(cur)[a - 1] as i64 };
-            let clamp = |v: i64| (if v < 0 { v.saturating_add(len) } else { v }).clamp(0, len);
-            let (s, e) = (clamp(starts[i]), clamp(ends[i]));
-            if a == 0 {
-                if s == 0 && (ends[i] >= BATCH as i64 || ends[i] == i64::MAX || e == len) && steps[i] == 1 {
-                    continue; // the whole batch
-                }
-                return Err(self.err(n, "slicing the batch axis is not supported"));
-            }
-            if s == 0 && e == len && steps[i] == 1 {
-                continue;
-            }
-            if s >= e {
-                return Err(self.err(n, format!("empty slice {s}..{e} of axis {a}")));
-            }
-            let layer = Layer::Slice { axis: a - 1, start: s as usize, end: e as usize, step: steps[i] as usize };
-            cur = self.add_layer(n, layer, vec![cur])?;
-        }
-        self.set_output(n, 0, cur)
-    }
-
-    /// A transposed convolution as zero insertion and padding (one local Pad layer) followed
-    /// by a stride-1 convolution with the kernel flipped and its channel axes swapped.
-    fn conv_transpose(&mut self, n: &proto::NodeProto) -> Result<(), ImportError> {
-        let t = self.data(n, 0)?;
-        let w = self.konst(n, 1)?;
-        let &[c_in, og, kh, kw] = w.shape() else {
-            return Err(self.err(n, "only 2-D transposed convolution is supported"));
-        };
-        let groups = attr_i(n, "group", 1);
-        if groups != 1 {
-            return Err(self.err(n, "group > 1 is not supported for ConvTranspose"));
-        }
-        if attr(n, "output_shape").is_some() {
-            return Err(self.err(n, "output_shape is not supported: export with pads and output_padding"));
-        }
-        let stride = self.pair(n, "strides", 1)?;
-        let dil = self.pair(n, "dilations", 1)?;
-        let (ph, pw) = self.pads2(n)?;
-        let op = match attr_ints(n, "output_padding").as_deref() {
-            None => (0, 0),
-            Some([a, b]) if *a >= 0 && *b >= 0 => (*a as usize, *b as usize),
-            Some(v) => return Err(self.err(n, format!("output_padding {v:?}"))),
-        };
-        let (eh, ew) = (dil.0 * (kh - 1), dil.1 * (kw - 1));
-        if ph > eh || pw > ew {
-            return Err(self.err(n, "padding larger than the dilated kernel is not supported"));
-        }
-        let c = self.shape(t).first().copied().unwrap_or(0);
-        if c != c_in {
-            return Err(self.err(n, format!("{c} input channels, weight expects {c_in}")));
-        }
-        let pad = Layer::Pad {
-            begin: vec![0, eh - ph, ew - pw],
-            end: vec![0, eh - ph + op.0, ew - pw + op.1],
-            dilate: vec![1, stride.0, stride.1],
-            value: PubF64(0.0),
-        };
-        let padded = self.add_layer(n, pad, vec![t])?;
-        // Conv weight [o, c, kh, kw] = W[c, o, kh−1−y, kw−1−x].
-        let weight =
-            ArrayD::from_shape_fn(IxDyn(&[og, c_in, kh, kw]), |ix| w[[ix[1], ix[0], kh - 1 - ix[2], kw - 1 - ix[3]]]);
-        let bias = if self.has(n, 2) { Some(self.konst(n, 2)?) } else { None };
-        let conv = Layer::Conv2d { weight, bias, stride: (1, 1), padding: (0, 0), dilation: dil, groups: 1 };
-        self.push(n, conv, vec![padded])
     }
 
     /// Evaluates a node whose inputs are all constants.
@@ -1333,72 +819,10 @@ impl Ctx {
         self.vals.insert(n.output[0].clone(), Val::Const(out));
         Ok(())
     }
-
-    /// `x·scale + shift` with constants broadcastable to the per-sample shape: folded into the
-    /// previous Linear/Conv when they are per output feature/channel, else an Affine layer.
-    fn affine_const(
-        &mut self,
-        n: &proto::NodeProto,
-        t: usize,
-        scale: Option<ArrayD<f64>>,
-        shift: Option<ArrayD<f64>>,
-    ) -> Result<(), ImportError> {
-        let shape = self.shape(t).to_vec();
-        let s = match scale {
-            Some(s) => self.per_sample(n, s, t)?,
-            None => ArrayD::from_elem(IxDyn(&shape), 1.0),
-        };
-        let sh = match shift {
-            Some(v) => self.per_sample(n, v, t)?,
-            None => ArrayD::zeros(IxDyn(&shape)),
-        };
-        // Per-channel (axis 0 of the per-sample shape) constants fold into a preceding layer.
-        let c = shape.first().copied().unwrap_or(1);
-        let chan = |a: &ArrayD<f64>| -> Option<Vec<f64>> {
-            let v: Vec<f64> = (0..c).map(|i| a.index_axis(Axis(0), i).iter().next().copied().unwrap_or(0.0)).collect();
-            a.indexed_iter().all(|(ix, &x)| x == v[ix[0]]).then_some(v)
-        };
-        if let (Some(a), Some(b)) = (chan(&s), chan(&sh)) {
-            return self.affine_per_channel(n, t, &a, &b);
-        }
-        self.push(n, Layer::Affine { scale: s, shift: sh }, vec![t])
-    }
-
-    /// Per-channel `x·a + b` (axis 0 of the per-sample shape), folded into the layer that
-    /// produced `t` when that is the latest Linear/Conv and nothing else reads its output.
-    fn affine_per_channel(&mut self, n: &proto::NodeProto, t: usize, a: &[f64], b: &[f64]) -> Result<(), ImportError> {
-        let data_name = n.input.iter().find(|i| matches!(self.vals.get(*i), Some(Val::Data(x)) if *x == t));
-        let sole = data_name.and_then(|d| self.uses.get(d)) == Some(&1) && t == self.layers.len() && t > 0;
-        let flat = self.shape(t).len() == 1;
-        match self.layers.last_mut() {
-            Some(Layer::Linear { weight, bias }) if sole && flat => {
-                for (j, mut col) in weight.axis_iter_mut(Axis(1)).enumerate() {
-                    col *= a[j];
-                }
-                let old = bias.take().unwrap_or_else(|| ArrayD::zeros(IxDyn(&[a.len()])));
-                *bias = Some(ArrayD::from_shape_fn(IxDyn(&[a.len()]), |ix| old[[ix[0]]] * a[ix[0]] + b[ix[0]]));
-                self.set_output(n, 0, t)
-            }
-            Some(Layer::Conv2d { weight, bias, .. }) if sole => {
-                for (o, mut k) in weight.axis_iter_mut(Axis(0)).enumerate() {
-                    k *= a[o];
-                }
-                let old = bias.take().unwrap_or_else(|| ArrayD::zeros(IxDyn(&[a.len()])));
-                *bias = Some(ArrayD::from_shape_fn(IxDyn(&[a.len()]), |ix| old[[ix[0]]] * a[ix[0]] + b[ix[0]]));
-                self.set_output(n, 0, t)
-            }
-            _ => {
-                let shape = self.shape(t).to_vec();
-                let s = ArrayD::from_shape_fn(IxDyn(&shape), |ix| a[ix[0]]);
-                let sh = ArrayD::from_shape_fn(IxDyn(&shape), |ix| b[ix[0]]);
-                self.push(n, Layer::Affine { scale: s, shift: sh }, vec![t])
-            }
-        }
-    }
 }
 
 /// A bias given as `[out]`, `[1, out]` or a scalar, as `[out]`.
-fn broadcast_to(c: &ArrayD<f64>, out: usize) -> Option<ArrayD<f64>> {
+pub(crate) fn broadcast_to(c: &ArrayD<f64>, out: usize) -> Option<ArrayD<f64>> {
     let flat: Array1<f64> = c.iter().copied().collect();
     match flat.len() {
         1 => Some(ArrayD::from_elem(IxDyn(&[out]), flat[0])),
@@ -1446,12 +870,12 @@ fn prune(m: &mut Model, out: usize) {
 
 /// A sigmoid inside the network (a gate, not the output) runs as the tighter [`Act::Sigmoid`]
 /// spline: its error multiplies the activations it gates. The last layer keeps
-/// [`Layer::Sigmoid`], whose output the probability policy recognises.
+/// [`crate::op::Sigmoid`], whose output the probability policy recognises.
 fn inner_sigmoids(m: &mut Model) {
     let last = m.layers.len().saturating_sub(1);
     for (i, l) in m.layers.iter_mut().enumerate() {
-        if i != last && matches!(l, Layer::Sigmoid) {
-            *l = Layer::Act(Act::Sigmoid);
+        if i != last && matches!(l.op, Op::Sigmoid(_)) {
+            *l = Layer::of(Act::Sigmoid);
         }
     }
 }
@@ -1461,26 +885,92 @@ fn readers(m: &Model, t: usize) -> usize {
     m.wires.iter().map(|w| w.iter().filter(|&&x| x == t).count()).sum()
 }
 
-/// An [`Layer::Affine`] on a flat input whose only reader is a [`Layer::Linear`] folds
-/// forward: `(x·s + t)·W + b = x·(diag(s)·W) + (t·W + b)`.
+/// The uniform value of an [`Affine`](crate::op::Affine) layer's scale and shift, when every
+/// element has the same.
+fn uniform_affine(l: &Layer) -> Option<(f64, f64)> {
+    if !matches!(l.op, Op::Affine(_)) {
+        return None;
+    }
+    let one = |a: &ArrayD<f64>| {
+        let v = *a.iter().next()?;
+        a.iter().all(|&x| x == v).then_some(v)
+    };
+    Some((one(&l.weights[0])?, one(&l.weights[1])?))
+}
+
+/// GELU exported before opset 20 is its erf form, `Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5)`,
+/// which imports as five layers (three of them secret-scaled products). Where the pattern is
+/// exact and its intermediate tensors feed nothing else, it becomes one [`Act::Gelu`] spline.
+fn gelu_from_erf(m: &mut Model) {
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs();
+    let mut e = 0;
+    while e < m.layers.len() {
+        // Layer e is the Erf; find the four around it by their wires.
+        let found = (|| {
+            if m.layers[e].op != Op::Act(Act::Erf) || e == 0 {
+                return None;
+            }
+            let d = m.wires[e][0].checked_sub(1)?; // the scale by 1/√2
+            let (s, 0.0) = uniform_affine(&m.layers[d])? else { return None };
+            if !near(s, std::f64::consts::FRAC_1_SQRT_2) {
+                return None;
+            }
+            let x = m.wires[d][0];
+            let single = |t: usize| readers(m, t) == 1;
+            let reader = |t: usize| m.wires.iter().position(|w| w.contains(&t));
+            let a = reader(e + 1)?; // + 1
+            if uniform_affine(&m.layers[a]) != Some((1.0, 1.0)) || !single(d + 1) || !single(e + 1) {
+                return None;
+            }
+            let p = reader(a + 1)?; // x · (erf + 1)
+            let w = &m.wires[p];
+            if m.layers[p].op != Op::Mul(crate::op::Mul) || !single(a + 1) || !(w == &[x, a + 1] || w == &[a + 1, x]) {
+                return None;
+            }
+            let h = reader(p + 1)?; // · 0.5
+            let (half, 0.0) = uniform_affine(&m.layers[h])? else { return None };
+            (near(half, 0.5) && single(p + 1) && m.wires[h] == [p + 1]).then_some((d, a, p, h, x))
+        })();
+        let Some((d, a, p, h, x)) = found else {
+            e += 1;
+            continue;
+        };
+        // The last layer of the pattern becomes the GELU of x; the other four go.
+        m.layers[h] = Layer::of(Act::Gelu);
+        m.wires[h] = vec![x];
+        let mut dead = [d, e, a, p];
+        dead.sort_unstable();
+        for &i in dead.iter().rev() {
+            drop_layer(m, i, 0);
+        }
+        e = 0;
+    }
+}
+
+/// An [`Affine`](crate::op::Affine) on a flat input whose only reader is a
+/// [`Linear`](crate::op::Linear) folds forward: `(x·s + t)·W + b = x·(diag(s)·W) + (t·W + b)`.
 fn fold_affine_forward(m: &mut Model) {
     let mut i = 0;
     while i + 1 < m.layers.len() {
-        if let (Layer::Affine { scale, shift }, Layer::Linear { weight, bias }) = (&m.layers[i], &m.layers[i + 1])
-            && scale.ndim() == 1
+        let (l, next) = (&m.layers[i], &m.layers[i + 1]);
+        if matches!(l.op, Op::Affine(_))
+            && matches!(next.op, Op::Linear(_))
+            && l.weights[0].ndim() == 1
             && m.wires[i + 1] == [i + 1]
             && readers(m, i + 1) == 1
         {
+            let (scale, shift) = (&l.weights[0], &l.weights[1]);
+            let weight = &next.weights[0];
             let mut w = weight.clone();
             for (r, mut row) in w.axis_iter_mut(Axis(0)).enumerate() {
                 row *= scale[[r]];
             }
             let tw = crate::plain::matmul(&shift.clone().insert_axis(Axis(0)), weight).index_axis_move(Axis(0), 0);
-            let b = match bias {
+            let b = match next.weights.get(1) {
                 Some(b) => b + &tw,
                 None => tw,
             };
-            m.layers[i + 1] = Layer::Linear { weight: w, bias: Some(b) };
+            m.layers[i + 1] = Layer::linear(w, Some(b));
             m.wires[i + 1] = m.wires[i].clone();
             drop_layer(m, i, 0);
             continue;
@@ -1494,8 +984,8 @@ fn fold_affine_forward(m: &mut Model) {
 /// Applied where the ReLU's output feeds only the pool.
 fn relu_after_maxpool(m: &mut Model) {
     for i in 0..m.layers.len().saturating_sub(1) {
-        if matches!(m.layers[i], Layer::Relu)
-            && matches!(m.layers[i + 1], Layer::MaxPool { .. })
+        if matches!(m.layers[i].op, Op::Relu(_))
+            && matches!(m.layers[i + 1].op, Op::MaxPool(_))
             && m.wires[i + 1] == [i + 1]
             && readers(m, i + 1) == 1
         {

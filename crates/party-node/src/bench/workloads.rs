@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::Context;
+use mpc_ml::op::{Flatten, MaxPool, Relu};
 use mpc_ml::train::{Arch, TrainConfig, TrainPlan};
 use mpc_ml::{Layer, LayerProfile, Model, OutputPolicy, Plan, PlanOptions};
 use mpc_proto::compare::cost::{self, OpShape};
@@ -171,19 +172,12 @@ fn init(shape: &[usize], fan_in: usize, g: &mut Prg) -> ArrayD<f64> {
 }
 
 fn linear(i: usize, o: usize, g: &mut Prg) -> Layer {
-    Layer::Linear { weight: init(&[i, o], i, g), bias: Some(init(&[o], i, g)) }
+    Layer::linear(init(&[i, o], i, g), Some(init(&[o], i, g)))
 }
 
 fn conv(c: usize, o: usize, k: usize, g: &mut Prg) -> Layer {
     let fan = c * k * k;
-    Layer::Conv2d {
-        weight: init(&[o, c, k, k], fan, g),
-        bias: Some(init(&[o], fan, g)),
-        stride: (1, 1),
-        padding: (0, 0),
-        dilation: (1, 1),
-        groups: 1,
-    }
+    Layer::conv2d(init(&[o, c, k, k], fan, g), Some(init(&[o], fan, g)), (1, 1), (0, 0), (1, 1), 1)
 }
 
 /// "Network A" (SecureML): FC 784-128-128-10 with ReLU.
@@ -191,7 +185,7 @@ pub fn network_a(seed: u64) -> Model {
     let g = &mut Prg::from_u64(seed);
     Model::chain(
         vec![784],
-        vec![linear(784, 128, g), Layer::Relu, linear(128, 128, g), Layer::Relu, linear(128, 10, g)],
+        vec![linear(784, 128, g), Layer::of(Relu), linear(128, 128, g), Layer::of(Relu), linear(128, 10, g)],
     )
 }
 
@@ -199,21 +193,21 @@ pub fn network_a(seed: u64) -> Model {
 /// the ONNX importer arranges it for `fixtures/onnx/lenet5.onnx`.
 pub fn lenet5(seed: u64) -> Model {
     let g = &mut Prg::from_u64(seed);
-    let pool = Layer::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0), ceil_mode: false };
+    let pool = Layer::of(MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0), ceil_mode: false });
     Model::chain(
         vec![1, 28, 28],
         vec![
             conv(1, 6, 5, g),
             pool.clone(),
-            Layer::Relu,
+            Layer::of(Relu),
             conv(6, 16, 5, g),
             pool,
-            Layer::Relu,
-            Layer::Flatten,
+            Layer::of(Relu),
+            Layer::of(Flatten),
             linear(256, 120, g),
-            Layer::Relu,
+            Layer::of(Relu),
             linear(120, 84, g),
-            Layer::Relu,
+            Layer::of(Relu),
             linear(84, 10, g),
         ],
     )
@@ -261,7 +255,7 @@ impl Workload {
                     comparisons: cmp.policy,
                     link: cmp.link,
                     objective: cmp.objective,
-                    input_range: None,
+                    ..Default::default()
                 };
                 if declared {
                     options = options.with_input_range(0.0, 1.0, fx);
@@ -411,9 +405,8 @@ impl Workload {
 fn flatten_model(m: &Model) -> ArrayD<f64> {
     let mut v = Vec::new();
     for l in &m.layers {
-        if let Layer::Linear { weight, bias } = l {
-            v.extend(weight.iter());
-            v.extend(bias.iter().flat_map(|b| b.iter()));
+        if matches!(l.op, mpc_ml::Op::Linear(_)) {
+            v.extend(l.weights.iter().flat_map(|w| w.iter()));
         }
     }
     ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D")
