@@ -4,7 +4,7 @@
 //!
 //! | route | |
 //! |---|---|
-//! | `GET /v1/health` | role, party, uptime, peers connected |
+//! | `GET /v1/health` | role, party, uptime, peers connected, certificates in use and their expiry |
 //! | `GET /v1/peers` | each peer: connected, last seen, RTT, last error |
 //! | `GET /v1/jobs`, `POST /v1/jobs` | list; submit ([`JobRequest`]) |
 //! | `GET /v1/jobs/{id}` | state, progress, per-operation rounds and bytes |
@@ -51,6 +51,8 @@ pub struct ApiState {
     pub started: Instant,
     /// The configured network to the peers (`[link]`).
     pub link: crate::config::LinkSection,
+    /// The certificates in use, as checked at start ([`crate::certs::check_at_start`]).
+    pub certificates: Vec<crate::certs::InUse>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -121,7 +123,23 @@ async fn health(State(st): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "uptime_s": st.started.elapsed().as_secs(),
         "peers_connected": peers.iter().filter(|p| p.connected).count(),
         "mesh_ready": peers.iter().all(|p| p.connected),
+        "certificates": certificates(&st.certificates),
     }))
+}
+
+/// Each certificate in use with its days left now, and a warning for those expiring within
+/// [`crate::certs::WARN_DAYS`].
+fn certificates(certs: &[crate::certs::InUse]) -> serde_json::Value {
+    let now = crate::certs::now();
+    certs
+        .iter()
+        .map(|c| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            v["days_left"] = json!(c.info.days_left(now));
+            v["warning"] = json!(c.warning(now));
+            v
+        })
+        .collect()
 }
 
 async fn peers(State(st): State<Arc<ApiState>>) -> Json<serde_json::Value> {

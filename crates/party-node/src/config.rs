@@ -38,6 +38,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
+use crate::certs::{CertFile, CertInfo};
 use crate::identity::check_name;
 
 /// A party's role in the 2pc-dealer model.
@@ -320,6 +321,8 @@ pub struct Config {
     pub parties: [Peer; 3],
     /// This node's certificate chain.
     pub cert_chain: Vec<CertificateDer<'static>>,
+    /// Every certificate file in use: this node's (first), the pinned peers' or the CA's.
+    pub certificates: Vec<CertFile>,
     /// This node's private key.
     pub key: Secret<PrivateKeyDer<'static>>,
     /// How peers are authenticated.
@@ -369,29 +372,46 @@ pub enum Trust {
     Ca(CertificateDer<'static>),
 }
 
-/// Reads one PEM certificate.
+/// Reads one PEM certificate (the first in the file); `what` names the setting in errors.
 pub fn read_cert(path: &Path, what: &str) -> anyhow::Result<CertificateDer<'static>> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
-    CertificateDer::pem_slice_iter(&pem)
-        .next()
-        .with_context(|| format!("{what} {} contains no PEM certificate", path.display()))?
-        .with_context(|| format!("{what} {} is not a valid PEM certificate", path.display()))
+    let mut certs = crate::certs::pem_certs(&pem).with_context(|| format!("{what} {}", path.display()))?;
+    Ok(certs.remove(0))
+}
+
+/// `p` from a config at `config`: relative paths resolve against the config file's directory
+/// (not the working directory).
+pub fn resolve(config: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_path_buf() } else { config.parent().unwrap_or(Path::new(".")).join(p) }
+}
+
+impl ConfigFile {
+    /// Reads and parses the config at `path` without validating it or reading the files it
+    /// names: what `cert request` and `cert show` need, on a config that may not load yet (a node
+    /// still listing only itself, or halfway to CA trust).
+    pub fn read(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {} (create one with `party-node init`)", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config {} is invalid: {}", path.display(), describe_toml_error(&text, &e)))
+    }
+
+    /// This node's own `[[party]]` entry (the one with `[node] role`).
+    pub fn own_party(&self) -> Option<&PartySection> {
+        self.parties.iter().find(|p| p.role == self.node.role)
+    }
 }
 
 impl Config {
     /// Loads and validates the config at `path`, reading every file it names.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {} (create one with `party-node init`)", path.display()))?;
-        let file: ConfigFile = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config {} is invalid: {}", path.display(), describe_toml_error(&text, &e)))?;
+        let file = ConfigFile::read(path)?;
         Self::from_file(file, path).with_context(|| format!("config {}", path.display()))
     }
 
     /// Validates a parsed config; relative paths are resolved against `path`'s directory.
     pub fn from_file(file: ConfigFile, path: &Path) -> anyhow::Result<Config> {
-        let base = path.parent().unwrap_or(Path::new("."));
-        let at = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let at = |p: &Path| resolve(path, p);
         ensure!(
             file.api.listen.ip().is_loopback(),
             "[api] listen = {} is not a loopback address: the control API serves only 127.0.0.1",
@@ -431,12 +451,26 @@ impl Config {
             std::fs::read(&key_path).with_context(|| format!("cannot read [node] key {}", key_path.display()))?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|e| anyhow::anyhow!("[node] key {} is not a PEM private key: {e}", key_path.display()))?;
+        ensure!(
+            crate::identity::key_matches(&key, &own_cert) != Some(false),
+            "[node] cert {} does not belong to [node] key {}: the certificate was made for another key. Install the \
+             certificate issued for this node's request (`party-node cert request --config {}` makes it from this \
+             key), or point [node] cert and key at a matching pair",
+            cert_path.display(),
+            key_path.display(),
+            path.display()
+        );
+        let own_name = &slots[me.index()].name;
+        let mut certificates =
+            vec![CertFile { what: "[node] cert".into(), path: cert_path.clone(), cert: own_cert.clone() }];
 
         let mut parties = Vec::with_capacity(3);
         for s in slots {
             let cert = match (&file.trust.mode, &s.cert) {
                 (TrustMode::Pinned, Some(c)) => {
-                    let cert = read_cert(&at(c), &format!("[[party]] {} cert", s.role))?;
+                    let what = format!("[[party]] {} cert", s.role);
+                    let cert = read_cert(&at(c), &what)?;
+                    certificates.push(CertFile { what, path: at(c), cert: cert.clone() });
                     // Peers are authenticated as the organisation named here: the pinned
                     // certificate must be issued for that name.
                     ensure!(
@@ -455,7 +489,14 @@ impl Config {
                 (TrustMode::Pinned, None) => {
                     bail!("[[party]] {} has no cert: pinned trust needs every party's certificate file", s.role)
                 }
-                (TrustMode::Ca, _) => None,
+                (TrustMode::Ca, Some(c)) => bail!(
+                    "[[party]] {} has cert = {:?}, but [trust] mode = \"ca\": peers are authenticated by the \
+                     consortium CA ([trust] ca) and the name in their certificate, not by pinned files. Remove the \
+                     `cert` line of every [[party]] entry (or set [trust] mode = \"pinned\")",
+                    s.role,
+                    c.display()
+                ),
+                (TrustMode::Ca, None) => None,
             };
             parties.push(Peer { id: s.role.party(), name: s.name.clone(), address: s.address.clone(), cert });
         }
@@ -486,14 +527,29 @@ impl Config {
             TrustMode::Ca => {
                 let ca_path =
                     file.trust.ca.as_ref().context("[trust] mode = \"ca\" needs `ca = \"<CA certificate>\"`")?;
-                let ca = read_cert(&at(ca_path), "[trust] ca")?;
-                crate::tls::check_ca_issued(&ca, &own_cert, &parties[me.index()].name).with_context(|| {
-                    format!(
-                        "[node] cert {} is not valid for this node ({}) under the consortium CA",
+                // (In pinned mode the name is checked with the pinned certificates above.)
+                if !crate::tls::cert_is_for(&own_cert, own_name) {
+                    let names = crate::tls::cert_dns_names(&own_cert);
+                    let is_for = if names.is_empty() {
+                        "names no organisation (it has no subjectAltName DNS:<name>, which `party-node cert request` \
+                         asks for and `party-node ca sign` always writes)"
+                            .to_string()
+                    } else {
+                        format!("is issued for {names:?}")
+                    };
+                    bail!(
+                        "[node] cert {} {is_for} (fingerprint {}), not for this node's name {own_name:?} (the \
+                         [[party]] entry of [node] role = {}): install this node's own certificate, or correct the \
+                         name or the role",
                         cert_path.display(),
-                        parties[me.index()].name
-                    )
-                })?;
+                        crate::tls::fingerprint(&own_cert),
+                        file.node.role
+                    );
+                }
+                let ca_file = at(ca_path);
+                let ca = read_cert(&ca_file, "[trust] ca")?;
+                check_own_ca_cert(&ca, &ca_file, &own_cert, &cert_path, own_name, path)?;
+                certificates.push(CertFile { what: "[trust] ca".into(), path: ca_file, cert: ca.clone() });
                 Trust::Ca(ca)
             }
         };
@@ -506,6 +562,7 @@ impl Config {
             listen,
             parties,
             cert_chain: vec![own_cert],
+            certificates,
             key: Secret(key),
             trust,
             data_dir: at(&file.node.data_dir),
@@ -520,6 +577,68 @@ impl Config {
     pub fn role(&self) -> Role {
         Role::of(self.me)
     }
+}
+
+/// CA mode: this node's certificate must be issued by the consortium CA for `name`. Each way a
+/// node can be halfway to CA trust gets its own message, naming the files and the fix. The
+/// certificate's dates are not checked here (`party-node run` does, see [`crate::certs`]), so
+/// that the thin clients (`status`, `jobs`) still work while a certificate is being renewed.
+fn check_own_ca_cert(
+    ca: &CertificateDer<'static>,
+    ca_file: &Path,
+    own: &CertificateDer<'static>,
+    own_file: &Path,
+    name: &str,
+    config: &Path,
+) -> anyhow::Result<()> {
+    let ca_info = CertInfo::parse(ca).with_context(|| format!("[trust] ca {}", ca_file.display()))?;
+    ensure!(
+        ca_info.is_ca,
+        "[trust] ca {} is not a CA certificate (it is {}'s, {}): point [trust] ca at the consortium CA's certificate \
+         (the ca.cert.pem of `party-node ca init`), which the CA operator sends every organisation",
+        ca_file.display(),
+        ca_info.dns_names.first().map_or(ca_info.subject.as_str(), String::as_str),
+        ca_info.fingerprint
+    );
+    let own_info = CertInfo::parse(own).with_context(|| format!("[node] cert {}", own_file.display()))?;
+    // Checked as of a moment inside the certificate's validity: its dates are not this check's.
+    let at = crate::certs::now().clamp(own_info.not_before, own_info.not_after).max(0) as u64;
+    let at = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(at));
+    let Err(e) = crate::tls::check_ca_issued(ca, own, name, at) else { return Ok(()) };
+    let how = format!(
+        "get this node's certificate issued by the consortium CA: `party-node cert request --config {}`, send the \
+         request to the CA operator (`party-node ca sign`) and install the certificate they return as {} (keep \
+         [node] key)",
+        config.display(),
+        own_file.display()
+    );
+    if own_info.self_signed() {
+        bail!(
+            "[node] cert {} is self-signed ({}), so it is not issued by the consortium CA {} ({}), but [trust] mode = \
+             \"ca\": {how}",
+            own_file.display(),
+            own_info.subject,
+            ca_file.display(),
+            ca_info.subject
+        );
+    }
+    if own_info.issuer != ca_info.subject {
+        bail!(
+            "[node] cert {} is not issued by the consortium CA: its issuer is {}, the CA in [trust] ca {} is {}. \
+             Either [trust] ca names the wrong file, or {how}",
+            own_file.display(),
+            own_info.issuer,
+            ca_file.display(),
+            ca_info.subject
+        );
+    }
+    Err(e).with_context(|| {
+        format!(
+            "[node] cert {} is not valid for this node ({name}) under the consortium CA [trust] ca {}; {how}",
+            own_file.display(),
+            ca_file.display()
+        )
+    })
 }
 
 /// A party's UDP address: an IP socket address, or a host name and port resolved when used.

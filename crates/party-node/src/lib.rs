@@ -1,6 +1,7 @@
 //! `party-node`: the daemon each organisation runs, and its CLI.
 //!
-//! * [`config`] — the node's TOML config and its validation; [`identity`] — keys and certificates;
+//! * [`config`] — the node's TOML config and its validation; [`identity`] — keys, certificates,
+//!   requests and the consortium CA; [`certs`] — what a certificate says, expiry checks at start;
 //! * [`tls`] — mutual TLS (rustls, ring) that admits only the configured peers, pinned or CA;
 //! * [`mesh`] — the QUIC endpoint, one connection per peer with retry, one stream per session;
 //! * [`transport`] — [`QuicTransport`](transport::QuicTransport), the core's `Transport` over QUIC;
@@ -36,6 +37,7 @@
 #![deny(unsafe_code)]
 pub mod api;
 pub mod bench;
+pub mod certs;
 pub mod client;
 pub mod config;
 #[doc(hidden)]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use party_node::client;
-use party_node::config::{Config, Role, random_token};
+use party_node::config::{Config, ConfigFile, Role, random_token, resolve};
 use party_node::identity;
 use party_node::jobs::{JobRequest, check_request};
 use party_node::testbed;
@@ -58,7 +58,8 @@ enum Command {
         /// UDP address the node listens on for its peers (ip:port or host:port).
         #[arg(long, default_value = "127.0.0.1:7000")]
         listen: party_node::config::PeerAddr,
-        /// Control API address (loopback).
+        /// Control API address: a loopback address (the API serves only this machine); nodes
+        /// sharing a machine need one port each (127.0.0.1:7100, 127.0.0.1:7101, …).
         #[arg(long, default_value = "127.0.0.1:7100")]
         api: SocketAddr,
     },
@@ -197,6 +198,18 @@ enum Command {
         /// The node's config.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// This node's certificate: a request for the consortium CA (`request`), or what a
+    /// certificate or a node's certificates say (`show`).
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+    /// For whoever runs the consortium CA: create it (`init`), issue node certificates from the
+    /// organisations' requests (`sign`).
+    Ca {
+        #[command(subcommand)]
+        action: CaAction,
     },
     /// Show the node's health and its peers.
     Status {
@@ -429,6 +442,63 @@ enum LocalAction {
 }
 
 #[derive(Subcommand)]
+enum CertAction {
+    /// Make a certificate request (CSR) from this node's key ([node] key) for its organisation
+    /// name (subjectAltName DNS:<name>); send it to the consortium CA operator (`ca sign`).
+    Request {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write the request (default: node.csr.pem beside the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show a certificate file, or every certificate a node's config uses (its own, the pinned
+    /// peers' or the CA's): name, fingerprint, issuer, validity, days left.
+    Show {
+        /// A node's config: show its certificates and check them as `run` would.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        config: Option<PathBuf>,
+        /// A PEM certificate file.
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaAction {
+    /// Create a consortium CA in DIR: ca.key.pem (secret, mode 0600) and ca.cert.pem (every
+    /// organisation's [trust] ca). Refuses a directory that already holds a CA.
+    Init {
+        /// Directory for the CA's files (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's name (its certificate's common name).
+        #[arg(long, default_value = "Membrane consortium CA")]
+        name: String,
+        /// Days the CA certificate is valid.
+        #[arg(long, default_value_t = identity::CA_DAYS)]
+        days: u32,
+    },
+    /// Issue a node certificate from an organisation's request (`party-node cert request`): the
+    /// request must name exactly one organisation (subjectAltName DNS:<name>) and be signed by
+    /// the key it carries.
+    Sign {
+        /// The CA's directory (`ca init --dir`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The request the organisation sent.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Where to write the certificate (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid (at most until the CA certificate ends).
+        #[arg(long, default_value_t = identity::NODE_DAYS)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand)]
 enum JobsAction {
     /// List the node's jobs.
     List,
@@ -536,6 +606,10 @@ fn main() -> anyhow::Result<()> {
             let cfg = Config::load(&config)?;
             runtime()?.block_on(party_node::node::run(cfg))
         }
+        Command::Cert { action: CertAction::Request { config, out } } => cert_request(&config, out.as_deref()),
+        Command::Cert { action: CertAction::Show { config, file } } => cert_show(config.as_deref(), file.as_deref()),
+        Command::Ca { action: CaAction::Init { dir, name, days } } => ca_init(&dir, &name, days),
+        Command::Ca { action: CaAction::Sign { dir, csr, out, days } } => ca_sign(&dir, &csr, &out, days),
         Command::Status { config } => runtime()?.block_on(status(&config)),
         Command::Jobs { config, action } => runtime()?.block_on(jobs(&config, action)),
         Command::StoreTorture { dir } => store_torture(&dir),
@@ -608,14 +682,14 @@ fn init(
     let template = |r: Role| {
         format!(
             "# [[party]]\n# role = \"{r}\"\n# name = \"<their organisation name>\"\n# address = \"<their UDP address>\"\n\
-             # cert = \"{r}.cert.pem\"            # the node.cert.pem they send you\n"
+             # cert = \"{r}.cert.pem\"            # pinned trust only: the node.cert.pem they send you\n"
         )
     };
     let text = format!(
         "# Membrane node config ({role}). Paths are relative to this file.\n\
          [node]\nrole = \"{role}\"\ncert = \"node.cert.pem\"\nkey = \"node.key.pem\"\ndata_dir = \"data\"\n\n\
          [api]\nlisten = \"{api}\"\ntoken = \"{token}\"\n\n\
-         [trust]\nmode = \"pinned\"    # or \"ca\" with ca = \"consortium-ca.pem\"\n\n\
+         [trust]\nmode = \"pinned\"    # or \"ca\" with ca = \"ca.cert.pem\" and no [[party]] cert lines (docs/deploy.md)\n\n\
          [[party]]\nrole = \"{role}\"\nname = \"{name}\"\naddress = \"{listen}\"\ncert = \"node.cert.pem\"\n\n\
          # Add the other two parties, with the certificates they send you (send them node.cert.pem):\n{}\n{}",
         template(others[0]),
@@ -624,8 +698,9 @@ fn init(
     );
     identity::write_new(&out.join("node.toml"), &text, true)?;
     println!("wrote {0}/node.key.pem (secret), {0}/node.cert.pem, {0}/node.toml", out.display());
-    println!("next: exchange node.cert.pem with the other two organisations, add their [[party]] entries,");
-    println!("then `party-node run --config {}/node.toml`", out.display());
+    println!("next, with pinned certificates: exchange node.cert.pem with the other two organisations and add their");
+    println!("[[party]] entries; with a consortium CA: `party-node cert request --config {}/node.toml`", out.display());
+    println!("(docs/deploy.md). Then `party-node run --config {}/node.toml`", out.display());
     Ok(())
 }
 
@@ -639,6 +714,155 @@ fn init_local(out: &Path, base: u16) -> anyhow::Result<()> {
     for p in paths {
         println!("party-node run --config {}", p.display());
     }
+    Ok(())
+}
+
+fn cert_request(config: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    let file = ConfigFile::read(config)?;
+    let me = file.own_party().with_context(|| {
+        format!(
+            "config {} has no [[party]] entry for role {} (this node): the request is for the name in that entry; \
+             add it (role, name, address)",
+            config.display(),
+            file.node.role
+        )
+    })?;
+    let key_path = resolve(config, &file.node.key);
+    let key_pem = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("cannot read [node] key {} (named in {})", key_path.display(), config.display()))?;
+    let csr = identity::request(&me.name, &key_pem).with_context(|| format!("[node] key {}", key_path.display()))?;
+    let out = out.map_or_else(|| resolve(config, Path::new("node.csr.pem")), Path::to_path_buf);
+    std::fs::write(&out, csr).with_context(|| format!("writing {}", out.display()))?;
+    let cert_path = resolve(config, &file.node.cert);
+    println!(
+        "wrote {}: a certificate request for {:?} (subjectAltName DNS:{}) from [node] key {} (the key stays here)",
+        out.display(),
+        me.name,
+        me.name,
+        key_path.display()
+    );
+    println!("next:");
+    println!("  1. send {} to the consortium CA operator, who runs", out.display());
+    println!(
+        "       party-node ca sign --dir <CA dir> --csr {} --out {}.cert.pem",
+        out.file_name().map_or_else(|| out.display().to_string(), |f| f.to_string_lossy().into_owned()),
+        me.name
+    );
+    println!("     and sends back {0}.cert.pem, and ca.cert.pem (the CA's certificate) if you lack it;", me.name);
+    println!("  2. install {}.cert.pem as {} ([node] cert; [node] key stays as it is),", me.name, cert_path.display());
+    println!("     and ca.cert.pem beside {};", config.display());
+    println!(
+        "  3. in {}: [trust] mode = \"ca\", ca = \"ca.cert.pem\", and no `cert` line in any [[party]];",
+        config.display()
+    );
+    println!("  4. check: party-node cert show --config {}", config.display());
+    Ok(())
+}
+
+fn cert_show(config: Option<&Path>, file: Option<&Path>) -> anyhow::Result<()> {
+    use party_node::certs::{self, CertInfo};
+    let now = certs::now();
+    let Some(config) = config else {
+        let f = file.context("give a certificate file or --config")?;
+        let all = certs::read_pem_certs(f)?;
+        for (i, c) in all.iter().enumerate() {
+            let n = if all.len() > 1 { format!(" (certificate {} of {})", i + 1, all.len()) } else { String::new() };
+            println!("{}{n}", f.display());
+            print!("{}", CertInfo::parse(c).with_context(|| f.display().to_string())?.describe(now));
+        }
+        return Ok(());
+    };
+    let file = ConfigFile::read(config)?;
+    // Every certificate file the config names, once each (a node's own certificate is usually
+    // also pinned in its own [[party]] entry), with who it should belong to.
+    let mut files: Vec<(String, PathBuf, Option<String>)> = Vec::new();
+    let mut add = |what: String, path: PathBuf, name: Option<String>| match files.iter_mut().find(|f| f.1 == path) {
+        Some(f) => f.0 = format!("{}, {what}", f.0),
+        None => files.push((what, path, name)),
+    };
+    let own_name = file.own_party().map(|p| p.name.clone());
+    add(format!("[node] cert (this node, {})", file.node.role), resolve(config, &file.node.cert), own_name);
+    for p in &file.parties {
+        if let Some(c) = &p.cert {
+            add(format!("[[party]] {} cert", p.role), resolve(config, c), Some(p.name.clone()));
+        }
+    }
+    if let Some(ca) = &file.trust.ca {
+        add("[trust] ca".into(), resolve(config, ca), None);
+    }
+    println!("{}: [trust] mode = {:?}", config.display(), format!("{:?}", file.trust.mode).to_lowercase());
+    for (what, path, name) in &files {
+        println!("\n{what}: {}", path.display());
+        match certs::read_pem_certs(path).and_then(|c| CertInfo::parse(&c[0])) {
+            Ok(info) => {
+                print!("{}", info.describe(now));
+                if let Some(name) = name
+                    && !info.dns_names.iter().any(|n| n == name)
+                {
+                    println!(
+                        "  problem:     the config names this party {name:?}, the certificate is for another name"
+                    );
+                }
+            }
+            Err(e) => println!("  problem:     {e:#}"),
+        }
+    }
+    // The checks `run` makes, so that a half-done switch shows here rather than at start.
+    let cfg = Config::load(config).context("the config does not load (`party-node run` would refuse it)")?;
+    party_node::certs::check_at_start(&cfg).context("`party-node run` would refuse to start")?;
+    println!("\nconfig check: ok");
+    Ok(())
+}
+
+fn ca_init(dir: &Path, name: &str, days: u32) -> anyhow::Result<()> {
+    let ca = identity::Ca::init(dir, name, days)?;
+    let info = ca.info();
+    println!("created the consortium CA {name:?} in {}:", dir.display());
+    println!(
+        "  {}  secret (mode 0600): keep it offline; whoever holds it can admit any organisation name",
+        dir.join(identity::CA_KEY).display()
+    );
+    println!(
+        "  {}  fingerprint {}, valid until {}: send it to every organisation ([trust] ca)",
+        dir.join(identity::CA_CERT).display(),
+        info.fingerprint,
+        party_node::certs::format_time(info.not_after)
+    );
+    println!("next: each organisation runs `party-node cert request --config node.toml` and sends you the request;");
+    println!(
+        "      issue its certificate with `party-node ca sign --dir {} --csr <request> --out <name>.cert.pem`",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn ca_sign(dir: &Path, csr: &Path, out: &Path, days: u32) -> anyhow::Result<()> {
+    let ca = identity::Ca::load(dir)?;
+    let pem = std::fs::read(csr).with_context(|| format!("cannot read the certificate request {}", csr.display()))?;
+    let issued =
+        ca.sign_request(&pem, days).with_context(|| format!("refused the certificate request {}", csr.display()))?;
+    identity::write_new(out, &issued.cert.pem(), false)?;
+    let info = party_node::certs::CertInfo::parse(issued.cert.der())?;
+    let now = party_node::certs::now();
+    println!("issued {} for {:?}", out.display(), issued.name);
+    println!("  name:        {}", issued.name);
+    println!("  fingerprint: {}", info.fingerprint);
+    println!(
+        "  expires:     {} ({} days){}",
+        party_node::certs::format_time(info.not_after),
+        info.days_left(now),
+        if issued.capped { ", cut to the CA certificate's own end" } else { "" }
+    );
+    println!(
+        "check that {:?} is the organisation that sent {}: every node accepts this certificate as that party.",
+        issued.name,
+        csr.display()
+    );
+    println!(
+        "next: send {} (and {} if they lack it) back; they install it as their [node] cert.",
+        out.display(),
+        dir.join(identity::CA_CERT).display()
+    );
     Ok(())
 }
 
@@ -668,6 +892,11 @@ async fn status(config: &Path) -> anyhow::Result<()> {
             rtt,
             peer["last_error"].as_str().unwrap_or("")
         );
+    }
+    for c in h["certificates"].as_array().into_iter().flatten() {
+        if let Some(w) = c["warning"].as_str() {
+            println!("warning: certificate {w}");
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::store::Store;
 
 /// Runs the node described by `cfg` until a shutdown signal.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let certificates = crate::certs::check_at_start(&cfg)?;
     let store = Arc::new(Store::open(&cfg.data_dir)?);
     let jobs = Arc::new(Jobs::load(cfg.me, store).context("loading job records")?.with_limits(cfg.limits));
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
@@ -27,6 +28,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         token: cfg.api_token.0.clone(),
         started: Instant::now(),
         link: cfg.link,
+        certificates,
     });
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await.context("control API")?;
     tracing::info!("shutting down");

@@ -42,58 +42,10 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 }
 
 /// The DNS names (subjectAltName `dNSName` entries) a certificate is issued for: what errors
-/// show when a certificate's name and the configured one differ. A minimal DER walk over the
-/// one extension; an unparsable certificate has none.
+/// show when a certificate's name and the configured one differ. An unparsable certificate has
+/// none.
 pub fn cert_dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
-    // Length of a DER element at `b[i]` (after its tag): (header bytes, content length).
-    fn len_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
-        let first = *b.get(i)?;
-        if first < 0x80 {
-            return Some((1, first as usize));
-        }
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut l = 0usize;
-        for k in 0..n {
-            l = (l << 8) | *b.get(i + 1 + k)? as usize;
-        }
-        Some((1 + n, l))
-    }
-    const SAN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x11];
-    let b = cert.as_ref();
-    let Some(at) = b.windows(SAN_OID.len()).position(|w| w == SAN_OID) else { return vec![] };
-    let mut i = at + SAN_OID.len();
-    // Optional `critical` BOOLEAN, then the OCTET STRING holding the GeneralNames SEQUENCE.
-    if b.get(i) == Some(&0x01) {
-        let Some((h, l)) = len_at(b, i + 1) else { return vec![] };
-        i += 1 + h + l;
-    }
-    if b.get(i) != Some(&0x04) {
-        return vec![];
-    }
-    let Some((h, _)) = len_at(b, i + 1) else { return vec![] };
-    i += 1 + h;
-    if b.get(i) != Some(&0x30) {
-        return vec![];
-    }
-    let Some((h, seq_len)) = len_at(b, i + 1) else { return vec![] };
-    i += 1 + h;
-    let end = (i + seq_len).min(b.len());
-    let mut names = vec![];
-    while i < end {
-        let tag = b[i];
-        let Some((h, l)) = len_at(b, i + 1) else { break };
-        let start = i + 1 + h;
-        if tag == 0x82
-            && let Some(v) = b.get(start..start + l)
-        {
-            names.push(String::from_utf8_lossy(v).into_owned());
-        }
-        i = start + l;
-    }
-    names
+    crate::certs::CertInfo::parse(cert).map(|i| i.dns_names).unwrap_or_default()
 }
 
 /// Whether `cert` is issued for DNS name `name` (its subjectAltName), whoever signed it.
@@ -104,12 +56,17 @@ pub fn cert_is_for(cert: &CertificateDer<'_>, name: &str) -> bool {
     ee.verify_is_valid_for_subject_name(&sn).is_ok()
 }
 
-/// Checks that `cert` chains to `ca` and is valid for organisation `name` (CA mode).
-pub fn check_ca_issued(ca: &CertificateDer<'static>, cert: &CertificateDer<'_>, name: &str) -> anyhow::Result<()> {
+/// Checks that `cert` chains to `ca` and is valid for organisation `name` at time `at` (CA mode).
+pub fn check_ca_issued(
+    ca: &CertificateDer<'static>,
+    cert: &CertificateDer<'_>,
+    name: &str,
+    at: UnixTime,
+) -> anyhow::Result<()> {
     let algs = provider().signature_verification_algorithms;
     let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| anyhow::anyhow!("unusable CA certificate: {e}"))?;
     let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| anyhow::anyhow!("unparsable certificate: {e}"))?;
-    ee.verify_for_usage(algs.all, &[anchor], &[], UnixTime::now(), webpki::KeyUsage::server_auth(), None, None)
+    ee.verify_for_usage(algs.all, &[anchor], &[], at, webpki::KeyUsage::server_auth(), None, None)
         .map_err(|e| anyhow::anyhow!("not issued by the consortium CA: {e}"))?;
     let sn = ServerName::try_from(name.to_string()).context("party name is not a DNS name")?;
     ee.verify_is_valid_for_subject_name(&sn).map_err(|e| anyhow::anyhow!("not valid for {name:?}: {e}"))?;
