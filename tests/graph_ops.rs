@@ -80,13 +80,13 @@ fn residual_and_concat_graph() {
     let x = random(&[3, 2, 6, 6], 2.0, g);
     check("residual+concat+slice+sub", &model, &x, 1e-3);
     // The shortcut (t4) reads the input, as the first conv (t1) does: the parties schedule by
-    // depth, so the two open their inputs together, one round for both; and the plan counts the
-    // rounds the parties make.
+    // depth, so the two open their inputs together, one round for both (and their products'
+    // exact truncation one more, together); and the plan counts the rounds the parties make.
     let (bob, plan) = profile(&model, &x);
     let rounds: u64 = bob.iter().map(|p| p.stats.rounds).sum();
     assert_eq!(rounds, plan.online_rounds());
     let convs: Vec<u64> = bob.iter().filter(|p| p.name == "conv2d").map(|p| p.stats.rounds).collect();
-    assert_eq!(convs, [1, 0, 1], "the first conv and the shortcut share a round");
+    assert_eq!(convs, [2, 0, 2], "the first conv and the shortcut share their rounds");
 }
 
 #[test]
@@ -105,6 +105,9 @@ fn secret_products_broadcast_like_squeeze_excitation() {
     let model = Model { input_shape: vec![3, 5, 5], layers, wires };
     let x = random(&[2, 3, 5, 5], 3.0, g);
     check("squeeze-excitation products", &model, &x, 2e-3);
+    // Splines and secret products add their exact truncation's round: the plan counts them.
+    let (bob, plan) = profile(&model, &x);
+    assert_eq!(bob.iter().map(|p| p.stats.rounds).sum::<u64>(), plan.online_rounds());
 }
 
 #[test]
@@ -269,7 +272,7 @@ fn parallel_branches_share_their_rounds() {
     let rounds: u64 = bob.iter().map(|p| p.stats.rounds).sum();
     assert_eq!(rounds, plan.online_rounds());
     let stage = |name: &str| -> Vec<u64> { bob.iter().filter(|p| p.name == name).map(|p| p.stats.rounds).collect() };
-    assert_eq!(stage("conv2d")[1..], [1, 0], "the expand convolutions share a round");
+    assert_eq!(stage("conv2d")[1..], [2, 0], "the expand convolutions share their rounds");
     let relus = stage("relu");
     assert!(relus[1] > 0 && relus[2] == 0, "the expand ReLUs share a comparison layer: {relus:?}");
 }

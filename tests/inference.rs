@@ -124,12 +124,12 @@ fn network_a_logits_match_plaintext() {
     let want = m.eval_plain(&x);
     let err = max_err(r.output.as_ref().unwrap(), &want);
     assert!(err <= 1e-3, "max logit error {err}");
-    // Rounds: pre-open 1, three linear 3, two ReLU layers by their methods, reveal 1 (+ setup
-    // 1 is not in the profile).
+    // Rounds: pre-open 1, three linear layers 2 each (the product, then its exact truncation),
+    // two ReLU layers by their methods, reveal 1 (+ setup 1 is not in the profile).
     let plan = m.plan(8, OutputPolicy::Logits, FixedPoint::default()).unwrap();
     let relu: u64 = plan.steps.iter().filter_map(|s| s.compare).map(|c| rounds_of(c.method)).sum();
     let rounds: u64 = r.profile.iter().map(|p| p.stats.rounds).sum();
-    assert_eq!(rounds, 1 + 3 + relu + 1);
+    assert_eq!(rounds, 1 + 3 * 2 + relu + 1);
     assert_eq!(rounds, plan.online_rounds());
     let names: Vec<&str> = r.profile.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["weights", "linear", "relu", "linear", "relu", "linear", "output"]);
@@ -283,4 +283,34 @@ fn mismatched_model_or_input_is_refused() {
     });
     let e = r.unwrap_err().to_string();
     assert!(e.contains("input of shape [2, 783]"), "{e}");
+}
+
+/// Large products at 20 fractional bits (|x·W| ≈ 2^10, so ≈ 2^50 before truncation): local
+/// truncation's wrap (probability ≈ |z|·2^-63 per value) corrupts some of 131,072 outputs by
+/// about 2^44 ulps; exact truncation (the default) keeps every one within 1 ulp plus the
+/// inputs' rounding.
+#[test]
+fn exact_truncation_never_corrupts_an_output() {
+    let fx = FixedPoint::new(20, 27).unwrap();
+    let mut g = Prg::from_u64(21);
+    let mut uniform = |shape: &[usize], a: f64| {
+        ArrayD::from_shape_simple_fn(IxDyn(shape), || {
+            ((g.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * a
+        })
+    };
+    let m = Model::chain(vec![64], vec![Layer::linear(uniform(&[64, 2048], 200.0), None)]);
+    let x = uniform(&[64, 64], 1.0);
+    let want = m.eval_plain(&x);
+    // Rounding of x (2^-21) over 64 terms of |w| ≤ 200 is below 7·10^-3; a wrap is ~2^24 off.
+    let bad = |got: &ArrayD<f64>| got.iter().zip(&want).filter(|(a, b)| (*a - *b).abs() > 1e-2).count();
+    let exact = m.plan(64, OutputPolicy::Logits, fx).unwrap();
+    assert_eq!(exact.options.truncation, mpc_proto::Truncation::Exact, "exact is the default");
+    let got = common::run_plan(&m, &x, &exact).output.unwrap();
+    assert_eq!(bad(&got), 0, "exact truncation: largest error {}", max_err(&got, &want));
+    let options = PlanOptions { truncation: mpc_proto::Truncation::Local, ..PlanOptions::default() };
+    let local = m.plan_with(64, OutputPolicy::Logits, fx, options).unwrap();
+    let wrapped = bad(&common::run_plan(&m, &x, &local).output.unwrap());
+    eprintln!("local truncation corrupted {wrapped} of {} outputs", want.len());
+    // What makes the exact check meaningful: the same products do wrap under local truncation.
+    assert!(wrapped > 0, "local truncation did not wrap: the test's values are too small");
 }

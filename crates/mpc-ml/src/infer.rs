@@ -337,6 +337,8 @@ impl LoadedModel {
         tensors.push(Some(x0));
 
         let session_comparisons = party.comparisons();
+        let session_truncation = party.truncation();
+        party.set_truncation(plan.options.truncation);
         // Preopened weights by step, and how many readers each tensor has left (the schedule
         // is not step order, so a tensor is freed when its last reader has run).
         let mut opened_at = vec![None; plan.steps.len()];
@@ -466,6 +468,7 @@ impl LoadedModel {
         };
         record(party, "output", &mut profile);
         party.set_comparisons(session_comparisons)?;
+        party.set_truncation(session_truncation);
         Ok(Inference { output, profile })
     }
 }

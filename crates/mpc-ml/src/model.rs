@@ -458,11 +458,12 @@ pub(crate) fn last_uses(wires: &[Vec<usize>], tensors: usize) -> Vec<usize> {
 /// truncation, amplified through the layers, exceeds that (MobileNetV2: 2·10^-2 at 16 bits,
 /// 10^-3 at 20; a 6-layer VGG: 7.6·10^-3 and 5·10^-4).
 ///
-/// **Not the nodes' default**, which stays 16: local truncation's rare wrap (probability
-/// `2^(ℓ+1−64)` per product, ℓ = log2|v| + 2f) is 2^8 times likelier at 20 bits, and measured
-/// on 500 random CIFAR rows through ResNet-20 it corrupted 4 rows at 20 bits and none at 16
-/// (where the largest logit error was 7.2·10^-3 and every class matched onnxruntime). Use 20
-/// (`--frac-bits 20`) for tight logits on a few rows; docs/security.md has the trade-off.
+/// What the nodes publish with unless the model owner sets `--frac-bits`. More fractional bits
+/// make products larger before truncation; with exact truncation (the plans' default,
+/// [`crate::PlanOptions::truncation`]) that costs nothing in correctness. Under local truncation
+/// the rare wrap (probability `2^(ℓ+1−64)` per product, ℓ = log2|v| + 2f) is 2^8 times likelier
+/// at 20 bits: measured on 500 random CIFAR rows through ResNet-20 it corrupted 4 rows at 20 bits
+/// and none at 16.
 pub fn recommended_frac_bits(model: &Model) -> u32 {
     let mut depth = vec![0usize; model.layers.len() + 1];
     for (i, (layer, wires)) in model.layers.iter().zip(&model.wires).enumerate() {

@@ -15,6 +15,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ring::RingTensor;
 
+/// How the parties truncate a fixed-point product (`2f` fraction bits back to `f`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Truncation {
+    /// SecureML's local truncation: no communication, off by at most 1 ulp — except with
+    /// probability about `2^(ℓ+1−64)` per value of `ℓ` bits, when a share's wrap makes it off
+    /// by about `2^(64−f)` ([`crate::Party::trunc`]).
+    #[default]
+    Local,
+    /// One round with dealer material: off by at most 1 ulp, never more, for every value below
+    /// `2^62` in magnitude ([`crate::Party::trunc_exact`]).
+    Exact,
+}
+
 /// A fixed-point format: `frac_bits` fractional bits and values of magnitude below
 /// `2^int_bits`. Public: every party of a session must use the same one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

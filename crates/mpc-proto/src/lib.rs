@@ -58,7 +58,7 @@ mod vaes;
 
 pub use correlations::{Correlations, DealerCorrelations, TestDealer};
 pub use error::{Error, Result};
-pub use fixed::FixedPoint;
+pub use fixed::{FixedPoint, Truncation};
 pub use party::{CorrelationMode, Party, PartyId, SessionConfig, SessionId};
 pub use protocol::PreopenedWeights;
 pub use ring::{Ring, RingTensor};

@@ -145,6 +145,8 @@ pub struct Party {
     pub(crate) common: Option<Prg>,
     /// The comparison settings in force.
     pub(crate) cmp: Comparisons,
+    /// How products are truncated.
+    pub(crate) truncation: crate::fixed::Truncation,
     poisoned: bool,
     /// Running the offline (preprocessing) pass: shares are placeholders, nothing is opened.
     offline: bool,
@@ -244,7 +246,18 @@ impl Party {
         };
         let common = pair.as_ref().map(|s| Prg::new(s, streams::HELPER));
         let pair = pair.map(|s| Prg::new(&s, streams::INPUT));
-        Ok(Party { id, config, ch, corr, pair, common, cmp: config.comparisons, poisoned: false, offline: false })
+        Ok(Party {
+            id,
+            config,
+            ch,
+            corr,
+            pair,
+            common,
+            cmp: config.comparisons,
+            truncation: Default::default(),
+            poisoned: false,
+            offline: false,
+        })
     }
 
     /// This party's id.
@@ -260,6 +273,18 @@ impl Party {
     /// The comparison settings in force (method policy, link model, window).
     pub fn comparisons(&self) -> Comparisons {
         self.cmp
+    }
+
+    /// How fixed-point products are truncated now.
+    pub fn truncation(&self) -> crate::fixed::Truncation {
+        self.truncation
+    }
+
+    /// Sets how the fixed-point products that follow are truncated (until set again). Part of
+    /// the program, like [`Party::set_comparisons`]: every party makes the same call at the same
+    /// point.
+    pub fn set_truncation(&mut self, t: crate::fixed::Truncation) {
+        self.truncation = t;
     }
 
     /// Sets the comparison settings for the operations that follow (until set again). Part of

@@ -88,8 +88,9 @@ enum Command {
         /// What Bob learns: label (argmax only), probabilities or logits.
         #[arg(long, default_value = "logits")]
         output: String,
-        /// Fixed-point fractional bits (default 16; 20 gives deep networks 10^-3-tight logits at
-        /// a higher risk of a corrupted row, see docs/security.md).
+        /// Fixed-point fractional bits (default: 16 for networks with at most 4 weighted layers
+        /// on a path, 20 for deeper ones, whose logits 16 bits leave ~10^-2 off; see
+        /// docs/security.md).
         #[arg(long)]
         frac_bits: Option<u32>,
         #[command(flatten)]
@@ -399,8 +400,9 @@ enum LocalAction {
         /// Also evaluate in plain f64 here and report the difference.
         #[arg(long)]
         verify: bool,
-        /// Fixed-point fractional bits (default 16; 20 gives deep networks 10^-3-tight logits at
-        /// a higher risk of a corrupted row, see docs/security.md).
+        /// Fixed-point fractional bits (default: 16 for networks with at most 4 weighted layers
+        /// on a path, 20 for deeper ones, whose logits 16 bits leave ~10^-2 off; see
+        /// docs/security.md).
         #[arg(long)]
         frac_bits: Option<u32>,
         #[command(flatten)]

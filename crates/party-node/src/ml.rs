@@ -86,9 +86,9 @@ pub fn publish(
         .with_context(|| format!("reading the model file {}", req.path))?;
     let imported = onnx::import(&bytes).with_context(|| format!("importing {}", req.path))?;
     let policy: OutputPolicy = req.output.as_deref().unwrap_or("logits").parse().map_err(anyhow::Error::msg)?;
-    // 16 unless the owner asks: more fractional bits make local truncation's rare wrap likelier
-    // (see mpc_ml::model::recommended_frac_bits).
-    let frac = req.frac_bits.unwrap_or(16);
+    // What the network's depth needs unless the owner asks: 16 for shallow networks, 20 for
+    // deep ones (products truncate exactly, so more bits cost no corrupted rows).
+    let frac = req.frac_bits.unwrap_or_else(|| mpc_ml::model::recommended_frac_bits(&imported.model));
     let fixed = mpc_proto::FixedPoint::new(frac, 47u32.saturating_sub(frac)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let options = plan_options(req.nonlinear.as_deref(), req.input_range, link, fixed)?;
     let plan = imported.model.plan_with(1, policy, fixed, options)?;
@@ -107,7 +107,7 @@ pub fn plan_options(
 ) -> anyhow::Result<mpc_ml::PlanOptions> {
     let comparisons: mpc_proto::compare::Policy = nonlinear.unwrap_or("auto").parse().map_err(anyhow::Error::msg)?;
     // The node makes dealer material on demand inside each job: plan for the whole job's time.
-    let options = mpc_ml::PlanOptions { comparisons, link, objective: Default::default(), input_range: None };
+    let options = mpc_ml::PlanOptions { comparisons, link, ..Default::default() };
     Ok(match input_range {
         None => options,
         Some([lo, hi]) => {

@@ -277,6 +277,10 @@ impl Operator for Act {
         let n: usize = step.input.iter().product();
         OpShape { elements: n, points: self.spline().breaks.len(), relu: true, bits: u32::from(bits), sequential: 1 }
     }
+    // The spline's own truncation (its values can be as large as its input).
+    fn exact_truncations(&self) -> u64 {
+        1
+    }
     fn runs(&self) -> Runs {
         Runs::Talks
     }

@@ -148,6 +148,12 @@ pub trait Operator {
         false
     }
 
+    /// Rounds of exact truncation a step of it adds when the plan truncates exactly
+    /// ([`mpc_proto::Truncation::Exact`]): one per sequential product it truncates.
+    fn exact_truncations(&self) -> u64 {
+        u64::from(self.truncates())
+    }
+
     /// How it runs privately.
     fn runs(&self) -> Runs {
         Runs::Local
@@ -240,6 +246,9 @@ macro_rules! registry {
             }
             fn truncates(&self) -> bool {
                 match self { $(Op::$v(o) => Operator::truncates(o),)* }
+            }
+            fn exact_truncations(&self) -> u64 {
+                match self { $(Op::$v(o) => Operator::exact_truncations(o),)* }
             }
             fn runs(&self) -> Runs {
                 match self { $(Op::$v(o) => Operator::runs(o),)* }

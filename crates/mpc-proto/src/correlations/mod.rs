@@ -80,6 +80,23 @@ pub struct Triple {
     pub c: AShare,
 }
 
+/// One party's truncation material for `n` values ([`Correlations::trunc_pair`]): shares of a
+/// uniform mask `r`, of its top bits `r >> bits` and of its top bit `r >> 63`, as what
+/// [`Party::trunc_exact`](crate::Party::trunc_exact) needs. `None` on the dealer and in an
+/// offline pass.
+pub struct TruncPair {
+    /// Number of values.
+    pub n: usize,
+    /// Shares `(r, r >> bits, r >> 63)`.
+    pub parts: Option<[Vec<u64>; 3]>,
+}
+
+impl std::fmt::Debug for TruncPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TruncPair({} values)", self.n)
+    }
+}
+
 /// One party's share of an elementwise triple (`C = A ⊙ B`), as [`Correlations::mul_triple`]
 /// returns it: each part is a tensor, a PRG stream positioned at the part's first word (seed
 /// material, drawn as the product reads it, so a large triple is never materialised), or the
@@ -276,6 +293,13 @@ pub trait Correlations: Send {
     /// receives is listed in the `gate` module's table).
     fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>>;
 
+    /// Truncation material for `n` values shifted by `bits` ([`TruncPair`]). P0 draws its
+    /// three shares from its seed, P1 draws its share of `r` and receives the other two
+    /// (16 bytes per value from the dealer).
+    fn trunc_pair<'a>(&'a mut self, _ch: &'a mut Channel, _n: usize, _bits: u32) -> BoxFuture<'a, Result<TruncPair>> {
+        Box::pin(async { Err(Error::InvalidInput("this correlation source has no truncation material".into())) })
+    }
+
     /// Switches a recording [`Pool`] to replay (see [`Party::begin_online`](crate::Party::begin_online)).
     fn replay(&mut self) -> Result<()> {
         Err(Error::InvalidInput("this correlation source has no preprocessing pool".into()))
@@ -289,6 +313,7 @@ enum Stored {
     FixedB(FixedBHandle, AShare),
     FixedBTriple(FixedBTriple),
     Gate(GateRequest, Gate),
+    Trunc(TruncPair),
 }
 
 impl Stored {
@@ -299,6 +324,7 @@ impl Stored {
             Stored::FixedB(..) => "fixed B",
             Stored::FixedBTriple(_) => "fixed-B triple",
             Stored::Gate(..) => "comparison material",
+            Stored::Trunc(_) => "truncation material",
         }
     }
 }
@@ -456,6 +482,19 @@ impl Correlations for Pool {
                 });
             }
             Ok(m)
+        })
+    }
+
+    fn trunc_pair<'a>(&'a mut self, ch: &'a mut Channel, n: usize, bits: u32) -> BoxFuture<'a, Result<TruncPair>> {
+        Box::pin(async move {
+            if self.recording {
+                let t = self.inner()?.trunc_pair(ch, n, bits).await?;
+                self.stored.push_back(Stored::Trunc(t));
+                return Ok(TruncPair { n, parts: None });
+            }
+            let Stored::Trunc(t) = self.next("truncation material")? else { unreachable!("checked by next") };
+            check_shape("truncation material", &[t.n], &[n])?;
+            Ok(t)
         })
     }
 
@@ -632,6 +671,31 @@ impl Correlations for DealerCorrelations {
             }
         })
     }
+    fn trunc_pair<'a>(&'a mut self, ch: &'a mut Channel, n: usize, bits: u32) -> BoxFuture<'a, Result<TruncPair>> {
+        Box::pin(async move {
+            match &mut self.role {
+                Role::P0(g) => {
+                    let mut draw = || g.draw(P0, &[n]).as_slice().to_vec();
+                    Ok(TruncPair { n, parts: Some([draw(), draw(), draw()]) })
+                }
+                Role::P1(g) => {
+                    let r1 = g.draw(P1, &[n]).as_slice().to_vec();
+                    let mut c = ch.recv_u64(PartyId::P2, FrameKind::Material, 2 * n).await?;
+                    let m1 = c.split_off(n);
+                    Ok(TruncPair { n, parts: Some([r1, c, m1]) })
+                }
+                Role::Dealer(g) => {
+                    let (_, _, [hi1, m1]) = trunc_material(g, n, bits);
+                    let mut f = ch.begin_frame(PartyId::P1, FrameKind::Material, 16 * n);
+                    crate::transport::frame::extend_u64(f.payload(), &hi1);
+                    crate::transport::frame::extend_u64(f.payload(), &m1);
+                    ch.send_frame(f).await?;
+                    Ok(TruncPair { n, parts: None })
+                }
+            }
+        })
+    }
+
     fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>> {
         Box::pin(gate::dealer_gate(&mut self.role, ch, req))
     }
@@ -726,6 +790,23 @@ fn fixed_triple(
     Ok(((a0, c0), c1, a1))
 }
 
+/// The truncation material of `n` values from both halves: P0's `(r0, hi0, m0)`, P1's `r1`
+/// and the corrections `(hi1, m1)` that make `hi0 + hi1 = r >> bits`, `m0 + m1 = r >> 63` for
+/// `r = r0 + r1`.
+#[allow(clippy::type_complexity)]
+fn trunc_material(g: &mut Generator, n: usize, bits: u32) -> ([Vec<u64>; 3], Vec<u64>, [Vec<u64>; 2]) {
+    let mut draw = |half: usize| g.draw(half, &[n]).as_slice().to_vec();
+    let (r0, hi0, m0) = (draw(P0), draw(P0), draw(P0));
+    let r1 = draw(P1);
+    let (mut hi1, mut m1) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let r = r0[i].wrapping_add(r1[i]);
+        hi1.push((r >> bits).wrapping_sub(hi0[i]));
+        m1.push((r >> 63).wrapping_sub(m0[i]));
+    }
+    ([r0, hi0, m0], r1, [hi1, m1])
+}
+
 /// The ideal dealer for unit tests: all three parties run the full generator from a common seed
 /// and keep their own part (P2 only its state for the helper's online step). No communication, so tests of a protocol's online
 /// phase see exactly its own traffic.
@@ -817,6 +898,18 @@ impl Correlations for TestDealer {
             Ok(FixedBTriple { a: AShare::from_share(a), c: AShare::from_share(c) })
         })
     }
+    fn trunc_pair<'a>(&'a mut self, _ch: &'a mut Channel, n: usize, bits: u32) -> BoxFuture<'a, Result<TruncPair>> {
+        Box::pin(async move {
+            let (p0, r1, [hi1, m1]) = trunc_material(&mut self.g, n, bits);
+            let parts = match self.me {
+                PartyId::P0 => Some(p0),
+                PartyId::P1 => Some([r1, hi1, m1]),
+                _ => None,
+            };
+            Ok(TruncPair { n, parts })
+        })
+    }
+
     fn gate<'a>(&'a mut self, _ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>> {
         Box::pin(async move { gate::test_gate(&mut self.g, self.me, req) })
     }

@@ -131,6 +131,8 @@ impl Party {
     }
 
     /// Beaver product then truncation by the fraction bits (building block).
+    /// Always local: it serves the bounded intermediate values of the reciprocal and softmax
+    /// (below 2^15), where local truncation's wrap is negligible.
     pub(crate) async fn beaver_fixed(&mut self, op: Bilinear, x: &AShare, y: &AShare) -> Result<AShare> {
         let z = self.beaver(op, x, y).await?;
         Ok(self.trunc(&z, self.fixed().frac_bits))
@@ -138,10 +140,11 @@ impl Party {
 
     async fn run_beaver(&mut self, op: Bilinear, x: &AShare, y: &AShare, trunc: bool) -> Result<AShare> {
         let top = self.begin(op.name())?;
-        let mut r = self.beaver(op, x, y).await;
-        if trunc {
-            r = r.map(|z| self.trunc(&z, self.fixed().frac_bits));
+        let r = async {
+            let z = self.beaver(op, x, y).await?;
+            if trunc { Ok(self.truncate_products(vec![z]).await?.remove(0)) } else { Ok(z) }
         }
+        .await;
         self.finish(top, r).await
     }
 
@@ -154,8 +157,9 @@ impl Party {
         self.run_beaver(Bilinear::Mul, x, y, false).await
     }
 
-    /// [`Party::mul`] followed by [`Party::trunc`] by the fixed-point fraction bits: the
-    /// fixed-point product. Error ≤ 1 ulp (plus truncation's rare failure).
+    /// [`Party::mul`] followed by truncation by the fixed-point fraction bits as the session's
+    /// [`Party::set_truncation`] says: the fixed-point product. Error ≤ 1 ulp (plus, with local
+    /// truncation, its rare failure; exact truncation adds one round).
     pub async fn mul_fixed(&mut self, x: &AShare, y: &AShare) -> Result<AShare> {
         self.run_beaver(Bilinear::Mul, x, y, true).await
     }
@@ -267,10 +271,13 @@ impl Party {
                 .expect("one tensor");
             let e = w.e.as_ref().expect("computing party holds E");
             let z = combine(w.op, &d, e, w.w.expose_share()?, t.a.expose_share()?, t.c.expose_share()?)?;
-            let z = AShare::from_share(z);
-            Ok(if trunc { self.trunc(&z, self.fixed().frac_bits) } else { z })
+            Ok(AShare::from_share(z))
         }
         .await;
+        let r = match r {
+            Ok(z) if trunc => self.truncate_products(vec![z]).await.map(|mut v| v.remove(0)),
+            r => r,
+        };
         self.finish(top, r).await
     }
 
@@ -308,12 +315,15 @@ impl Party {
             for (((_, w), t), d) in items.iter().zip(&triples).zip(&opened) {
                 let e = w.e.as_ref().expect("computing party holds E");
                 let z = combine(w.op, d, e, w.w.expose_share()?, t.a.expose_share()?, t.c.expose_share()?)?;
-                let z = AShare::from_share(z);
-                out.push(if trunc { self.trunc(&z, self.fixed().frac_bits) } else { z });
+                out.push(AShare::from_share(z));
             }
             Ok(out)
         }
         .await;
+        let r = match r {
+            Ok(zs) if trunc => self.truncate_products(zs).await,
+            r => r,
+        };
         self.finish(top, r).await
     }
 

@@ -4,5 +4,6 @@ pub mod beaver;
 mod io;
 mod local;
 mod nonlinear;
+mod trunc;
 
 pub use beaver::PreopenedWeights;

@@ -14,6 +14,7 @@ use crate::compare::cost::{self, OpShape};
 use crate::compare::{self as cmp, Method, Policy, Window, helper};
 use crate::correlations::{Bilinear, Gate, GateRequest, HelperState};
 use crate::error::{Error, Result};
+use crate::fixed::Truncation;
 use crate::fss::{FssError, Relu64Gate, SignGate};
 use crate::party::{Party, PartyId};
 use crate::ring::RingTensor;
@@ -401,20 +402,26 @@ impl Party {
     /// One comparison layer with the spline's `m` breakpoints as evaluation points (one mask
     /// per element, so one `fss1` key serves all of them) gives shares of `[x ≥ p_j]` and
     /// `ReLU(x − p_j)`; from them the active piece's `a + b·x` follows by exact ring identities
-    /// (only the active piece contributes), then one truncation.
+    /// (only the active piece contributes), then one truncation as the session's
+    /// [`Party::set_truncation`] says.
     ///
-    /// * Rounds as one comparison layer (1, 2 or 3 by method). Online bytes per element per
+    /// * Rounds as one comparison layer (1, 2 or 3 by method), plus 1 with exact truncation
+    ///   (and 8 more bytes per element). Online bytes per element per
     ///   party: 8, plus `m/8` (`fss`) or `m·k` to P2 and `16·m` back to P1 (`helper`); material
     ///   per element: one ReLU key (`fss1`), one compact key plus `16·m` (`fss`), `k − 1`
     ///   (`helper`). Error: the spline's own error plus 2^-16 (coefficient rounding over a
     ///   piece at most 2 wide) plus 1 ulp (truncation), valid for `|x − p_j| < 2^(k−1)`.
     pub async fn spline(&mut self, x: &AShare, s: &Spline) -> Result<AShare> {
         let top = self.begin("spline")?;
-        let r = self.spline_inner(x, s).await;
+        let t = self.truncation;
+        let r = self.spline_inner(x, s, t).await;
         self.finish(top, r).await
     }
 
-    async fn spline_inner(&mut self, x: &AShare, s: &Spline) -> Result<AShare> {
+    /// [`Party::spline`] with truncation `t`: the session's for a network's activations, local
+    /// for the bounded internal splines of sigmoid, exp, reciprocal and softmax (few values, in
+    /// `[0, 2^14]`).
+    async fn spline_inner(&mut self, x: &AShare, s: &Spline, t: Truncation) -> Result<AShare> {
         let fx = self.fixed();
         let f = fx.frac_bits;
         // Piece j is c_j + b_j·(x − p_j): as a ring polynomial A_j + B_j·x at scale 2^(2f) with
@@ -427,7 +434,8 @@ impl Party {
         };
         let points: Vec<u64> = s.breaks.iter().map(|&p| enc(p)).collect();
         let Some(c) = self.compare_layer(x, &points, true).await? else {
-            return Ok(AShare::dealer(x.shape()));
+            // The dealer (and an offline pass) still draws the truncation's material.
+            return Ok(self.truncate_as(t, vec![AShare::dealer(x.shape())]).await?.remove(0));
         };
         let relu = c.relu.expect("asked for ReLU");
         let xs = x.expose_share()?;
@@ -451,20 +459,24 @@ impl Party {
             }
         }
         let z = AShare::from_share(RingTensor::from_vec(x.shape(), acc)?);
-        Ok(self.trunc(&z, f))
+        Ok(self.truncate_as(t, vec![z]).await?.remove(0))
     }
 
     /// Logistic sigmoid on fixed-point `x`: |error| ≤ 10^-3 on [−16, 16] (spline 5·10^-4 plus
     /// fixed-point rounding), saturating to 0 / 1 outside. One comparison layer of 28 points;
-    /// see [`Party::spline`].
+    /// see [`Party::spline`] (its truncation is always local: the outputs lie in [0, 1]).
     pub async fn sigmoid(&mut self, x: &AShare) -> Result<AShare> {
-        self.spline(x, approx::sigmoid()).await
+        let top = self.begin("spline")?;
+        let r = self.spline_inner(x, approx::sigmoid(), Truncation::Local).await;
+        self.finish(top, r).await
     }
 
     /// `e^x` on fixed-point `x`: error ≤ max(10^-3·e^x, 2^-15) on [−16, 4], 0 below −16,
     /// `e^4` above 4. One comparison layer; see [`Party::spline`].
     pub async fn exp(&mut self, x: &AShare) -> Result<AShare> {
-        self.spline(x, approx::exp()).await
+        let top = self.begin("spline")?;
+        let r = self.spline_inner(x, approx::exp(), Truncation::Local).await;
+        self.finish(top, r).await
     }
 
     /// `1/x` for fixed-point `x` in [2^-6, 2^14].
@@ -481,9 +493,9 @@ impl Party {
     }
 
     async fn reciprocal_inner(&mut self, x: &AShare) -> Result<AShare> {
-        let s = self.spline_inner(x, approx::pow2_normalizer()).await?;
+        let s = self.spline_inner(x, approx::pow2_normalizer(), Truncation::Local).await?;
         let z = self.beaver_fixed(Bilinear::Mul, x, &s).await?;
-        let u = self.spline_inner(&z, approx::reciprocal_unit()).await?;
+        let u = self.spline_inner(&z, approx::reciprocal_unit(), Truncation::Local).await?;
         self.beaver_fixed(Bilinear::Mul, &s, &u).await
     }
 
@@ -508,7 +520,7 @@ impl Party {
             let x2 = x.reshape(&[outer, len])?;
             let m = self.max_last(&x2, outer, len).await?;
             let d = x2.sub(&repeat_inner(&m, len)?)?;
-            let e = self.spline_inner(&d, approx::exp_nonpositive()).await?;
+            let e = self.spline_inner(&d, approx::exp_nonpositive(), Truncation::Local).await?;
             let sum = e.sum_axis(1)?;
             let inv = self.reciprocal_inner(&sum).await?;
             let p = self.beaver_fixed(Bilinear::Mul, &e, &repeat_inner(&inv, len)?).await?;
