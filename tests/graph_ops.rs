@@ -138,6 +138,19 @@ fn activations_exact_and_fitted_on_edges() {
         let tol = act.error_bound() + 100.0 * 2f64.powi(-17) + 2f64.powi(-14);
         check(act.name(), &model, &x, tol);
     }
+    // ReLU6 needs no truncation (integer slopes), LeakyReLU's spline one exact truncation: the
+    // plan counts what the parties do.
+    let chain = Model::chain(
+        vec![n],
+        vec![
+            Layer::of(Act::Clip { lo: PubF64(0.0), hi: PubF64(6.0) }),
+            Layer::of(Act::LeakyRelu { alpha: PubF64(0.1) }),
+        ],
+    );
+    let (bob, plan) = profile(&chain, &x);
+    assert_eq!(bob.iter().map(|p| p.stats.rounds).sum::<u64>(), plan.online_rounds());
+    let stage = |name: &str| bob.iter().find(|p| p.name == name).unwrap().stats.rounds;
+    assert_eq!(stage("leakyrelu"), stage("clip") + 1, "only the fractional slope truncates");
     // PReLU: a secret per-channel slope.
     let model = Model::chain(vec![4, 3], vec![Layer::prelu(random(&[4, 3], 0.5, g))]);
     check("prelu", &model, &random(&[2, 4, 3], 5.0, g), 1e-3);

@@ -36,6 +36,12 @@ impl Spline {
         if j == 0 { 0.0 } else { self.breaks[j - 1] }
     }
 
+    /// Whether every slope is a small integer (Clip, ReLU-like pieces): then the spline
+    /// evaluates at the fixed-point scale itself, with no product to truncate.
+    pub fn integral_slopes(&self) -> bool {
+        self.b.iter().all(|b| b.fract() == 0.0 && b.abs() <= 1024.0)
+    }
+
     /// Number of breakpoints (= ReLU-gate evaluations per element under MPC).
     pub fn len(&self) -> usize {
         self.breaks.len()

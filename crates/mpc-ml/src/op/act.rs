@@ -277,9 +277,10 @@ impl Operator for Act {
         let n: usize = step.input.iter().product();
         OpShape { elements: n, points: self.spline().breaks.len(), relu: true, bits: u32::from(bits), sequential: 1 }
     }
-    // The spline's own truncation (its values can be as large as its input).
+    // The spline's own truncation (its values can be as large as its input); none with
+    // integer slopes (Clip).
     fn exact_truncations(&self) -> u64 {
-        1
+        u64::from(!self.spline().integral_slopes())
     }
     fn runs(&self) -> Runs {
         Runs::Talks

@@ -403,10 +403,10 @@ impl Party {
     /// per element, so one `fss1` key serves all of them) gives shares of `[x ≥ p_j]` and
     /// `ReLU(x − p_j)`; from them the active piece's `a + b·x` follows by exact ring identities
     /// (only the active piece contributes), then one truncation as the session's
-    /// [`Party::set_truncation`] says.
+    /// [`Party::set_truncation`] says — none when every slope is an integer (Clip, ReLU6).
     ///
     /// * Rounds as one comparison layer (1, 2 or 3 by method), plus 1 with exact truncation
-    ///   (and 8 more bytes per element). Online bytes per element per
+    ///   of a spline with fractional slopes (and 8 more bytes per element). Online bytes per element per
     ///   party: 8, plus `m/8` (`fss`) or `m·k` to P2 and `16·m` back to P1 (`helper`); material
     ///   per element: one ReLU key (`fss1`), one compact key plus `16·m` (`fss`), `k − 1`
     ///   (`helper`). Error: the spline's own error plus 2^-16 (coefficient rounding over a
@@ -425,16 +425,25 @@ impl Party {
         let fx = self.fixed();
         let f = fx.frac_bits;
         // Piece j is c_j + b_j·(x − p_j): as a ring polynomial A_j + B_j·x at scale 2^(2f) with
-        // B_j = enc(b_j) and A_j = enc2(c_j) − B_j·enc(p_j), exact in the ring.
-        let enc2 = |v: f64| ((v * (1u64 << (2 * f)) as f64).round() as i64) as u64;
+        // B_j = enc(b_j) and A_j = enc2(c_j) − B_j·enc(p_j), exact in the ring. With integer
+        // slopes, B_j = b_j and A_j = enc(c_j) − b_j·enc(p_j) at scale 2^f: nothing to truncate.
+        let integral = s.integral_slopes();
         let enc = |v: f64| ((v * (1u64 << f) as f64).round() as i64) as u64;
+        let enc_a = |v: f64| {
+            let scale = if integral { 1u64 << f } else { 1u64 << (2 * f) };
+            ((v * scale as f64).round() as i64) as u64
+        };
+        let enc_b = |v: f64| if integral { (v as i64) as u64 } else { enc(v) };
         let coef = |j: usize| {
-            let b = enc(s.b[j]);
-            (enc2(s.a[j]).wrapping_sub(b.wrapping_mul(enc(s.anchor(j)))), b)
+            let b = enc_b(s.b[j]);
+            (enc_a(s.a[j]).wrapping_sub(b.wrapping_mul(enc(s.anchor(j)))), b)
         };
         let points: Vec<u64> = s.breaks.iter().map(|&p| enc(p)).collect();
         let Some(c) = self.compare_layer(x, &points, true).await? else {
             // The dealer (and an offline pass) still draws the truncation's material.
+            if integral {
+                return Ok(AShare::dealer(x.shape()));
+            }
             return Ok(self.truncate_as(t, vec![AShare::dealer(x.shape())]).await?.remove(0));
         };
         let relu = c.relu.expect("asked for ReLU");
@@ -459,6 +468,9 @@ impl Party {
             }
         }
         let z = AShare::from_share(RingTensor::from_vec(x.shape(), acc)?);
+        if integral {
+            return Ok(z);
+        }
         Ok(self.truncate_as(t, vec![z]).await?.remove(0))
     }
 
