@@ -37,6 +37,10 @@ use crate::ml::{PublishRequest, RegisterRequest};
 /// Largest request body.
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// Largest plan registration: a plan is public and grows with the network (MobileNetV2's is
+/// ~40 KiB of JSON, a 1,000-layer graph a few MiB).
+pub const MAX_PLAN_BODY: usize = 16 * 1024 * 1024;
+
 /// What the handlers share.
 pub struct ApiState {
     /// This node's role.
@@ -82,7 +86,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/result", get(job_result))
         .route("/v1/models", get(list_models).post(publish_model))
-        .route("/v1/plans", axum::routing::post(register_plan))
+        .route("/v1/plans", axum::routing::post(register_plan).layer(DefaultBodyLimit::max(MAX_PLAN_BODY)))
         .route("/v1/pool", get(pool))
         .route("/metrics", get(metrics))
         .fallback(|| async {
