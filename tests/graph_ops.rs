@@ -289,3 +289,22 @@ fn parallel_branches_share_their_rounds() {
     let relus = stage("relu");
     assert!(relus[1] > 0 && relus[2] == 0, "the expand ReLUs share a comparison layer: {relus:?}");
 }
+
+/// A spline over more element-points than one comparison layer holds runs in chunks (bounded
+/// material), one comparison layer each, then one truncation; values and rounds as planned.
+#[test]
+fn large_splines_run_in_chunks() {
+    let g = &mut Prg::from_u64(31);
+    let act = Act::Gelu;
+    let points = act.spline().breaks.len();
+    let n = 2 * mpc_proto::protocol::spline_chunk_len(points) + 17;
+    assert_eq!(mpc_proto::protocol::spline_chunks(n, points), 3);
+    let model = Model::chain(vec![n], vec![Layer::of(act)]);
+    let x = random(&[1, n], 6.0, g);
+    check("chunked gelu", &model, &x, act.error_bound() + 6.0 * 2f64.powi(-17) + 2f64.powi(-14));
+    let (bob, plan) = profile(&model, &x);
+    assert_eq!(bob.iter().map(|p| p.stats.rounds).sum::<u64>(), plan.online_rounds());
+    let one = plan.steps[0].compare.map(|c| mpc_proto::compare::cost::rounds(c.method) as u64).unwrap();
+    let gelu = bob.iter().find(|p| p.name == "gelu").unwrap().stats.rounds;
+    assert_eq!(gelu, 3 * one + 1, "three comparison layers and one exact truncation");
+}

@@ -227,7 +227,12 @@ impl Plan {
             let act = 6 * 8 * (per(&st.input) + per(&st.output));
             let cmp = st.compare.map_or(0, |c| {
                 let op = st.kind.cost_shape(st, c.bits);
-                op.elements as u64 / batch * op.points as u64 * comparison_bytes(c.method, u32::from(c.bits))
+                let mut points = op.elements as u64 / batch * op.points as u64;
+                if matches!(st.kind, Op::Act(_)) {
+                    // Splines hold one chunk's material at a time.
+                    points = points.min(mpc_proto::protocol::SPLINE_CHUNK_POINTS as u64);
+                }
+                points * comparison_bytes(c.method, u32::from(c.bits))
             });
             act + cmp
         };

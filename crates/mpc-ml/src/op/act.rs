@@ -8,6 +8,7 @@
 
 use mpc_proto::approx;
 use mpc_proto::compare::cost::OpShape;
+use mpc_proto::protocol::spline_chunks;
 use mpc_proto::{AShare, FixedPoint};
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
@@ -273,9 +274,15 @@ impl Operator for Act {
         let far = self.spline().breaks.iter().fold(0f64, |m, p| m.max(p.abs()));
         window_for(b + far, fixed)
     }
+    // Large activations run in chunks of bounded material, one comparison layer each.
     fn cost_shape(&self, step: &Step, bits: u8) -> OpShape {
         let n: usize = step.input.iter().product();
-        OpShape { elements: n, points: self.spline().breaks.len(), relu: true, bits: u32::from(bits), sequential: 1 }
+        let points = self.spline().breaks.len();
+        let sequential = spline_chunks(n, points);
+        OpShape { elements: n, points, relu: true, bits: u32::from(bits), sequential }
+    }
+    fn rounds(&self, step: &Step, r: u64) -> u64 {
+        spline_chunks(step.input.iter().product(), self.spline().breaks.len()) as u64 * r
     }
     // The spline's own truncation (its values can be as large as its input); none with
     // integer slopes (Clip).

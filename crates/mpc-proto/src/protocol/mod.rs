@@ -7,3 +7,4 @@ mod nonlinear;
 mod trunc;
 
 pub use beaver::PreopenedWeights;
+pub use nonlinear::{SPLINE_CHUNK_POINTS, spline_chunk_len, spline_chunks};

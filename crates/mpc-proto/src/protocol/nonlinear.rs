@@ -405,8 +405,9 @@ impl Party {
     /// (only the active piece contributes), then one truncation as the session's
     /// [`Party::set_truncation`] says — none when every slope is an integer (Clip, ReLU6).
     ///
-    /// * Rounds as one comparison layer (1, 2 or 3 by method), plus 1 with exact truncation
-    ///   of a spline with fractional slopes (and 8 more bytes per element). Online bytes per element per
+    /// * Rounds as one comparison layer (1, 2 or 3 by method) per chunk of at most
+    ///   [`SPLINE_CHUNK_POINTS`] element-points ([`spline_chunks`]), plus 1 with exact
+    ///   truncation of a spline with fractional slopes (and 8 more bytes per element). Online bytes per element per
     ///   party: 8, plus `m/8` (`fss`) or `m·k` to P2 and `16·m` back to P1 (`helper`); material
     ///   per element: one ReLU key (`fss1`), one compact key plus `16·m` (`fss`), `k − 1`
     ///   (`helper`). Error: the spline's own error plus 2^-16 (coefficient rounding over a
@@ -414,7 +415,34 @@ impl Party {
     pub async fn spline(&mut self, x: &AShare, s: &Spline) -> Result<AShare> {
         let top = self.begin("spline")?;
         let t = self.truncation;
-        let r = self.spline_inner(x, s, t).await;
+        let r = async {
+            let n = x.len();
+            let per = spline_chunk_len(s.len());
+            if n <= per {
+                return self.spline_inner(x, s, t).await;
+            }
+            // Bounded memory: at most SPLINE_CHUNK_POINTS element-points of material at once,
+            // one comparison layer per chunk, then one truncation for all.
+            let flat = x.reshape(&[n])?;
+            let mut parts = Vec::with_capacity(n.div_ceil(per));
+            for a in (0..n).step_by(per) {
+                let b = (a + per).min(n);
+                let chunk = flat
+                    .map_linear(|_| Ok(vec![b - a]), |v| RingTensor::from_vec(&[b - a], v.as_slice()[a..b].to_vec()))?;
+                parts.push(self.spline_raw(&chunk, s).await?);
+            }
+            let z = if self.placeholder() || parts.iter().any(AShare::is_dealer) {
+                AShare::dealer(x.shape())
+            } else {
+                let mut v = Vec::with_capacity(n);
+                for p in &parts {
+                    v.extend_from_slice(p.expose_share()?.as_slice());
+                }
+                AShare::from_share(RingTensor::from_vec(x.shape(), v)?)
+            };
+            if s.integral_slopes() { Ok(z) } else { Ok(self.truncate_as(t, vec![z]).await?.remove(0)) }
+        }
+        .await;
         self.finish(top, r).await
     }
 
@@ -422,6 +450,13 @@ impl Party {
     /// for the bounded internal splines of sigmoid, exp, reciprocal and softmax (few values, in
     /// `[0, 2^14]`).
     async fn spline_inner(&mut self, x: &AShare, s: &Spline, t: Truncation) -> Result<AShare> {
+        let z = self.spline_raw(x, s).await?;
+        if s.integral_slopes() { Ok(z) } else { Ok(self.truncate_as(t, vec![z]).await?.remove(0)) }
+    }
+
+    /// The spline before its truncation: values at scale `2^(2f)`, or `2^f` with integer
+    /// slopes (a placeholder on the dealer and in an offline pass).
+    async fn spline_raw(&mut self, x: &AShare, s: &Spline) -> Result<AShare> {
         let fx = self.fixed();
         let f = fx.frac_bits;
         // Piece j is c_j + b_j·(x − p_j): as a ring polynomial A_j + B_j·x at scale 2^(2f) with
@@ -440,11 +475,7 @@ impl Party {
         };
         let points: Vec<u64> = s.breaks.iter().map(|&p| enc(p)).collect();
         let Some(c) = self.compare_layer(x, &points, true).await? else {
-            // The dealer (and an offline pass) still draws the truncation's material.
-            if integral {
-                return Ok(AShare::dealer(x.shape()));
-            }
-            return Ok(self.truncate_as(t, vec![AShare::dealer(x.shape())]).await?.remove(0));
+            return Ok(AShare::dealer(x.shape()));
         };
         let relu = c.relu.expect("asked for ReLU");
         let xs = x.expose_share()?;
@@ -467,11 +498,7 @@ impl Party {
                 *acc = acc.wrapping_add(db.wrapping_mul(relu[q])).wrapping_add(bit_coef.wrapping_mul(c.ge[q]));
             }
         }
-        let z = AShare::from_share(RingTensor::from_vec(x.shape(), acc)?);
-        if integral {
-            return Ok(z);
-        }
-        Ok(self.truncate_as(t, vec![z]).await?.remove(0))
+        Ok(AShare::from_share(RingTensor::from_vec(x.shape(), acc)?))
     }
 
     /// Logistic sigmoid on fixed-point `x`: |error| ≤ 10^-3 on [−16, 16] (spline 5·10^-4 plus
@@ -541,6 +568,22 @@ impl Party {
         .await;
         self.finish(top, r).await
     }
+}
+
+/// Most element-points (elements × breakpoints) of one comparison layer of [`Party::spline`]:
+/// a larger spline runs in chunks of elements, one comparison layer each, so its material at
+/// once stays bounded (a 300-point GELU over a 16×32×32 activation would otherwise hold
+/// gigabytes of keys).
+pub const SPLINE_CHUNK_POINTS: usize = 1 << 18;
+
+/// Elements per chunk of a spline with `points` breakpoints.
+pub fn spline_chunk_len(points: usize) -> usize {
+    (SPLINE_CHUNK_POINTS / points.max(1)).max(1)
+}
+
+/// Comparison layers [`Party::spline`] runs for `elements` values and `points` breakpoints.
+pub fn spline_chunks(elements: usize, points: usize) -> usize {
+    elements.div_ceil(spline_chunk_len(points)).max(1)
 }
 
 /// Shares of the bits (and ReLUs) of element-points from the public bits `e`, the opened
