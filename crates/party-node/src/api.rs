@@ -4,9 +4,9 @@
 //!
 //! | route | |
 //! |---|---|
-//! | `GET /v1/health` | role, party, uptime, peers connected, certificates in use and their expiry |
-//! | `GET /v1/peers` | each peer: connected, last seen, RTT, last error |
-//! | `GET /v1/jobs`, `POST /v1/jobs` | list; submit ([`JobRequest`]) |
+//! | `GET /v1/health` | role, party, uptime, each peer's state and last failure, certificates in use and their expiry, certificates refused |
+//! | `GET /v1/peers` | each peer: state (connected, connecting, down), last seen, RTT, last error (while not connected), when it last failed; certificates refused |
+//! | `GET /v1/jobs`, `POST /v1/jobs` | list; submit ([`JobRequest`]; 503 at once, naming the peer, if a peer is down) |
 //! | `GET /v1/jobs/{id}` | state, progress, per-operation rounds and bytes |
 //! | `GET /v1/jobs/{id}/result` | Bob: the revealed result |
 //! | `GET /v1/models`, `POST /v1/models` | models known here; Alice: publish an ONNX file ([`PublishRequest`]) |
@@ -127,7 +127,15 @@ async fn health(State(st): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "uptime_s": st.started.elapsed().as_secs(),
         "peers_connected": peers.iter().filter(|p| p.connected).count(),
         "mesh_ready": peers.iter().all(|p| p.connected),
+        "peers": peers.iter().map(|p| json!({
+            "role": p.role,
+            "name": p.name,
+            "state": p.state,
+            "last_error": p.last_error,
+            "last_failed_unix_ms": p.last_failed_unix_ms,
+        })).collect::<Vec<_>>(),
         "certificates": certificates(&st.certificates),
+        "refused_certificates": st.mesh.refused_certificates(),
     }))
 }
 
@@ -147,7 +155,7 @@ fn certificates(certs: &[crate::certs::InUse]) -> serde_json::Value {
 }
 
 async fn peers(State(st): State<Arc<ApiState>>) -> Json<serde_json::Value> {
-    Json(json!({ "peers": st.mesh.peers() }))
+    Json(json!({ "peers": st.mesh.peers(), "refused_certificates": st.mesh.refused_certificates() }))
 }
 
 async fn list_jobs(State(st): State<Arc<ApiState>>) -> Json<serde_json::Value> {
@@ -192,7 +200,9 @@ async fn submit_job(
         Ok(id) => Ok((StatusCode::CREATED, Json(json!({ "id": id.to_string() })))),
         Err(e @ SubmitError::Invalid(_)) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         Err(e @ SubmitError::Duplicate(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
-        Err(e @ SubmitError::Busy(_)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e @ (SubmitError::Busy(_) | SubmitError::PeerDown(_))) => {
+            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
         Err(e @ SubmitError::Internal(_)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }

@@ -553,6 +553,12 @@ impl Jobs {
                 (JobPlan::Analyze { plan: prep.plan.clone(), plan_hash: hex(&prep.plan.hash()) }, ANALYZE_STEPS.len())
             }
         };
+        if self.records.lock().expect("jobs lock").contains_key(&id) {
+            return Err(SubmitError::Duplicate(id));
+        }
+        // Every job needs both peers: one that is down (not (re)connecting) fails the job now,
+        // naming it, rather than after the join timeout.
+        mesh.check_peers().map_err(|e| SubmitError::PeerDown(format!("{e:#}")))?;
         {
             let mut records = self.records.lock().expect("jobs lock");
             if records.contains_key(&id) {
@@ -1092,6 +1098,9 @@ pub enum SubmitError {
     /// Too many jobs are active on this node.
     #[error("this node already runs {0} jobs ([limits] max_active_jobs); retry when one has finished")]
     Busy(usize),
+    /// A peer the job needs is down (not connected, and not reconnecting).
+    #[error("job not started: {0}")]
+    PeerDown(String),
     /// The node could not start it.
     #[error("{0}")]
     Internal(String),

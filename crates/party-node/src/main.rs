@@ -882,17 +882,42 @@ async fn status(config: &Path) -> anyhow::Result<()> {
     let h = api_call(&cfg, "GET", "/v1/health", None).await?;
     println!("node: {} (P{}), up {} s", h["role"].as_str().unwrap_or("?"), h["party"], h["uptime_s"]);
     let p = api_call(&cfg, "GET", "/v1/peers", None).await?;
-    println!("{:<8} {:<16} {:<22} {:<10} {:>9}  last error", "peer", "name", "address", "state", "rtt");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let ago = |ms: &serde_json::Value| {
+        ms.as_u64().map_or_else(
+            || "-".to_string(),
+            |t| format!("{} ago", party_node::mesh::human(Duration::from_millis(now_ms.saturating_sub(t)))),
+        )
+    };
+    println!(
+        "{:<8} {:<16} {:<22} {:<10} {:>9}  {:<12}  error (while not connected)",
+        "peer", "name", "address", "state", "rtt", "last failed"
+    );
     for peer in p["peers"].as_array().into_iter().flatten() {
         let rtt = peer["rtt_ms"].as_f64().map(|r| format!("{r:.2} ms")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<8} {:<16} {:<22} {:<10} {:>9}  {}",
+            "{:<8} {:<16} {:<22} {:<10} {:>9}  {:<12}  {}",
             peer["role"].as_str().unwrap_or("?"),
             peer["name"].as_str().unwrap_or("?"),
             peer["address"].as_str().unwrap_or("?"),
-            if peer["connected"].as_bool() == Some(true) { "connected" } else { "down" },
+            peer["state"].as_str().unwrap_or("?"),
             rtt,
+            ago(&peer["last_failed_unix_ms"]),
             peer["last_error"].as_str().unwrap_or("")
+        );
+    }
+    for r in p["refused_certificates"].as_array().into_iter().flatten() {
+        println!(
+            "refused certificate {} (for {}) {} times, last {}: {}",
+            r["fingerprint"].as_str().unwrap_or("?"),
+            r["names"].as_array().map_or("?".into(), |n| n
+                .iter()
+                .filter_map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")),
+            r["count"],
+            ago(&r["last_unix_ms"]),
+            r["reason"].as_str().unwrap_or("?")
         );
     }
     for c in h["certificates"].as_array().into_iter().flatten() {

@@ -4,7 +4,15 @@
 //! The lower party id dials the higher one (P0 dials P1 and P2, P1 dials P2), retrying with
 //! exponential backoff, so nodes can start in any order and a restarted node is reconnected;
 //! the acceptor keeps the newest connection from a peer. Only configured peers get through the
-//! TLS handshake ([`crate::tls`]).
+//! TLS handshake ([`crate::tls`]). A dialer whose certificate a peer refuses (or that refuses
+//! the peer's) keeps backing off up to [`REFUSED_BACKOFF_MAX`]: retrying cannot help until
+//! someone fixes a configuration.
+//!
+//! Each peer is `connected`, `connecting` (for [`MeshOptions::start_grace`] after this node
+//! starts and [`MeshOptions::reconnect_grace`] after its connection drops) or `down`. A job
+//! that needs a peer that is down fails at once with the peer, its address and the last
+//! connection error ([`Mesh::check_peers`]); one that needs a connecting peer waits out the
+//! grace at most.
 //!
 //! Sessions: the lower party opens a stream and writes a header (`MBR1` and the 16-byte session
 //! id); the higher party's node parks it until its own job for that session asks for it
@@ -31,6 +39,13 @@ const STREAM_MAGIC: &[u8; 4] = b"MBR1";
 const PARK_TTL: Duration = Duration::from_secs(120);
 /// At most this many parked inbound session streams.
 const PARK_MAX: usize = 1024;
+
+/// First wait between dial attempts; it doubles after each failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between dial attempts to a peer that is unreachable (down, restarting).
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Longest wait between dial attempts after a certificate refusal (by either side).
+pub const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Largest UDP send the kernel accepts (IPv4: 65,535 minus the IP and UDP headers), which with
 /// segmentation offload (GSO) bounds a whole batch of datagrams, not one.
@@ -114,6 +129,14 @@ pub struct MeshOptions {
     pub conn_window: u32,
     /// Largest frame accepted from a peer.
     pub max_frame: usize,
+    /// How long a peer whose connection dropped counts as reconnecting: a job that needs it
+    /// waits at most this long for it, then fails. Outside this grace a job needing a peer
+    /// that is not connected fails at once.
+    pub reconnect_grace: Duration,
+    /// The same grace for a peer that has not connected since this node started.
+    pub start_grace: Duration,
+    /// A refused certificate is logged at WARN at most once per this interval.
+    pub refusal_log_interval: Duration,
 }
 
 impl Default for MeshOptions {
@@ -127,6 +150,9 @@ impl Default for MeshOptions {
             stream_window: 32 << 20,
             conn_window: 64 << 20,
             max_frame: DEFAULT_MAX_FRAME,
+            reconnect_grace: Duration::from_secs(5),
+            start_grace: Duration::from_secs(10),
+            refusal_log_interval: crate::tls::REFUSAL_LOG_INTERVAL,
         }
     }
 }
@@ -142,6 +168,29 @@ pub fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     Ok(s.into())
 }
 
+/// Where a peer's connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// A connection is up.
+    Connected,
+    /// Not connected, within the grace after this node started or after the connection
+    /// dropped ([`MeshOptions::reconnect_grace`]): jobs that need it wait that long at most.
+    Connecting,
+    /// Not connected, and not within a grace: jobs that need it fail at once.
+    Down,
+}
+
+impl std::fmt::Display for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerState::Connected => "connected",
+            PeerState::Connecting => "connecting",
+            PeerState::Down => "down",
+        })
+    }
+}
+
 /// What the node knows about one peer.
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerStatus {
@@ -155,20 +204,50 @@ pub struct PeerStatus {
     pub address: PeerAddr,
     /// Whether a connection is up.
     pub connected: bool,
+    /// Connected, connecting (within a grace) or down.
+    pub state: PeerState,
     /// When the peer was last known alive (now, while connected), Unix milliseconds.
     pub last_seen_unix_ms: Option<u64>,
     /// Smoothed RTT of the connection, milliseconds.
     pub rtt_ms: Option<f64>,
     /// Current path MTU (UDP payload bytes) of the connection.
     pub mtu: Option<u16>,
-    /// Why the last connection ended.
+    /// Why the peer is not connected: the last failed attempt or why the last connection
+    /// ended. Cleared once it connects.
     pub last_error: Option<String>,
+    /// When a connection to the peer last failed (an attempt, or a connection that ended),
+    /// Unix milliseconds; kept after it reconnects.
+    pub last_failed_unix_ms: Option<u64>,
 }
 
 #[derive(Default)]
 struct PeerInfo {
     last_seen: Option<SystemTime>,
+    /// The last connection error; cleared when a connection comes up.
     last_error: Option<String>,
+    /// When the last failure happened (kept across reconnects).
+    last_failed: Option<SystemTime>,
+    /// When the last connection was lost (the reconnect grace runs from it), and why.
+    lost_at: Option<Instant>,
+    lost_why: Option<String>,
+    /// The last failure was a certificate refusal (by either side): waiting will not help.
+    refused: bool,
+    /// Connections installed since this node started.
+    connections: u64,
+}
+
+impl PeerInfo {
+    fn failed(&mut self, why: String, refused: bool) {
+        self.last_error = Some(why);
+        self.last_failed = Some(SystemTime::now());
+        self.refused = refused;
+    }
+}
+
+/// Why a connection ended or an attempt failed, and whether it was a certificate refusal.
+struct Failure {
+    why: String,
+    refused: bool,
 }
 
 struct PeerSlot {
@@ -193,6 +272,7 @@ struct Inner {
     opts: MeshOptions,
     auth: Arc<PeerAuth>,
     rt: tokio::runtime::Handle,
+    started: Instant,
 }
 
 /// A node's endpoint and its connections to the other two parties.
@@ -209,6 +289,84 @@ impl std::fmt::Debug for Mesh {
 
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A duration for people: `0.4 s`, `12 s`, `5 min`, `3 h`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 10.0 {
+        format!("{s:.1} s")
+    } else if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.0} h", s / 3600.0)
+    }
+}
+
+/// `12 s ago (2026-03-01 12:00:00 UTC)`.
+fn when(t: SystemTime) -> String {
+    let ago = SystemTime::now().duration_since(t).unwrap_or_default();
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    format!("{} ago ({})", human(ago), crate::certs::format_time(secs))
+}
+
+/// Whether a QUIC error code is a TLS alert (the crypto range 0x100–0x1ff).
+fn is_tls_alert(code: quinn::TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
+}
+
+/// What an inbound handshake that failed was.
+#[derive(Debug, PartialEq, Eq)]
+enum InboundFailure {
+    /// A datagram of an earlier exchange (a retransmitted handshake packet) taken for a new
+    /// connection, or a stale one: nobody tried to connect. Routine when peers reconnect.
+    Stray,
+    /// This node's certificate check refused the client (logged, rate-limited, by
+    /// [`crate::tls::Refusals`]).
+    Refused,
+    /// Anything else (a handshake that timed out, a client that refused this node's
+    /// certificate).
+    Other,
+}
+
+fn classify_inbound(code: Option<quinn::TransportErrorCode>, reason: &str, timed_out: bool) -> InboundFailure {
+    match code {
+        // quinn cannot decrypt the packet it took for a new connection's first (see quinn
+        // issue 1974): no client behind it.
+        Some(c) if c == quinn::TransportErrorCode::PROTOCOL_VIOLATION && reason == "authentication failed" => {
+            InboundFailure::Stray
+        }
+        Some(c) if is_tls_alert(c) => InboundFailure::Refused,
+        // An initial packet older than the idle timeout: abandoned before any handshake.
+        None if timed_out => InboundFailure::Stray,
+        _ => InboundFailure::Other,
+    }
+}
+
+fn inbound_failure(e: &quinn::ConnectionError) -> InboundFailure {
+    match e {
+        quinn::ConnectionError::TransportError(t) => classify_inbound(Some(t.code), &t.reason, false),
+        quinn::ConnectionError::TimedOut => classify_inbound(None, "", true),
+        _ => InboundFailure::Other,
+    }
+}
+
+/// A TLS alert's name, for the alerts a certificate problem produces.
+fn alert_name(code: quinn::TransportErrorCode) -> &'static str {
+    match u64::from(code) & 0xff {
+        42 => "bad certificate",
+        43 => "unsupported certificate",
+        44 => "certificate revoked",
+        45 => "certificate expired",
+        46 => "certificate unknown",
+        48 => "unknown CA",
+        49 => "access denied",
+        116 => "certificate required",
+        120 => "no application protocol",
+        _ => "handshake failure",
+    }
 }
 
 fn transport_config(opts: &MeshOptions) -> anyhow::Result<quinn::TransportConfig> {
@@ -251,7 +409,7 @@ impl Mesh {
     ) -> anyhow::Result<Mesh> {
         let rt = tokio::runtime::Handle::try_current().context("the mesh needs a tokio runtime")?;
         let socket = GsoCapped::wrap(socket, opts.mtu_upper_bound);
-        let auth = Arc::new(PeerAuth::new(cfg));
+        let auth = Arc::new(PeerAuth::new(cfg).log_refusals_every(opts.refusal_log_interval));
         let transport = Arc::new(transport_config(&opts)?);
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(cfg, auth.clone())?)
             .context("QUIC server TLS")?;
@@ -277,6 +435,7 @@ impl Mesh {
             opts,
             auth: auth.clone(),
             rt,
+            started: Instant::now(),
         });
         let mut tasks = vec![tokio::spawn(inner.clone().accept_loop())];
         for p in PartyId::ALL.into_iter().filter(|&p| p > cfg.me) {
@@ -328,6 +487,7 @@ impl Mesh {
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.others()
             .map(|p| {
+                let state = self.state(p);
                 let conn = self.inner.current(p);
                 let info = self.inner.peers[p.index()].info.lock().expect("peer info lock");
                 PeerStatus {
@@ -336,6 +496,7 @@ impl Mesh {
                     name: self.inner.names[p.index()].clone(),
                     address: self.inner.addrs[p.index()].clone(),
                     connected: conn.is_some(),
+                    state,
                     last_seen_unix_ms: if conn.is_some() {
                         Some(unix_ms(SystemTime::now()))
                     } else {
@@ -343,10 +504,39 @@ impl Mesh {
                     },
                     rtt_ms: conn.as_ref().map(|c| c.rtt().as_secs_f64() * 1e3),
                     mtu: conn.as_ref().map(|c| c.stats().path.current_mtu),
-                    last_error: info.last_error.clone(),
+                    last_error: if conn.is_some() { None } else { info.last_error.clone() },
+                    last_failed_unix_ms: info.last_failed.map(unix_ms),
                 }
             })
             .collect()
+    }
+
+    /// Where `p`'s connection stands.
+    pub fn state(&self, p: PartyId) -> PeerState {
+        match self.inner.availability(p) {
+            Availability::Up(_) => PeerState::Connected,
+            Availability::Grace(_) => PeerState::Connecting,
+            Availability::Down => PeerState::Down,
+        }
+    }
+
+    /// Fails at once if a peer is down (not connected, and not within the grace after this
+    /// node started or after its connection dropped), naming each such peer with its address,
+    /// its last connection error and when it happened, and what to check. Every job needs
+    /// both peers (the dealer too): a job submitted now would only wait for the join timeout.
+    pub fn check_peers(&self) -> anyhow::Result<()> {
+        let down: Vec<String> = self
+            .others()
+            .filter(|&p| matches!(self.inner.availability(p), Availability::Down))
+            .map(|p| self.inner.not_connected(p, false))
+            .collect();
+        anyhow::ensure!(down.is_empty(), "{}", down.join("; and "));
+        Ok(())
+    }
+
+    /// The certificates this node refused in handshakes, most recent first.
+    pub fn refused_certificates(&self) -> Vec<crate::tls::RefusedCert> {
+        self.inner.auth.refusals().list()
     }
 
     /// Why the connection to `p` is down, if it is.
@@ -371,8 +561,9 @@ impl Mesh {
         let joins = self.others().map(|p| {
             let inner = self.inner.clone();
             async move {
+                // Fails at once if the peer is down, after its grace if it is (re)connecting.
+                let conn = inner.wait_conn(p, deadline).await?;
                 let (tx, rx) = if inner.me < p {
-                    let conn = inner.wait_conn(p, deadline).await?;
                     let (mut tx, rx) = conn.open_bi().await.with_context(|| format!("opening a stream to {p}"))?;
                     let mut header = STREAM_MAGIC.to_vec();
                     header.extend_from_slice(&session.0.to_le_bytes());
@@ -419,31 +610,126 @@ impl Drop for Mesh {
     }
 }
 
+/// Whether a peer can be used now.
+enum Availability {
+    /// Connected.
+    Up(Connection),
+    /// Not connected, within its grace until then.
+    Grace(Instant),
+    /// Not connected, no grace left (or a certificate refusal, which waiting does not fix).
+    Down,
+}
+
 impl Inner {
     fn current(&self, p: PartyId) -> Option<Connection> {
         self.peers[p.index()].conn.borrow().clone().filter(|c| c.close_reason().is_none())
     }
 
+    fn availability(&self, p: PartyId) -> Availability {
+        if let Some(c) = self.current(p) {
+            return Availability::Up(c);
+        }
+        let info = self.peers[p.index()].info.lock().expect("peer info lock");
+        if info.refused {
+            return Availability::Down;
+        }
+        let until = match info.lost_at {
+            Some(t) => t + self.opts.reconnect_grace,
+            None if info.connections == 0 => self.started + self.opts.start_grace,
+            // Closed a moment ago, its serve loop not done yet: it has just dropped.
+            None => Instant::now() + self.opts.reconnect_grace,
+        };
+        if Instant::now() < until { Availability::Grace(until) } else { Availability::Down }
+    }
+
+    /// Why `p` cannot take part in a job: who and where it is, its last connection error and
+    /// when, and what to check. `waited`: the job waited out the peer's grace.
+    fn not_connected(&self, p: PartyId, waited: bool) -> String {
+        let role = Role::of(p);
+        let (name, addr) = (&self.names[p.index()], &self.addrs[p.index()]);
+        let info = self.peers[p.index()].info.lock().expect("peer info lock");
+        let mut m = if waited {
+            let (since, grace) = match info.lost_at {
+                Some(t) => (
+                    format!(
+                        "its connection dropped {} ago: {}",
+                        human(t.elapsed()),
+                        info.lost_why.as_deref().unwrap_or("closed")
+                    ),
+                    self.opts.reconnect_grace,
+                ),
+                None => (format!("this node started {} ago", human(self.started.elapsed())), self.opts.start_grace),
+            };
+            format!(
+                "{role} ({p}, {name:?}) at {addr} was connecting ({since}) and did not connect within the {} grace",
+                human(grace)
+            )
+        } else {
+            format!("{role} ({p}, {name:?}) at {addr} is not connected")
+        };
+        match (&info.last_error, info.last_failed) {
+            (Some(e), Some(t)) => m += &format!(": last connection error {}: {e}", when(t)),
+            _ if info.connections == 0 => {
+                m += &format!(": it has not connected since this node started {} ago", human(self.started.elapsed()))
+            }
+            _ => {}
+        }
+        // A certificate for its name that this node refused (a peer with a new key, say) is
+        // the likeliest explanation when it dials this node.
+        let refused = self.auth.refusals().list().into_iter().find(|r| r.names.iter().any(|n| n == name));
+        if let Some(r) = &refused
+            && !info.last_error.as_ref().is_some_and(|e| e.contains(&r.fingerprint))
+        {
+            let ago = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(r.last_unix_ms));
+            m += &format!(
+                "; this node refused a certificate for {name:?} {} ago ({} times, fingerprint {}): {}",
+                human(ago),
+                r.count,
+                r.fingerprint,
+                r.reason
+            );
+        }
+        let fix = if info.refused || refused.is_some() {
+            "fix the certificates (`party-node cert show --config <node.toml>` on both machines; docs/deploy.md \
+             section 1), then submit the job again"
+                .to_string()
+        } else if self.me < p {
+            format!(
+                "this node dials it: check that {role}'s node is running and that UDP {addr} is reachable from here, \
+                 then submit the job again (`party-node status` shows the peers)"
+            )
+        } else {
+            format!(
+                "{role}'s node dials this one: check that it is running and that it can reach this node's UDP \
+                 address {}, then submit the job again (`party-node status` shows the peers)",
+                self.addrs[self.me.index()]
+            )
+        };
+        format!("{m} — {fix}")
+    }
+
+    /// The connection to `p`: at once if it is up, failing at once if `p` is down, and waiting
+    /// at most until the end of its grace (or `deadline`) if it is (re)connecting.
     async fn wait_conn(&self, p: PartyId, deadline: Instant) -> anyhow::Result<Connection> {
         let mut rx = self.peers[p.index()].conn.subscribe();
         loop {
             if let Some(c) = rx.borrow_and_update().clone().filter(|c| c.close_reason().is_none()) {
                 return Ok(c);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let why = || {
-                let info = self.peers[p.index()].info.lock().expect("peer info lock");
-                info.last_error.clone().unwrap_or_else(|| "never connected".into())
+            let until = match self.availability(p) {
+                Availability::Up(c) => return Ok(c),
+                Availability::Down => anyhow::bail!("{}", self.not_connected(p, false)),
+                Availability::Grace(until) => until.min(deadline),
             };
+            let left = until.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, rx.changed()).await {
                 Ok(Ok(())) => {}
-                _ => anyhow::bail!(
-                    "{} ({p}, {}) is not connected ({}) after waiting {:?}",
-                    Role::of(p),
-                    self.names[p.index()],
-                    why(),
-                    self.opts.join_timeout
-                ),
+                _ => {
+                    if let Some(c) = self.current(p) {
+                        return Ok(c);
+                    }
+                    anyhow::bail!("{}", self.not_connected(p, true))
+                }
             }
         }
     }
@@ -523,15 +809,25 @@ impl Inner {
     }
 
     fn install(&self, p: PartyId, conn: Connection) {
-        tracing::info!(peer = %p, role = %Role::of(p), name = %self.names[p.index()], remote = %conn.remote_address(), "peer connected");
-        let old = self.peers[p.index()].conn.send_replace(Some(conn));
+        let old = self.peers[p.index()].conn.send_replace(Some(conn.clone()));
         if let Some(old) = old {
             old.close(1u32.into(), b"replaced by a newer connection");
         }
-        self.peers[p.index()].info.lock().expect("peer info lock").last_seen = Some(SystemTime::now());
+        let mut info = self.peers[p.index()].info.lock().expect("peer info lock");
+        info.connections += 1;
+        let down_for = info.lost_at.map(|t| human(t.elapsed()));
+        info.last_seen = Some(SystemTime::now());
+        info.last_error = None;
+        info.refused = false;
+        info.lost_at = None;
+        let (role, name, remote) = (Role::of(p), &self.names[p.index()], conn.remote_address());
+        match down_for {
+            Some(d) => tracing::info!(peer = %p, %role, %name, %remote, down_for = %d, "peer reconnected"),
+            None => tracing::info!(peer = %p, %role, %name, %remote, "peer connected"),
+        }
     }
 
-    fn uninstall(&self, p: PartyId, conn: &Connection, why: String) {
+    fn uninstall(&self, p: PartyId, conn: &Connection, e: &quinn::ConnectionError) {
         let slot = &self.peers[p.index()];
         let was_current = slot.conn.send_if_modified(|c| {
             if c.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
@@ -542,15 +838,23 @@ impl Inner {
             }
         });
         if was_current {
-            tracing::warn!(peer = %p, role = %Role::of(p), reason = %why, "peer connection lost");
+            let why = e.to_string();
+            // A peer that closes its side (a restart, an upgrade) is routine; a silent one is not.
+            if matches!(e, quinn::ConnectionError::ApplicationClosed(_)) {
+                tracing::info!(peer = %p, role = %Role::of(p), reason = %why, "peer closed the connection");
+            } else {
+                tracing::warn!(peer = %p, role = %Role::of(p), reason = %why, "peer connection lost");
+            }
             let mut info = slot.info.lock().expect("peer info lock");
             info.last_seen = Some(SystemTime::now());
-            info.last_error = Some(why);
+            info.lost_at = Some(Instant::now());
+            info.lost_why = Some(why.clone());
+            info.failed(why, false);
         }
     }
 
     /// Accepts session streams on `conn` until it closes; returns why it closed.
-    async fn serve(self: &Arc<Self>, p: PartyId, conn: Connection) -> String {
+    async fn serve(self: &Arc<Self>, p: PartyId, conn: Connection) -> quinn::ConnectionError {
         loop {
             match conn.accept_bi().await {
                 Ok((tx, mut rx)) => {
@@ -566,46 +870,114 @@ impl Inner {
                         }
                     });
                 }
-                Err(e) => return e.to_string(),
+                Err(e) => return e,
             }
         }
     }
 
+    /// Waits until the server side of a dialled connection has accepted this node's
+    /// certificate. In TLS 1.3 the client finishes its handshake before the server has checked
+    /// the client's certificate, so a connection the peer is about to refuse looks established
+    /// here; the server's HANDSHAKE_DONE frame is what says it was accepted.
+    async fn confirmed(&self, p: PartyId, conn: Connection) -> Result<Connection, Failure> {
+        loop {
+            if conn.stats().frame_rx.handshake_done > 0 {
+                return Ok(conn);
+            }
+            tokio::select! {
+                e = conn.closed() => return Err(self.dial_failure(p, &e)),
+                () = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+        }
+    }
+
+    /// A failed dial to `p`, told as a refusal when the TLS handshake failed on either side.
+    fn dial_failure(&self, p: PartyId, e: &quinn::ConnectionError) -> Failure {
+        let (role, me) = (Role::of(p), Role::of(self.me));
+        let name = &self.names[p.index()];
+        match e {
+            // The peer's TLS stack refused this node (an alert in the crypto range).
+            quinn::ConnectionError::ConnectionClosed(c) if is_tls_alert(c.error_code) => Failure {
+                refused: true,
+                why: format!(
+                    "{role} ({p}) refused this node's certificate (TLS alert: {}): its config does not accept this \
+                     node as {me} — with pinned certificates its [[party]] {me} entry must pin this node's certificate, \
+                     with a consortium CA this node's certificate must be issued by that CA for the name in that entry",
+                    alert_name(c.error_code)
+                ),
+            },
+            // This node's certificate check refused the peer's certificate.
+            quinn::ConnectionError::TransportError(t) if is_tls_alert(t.code) => Failure {
+                refused: true,
+                why: format!(
+                    "{}: not what this node's [[party]] {role} entry accepts for {name:?}",
+                    self.auth.refusals().take_dialled(p).unwrap_or_else(|| e.to_string())
+                ),
+            },
+            _ => Failure { why: e.to_string(), refused: false },
+        }
+    }
+
     async fn dial_loop(self: Arc<Self>, p: PartyId, client: quinn::ClientConfig) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = BACKOFF_MIN;
         let mut failures = 0u32;
+        // Refusals are logged at WARN once per interval, with how many there were since.
+        let mut warned: Option<Instant> = None;
+        let mut refused_since_warn = 0u64;
         let ipv4 = self.endpoint.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
+        let role = Role::of(p);
         loop {
             // Resolved on every attempt: a peer's name may not exist yet (its container is not
             // up) or may point elsewhere after a restart.
             let addr = &self.addrs[p.index()];
-            let result = match addr.resolve(ipv4).await {
+            let attempt = match addr.resolve(ipv4).await {
                 Ok(sa) => match self.endpoint.connect_with(client.clone(), sa, &self.names[p.index()]) {
-                    Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    Ok(connecting) => match connecting.await {
+                        Ok(conn) => self.confirmed(p, conn).await,
+                        Err(e) => Err(self.dial_failure(p, &e)),
+                    },
+                    Err(e) => Err(Failure { why: e.to_string(), refused: false }),
                 },
-                Err(e) => Err(format!("cannot resolve {}'s address {addr}: {e}", Role::of(p))),
+                Err(e) => Err(Failure { why: format!("cannot resolve {role}'s address {addr}: {e}"), refused: false }),
             };
-            match result {
+            let refused = match attempt {
                 Ok(conn) => {
-                    backoff = Duration::from_millis(50);
+                    backoff = BACKOFF_MIN;
                     failures = 0;
+                    warned = None;
+                    refused_since_warn = 0;
                     self.install(p, conn.clone());
-                    let why = self.serve(p, conn.clone()).await;
-                    self.uninstall(p, &conn, why);
+                    let e = self.serve(p, conn.clone()).await;
+                    self.uninstall(p, &conn, &e);
+                    false
                 }
-                Err(e) => {
+                Err(f) => {
                     failures += 1;
-                    // The first failure and then every 20th: a peer that is down is normal at start.
-                    if failures % 20 == 1 {
-                        tracing::info!(peer = %p, role = %Role::of(p), addr = %self.addrs[p.index()], error = %e, "cannot reach peer yet; retrying");
+                    if f.refused {
+                        refused_since_warn += 1;
+                        if warned.is_none_or(|t| t.elapsed() >= self.opts.refusal_log_interval) {
+                            tracing::warn!(
+                                peer = %p, %role, addr = %addr, error = %f.why, refused_since_last_warning = refused_since_warn,
+                                retry_in = %human(backoff),
+                                "the TLS handshake with the peer failed; retrying with backoff (logged once every {})",
+                                human(self.opts.refusal_log_interval)
+                            );
+                            warned = Some(Instant::now());
+                            refused_since_warn = 0;
+                        } else {
+                            tracing::debug!(peer = %p, error = %f.why, "the TLS handshake with the peer failed again");
+                        }
+                    } else if failures % 20 == 1 {
+                        // The first failure and then every 20th: a peer that is down is normal at start.
+                        tracing::info!(peer = %p, %role, addr = %addr, error = %f.why, "cannot reach peer yet; retrying");
                     }
-                    let mut info = self.peers[p.index()].info.lock().expect("peer info lock");
-                    info.last_error = Some(e);
+                    let refused = f.refused;
+                    self.peers[p.index()].info.lock().expect("peer info lock").failed(f.why, f.refused);
+                    refused
                 }
-            }
+            };
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            backoff = (backoff * 2).min(if refused { REFUSED_BACKOFF_MAX } else { BACKOFF_MAX });
         }
     }
 
@@ -617,7 +989,17 @@ impl Inner {
                 let conn = match incoming.await {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::warn!(%remote, error = %e, "refused an inbound connection");
+                        match inbound_failure(&e) {
+                            InboundFailure::Stray => {
+                                tracing::debug!(%remote, error = %e, "dropped a stray handshake packet")
+                            }
+                            InboundFailure::Refused => {
+                                tracing::debug!(%remote, error = %e, "refused an inbound connection (certificate logged)")
+                            }
+                            InboundFailure::Other => {
+                                tracing::info!(%remote, error = %e, "an inbound handshake failed")
+                            }
+                        }
                         return;
                     }
                 };
@@ -630,8 +1012,8 @@ impl Inner {
                     tracing::debug!(peer = %p, "inbound connection from a higher party id");
                 }
                 inner.install(p, conn.clone());
-                let why = inner.serve(p, conn.clone()).await;
-                inner.uninstall(p, &conn, why);
+                let e = inner.serve(p, conn.clone()).await;
+                inner.uninstall(p, &conn, &e);
             });
         }
     }
@@ -640,5 +1022,37 @@ impl Inner {
         let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
         let (ee, rest) = certs.split_first()?;
         self.auth.identify(ee, rest, rustls::pki_types::UnixTime::now()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stray_packets_are_not_refusals() {
+        use quinn::TransportErrorCode as Code;
+        // What quinn reports when it takes a retransmitted handshake datagram of an earlier
+        // connection for a new one: no client, nothing refused (logged at DEBUG).
+        assert_eq!(
+            classify_inbound(Some(Code::PROTOCOL_VIOLATION), "authentication failed", false),
+            InboundFailure::Stray
+        );
+        assert_eq!(classify_inbound(None, "", true), InboundFailure::Stray);
+        // This node's certificate check refused the client: already logged, rate-limited.
+        assert_eq!(
+            classify_inbound(Some(Code::crypto(49)), "invalid peer certificate", false),
+            InboundFailure::Refused
+        );
+        assert_eq!(classify_inbound(Some(Code::PROTOCOL_VIOLATION), "something else", false), InboundFailure::Other);
+        assert_eq!(alert_name(Code::crypto(49)), "access denied");
+    }
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human(Duration::from_millis(400)), "0.4 s");
+        assert_eq!(human(Duration::from_secs(42)), "42 s");
+        assert_eq!(human(Duration::from_secs(300)), "5 min");
+        assert_eq!(human(Duration::from_secs(3 * 3600)), "3 h");
     }
 }

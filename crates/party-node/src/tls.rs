@@ -3,10 +3,14 @@
 //! Both directions use [`PeerAuth`], which accepts exactly the configured peers: in pinned mode
 //! a certificate byte-identical to one listed in the config, in CA mode a certificate chaining
 //! to the consortium CA and valid for a configured party's name. Anything else is refused during
-//! the handshake and logged with the certificate's SHA-256 fingerprint. A dialer additionally
-//! requires the certificate of the peer it meant to reach.
+//! the handshake and logged with the certificate's SHA-256 fingerprint — at WARN once per
+//! certificate per minute, with the count of refusals since ([`Refusals`]): a misconfigured peer
+//! retrying is one line a minute, not one per attempt. A dialer additionally requires the
+//! certificate of the peer it meant to reach.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use mpc_proto::PartyId;
@@ -15,6 +19,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use serde::Serialize;
 
 use crate::config::{Config, Trust};
 
@@ -73,6 +78,135 @@ pub fn check_ca_issued(
     Ok(())
 }
 
+/// How often a refused certificate is logged at WARN (refusals in between are counted).
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// At most this many refused certificates are remembered (the oldest is forgotten first).
+const REFUSALS_MAX: usize = 256;
+
+/// A certificate this node refused, as `status` and the API report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RefusedCert {
+    /// Short SHA-256 fingerprint ([`fingerprint`]).
+    pub fingerprint: String,
+    /// The DNS names the certificate is issued for (who it claims to be).
+    pub names: Vec<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// Refusals since this node started.
+    pub count: u64,
+    /// The last refusal, Unix milliseconds.
+    pub last_unix_ms: u64,
+}
+
+#[derive(Debug)]
+struct RefusalEntry {
+    info: RefusedCert,
+    /// When this certificate was last logged at WARN.
+    warned: Instant,
+    /// Refusals since then (not logged one by one).
+    since_warn: u64,
+}
+
+/// Refused certificates, counted per fingerprint. The first refusal of a certificate is logged at
+/// WARN; later ones only once per interval, with how many there were since: a stranger (or a
+/// peer with a stale certificate) retrying makes one line a minute.
+#[derive(Debug)]
+pub struct Refusals {
+    interval: Duration,
+    seen: Mutex<HashMap<String, RefusalEntry>>,
+    /// What this node refused when it last dialled each party (the dialler's log and status
+    /// show it against that peer).
+    dialled: Mutex<[Option<String>; 3]>,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals::new(REFUSAL_LOG_INTERVAL)
+    }
+}
+
+impl Refusals {
+    /// Logs a certificate at WARN at most once per `interval`.
+    pub fn new(interval: Duration) -> Refusals {
+        Refusals { interval, seen: Mutex::default(), dialled: Mutex::default() }
+    }
+
+    /// Records a refusal of `cert` for `reason`; logs it if due. Returns whether it was logged
+    /// at WARN.
+    pub fn record(&self, cert: &CertificateDer<'_>, reason: &str, dialled: Option<PartyId>) -> bool {
+        let fp = fingerprint(cert);
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        if let Some(p) = dialled {
+            self.dialled.lock().expect("refusals lock")[p.index()] =
+                Some(format!("this node refused its certificate (fingerprint {fp}): {reason}"));
+        }
+        let mut seen = self.seen.lock().expect("refusals lock");
+        if !seen.contains_key(&fp) && seen.len() >= REFUSALS_MAX {
+            let oldest = seen.iter().min_by_key(|(_, e)| e.info.last_unix_ms).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                seen.remove(&k);
+            }
+        }
+        let names = cert_dns_names(cert);
+        match seen.get_mut(&fp) {
+            None => {
+                tracing::warn!(
+                    fingerprint = %fp,
+                    names = ?names,
+                    reason = %reason,
+                    "refused a peer certificate (further refusals of it are counted and logged once every {:?})",
+                    self.interval
+                );
+                let info = RefusedCert {
+                    fingerprint: fp.clone(),
+                    names,
+                    reason: reason.into(),
+                    count: 1,
+                    last_unix_ms: now_ms,
+                };
+                seen.insert(fp, RefusalEntry { info, warned: Instant::now(), since_warn: 0 });
+                true
+            }
+            Some(e) => {
+                e.info.count += 1;
+                e.info.last_unix_ms = now_ms;
+                e.info.reason = reason.into();
+                e.since_warn += 1;
+                if e.warned.elapsed() >= self.interval {
+                    tracing::warn!(
+                        fingerprint = %fp,
+                        names = ?e.info.names,
+                        reason = %reason,
+                        refused_since_last_warning = e.since_warn,
+                        total = e.info.count,
+                        "refused a peer certificate again"
+                    );
+                    e.warned = Instant::now();
+                    e.since_warn = 0;
+                    true
+                } else {
+                    tracing::debug!(fingerprint = %fp, reason = %reason, "refused a peer certificate (counted, not warned)");
+                    false
+                }
+            }
+        }
+    }
+
+    /// The refused certificates, most recent first.
+    pub fn list(&self) -> Vec<RefusedCert> {
+        let mut v: Vec<RefusedCert> =
+            self.seen.lock().expect("refusals lock").values().map(|e| e.info.clone()).collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.last_unix_ms));
+        v
+    }
+
+    /// What this node refused when it last dialled `p` (taken: each failed attempt reads its own).
+    pub fn take_dialled(&self, p: PartyId) -> Option<String> {
+        self.dialled.lock().expect("refusals lock")[p.index()].take()
+    }
+}
+
 /// Who may connect, and how to tell which party a certificate belongs to.
 #[derive(Debug)]
 pub struct PeerAuth {
@@ -83,6 +217,8 @@ pub struct PeerAuth {
     algs: WebPkiSupportedAlgorithms,
     /// On a dialer: the only party this connection may reach.
     expect: Option<PartyId>,
+    /// Refused certificates, shared by the acceptor and the dialers.
+    refusals: Arc<Refusals>,
 }
 
 impl PeerAuth {
@@ -94,11 +230,37 @@ impl PeerAuth {
             Trust::Pinned => None,
             Trust::Ca(c) => Some(c.clone()),
         };
-        PeerAuth { me: cfg.me, peers, ca, algs: provider().signature_verification_algorithms, expect: None }
+        PeerAuth {
+            me: cfg.me,
+            peers,
+            ca,
+            algs: provider().signature_verification_algorithms,
+            expect: None,
+            refusals: Arc::default(),
+        }
+    }
+
+    /// Logs a refused certificate at WARN at most once per `interval` (default
+    /// [`REFUSAL_LOG_INTERVAL`]).
+    pub fn log_refusals_every(mut self, interval: Duration) -> PeerAuth {
+        self.refusals = Arc::new(Refusals::new(interval));
+        self
+    }
+
+    /// The certificates refused so far.
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
     }
 
     fn expecting(&self, p: PartyId) -> PeerAuth {
-        PeerAuth { me: self.me, peers: self.peers.clone(), ca: self.ca.clone(), algs: self.algs, expect: Some(p) }
+        PeerAuth {
+            me: self.me,
+            peers: self.peers.clone(),
+            ca: self.ca.clone(),
+            algs: self.algs,
+            expect: Some(p),
+            refusals: self.refusals.clone(),
+        }
     }
 
     /// The configured peer `end_entity` belongs to, or why it is refused.
@@ -154,7 +316,7 @@ impl PeerAuth {
         now: UnixTime,
     ) -> Result<PartyId, rustls::Error> {
         self.identify(end_entity, intermediates, now).map_err(|why| {
-            tracing::warn!(fingerprint = %fingerprint(end_entity), reason = %why, "refused a peer certificate");
+            self.refusals.record(end_entity, &why, self.expect);
             rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
         })
     }
