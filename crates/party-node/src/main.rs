@@ -123,7 +123,8 @@ enum Command {
         /// Job id (32 hex digits) from the first submission.
         #[arg(long)]
         id: Option<String>,
-        /// Bob: input (.npy float32/float64 batch first, or .csv).
+        /// Bob: input, batch first: .npy of float32, float64, int32, int64 (values below 2^53
+        /// in magnitude, converted exactly) or uint8 — other dtypes are refused — or .csv.
         #[arg(long)]
         input: Option<PathBuf>,
         /// Bob: where to write the output (.npy or .csv).
@@ -388,7 +389,8 @@ enum LocalAction {
         /// The ONNX model.
         #[arg(long)]
         model: PathBuf,
-        /// The input (.npy float32/float64, batch first; or .csv).
+        /// The input, batch first: .npy of float32, float64, int32, int64 (values below 2^53 in
+        /// magnitude, converted exactly) or uint8 — other dtypes are refused — or .csv.
         #[arg(long)]
         input: PathBuf,
         /// Where to write the output (.npy or .csv).

@@ -337,12 +337,13 @@ pub fn prepare(
     Ok(prepared)
 }
 
-/// Reads Bob's input: `.npy` (float32/float64, batch first) or `.csv` (numbers only, an
-/// optional header row), reshaped to `[rows, per_sample…]` when the sizes agree.
+/// Reads Bob's input: `.npy` (one of [`crate::rows::NPY_DTYPES`], batch first) or `.csv`
+/// (numbers only, an optional header row), reshaped to `[rows, per_sample…]` when the sizes
+/// agree.
 pub fn read_input(path: &Path, per_sample: &[usize]) -> anyhow::Result<ArrayD<f64>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let a = match ext {
-        "npy" => npy::read(path)?,
+        "npy" => crate::rows::read_npy(path)?,
         "csv" => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let mut rows: Vec<Vec<f64>> = Vec::new();

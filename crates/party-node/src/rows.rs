@@ -1,8 +1,8 @@
 //! Bob's input and output files, a chunk of rows at a time: a prediction of any number of rows
 //! holds one micro-batch of them in memory, never the file.
 //!
-//! * [`RowReader`] reads `.npy` (float32/float64, also int and uint8, C order, batch first)
-//!   or `.csv` (numbers only, an optional header line) in chunks of rows; [`scan`] checks a
+//! * [`RowReader`] reads `.npy` (one of [`NPY_DTYPES`], C order, batch first) or `.csv`
+//!   (numbers only, an optional header line) in chunks of rows; [`scan`] checks a
 //!   whole file first (every value finite and inside the model's declared input range, rows of
 //!   the right width), naming the first bad row and column, so a bad row 9,000 fails the job
 //!   before any share moves, not after 8,999 rows.
@@ -18,6 +18,103 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail, ensure};
 use mpc_ml::npy;
 use ndarray::{ArrayD, IxDyn};
+
+/// The `.npy` element types an input may have, as the CLI help and the docs list them. Floats
+/// are read as they are; integers are converted to float64 exactly, which for int64 means
+/// values below 2^53 in magnitude (a larger one is refused, with its place). Any other dtype —
+/// bool, float16, other integer widths, complex, strings, objects, big-endian — is refused
+/// before anything is read, naming it ([`check_npy_dtype`]).
+pub const NPY_DTYPES: &str = "float32, float64, int32, int64 (values below 2^53 in magnitude) or uint8";
+
+/// 2^53: every integer of smaller magnitude converts to float64 exactly.
+const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+/// The dtype string of a `.npy` header (`<f8`, `|b1`, …), `structured` for a record dtype:
+/// read here so that a refused dtype can be named before the header is parsed.
+fn npy_descr(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head.get(..head.len().min(npy::MAX_HEADER))?);
+    let rest = text[text.find("'descr'")? + "'descr'".len()..].trim_start().strip_prefix(':')?.trim_start();
+    match rest.strip_prefix('\'') {
+        Some(q) => Some(q.split('\'').next()?.to_string()),
+        None => Some("structured".into()),
+    }
+}
+
+/// A `.npy` dtype string in NumPy's words: `|b1` → `bool`, `>f8` → `big-endian float64`.
+fn dtype_name(descr: &str) -> String {
+    let (order, code) = match descr.as_bytes().first() {
+        Some(b'<' | b'|' | b'=') => ("", &descr[1..]),
+        Some(b'>') => ("big-endian ", &descr[1..]),
+        _ => ("", descr),
+    };
+    let (kind, size) = code.split_at(code.len().min(1));
+    let bits = size.parse::<u32>().ok().map(|b| b * 8);
+    let name = match (kind, bits) {
+        ("b", _) => "bool".to_string(),
+        ("f", Some(b)) => format!("float{b}"),
+        ("i", Some(b)) => format!("int{b}"),
+        ("u", Some(b)) => format!("uint{b}"),
+        ("c", Some(b)) => format!("complex{b}"),
+        ("U", _) => "str (unicode strings)".into(),
+        ("S", _) => "bytes (byte strings)".into(),
+        ("O", _) => "object (Python objects)".into(),
+        ("M", _) => "datetime64".into(),
+        ("m", _) => "timedelta64".into(),
+        _ => "structured or unknown".into(),
+    };
+    format!("{order}{name}")
+}
+
+/// Refuses a `.npy` dtype outside [`NPY_DTYPES`], naming it and how to convert the array.
+pub fn check_npy_dtype(path: &Path, descr: &str) -> anyhow::Result<()> {
+    if matches!(descr, "<f4" | "<f8" | "<i4" | "<i8" | "|u1") {
+        return Ok(());
+    }
+    let name = dtype_name(descr);
+    let fix = match descr.trim_start_matches(['<', '>', '|', '=']).chars().next() {
+        Some('b') => {
+            "convert it to numbers first, e.g. np.save(path, x.astype(np.float64)) (false and true become 0 and 1)"
+        }
+        Some('U' | 'S' | 'O') => "the input must be numbers: parse them, then np.save(path, x.astype(np.float64))",
+        Some('c') => {
+            "the input must be real numbers: keep the real part (x.real) or split real and imaginary parts into columns"
+        }
+        _ => "convert it first, e.g. np.save(path, x.astype(np.float64))",
+    };
+    bail!(
+        "{}: dtype {name} ({descr:?}) is not accepted: a .npy input holds {NPY_DTYPES}, little-endian; {fix}",
+        path.display()
+    )
+}
+
+/// Refuses an int64 value that float64 cannot hold exactly; `row` and `col` say where it is.
+fn check_int64(path: &Path, v: f64, row: usize, col: usize) -> anyhow::Result<()> {
+    ensure!(
+        v.abs() < EXACT_INT,
+        "{}: the int64 value {v} at row {row}, column {col} has no exact float64 (int64 inputs must be below 2^53 = \
+         9007199254740992 in magnitude): scale the data, or convert it yourself (x.astype(np.float64)) if rounding \
+         it is acceptable",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Reads a whole `.npy` input as float64 under the rules of [`NPY_DTYPES`].
+pub fn read_npy(path: &Path) -> anyhow::Result<ArrayD<f64>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(d) = npy_descr(&bytes) {
+        check_npy_dtype(path, &d)?;
+    }
+    let header = npy::header(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let a = npy::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if header.descr == "<i8" {
+        let per_row = a.len() / a.shape().first().copied().unwrap_or(1).max(1);
+        for (i, &v) in a.iter().enumerate() {
+            check_int64(path, v, i / per_row.max(1), i % per_row.max(1))?;
+        }
+    }
+    Ok(a)
+}
 
 /// The input formats.
 enum Source {
@@ -57,6 +154,9 @@ impl RowReader {
                 let mut file = BufReader::new(f);
                 let mut head = Vec::with_capacity(4096);
                 (&mut file).take(npy::MAX_HEADER as u64).read_to_end(&mut head)?;
+                if let Some(d) = npy_descr(&head) {
+                    check_npy_dtype(path, &d)?;
+                }
                 let header = npy::header(&head).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
                 ensure!(!header.shape.is_empty() && header.shape[0] > 0, "{shown}: empty input");
                 let rows = header.shape[0];
@@ -118,6 +218,11 @@ impl RowReader {
                 let mut buf = vec![0u8; n * self.per_row * header.elem_size];
                 file.read_exact(&mut buf).with_context(|| format!("reading {shown}"))?;
                 v.extend(buf.chunks_exact(header.elem_size).map(|c| header.convert(c)));
+                if header.descr == "<i8" {
+                    for (i, &x) in v.iter().enumerate() {
+                        check_int64(&self.path, x, self.read + i / self.per_row.max(1), i % self.per_row.max(1))?;
+                    }
+                }
             }
             Source::Csv { lines, line } => {
                 while v.len() < n * self.per_row {
@@ -392,6 +497,101 @@ mod tests {
         assert!(e.contains("-5000000000") && e.contains("--frac-bits 13 or fewer"), "{e}");
         let wide = mpc_proto::FixedPoint::new(13, 34).unwrap();
         assert_eq!(scan(&csv_path, &[2], None, wide).unwrap(), 2);
+    }
+
+    /// A `.npy` file of `shape` with dtype `descr` and raw little-endian `data`.
+    fn raw_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        b.extend_from_slice(h.as_bytes());
+        b.extend_from_slice(data);
+        std::fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn npy_dtypes_integers_convert_exactly_and_others_are_refused_by_name() {
+        let fx = mpc_proto::FixedPoint::default();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        let read_all = |p: &Path| -> anyhow::Result<Vec<f64>> {
+            let mut r = RowReader::open(p, &[3])?;
+            let mut v = vec![];
+            while let Some(c) = r.next(1)? {
+                v.extend(c.iter().copied());
+            }
+            Ok(v)
+        };
+        // Accepted: the floats, int32, uint8, and int64 below 2^53 — converted exactly.
+        let ints: Vec<i64> = vec![-3, 0, 7, (1 << 53) - 1, -((1 << 53) - 1), 1_000_000];
+        let cases: Vec<(&str, Vec<u8>, Vec<f64>)> = vec![
+            (
+                "<f8",
+                [1.5f64, -2.0, 0.25, 3.0, 4.0, 5.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                vec![1.5, -2.0, 0.25, 3.0, 4.0, 5.0],
+            ),
+            (
+                "<f4",
+                [1.5f32, -2.0, 0.25, 3.0, 4.0, 5.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                vec![1.5, -2.0, 0.25, 3.0, 4.0, 5.0],
+            ),
+            (
+                "<i4",
+                [-7i32, 0, 7, 100, -100, 2_000_000_000].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                vec![-7.0, 0.0, 7.0, 100.0, -100.0, 2e9],
+            ),
+            ("|u1", vec![0, 1, 2, 253, 254, 255], vec![0.0, 1.0, 2.0, 253.0, 254.0, 255.0]),
+            ("<i8", ints.iter().flat_map(|v| v.to_le_bytes()).collect(), ints.iter().map(|&v| v as f64).collect()),
+        ];
+        for (descr, data, want) in cases {
+            raw_npy(&p, descr, &[2, 3], &data);
+            assert_eq!(read_all(&p).unwrap(), want, "{descr}");
+            assert_eq!(read_npy(&p).unwrap().iter().copied().collect::<Vec<_>>(), want, "{descr}");
+            if descr != "<i8" && descr != "<i4" {
+                assert_eq!(scan(&p, &[3], None, fx).unwrap(), 2, "{descr}");
+            }
+        }
+        // int64 at 2^53 and beyond has no exact float64: refused where it is, before the job.
+        for bad in [1i64 << 53, -(1i64 << 53), i64::MAX] {
+            let data: Vec<u8> = [1i64, 2, 3, 4, bad, 6].iter().flat_map(|v| v.to_le_bytes()).collect();
+            raw_npy(&p, "<i8", &[2, 3], &data);
+            for e in [read_all(&p).unwrap_err(), read_npy(&p).unwrap_err(), scan(&p, &[3], None, fx).unwrap_err()] {
+                let e = e.to_string();
+                assert!(e.contains("int64 value") && e.contains("row 1, column 1") && e.contains("2^53"), "{e}");
+            }
+        }
+        // Refused, named in NumPy's words, with the accepted list and a conversion.
+        for (descr, name, size) in [
+            ("|b1", "dtype bool", 1),
+            ("<f2", "dtype float16", 2),
+            ("<i2", "dtype int16", 2),
+            ("|i1", "dtype int8", 1),
+            ("<u8", "dtype uint64", 8),
+            ("<c16", "dtype complex128", 16),
+            ("|O", "dtype object (Python objects)", 8),
+            ("<U3", "dtype str (unicode strings)", 12),
+            ("|S4", "dtype bytes (byte strings)", 4),
+            (">f8", "dtype big-endian float64", 8),
+            (">i4", "dtype big-endian int32", 4),
+        ] {
+            raw_npy(&p, descr, &[2, 3], &vec![0u8; 6 * size]);
+            for e in [
+                RowReader::open(&p, &[3]).unwrap_err(),
+                read_npy(&p).unwrap_err(),
+                scan(&p, &[3], None, fx).unwrap_err(),
+            ] {
+                let e = e.to_string();
+                assert!(e.contains(name) && e.contains(&format!("{descr:?}")), "{descr}: {e}");
+                assert!(e.contains(NPY_DTYPES), "{descr}: {e}");
+                assert!(e.contains("np.save(") || e.contains("real part"), "{descr}: {e}");
+            }
+        }
     }
 
     #[test]
