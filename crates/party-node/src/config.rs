@@ -402,6 +402,20 @@ impl ConfigFile {
     }
 }
 
+/// Refuses a control API address that is not loopback (`run` and `init` say the same):
+/// the API holds the node's bearer token and starts jobs, so it serves only this machine.
+/// `what` names the setting (`[api] listen =`, `--api`).
+pub fn check_api_listen(what: &str, addr: SocketAddr) -> anyhow::Result<()> {
+    ensure!(
+        addr.ip().is_loopback(),
+        "{what} {addr} is not a loopback address: the control API serves only this machine; use 127.0.0.1:{port} \
+         (or [::1]:{port}), and from elsewhere reach it over SSH (ssh -L {port}:127.0.0.1:{port} …; docs/deploy.md \
+         section 2)",
+        port = addr.port()
+    );
+    Ok(())
+}
+
 impl Config {
     /// Loads and validates the config at `path`, reading every file it names.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -412,11 +426,7 @@ impl Config {
     /// Validates a parsed config; relative paths are resolved against `path`'s directory.
     pub fn from_file(file: ConfigFile, path: &Path) -> anyhow::Result<Config> {
         let at = |p: &Path| resolve(path, p);
-        ensure!(
-            file.api.listen.ip().is_loopback(),
-            "[api] listen = {} is not a loopback address: the control API serves only 127.0.0.1",
-            file.api.listen
-        );
+        check_api_listen("[api] listen =", file.api.listen)?;
         ensure!(file.api.token.len() >= 16, "[api] token must be at least 16 characters (`party-node init` makes one)");
 
         let mut slots: [Option<&PartySection>; 3] = [None, None, None];

@@ -678,6 +678,8 @@ fn init(
     api: SocketAddr,
 ) -> anyhow::Result<()> {
     identity::check_name(name)?;
+    // `run` would refuse it: say so before writing anything.
+    party_node::config::check_api_listen("--api", api)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let id = identity::self_signed(name)?;
     identity::write_new(&out.join("node.key.pem"), &id.key_pem, true)?;

@@ -57,7 +57,10 @@ fn broken_configs_name_the_problem() {
     assert!(e.contains("share the name"), "{e}");
     reset();
     let e = edit(alice, |f| f.api.listen = "0.0.0.0:7100".parse().unwrap());
-    assert!(e.contains("not a loopback address"), "{e}");
+    assert!(
+        e.contains("[api] listen = 0.0.0.0:7100 is not a loopback address") && e.contains("use 127.0.0.1:7100"),
+        "{e}"
+    );
     reset();
     let e = edit(alice, |f| f.parties[0].name = "Not A Dns Name".into());
     assert!(e.contains("must be 1-63 characters"), "{e}");
@@ -108,6 +111,35 @@ fn init_writes_a_config_that_asks_for_the_other_parties() {
         .unwrap();
     assert!(!st.status.success());
     assert!(String::from_utf8_lossy(&st.stderr).contains("must not exist yet"));
+}
+
+#[test]
+fn init_refuses_an_api_address_that_run_would_refuse_and_takes_a_loopback_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = |out: &Path, api: &str| {
+        Command::new(env!("CARGO_BIN_EXE_party-node"))
+            .args(["init", "--role", "bob", "--name", "bob", "--listen", "127.0.0.1:7001", "--api", api, "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("public");
+    let st = init(&out, "0.0.0.0:7101");
+    assert!(!st.status.success());
+    let e = String::from_utf8_lossy(&st.stderr);
+    // run's message, naming the option, with the fix.
+    assert!(
+        e.contains("--api 0.0.0.0:7101 is not a loopback address: the control API serves only this machine"),
+        "{e}"
+    );
+    assert!(e.contains("use 127.0.0.1:7101") && e.contains("over SSH"), "{e}");
+    assert!(!out.exists(), "nothing is written");
+    // A loopback port of its own (a second node on this machine): written, and what run reads.
+    let out = dir.path().join("second");
+    let st = init(&out, "127.0.0.1:7101");
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let file = ConfigFile::read(&out.join("node.toml")).unwrap();
+    assert_eq!(file.api.listen, "127.0.0.1:7101".parse().unwrap());
 }
 
 #[test]
