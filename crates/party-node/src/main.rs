@@ -137,8 +137,9 @@ enum Command {
         /// At most this many rows per micro-batch (default: what [limits] memory_mib allows).
         #[arg(long)]
         micro_batch: Option<usize>,
-        /// Wait for the job (progress bar) and print its profile.
-        #[arg(long, default_value_t = true)]
+        /// Wait for the job (progress bar) and print its profile; `--wait false` prints the
+        /// job id and returns at once.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
         wait: bool,
     },
     /// Submit a private training job to this node. Bob gives --data/--label; Alice and the
@@ -241,6 +242,13 @@ enum Command {
     StoreTorture {
         #[arg(long)]
         dir: PathBuf,
+    },
+    #[command(hide = true, name = "check-args")]
+    /// Test aid: parse ARGS as a `party-node` command line, run nothing, and print `ok` or the
+    /// kind of parse error (tests/docs.rs checks every command the docs show this way).
+    CheckArgs {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -617,6 +625,13 @@ fn main() -> anyhow::Result<()> {
         Command::Status { config } => runtime()?.block_on(status(&config)),
         Command::Jobs { config, action } => runtime()?.block_on(jobs(&config, action)),
         Command::StoreTorture { dir } => store_torture(&dir),
+        Command::CheckArgs { args } => {
+            match Cli::try_parse_from(std::iter::once("party-node".to_string()).chain(args)) {
+                Ok(_) => println!("ok"),
+                Err(e) => println!("{:?}\n{}", e.kind(), e.render()),
+            }
+            Ok(())
+        }
         Command::Compose { action } => compose::run(action),
         Command::Bench(args) => bench(args),
     }
