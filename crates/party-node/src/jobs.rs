@@ -22,7 +22,7 @@ use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Role;
-use crate::mesh::Mesh;
+use crate::mesh::{Mesh, StopNotice};
 use crate::pool::{PoolKey, WarmPool};
 use crate::store::Store;
 
@@ -605,7 +605,7 @@ impl Jobs {
             Work::Predict(model, prep) if prep.rows as u64 * prep.plan.bytes_per_row() <= SMALL_JOB_BYTES => {
                 tokio::spawn(async move {
                     let mut prep = prep;
-                    let r = jobs.bounded(jobs.execute_predict(&mesh, id, &model, &mut prep)).await;
+                    let r = jobs.bounded(&mesh, id, jobs.execute_predict(&mesh, id, &model, &mut prep)).await;
                     let (result, party) = match r {
                         Ok(party) => (Ok(()), party),
                         Err(e) => (Err(e), None),
@@ -630,9 +630,12 @@ impl Jobs {
             .name(format!("job-{id}"))
             .spawn(move || {
                 let result = match work {
-                    Work::Matmul(plan, seed) => rt.block_on(jobs.bounded(jobs.execute(&mesh, id, plan, seed))),
+                    Work::Matmul(plan, seed) => {
+                        rt.block_on(jobs.bounded(&mesh, id, jobs.execute(&mesh, id, plan, seed)))
+                    }
                     Work::Predict(model, mut prep) => {
-                        let r = rt.block_on(jobs.bounded(jobs.execute_predict(&mesh, id, &model, &mut prep)));
+                        let r =
+                            rt.block_on(jobs.bounded(&mesh, id, jobs.execute_predict(&mesh, id, &model, &mut prep)));
                         let (result, party) = match r {
                             Ok(party) => (Ok(()), party),
                             Err(e) => (Err(e), None),
@@ -645,8 +648,8 @@ impl Jobs {
                         }
                         return;
                     }
-                    Work::Train(prep) => rt.block_on(jobs.bounded(jobs.execute_train(&mesh, id, *prep))),
-                    Work::Analyze(prep) => rt.block_on(jobs.bounded(jobs.execute_analyze(&mesh, id, *prep))),
+                    Work::Train(prep) => rt.block_on(jobs.bounded(&mesh, id, jobs.execute_train(&mesh, id, *prep))),
+                    Work::Analyze(prep) => rt.block_on(jobs.bounded(&mesh, id, jobs.execute_analyze(&mesh, id, *prep))),
                 };
                 jobs.finish(id, result, started);
             })
@@ -655,13 +658,50 @@ impl Jobs {
     }
 
     /// Runs a job within `[limits] max_job_s`; past it the job's session is dropped (its peers
-    /// see the streams close) and the job fails.
-    async fn bounded<T>(&self, job: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    /// see the streams close) and the job fails. Then attributes a failure ([`Jobs::settle`]).
+    async fn bounded<T>(
+        &self,
+        mesh: &Mesh,
+        id: JobId,
+        job: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
         let limit = std::time::Duration::from_secs(self.limits.max_job_s);
-        match tokio::time::timeout(limit, job).await {
+        let r = match tokio::time::timeout(limit, job).await {
             Ok(r) => r,
-            Err(_) => anyhow::bail!("the job ran longer than [limits] max_job_s = {} s", self.limits.max_job_s),
+            Err(_) => Err(public(
+                format!("it ran longer than its [limits] max_job_s = {} s", self.limits.max_job_s),
+                anyhow::anyhow!("the job ran longer than [limits] max_job_s = {} s", self.limits.max_job_s),
+            )),
+        };
+        self.settle(mesh, id, r).await
+    }
+
+    /// Who failed first, and why, on every node. A job that failed because a peer ended its
+    /// session (the peer aborted, or was lost) takes the reason that peer's node sent — it
+    /// sends it right after its own failure, so a connected peer's notice is awaited briefly —
+    /// and says "ROLE (Pn) stopped the job: REASON" instead of naming the messenger. A job that
+    /// failed on its own tells the peers why, in public words ([`public_reason`]).
+    async fn settle<T>(&self, mesh: &Mesh, id: JobId, r: anyhow::Result<T>) -> anyhow::Result<T> {
+        let e = match r {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let session = SessionId(id.0);
+        let stopped = e.chain().find_map(|c| c.downcast_ref::<PeerStopped>()).map(|s| s.connected);
+        if let Some(connected) = stopped {
+            let wait = if connected { NOTICE_WAIT } else { std::time::Duration::ZERO };
+            return match mesh.stop_notice(session, wait).await {
+                Some(n) => {
+                    let origin = PartyId(n.origin);
+                    Err(anyhow::anyhow!("{} ({origin}) stopped the job: {}", Role::of(origin), n.reason))
+                }
+                None => Err(e),
+            };
         }
+        let step = self.get(id).map(|r| r.step).unwrap_or_default();
+        let reason = format!("{} (at step \"{step}\"; its job record has the details)", public_reason(&e));
+        mesh.send_stop_notice(session, &StopNotice { origin: self.me.0, reason }).await;
+        Err(e)
     }
 
     /// Train: open the session, train on shares, store this party's share of the model, and
@@ -839,7 +879,10 @@ impl Jobs {
             let plan_n = if n == b { plan_b.clone() } else { plan_b.rebatch(n)? };
             let x = match prep.input.as_mut() {
                 Some(reader) => {
-                    let x = reader.next(n)?.context("the input ended early")?;
+                    let x = reader
+                        .next(n)
+                        .and_then(|x| x.context("the input ended early"))
+                        .map_err(|e| public("its input file could not be read", e))?;
                     Some(match &prep.standardize {
                         Some((mean, std)) => {
                             let x2 = x.into_dimensionality::<ndarray::Ix2>().context("a tabular input")?;
@@ -852,7 +895,7 @@ impl Jobs {
             };
             let inference = loaded.run(party, &plan_n, x.as_ref()).await.map_err(|e| self.model_error(mesh, e))?;
             if let (Some(out), Some(w)) = (&inference.output, prep.output.as_mut()) {
-                w.write(out)?;
+                w.write(out).map_err(|e| public("its output file could not be written", e))?;
             }
             crate::ml::add_profile(&mut layers, &inference.profile);
             done += n;
@@ -874,7 +917,7 @@ impl Jobs {
         }
         self.progress_in(id, 3, Some(party), &PREDICT_STEPS);
         if let Some(w) = prep.output.take() {
-            w.finish()?;
+            w.finish().map_err(|e| public("its output file could not be written", e))?;
             self.store.put("results", &id.to_string(), &serde_json::to_vec(&serde_json::json!({ "rows": rows }))?)?;
         }
         self.progress_in(id, 4, Some(party), &PREDICT_STEPS);
@@ -1031,7 +1074,10 @@ impl Jobs {
         steps: &[&str],
     ) -> anyhow::Result<Party> {
         let session = SessionId(id.0);
-        let transport = mesh.open_session(session).await?;
+        let transport = mesh
+            .open_session(session)
+            .await
+            .map_err(|e| public("it could not open the job's session with both peers", e))?;
         self.progress_in(id, 1, None, steps);
         let config = SessionConfig::with_fixed(session, plan_hash, fixed);
         let party = self.connect(mesh, id, transport, config, agree_on).await?;
@@ -1048,19 +1094,25 @@ impl Jobs {
     }
 
     /// Turns "peer aborted" into the reason the connection dropped, when the mesh knows it.
+    /// Either way the error is a [`PeerStopped`]: [`Jobs::settle`] then names whoever failed
+    /// first, if its node said so.
     fn explain(&self, mesh: &Mesh, e: MpcError) -> anyhow::Error {
+        let stopped = |message: String, connected: bool| anyhow::Error::new(PeerStopped { message, connected });
         match &e {
             MpcError::PeerAborted(p) => match mesh.down_reason(*p) {
-                Some(why) => anyhow::anyhow!("lost the connection to {} ({p}): {why}", Role::of(*p)),
-                None => anyhow::anyhow!("{} ({p}) aborted the job", Role::of(*p)),
+                Some(why) => stopped(format!("lost the connection to {} ({p}): {why}", Role::of(*p)), false),
+                None => stopped(format!("{} ({p}) aborted the job", Role::of(*p)), true),
             },
             // Another peer saw the loss first and said so: name the lost one, not the messenger.
             MpcError::PeerLost { reporter, lost } => match mesh.down_reason(*lost) {
-                Some(why) => anyhow::anyhow!("lost the connection to {} ({lost}): {why}", Role::of(*lost)),
-                None => anyhow::anyhow!(
-                    "lost the connection to {} ({lost}): the {} ({reporter}) lost it first and ended the job",
-                    Role::of(*lost),
-                    Role::of(*reporter)
+                Some(why) => stopped(format!("lost the connection to {} ({lost}): {why}", Role::of(*lost)), false),
+                None => stopped(
+                    format!(
+                        "lost the connection to {} ({lost}): the {} ({reporter}) lost it first and ended the job",
+                        Role::of(*lost),
+                        Role::of(*reporter)
+                    ),
+                    true,
                 ),
             },
             _ => anyhow::Error::new(e),
@@ -1084,6 +1136,88 @@ impl Jobs {
             }
         });
     }
+}
+
+/// How long a job that a peer ended waits for that peer's [`StopNotice`] (it is sent right
+/// after the peer's own failure; on a LAN it arrives within milliseconds).
+const NOTICE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A job error caused by a peer ending the session: it aborted (`connected`: its node is up and
+/// may say why) or its connection was lost.
+#[derive(Debug)]
+struct PeerStopped {
+    message: String,
+    connected: bool,
+}
+
+impl std::fmt::Display for PeerStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PeerStopped {}
+
+/// An error with words this node may send its peers when it stops a job ([`public_reason`]);
+/// shown as the error it wraps.
+#[derive(Debug)]
+struct Public {
+    reason: String,
+    inner: anyhow::Error,
+}
+
+impl std::fmt::Display for Public {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The wrapped error's own message; its causes follow as this error's sources.
+        write!(f, "{}", self.inner)
+    }
+}
+
+impl std::error::Error for Public {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+/// `e`, with `reason` as what the peers are told if it stops the job.
+fn public(reason: impl Into<String>, e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Public { reason: reason.into(), inner: e })
+}
+
+/// What this node tells its peers about a failure of its own: a category, never the error's
+/// text, which can hold Bob's values, file paths or other private details (it stays in this
+/// node's job record).
+fn public_reason(e: &anyhow::Error) -> String {
+    if let Some(p) = e.chain().find_map(|c| c.downcast_ref::<Public>()) {
+        return p.reason.clone();
+    }
+    let mpc = e.chain().find_map(|c| c.downcast_ref::<MpcError>()).or_else(|| {
+        match e.chain().find_map(|c| c.downcast_ref::<mpc_ml::ModelError>()) {
+            Some(mpc_ml::ModelError::Mpc(m)) => Some(m),
+            _ => None,
+        }
+    });
+    if let Some(m) = mpc {
+        return match m {
+            MpcError::EncodeOverflow { .. } => "a value did not fit the plan's fixed point".into(),
+            MpcError::ShapeMismatch { .. } | MpcError::InvalidInput(_) => "its input did not match the plan".into(),
+            MpcError::Desync { peer, .. } => {
+                format!("a protocol message from {} ({peer}) was not the one expected", Role::of(*peer))
+            }
+            MpcError::ConfigMismatch { peer, .. } => {
+                format!("its session configuration differs from {}'s ({peer})", Role::of(*peer))
+            }
+            MpcError::Transport(_) => "a transport error".into(),
+            _ => "a protocol error".into(),
+        };
+    }
+    if e.chain().any(|c| c.downcast_ref::<mpc_ml::ModelError>().is_some()) {
+        return "the model did not fit its input".into();
+    }
+    if let Some(io) = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
+        return format!("an I/O error on its machine ({})", io.kind());
+    }
+    "an error on its node".into()
 }
 
 /// Why a job was not accepted.
@@ -1171,6 +1305,23 @@ mod tests {
         // The new state is on disk too.
         let again = Jobs::load(PartyId::P1, store).unwrap();
         assert_eq!(again.get(id).unwrap().state, JobState::Interrupted);
+    }
+
+    #[test]
+    fn what_peers_are_told_is_a_category_never_the_details() {
+        // The wrapped error reads as before on this node, causes included.
+        let inner = anyhow::anyhow!("disk on fire").context("reading /home/bob/patients.npy");
+        let e = public("its input file could not be read", inner);
+        assert_eq!(format!("{e:#}"), "reading /home/bob/patients.npy: disk on fire");
+        assert_eq!(public_reason(&e), "its input file could not be read");
+        // Core errors: their kind only — an overflowing value is Bob's data.
+        let e = anyhow::Error::new(MpcError::EncodeOverflow { value: 123456789.5, int_bits: 31, frac_bits: 16 })
+            .context("sharing the input");
+        let told = public_reason(&e);
+        assert_eq!(told, "a value did not fit the plan's fixed point");
+        let e = anyhow::Error::new(std::io::Error::new(std::io::ErrorKind::StorageFull, "/data/bob: no space"));
+        assert_eq!(public_reason(&e), "an I/O error on its machine (no storage space)");
+        assert_eq!(public_reason(&anyhow::anyhow!("secret value 42 at /x")), "an error on its node");
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //! Sessions: the lower party opens a stream and writes a header (`MBR1` and the 16-byte session
 //! id); the higher party's node parks it until its own job for that session asks for it
 //! ([`Mesh::open_session`]), whichever happens first.
+//!
+//! Stop notices: a node whose job fails on its own (not because a peer ended it) tells the
+//! peers why on a short stream of its own (`MBRN`, the session id, a [`StopNotice`]), so that
+//! every party's error can name who failed first and why instead of the messenger
+//! ([`Mesh::send_stop_notice`], [`Mesh::stop_notice`]). The core's abort frame carries only who
+//! was lost, not why.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -35,6 +41,11 @@ use crate::tls::{self, PeerAuth};
 use crate::transport::{DEFAULT_MAX_FRAME, Link, QuicTransport};
 
 const STREAM_MAGIC: &[u8; 4] = b"MBR1";
+const NOTICE_MAGIC: &[u8; 4] = b"MBRN";
+/// Largest stop notice accepted (its encoded length).
+const NOTICE_MAX: usize = 4096;
+/// At most this many stop notices are kept (older than [`PARK_TTL`] are dropped first).
+const NOTICES_MAX: usize = 1024;
 /// Parked inbound session streams older than this are dropped.
 const PARK_TTL: Duration = Duration::from_secs(120);
 /// At most this many parked inbound session streams.
@@ -220,6 +231,17 @@ pub struct PeerStatus {
     pub last_failed_unix_ms: Option<u64>,
 }
 
+/// Why a party stopped a job, as its node tells the other two: public words only (a category
+/// and the job's step, never a value, a path or a share), the details staying in that node's
+/// job record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StopNotice {
+    /// The party that failed first (`0..=2`).
+    pub origin: u8,
+    /// Why, in words its peers may read.
+    pub reason: String,
+}
+
 #[derive(Default)]
 struct PeerInfo {
     last_seen: Option<SystemTime>,
@@ -269,6 +291,9 @@ struct Inner {
     endpoint: quinn::Endpoint,
     peers: [PeerSlot; 3],
     parked: Mutex<HashMap<(SessionId, PartyId), Parked>>,
+    /// Stop notices received, per session (the first one wins), and a counter bumped on each.
+    notices: Mutex<HashMap<SessionId, (StopNotice, Instant)>>,
+    notice_seq: watch::Sender<u64>,
     opts: MeshOptions,
     auth: Arc<PeerAuth>,
     rt: tokio::runtime::Handle,
@@ -432,6 +457,8 @@ impl Mesh {
             endpoint,
             peers: [(); 3].map(|()| PeerSlot { conn: watch::channel(None).0, info: Mutex::new(PeerInfo::default()) }),
             parked: Mutex::new(HashMap::new()),
+            notices: Mutex::new(HashMap::new()),
+            notice_seq: watch::channel(0).0,
             opts,
             auth: auth.clone(),
             rt,
@@ -532,6 +559,55 @@ impl Mesh {
             .collect();
         anyhow::ensure!(down.is_empty(), "{}", down.join("; and "));
         Ok(())
+    }
+
+    /// Tells the connected peers, best effort and within a couple of seconds, why this node
+    /// stopped job `session` ([`StopNotice`]).
+    pub async fn send_stop_notice(&self, session: SessionId, notice: &StopNotice) {
+        let Ok(body) = serde_json::to_vec(notice) else { return };
+        if body.len() > NOTICE_MAX {
+            return;
+        }
+        let sends = self.others().filter_map(|p| self.inner.current(p).map(|c| (p, c))).map(|(p, conn)| {
+            let body = body.clone();
+            async move {
+                let send = async {
+                    let (mut tx, _rx) = conn.open_bi().await?;
+                    let mut msg = NOTICE_MAGIC.to_vec();
+                    msg.extend_from_slice(&session.0.to_le_bytes());
+                    msg.extend_from_slice(&(body.len() as u16).to_le_bytes());
+                    msg.extend_from_slice(&body);
+                    tx.write_all(&msg).await?;
+                    tx.finish()?;
+                    // Closing at once could discard the bytes in flight: wait for the peer to
+                    // read them (it closes its side) or for the timeout.
+                    let _ = tx.stopped().await;
+                    anyhow::Ok(())
+                };
+                match tokio::time::timeout(Duration::from_secs(2), send).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(peer = %p, error = %e, "could not send a stop notice"),
+                    Err(_) => tracing::debug!(peer = %p, "sending a stop notice timed out"),
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
+
+    /// The stop notice a peer sent for `session`, waiting up to `within` for one.
+    pub async fn stop_notice(&self, session: SessionId, within: Duration) -> Option<StopNotice> {
+        let mut rx = self.inner.notice_seq.subscribe();
+        let deadline = Instant::now() + within;
+        loop {
+            rx.borrow_and_update();
+            if let Some((n, _)) = self.inner.notices.lock().expect("notices lock").get(&session) {
+                return Some(n.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !matches!(tokio::time::timeout(left, rx.changed()).await, Ok(Ok(()))) {
+                return None;
+            }
+        }
     }
 
     /// The certificates this node refused in handshakes, most recent first.
@@ -791,6 +867,33 @@ impl Inner {
         }
     }
 
+    /// Reads a stop notice from `p` (after its header) and keeps it for its session.
+    async fn receive_notice(&self, session: SessionId, p: PartyId, mut rx: RecvStream) {
+        let read = async {
+            let mut len = [0u8; 2];
+            rx.read_exact(&mut len).await?;
+            let len = usize::from(u16::from_le_bytes(len));
+            anyhow::ensure!(len <= NOTICE_MAX, "a stop notice of {len} bytes");
+            let mut body = vec![0u8; len];
+            rx.read_exact(&mut body).await?;
+            anyhow::Ok(serde_json::from_slice::<StopNotice>(&body)?)
+        };
+        let notice = match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(Ok(n)) if n.origin < 3 && n.origin != self.me.0 => n,
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => return tracing::warn!(peer = %p, error = %e, "dropped a malformed stop notice"),
+            Err(_) => return tracing::warn!(peer = %p, "dropped a stop notice that did not arrive in time"),
+        };
+        tracing::debug!(peer = %p, job = %session, origin = notice.origin, reason = %notice.reason, "stop notice");
+        let mut notices = self.notices.lock().expect("notices lock");
+        notices.retain(|_, (_, t)| t.elapsed() < PARK_TTL);
+        if notices.len() < NOTICES_MAX {
+            notices.entry(session).or_insert((notice, Instant::now()));
+        }
+        drop(notices);
+        self.notice_seq.send_modify(|n| *n += 1);
+    }
+
     fn park(&self, session: SessionId, p: PartyId, s: Streams) {
         let mut parked = self.parked.lock().expect("parked lock");
         let s = match parked.remove(&(session, p)) {
@@ -865,6 +968,11 @@ impl Inner {
                             Ok(Ok(())) if &header[..4] == STREAM_MAGIC => {
                                 let id = u128::from_le_bytes(header[4..].try_into().expect("16 bytes"));
                                 inner.park(SessionId(id), p, (tx, rx));
+                            }
+                            Ok(Ok(())) if &header[..4] == NOTICE_MAGIC => {
+                                let id = u128::from_le_bytes(header[4..].try_into().expect("16 bytes"));
+                                drop(tx);
+                                inner.receive_notice(SessionId(id), p, rx).await;
                             }
                             _ => tracing::warn!(peer = %p, "dropped a stream without a valid session header"),
                         }
