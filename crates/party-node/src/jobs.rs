@@ -687,10 +687,15 @@ impl Jobs {
             Err(e) => e,
         };
         let session = SessionId(id.0);
-        let stopped = e.chain().find_map(|c| c.downcast_ref::<PeerStopped>()).map(|s| s.connected);
-        if let Some(connected) = stopped {
-            let wait = if connected { NOTICE_WAIT } else { std::time::Duration::ZERO };
-            return match mesh.stop_notice(session, wait).await {
+        let stopped = e.chain().find_map(|c| c.downcast_ref::<PeerStopped>()).map(|s| (s.connected, s.from));
+        if let Some((connected, from)) = stopped {
+            // A peer this node saw lost explains nothing more (this node's own words are the
+            // most precise); a peer that ended the job while connected may say why — only that
+            // peer's notice is taken, never another's about something else.
+            if !connected {
+                return Err(e);
+            }
+            return match mesh.stop_notice(session, NOTICE_WAIT).await.filter(|n| n.origin == from.0) {
                 Some(n) => {
                     let origin = PartyId(n.origin);
                     Err(anyhow::anyhow!("{} ({origin}) stopped the job: {}", Role::of(origin), n.reason))
@@ -1097,15 +1102,19 @@ impl Jobs {
     /// Either way the error is a [`PeerStopped`]: [`Jobs::settle`] then names whoever failed
     /// first, if its node said so.
     fn explain(&self, mesh: &Mesh, e: MpcError) -> anyhow::Error {
-        let stopped = |message: String, connected: bool| anyhow::Error::new(PeerStopped { message, connected });
+        let stopped = |message: String, connected: bool, from: PartyId| {
+            anyhow::Error::new(PeerStopped { message, connected, from })
+        };
         match &e {
             MpcError::PeerAborted(p) => match mesh.down_reason(*p) {
-                Some(why) => stopped(format!("lost the connection to {} ({p}): {why}", Role::of(*p)), false),
-                None => stopped(format!("{} ({p}) aborted the job", Role::of(*p)), true),
+                Some(why) => stopped(format!("lost the connection to {} ({p}): {why}", Role::of(*p)), false, *p),
+                None => stopped(format!("{} ({p}) aborted the job", Role::of(*p)), true, *p),
             },
             // Another peer saw the loss first and said so: name the lost one, not the messenger.
             MpcError::PeerLost { reporter, lost } => match mesh.down_reason(*lost) {
-                Some(why) => stopped(format!("lost the connection to {} ({lost}): {why}", Role::of(*lost)), false),
+                Some(why) => {
+                    stopped(format!("lost the connection to {} ({lost}): {why}", Role::of(*lost)), false, *lost)
+                }
                 None => stopped(
                     format!(
                         "lost the connection to {} ({lost}): the {} ({reporter}) lost it first and ended the job",
@@ -1113,6 +1122,8 @@ impl Jobs {
                         Role::of(*reporter)
                     ),
                     true,
+                    // Still connected: it ended the session itself and may say why.
+                    *lost,
                 ),
             },
             _ => anyhow::Error::new(e),
@@ -1148,6 +1159,8 @@ const NOTICE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 struct PeerStopped {
     message: String,
     connected: bool,
+    /// The peer whose stop notice may explain it.
+    from: PartyId,
 }
 
 impl std::fmt::Display for PeerStopped {
