@@ -13,7 +13,7 @@ use mpc_proto::{AShare, FixedPoint};
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
-use super::{Operator, PrivateCx, Runs, max_abs, per_batch, same_shape};
+use super::{Operator, PrivateCx, Runs, max_abs, per_batch};
 use crate::bounds::{levels, widest, window_for};
 use crate::error::ModelError;
 use crate::model::{Layer, Step};
@@ -53,9 +53,6 @@ impl Operator for Relu {
     fn name(&self) -> &'static str {
         "relu"
     }
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-        same_shape(inputs)
-    }
     fn eval_plain(&self, xs: &[&ArrayD<f64>], _: &[ArrayD<f64>]) -> ArrayD<f64> {
         plain::relu(xs[0])
     }
@@ -78,9 +75,6 @@ impl Operator for Relu {
 impl Operator for Sigmoid {
     fn name(&self) -> &'static str {
         "sigmoid"
-    }
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-        same_shape(inputs)
     }
     fn eval_plain(&self, xs: &[&ArrayD<f64>], _: &[ArrayD<f64>]) -> ArrayD<f64> {
         plain::sigmoid(xs[0])
@@ -121,9 +115,6 @@ impl Operator for Sigmoid {
 impl Operator for Softmax {
     fn name(&self) -> &'static str {
         "softmax"
-    }
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-        same_shape(inputs)
     }
     fn eval_plain(&self, xs: &[&ArrayD<f64>], _: &[ArrayD<f64>]) -> ArrayD<f64> {
         plain::softmax(xs[0])
@@ -178,9 +169,6 @@ impl Operator for LogSoftmax {
     fn name(&self) -> &'static str {
         "logsoftmax"
     }
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-        same_shape(inputs)
-    }
     fn eval_plain(&self, xs: &[&ArrayD<f64>], _: &[ArrayD<f64>]) -> ArrayD<f64> {
         plain::softmax(xs[0]).mapv(f64::ln)
     }
@@ -212,9 +200,6 @@ impl Operator for PRelu {
     }
     fn weight_shapes(&self, per_sample: &[usize]) -> Vec<Vec<usize>> {
         vec![per_sample.to_vec()]
-    }
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-        same_shape(inputs)
     }
     fn eval_plain(&self, xs: &[&ArrayD<f64>], w: &[ArrayD<f64>]) -> ArrayD<f64> {
         let neg = xs[0].mapv(|v| v.min(0.0));
@@ -256,9 +241,6 @@ fn import_prelu(cx: &mut Ctx, n: &NodeProto) -> Result<(), ImportError> {
 impl Operator for Act {
     fn name(&self) -> &'static str {
         Act::name(self)
-    }
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-        same_shape(inputs)
     }
     fn eval_plain(&self, xs: &[&ArrayD<f64>], _: &[ArrayD<f64>]) -> ArrayD<f64> {
         xs[0].mapv(|v| self.eval(v))

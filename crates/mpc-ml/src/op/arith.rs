@@ -6,7 +6,7 @@ use mpc_proto::AShare;
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 
-use super::{Arity, Op, Operator, PrivateCx, Runs, max_abs, per_batch, same_shape, with_batch};
+use super::{Arity, Op, Operator, PrivateCx, Runs, max_abs, per_batch, with_batch};
 use crate::error::ModelError;
 use crate::model::Layer;
 use crate::onnx::export::Graph;
@@ -143,9 +143,6 @@ impl Operator for Affine {
     }
     fn weight_shapes(&self, per_sample: &[usize]) -> Vec<Vec<usize>> {
         vec![per_sample.to_vec(), per_sample.to_vec()]
-    }
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-        same_shape(inputs)
     }
     fn eval_plain(&self, xs: &[&ArrayD<f64>], w: &[ArrayD<f64>]) -> ArrayD<f64> {
         xs[0] * &w[0] + &w[1]

@@ -113,8 +113,10 @@ pub trait Operator {
     }
 
     /// Its output shape given its inputs' (batch axes present and equal, arity checked), or
-    /// what is wrong.
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String>;
+    /// what is wrong. The default is an elementwise operator's: its first input's shape.
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        Ok(inputs[0].to_vec())
+    }
 
     /// The plaintext `f64` reference.
     fn eval_plain(&self, xs: &[&ArrayD<f64>], weights: &[ArrayD<f64>]) -> ArrayD<f64>;
@@ -366,11 +368,6 @@ pub(crate) fn with_batch(n: usize, rest: &[usize]) -> Vec<usize> {
 /// Largest `|value|` of a tensor.
 pub(crate) fn max_abs(a: &ArrayD<f64>) -> f64 {
     a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
-}
-
-/// Shape checks every unary elementwise operator shares: its output is its input.
-pub(crate) fn same_shape(inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-    Ok(inputs[0].to_vec())
 }
 
 impl Op {
