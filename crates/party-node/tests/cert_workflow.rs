@@ -11,10 +11,9 @@ use party_node::config::{Config, ConfigFile, PartySection, Role, TrustMode};
 use party_node::testbed;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use serde_json::json;
 
 mod common;
-use common::{Node, wait_final, wait_ready};
+use common::{Node, wait_ready};
 
 const BIN: &str = env!("CARGO_BIN_EXE_party-node");
 const NAMES: [&str; 3] = ["alice", "bob", "dealer"];
@@ -194,20 +193,7 @@ fn ca_workflow_from_ca_init_to_a_job() {
     rt.block_on(async {
         let nodes: Vec<Node> = configs.iter().map(|c| Node::spawn_with(c, "node.log", &[])).collect();
         wait_ready(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(60)).await;
-        let (m, k, n) = (3, 4, 2);
-        let r = nodes[0].post("/v1/jobs", json!({"m": m, "k": k, "n": n, "seed": 11})).await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        let id = r.body["id"].as_str().unwrap().to_string();
-        let r = nodes[1].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n, "seed": 22})).await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        let r = nodes[2].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n})).await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        for node in &nodes {
-            let j = wait_final(node, &id, Duration::from_secs(60)).await;
-            assert_eq!(j["state"], "done", "{j}");
-        }
-        let res = nodes[1].get(&format!("/v1/jobs/{id}/result")).await;
-        assert_eq!(res["shape"], json!([m, n]));
+        common::run_matmul_job(&nodes.iter().collect::<Vec<_>>(), 3, 4, 2).await;
         let h = nodes[1].get("/v1/health").await;
         let certs = h["certificates"].as_array().unwrap();
         assert_eq!(certs.len(), 2, "own and CA: {h}");

@@ -7,7 +7,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use party_node::client::call;
-use party_node::jobs::seeded_matrix;
 use party_node::testbed;
 use serde_json::json;
 
@@ -25,23 +24,7 @@ async fn wait_ready(nodes: &[&Node]) {
 }
 
 async fn run_job(nodes: &[&Node; 3], m: usize, k: usize, n: usize) -> String {
-    let r = nodes[0].post("/v1/jobs", json!({"m": m, "k": k, "n": n, "seed": 11})).await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let r = nodes[1].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n, "seed": 22})).await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let r = nodes[2].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n})).await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    for node in nodes {
-        let j = wait_final(node, &id, Duration::from_secs(60)).await;
-        assert_eq!(j["state"], "done", "{j}");
-    }
-    let res = nodes[1].get(&format!("/v1/jobs/{id}/result")).await;
-    let want = seeded_matrix(22, m, k).matmul(&seeded_matrix(11, k, n)).unwrap();
-    let want: Vec<i64> = want.as_slice().iter().map(|&v| v as i64).collect();
-    assert_eq!(res["shape"], json!([m, n]));
-    assert_eq!(res["values"], json!(want), "Bob's result is the product of the two private inputs");
-    id
+    common::run_matmul_job(nodes, m, k, n).await
 }
 
 fn runtime() -> tokio::runtime::Runtime {

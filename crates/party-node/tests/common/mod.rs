@@ -131,3 +131,27 @@ pub(crate) async fn wait_final(n: &Node, id: &str, within: Duration) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A seeded `m×k · k×n` matmul job on Alice, Bob and the dealer (`nodes` in party order): each
+/// submits its part, all three finish, and Bob's result is the product of the two private
+/// inputs. Its id.
+pub(crate) async fn run_matmul_job(nodes: &[&Node], m: usize, k: usize, n: usize) -> String {
+    let r = nodes[0].post("/v1/jobs", json!({"m": m, "k": k, "n": n, "seed": 11})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let r = nodes[1].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n, "seed": 22})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = nodes[2].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    for node in nodes {
+        let j = wait_final(node, &id, Duration::from_secs(60)).await;
+        assert_eq!(j["state"], "done", "{j}");
+    }
+    let res = nodes[1].get(&format!("/v1/jobs/{id}/result")).await;
+    let seeded = party_node::jobs::seeded_matrix;
+    let want = seeded(22, m, k).matmul(&seeded(11, k, n)).unwrap();
+    let want: Vec<i64> = want.as_slice().iter().map(|&v| v as i64).collect();
+    assert_eq!(res["shape"], json!([m, n]));
+    assert_eq!(res["values"], json!(want), "Bob's result is the product of the two private inputs");
+    id
+}
