@@ -156,6 +156,7 @@ fn init(out: &Path, hosts: &[String], port: u16, api_port: u16) -> anyhow::Resul
             parties,
             limits: Default::default(),
             link: Default::default(),
+            policy: Default::default(),
         };
         let text = toml::to_string_pretty(&file).context("serialising the config")?;
         identity::write_new(&d.join("node.toml"), &text, true)?;
@@ -236,7 +237,7 @@ impl Driver {
             let r = self.call("GET", &format!("/v1/jobs/{id}"), None).await?;
             match r["state"].as_str() {
                 Some("done") => return Ok(r),
-                Some(s @ ("failed" | "interrupted")) => {
+                Some(s @ ("failed" | "interrupted" | "refused")) => {
                     bail!("job {id} {s} on {}'s node: {}", self.cfg.role(), r["error"].as_str().unwrap_or("no reason"))
                 }
                 _ => {
@@ -255,32 +256,50 @@ impl Driver {
         let model_path = fixtures.join("mnist_cnn.onnx");
         match role {
             Role::Alice => {
+                // Offered to Bob's organisation only, with a quota; her node sends the public
+                // plan to Bob's and the dealer's nodes over the mesh.
+                let bob = self.cfg.parties[1].name.clone();
                 let published = self
                     .call(
                         "POST",
                         "/v1/models",
-                        Some(json!({"name": MODEL, "path": model_path.display().to_string(), "output": "label"})),
+                        Some(json!({"name": MODEL, "path": model_path.display().to_string(), "output": "label",
+                                    "policy": {"allow": [bob], "quota_rows": 1000}})),
                     )
                     .await?;
-                self.put_file("plan.json", &published["plan"])?;
+                let offered: Vec<String> = published["offered"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| {
+                        format!(
+                            "{} {}",
+                            d["role"].as_str().unwrap_or("?"),
+                            if d["delivered"] == true { "stored it" } else { "missed it" }
+                        )
+                    })
+                    .collect();
                 self.say(format!(
-                    "published {} as {MODEL:?}; its public plan is in the exchange",
-                    model_path.display()
+                    "published {} as {MODEL:?} for {bob:?} (quota 1000 rows): {}",
+                    model_path.display(),
+                    offered.join(", ")
                 ));
             }
-            Role::Bob | Role::Dealer => {
-                let plan = self.wait_file("plan.json").await?;
-                self.call("POST", "/v1/plans", Some(json!({"name": MODEL, "plan": plan}))).await?;
-                self.say(format!("registered alice's plan for {MODEL:?}"));
-            }
+            Role::Bob | Role::Dealer => {}
         }
         if role != Role::Bob {
+            // Nothing to do per prediction: the node decides on Bob's proposal by its policy.
+            // The driver only reports the job Bob's driver announces.
             let job = self.wait_file("job.json").await?;
             let id = job["id"].as_str().context("job.json has no id")?.to_string();
-            let batch = job["batch"].as_u64().context("job.json has no batch")?;
-            self.call("POST", "/v1/jobs", Some(json!({"id": id, "kind": "predict", "model": MODEL, "batch": batch})))
-                .await?;
-            self.say(format!("submitted job {id} (batch {batch})"));
+            self.say(format!("bob's node proposed job {id}; this node decides by its policy"));
+            loop {
+                if self.call("GET", &format!("/v1/jobs/{id}"), None).await.is_ok() {
+                    break;
+                }
+                self.check_deadline(&format!("job {id}"))?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             self.wait_job(&id).await?;
             self.say(format!("job {id} done"));
             return Ok(());
@@ -299,22 +318,33 @@ impl Driver {
         // Bob's files live in his volume, where his node (same path, other container) reads them.
         let dir = self.cfg.path.parent().unwrap_or(Path::new(".")).join("demo");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let id = JobId::random().to_string();
-        let input = dir.join(format!("{id}.input.npy"));
-        let output = dir.join(format!("{id}.output.npy"));
+        let tag = JobId::random().to_string();
+        let input = dir.join(format!("{tag}.input.npy"));
+        let output = dir.join(format!("{tag}.output.npy"));
         npy::write(&input, &x)?;
         let input = std::fs::canonicalize(&input)?;
         let output = std::fs::canonicalize(&dir)?.join(output.file_name().expect("file name"));
-        self.put_file("job.json", &json!({"id": id, "batch": images}))?;
-        self.say(format!("job {id}: predicting {images} private images; id and batch size sent to the others"));
+        // Alice's offer reaches Bob's node over the mesh.
+        loop {
+            let m = self.call("GET", "/v1/models", None).await?;
+            if m["models"].as_array().into_iter().flatten().any(|m| m["name"] == MODEL) {
+                break;
+            }
+            self.check_deadline("alice's offer")?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.say(format!("alice offers {MODEL:?}; predicting {images} private images with one request"));
         let t0 = Instant::now();
-        self.call(
-            "POST",
-            "/v1/jobs",
-            Some(json!({"id": id, "kind": "predict", "model": MODEL,
-                        "input": input.display().to_string(), "output": output.display().to_string()})),
-        )
-        .await?;
+        let created = self
+            .call(
+                "POST",
+                "/v1/requests",
+                Some(json!({"kind": "predict", "model": MODEL,
+                            "input": input.display().to_string(), "output": output.display().to_string()})),
+            )
+            .await?;
+        let id = created["id"].as_str().context("no job id")?.to_string();
+        self.put_file("job.json", &json!({"id": id}))?;
         let rec = self.wait_job(&id).await?;
         let secs = t0.elapsed().as_secs_f64();
         let got: Vec<usize> = crate::ml_read_output(&output)?.iter().map(|&v| v as usize).collect();

@@ -42,7 +42,7 @@ use crate::certs::{CertFile, CertInfo};
 use crate::identity::check_name;
 
 /// A party's role in the 2pc-dealer model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The model owner, P0.
@@ -106,6 +106,106 @@ pub struct ConfigFile {
     /// The network to the peers, for the comparison cost model (all optional).
     #[serde(default, skip_serializing_if = "LinkSection::is_default")]
     pub link: LinkSection,
+    /// What this node agrees to when a peer proposes a job (all optional).
+    #[serde(default, skip_serializing_if = "PolicySection::is_default")]
+    pub policy: PolicySection,
+}
+
+/// How a node decides on a kind of job a peer proposes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Approval {
+    /// Accepted at once (if every other rule allows it).
+    #[default]
+    Auto,
+    /// Held until this organisation runs `party-node approve ID` (or `refuse ID`).
+    Manual,
+    /// Always refused.
+    Refuse,
+}
+
+impl std::fmt::Display for Approval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Approval::Auto => "auto",
+            Approval::Manual => "manual",
+            Approval::Refuse => "refuse",
+        })
+    }
+}
+
+impl std::str::FromStr for Approval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Approval::Auto),
+            "manual" => Ok(Approval::Manual),
+            "refuse" => Ok(Approval::Refuse),
+            _ => Err(format!("approval {s:?}: use auto, manual or refuse")),
+        }
+    }
+}
+
+/// `[policy]`: what this node agrees to when a peer proposes a job (`party-node predict`,
+/// `train`, `analyze` on another organisation's node). Which organisations may query which of
+/// Alice's models, and their quotas, are set per model by `party-node publish` (`--allow`,
+/// `--quota-rows`, …); these are the node-wide rules. Every field is optional.
+///
+/// ```toml
+/// [policy]
+/// serve = ["acme", "clinic"]  # organisations whose proposals this node considers (default: all peers)
+/// train = "auto"              # training jobs a peer proposes: auto, manual (party-node approve) or refuse
+/// analyze = "auto"            # statistics jobs; those that need this node's rows are always held
+/// jobs_per_day = 1000         # budget: jobs per UTC day this node joins for its peers (the dealer's)
+/// rows_per_day = 1000000      # budget: rows per UTC day (predictions) or samples (training)
+/// hold_s = 3600               # a held proposal waits this long for approve/refuse, then is refused
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// Organisations (`[[party]] name`) whose proposals are considered; `None`: every peer.
+    pub serve: Option<Vec<String>>,
+    /// Training jobs proposed by a peer.
+    pub train: Approval,
+    /// Analytics jobs proposed by a peer.
+    pub analyze: Approval,
+    /// Jobs per UTC day joined for peers.
+    pub jobs_per_day: Option<u64>,
+    /// Rows per UTC day joined for peers.
+    pub rows_per_day: Option<u64>,
+    /// Seconds a held proposal waits for a decision.
+    pub hold_s: u64,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        PolicySection {
+            serve: None,
+            train: Approval::Auto,
+            analyze: Approval::Auto,
+            jobs_per_day: None,
+            rows_per_day: None,
+            hold_s: 3600,
+        }
+    }
+}
+
+impl PolicySection {
+    fn is_default(&self) -> bool {
+        *self == PolicySection::default()
+    }
+
+    fn check(&self, names: &[&str]) -> anyhow::Result<()> {
+        for n in self.serve.iter().flatten() {
+            ensure!(
+                names.contains(&n.as_str()),
+                "[policy] serve names {n:?}, which is not a [[party]] name (the parties are {})",
+                names.join(", ")
+            );
+        }
+        ensure!((1..=30 * 24 * 3600).contains(&self.hold_s), "[policy] hold_s must be between 1 s and 30 days");
+        Ok(())
+    }
 }
 
 /// `[link]`: what the comparison cost model assumes about the network between the parties
@@ -339,6 +439,8 @@ pub struct Config {
     pub limits: Limits,
     /// The network to the peers as configured (`[link]`).
     pub link: LinkSection,
+    /// `[policy]`.
+    pub policy: PolicySection,
 }
 
 /// A value that must never be printed.
@@ -566,6 +668,7 @@ impl Config {
         let listen = file.node.listen.unwrap_or_else(|| parties[me.index()].address.bind_addr());
         file.limits.check()?;
         file.link.check()?;
+        file.policy.check(&parties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())?;
         Ok(Config {
             path: path.to_path_buf(),
             me,
@@ -580,6 +683,7 @@ impl Config {
             api_token: Secret(file.api.token),
             limits: file.limits,
             link: file.link,
+            policy: file.policy,
         })
     }
 

@@ -57,7 +57,7 @@ impl std::str::FromStr for JobId {
 }
 
 /// What a job computes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
     /// Bob's seeded m×k matrix times Alice's seeded k×n matrix, revealed to Bob.
@@ -71,82 +71,120 @@ pub enum JobKind {
     Analyze,
 }
 
-/// A job request, as submitted to one node.
-#[derive(Clone, Deserialize, Serialize)]
+/// A job request as submitted to one node for the scripted path, where every organisation
+/// submits the same job id to its own node (`POST /v1/jobs`). The prediction service
+/// ([`crate::service`], `POST /v1/requests`) needs only the requesting organisation's request.
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobRequest {
+    /// Bob's seeded m×k matrix times Alice's seeded k×n matrix, revealed to Bob.
+    Matmul(MatmulJob),
+    /// Private inference of a published model on Bob's input.
+    Predict(PredictJob),
+    /// Private training on Bob's data.
+    Train(TrainJob),
+    /// Statistics of Bob's (and Alice's) rows, revealed to Bob.
+    Analyze(AnalyzeJob),
+}
+
+/// A matmul job ([`JobRequest::Matmul`]).
+#[derive(Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct JobRequest {
+pub struct MatmulJob {
     /// The job id (32 hex digits); omitted, the node draws one (give it to the other nodes).
     #[serde(default)]
     pub id: Option<String>,
-    /// What to compute (default `matmul`).
-    #[serde(default)]
-    pub kind: JobKind,
-    /// Matmul: rows of Bob's matrix.
-    #[serde(default)]
+    /// Rows of Bob's matrix.
     pub m: usize,
-    /// Matmul: columns of Bob's matrix = rows of Alice's.
-    #[serde(default)]
+    /// Columns of Bob's matrix = rows of Alice's.
     pub k: usize,
-    /// Matmul: columns of Alice's matrix.
-    #[serde(default)]
+    /// Columns of Alice's matrix.
     pub n: usize,
-    /// Matmul, Alice and Bob: seed of this party's private input matrix (secret; never logged
-    /// or stored).
+    /// Alice and Bob: seed of this party's private input matrix (secret; never logged or
+    /// stored).
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Predict: the published model's name.
+}
+
+impl std::fmt::Debug for MatmulJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatmulJob")
+            .field("id", &self.id)
+            .field("shape", &(self.m, self.k, self.n))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A prediction job ([`JobRequest::Predict`]).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PredictJob {
+    /// The job id (see [`MatmulJob::id`]).
     #[serde(default)]
-    pub model: Option<String>,
-    /// Predict: number of input rows (Alice and the dealer; Bob's comes from his input file).
+    pub id: Option<String>,
+    /// The published model's name.
+    pub model: String,
+    /// Alice and the dealer: number of input rows (Bob's comes from his input file).
     #[serde(default)]
     pub batch: Option<usize>,
-    /// Predict, Bob: input file (.npy or .csv) on Bob's machine.
+    /// Bob: input file (.npy or .csv) on Bob's machine.
     #[serde(default)]
     pub input: Option<String>,
-    /// Predict, Bob: where to write the output (.npy or .csv).
+    /// Bob: where to write the output (.npy or .csv).
     #[serde(default)]
     pub output: Option<String>,
-    /// Predict: at most this many rows per micro-batch at this node (default: what `[limits]
+    /// At most this many rows per micro-batch at this node (default: what `[limits]
     /// memory_mib` allows). The job uses the smallest of the three nodes' limits.
     #[serde(default)]
     pub micro_batch: Option<usize>,
-    /// Train: the training parameters.
+}
+
+/// A training job ([`JobRequest::Train`]).
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainJob {
+    /// The job id (see [`MatmulJob::id`]).
     #[serde(default)]
-    pub train: Option<crate::ml::TrainRequest>,
-    /// Analyze: the statistics and data.
+    pub id: Option<String>,
+    /// The training parameters.
+    pub train: crate::ml::TrainRequest,
+}
+
+/// An analytics job ([`JobRequest::Analyze`]).
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyzeJob {
+    /// The job id (see [`MatmulJob::id`]).
     #[serde(default)]
-    pub analyze: Option<crate::ml::AnalyzeRequest>,
+    pub id: Option<String>,
+    /// The statistics and data.
+    pub analyze: crate::ml::AnalyzeRequest,
 }
 
 impl JobRequest {
     /// A matmul request.
     pub fn matmul(id: Option<String>, m: usize, k: usize, n: usize, seed: Option<u64>) -> Self {
-        JobRequest {
-            id,
-            kind: JobKind::Matmul,
-            m,
-            k,
-            n,
-            seed,
-            model: None,
-            batch: None,
-            input: None,
-            output: None,
-            micro_batch: None,
-            train: None,
-            analyze: None,
+        JobRequest::Matmul(MatmulJob { id, m, k, n, seed })
+    }
+
+    /// The job id the request gives, if any.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            JobRequest::Matmul(j) => j.id.as_deref(),
+            JobRequest::Predict(j) => j.id.as_deref(),
+            JobRequest::Train(j) => j.id.as_deref(),
+            JobRequest::Analyze(j) => j.id.as_deref(),
         }
     }
-}
 
-impl std::fmt::Debug for JobRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobRequest")
-            .field("id", &self.id)
-            .field("kind", &self.kind)
-            .field("shape", &(self.m, self.k, self.n))
-            .field("model", &self.model)
-            .finish_non_exhaustive()
+    /// What it computes.
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobRequest::Matmul(_) => JobKind::Matmul,
+            JobRequest::Predict(_) => JobKind::Predict,
+            JobRequest::Train(_) => JobKind::Train,
+            JobRequest::Analyze(_) => JobKind::Analyze,
+        }
     }
 }
 
@@ -169,7 +207,7 @@ impl Plan {
 }
 
 /// The public description of a job, as reported.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum JobPlan {
     /// See [`JobKind::Matmul`].
@@ -193,6 +231,7 @@ pub enum JobPlan {
     /// See [`JobKind::Train`].
     Train {
         /// The public training plan.
+        #[schemars(with = "serde_json::Value")]
         plan: mpc_ml::train::TrainPlan,
         /// Hex SHA-256 of it.
         plan_hash: String,
@@ -200,6 +239,7 @@ pub enum JobPlan {
     /// See [`JobKind::Analyze`].
     Analyze {
         /// The public analytics plan (row counts, column names, statistics, bin edges).
+        #[schemars(with = "serde_json::Value")]
         plan: mpc_ml::analytics::AnalyticsPlan,
         /// Hex SHA-256 of it.
         plan_hash: String,
@@ -207,9 +247,15 @@ pub enum JobPlan {
 }
 
 /// Where a job is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// Proposed to the peers ([`crate::service`]); waiting for their decisions.
+    Proposed,
+    /// A peer holds the proposal for its organisation's manual approval.
+    Held,
+    /// A peer refused the proposal; `error` names the rule.
+    Refused,
     /// Waiting for the peers to join.
     Joining,
     /// Session set up; protocol running.
@@ -225,12 +271,12 @@ pub enum JobState {
 impl JobState {
     /// Whether the job will not change any more.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed | JobState::Interrupted)
+        matches!(self, JobState::Done | JobState::Failed | JobState::Interrupted | JobState::Refused)
     }
 }
 
 /// Counters of one operation, from `party.stats()`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OpCounters {
     /// Top-level calls.
     pub calls: u64,
@@ -260,7 +306,7 @@ impl From<mpc_proto::OpStats> for OpCounters {
 }
 
 /// How far a prediction is, in rows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RowProgress {
     /// Rows done.
     pub done: u64,
@@ -279,7 +325,7 @@ pub struct RowProgress {
 }
 
 /// What the node reports about a job.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobRecord {
     /// Job id.
     pub id: String,
@@ -326,6 +372,9 @@ pub struct JobRecord {
     /// Seconds from submission at this node to the job's end (microsecond resolution).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// A job this node proposed: each peer's decision (`accepted`, `held: …`, `refused: …`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub decisions: BTreeMap<String, String>,
 }
 
 fn now_ms() -> u64 {
@@ -341,7 +390,11 @@ pub struct Jobs {
     pool: WarmPool,
     /// When each unfinished job's record was last written, in which state.
     persisted: Mutex<std::collections::HashMap<JobId, (JobState, std::time::Instant)>>,
+    /// Called with each job's final record ([`Jobs::on_finish`]).
+    finished: std::sync::OnceLock<FinishHook>,
 }
+
+type FinishHook = Box<dyn Fn(&JobRecord) + Send + Sync>;
 
 impl std::fmt::Debug for Jobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -383,7 +436,15 @@ impl Jobs {
         }
         let limits = crate::config::Limits::default();
         let pool = WarmPool::new(limits.pool_jobs, limits.pool_rows);
-        Ok(Jobs { me, store, records: Mutex::new(records), limits, pool, persisted: Mutex::default() })
+        Ok(Jobs {
+            me,
+            store,
+            records: Mutex::new(records),
+            limits,
+            pool,
+            persisted: Mutex::default(),
+            finished: std::sync::OnceLock::new(),
+        })
     }
 
     /// Applies the node's `[limits]` (active jobs, job time, memory, warm pool).
@@ -391,6 +452,12 @@ impl Jobs {
         self.limits = limits;
         self.pool = WarmPool::new(limits.pool_jobs, limits.pool_rows);
         self
+    }
+
+    /// Calls `hook` with the final record of every job that ends from now on (once; later
+    /// calls are ignored). The prediction service audits outcomes with it.
+    pub fn on_finish(&self, hook: impl Fn(&JobRecord) + Send + Sync + 'static) {
+        let _ = self.finished.set(Box::new(hook));
     }
 
     /// The warm pool of preprocessed prediction jobs.
@@ -472,16 +539,33 @@ impl Jobs {
 
     /// Validates `req`, records the job and starts it on its own thread. Returns its id.
     pub fn submit(self: &Arc<Self>, mesh: Arc<Mesh>, req: JobRequest) -> Result<JobId, SubmitError> {
+        let job = self.prepare(&req)?;
+        if self.records.lock().expect("jobs lock").contains_key(&job.id) {
+            return Err(SubmitError::Duplicate(job.id));
+        }
+        // Every job needs both peers: one that is down (not (re)connecting) fails the job now,
+        // naming it, rather than after the join timeout.
+        mesh.check_peers().map_err(|e| SubmitError::PeerDown(format!("{e:#}")))?;
+        let id = job.id;
+        self.record(&job, JobState::Joining)?;
+        tracing::info!(job = %id, kind = ?req.kind(), "job submitted");
+        self.launch(mesh, job)
+    }
+
+    /// Validates `req` on this node and loads what the job needs, without recording or starting
+    /// it: a bad request is refused here, before anything is sent.
+    pub fn prepare(&self, req: &JobRequest) -> Result<PreparedJob, SubmitError> {
         let role = Role::of(self.me);
-        let work = match req.kind {
-            JobKind::Matmul => {
-                let plan = Plan { m: req.m, k: req.k, n: req.n };
+        let invalid = |e: anyhow::Error| SubmitError::Invalid(format!("{e:#}"));
+        let work = match req {
+            JobRequest::Matmul(r) => {
+                let plan = Plan { m: r.m, k: r.k, n: r.n };
                 for (v, name) in [(plan.m, "m"), (plan.k, "k"), (plan.n, "n")] {
                     if !(1..=MAX_DIM).contains(&v) {
                         return Err(SubmitError::Invalid(format!("{name} = {v} must be between 1 and {MAX_DIM}")));
                     }
                 }
-                let seed = match (role, req.seed) {
+                let seed = match (role, r.seed) {
                     (Role::Dealer, Some(_)) => {
                         return Err(SubmitError::Invalid("the dealer has no input: omit `seed`".into()));
                     }
@@ -492,51 +576,31 @@ impl Jobs {
                 };
                 Work::Matmul(plan, seed)
             }
-            JobKind::Predict => {
-                if req.seed.is_some() || req.m + req.k + req.n > 0 {
-                    return Err(SubmitError::Invalid(
-                        "predict jobs take `model`, `batch`, `input`, `output` only".into(),
-                    ));
-                }
-                let model = req.model.clone().ok_or_else(|| SubmitError::Invalid("predict needs `model`".into()))?;
-                let prepared = crate::ml::prepare(
+            JobRequest::Predict(r) => {
+                let mut prepared = crate::ml::prepare(
                     &self.store,
                     role,
-                    &model,
-                    req.batch,
-                    req.input.as_deref(),
-                    req.output.as_deref(),
+                    &r.model,
+                    r.batch,
+                    r.input.as_deref(),
+                    r.output.as_deref(),
                     self.limits.memory_mib << 20,
                 )
-                .map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
-                let mut prepared = prepared;
-                if let Some(b) = req.micro_batch {
+                .map_err(invalid)?;
+                if let Some(b) = r.micro_batch {
                     if b == 0 {
                         return Err(SubmitError::Invalid("micro_batch must be at least 1".into()));
                     }
                     prepared.micro_batch_cap = Some(b);
                 }
-                Work::Predict(model, Box::new(prepared))
+                Work::Predict(r.model.clone(), Box::new(prepared))
             }
-            JobKind::Train => {
-                let t = req
-                    .train
-                    .as_ref()
-                    .ok_or_else(|| SubmitError::Invalid("a train job needs `train` parameters".into()))?;
-                let prepared = crate::ml::prepare_train(role, t).map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
-                Work::Train(Box::new(prepared))
-            }
-            JobKind::Analyze => {
-                let a = req
-                    .analyze
-                    .as_ref()
-                    .ok_or_else(|| SubmitError::Invalid("an analyze job needs `analyze` parameters".into()))?;
-                let prepared =
-                    crate::ml::prepare_analyze(role, a).map_err(|e| SubmitError::Invalid(format!("{e:#}")))?;
-                Work::Analyze(Box::new(prepared))
+            JobRequest::Train(r) => Work::Train(Box::new(crate::ml::prepare_train(role, &r.train).map_err(invalid)?)),
+            JobRequest::Analyze(r) => {
+                Work::Analyze(Box::new(crate::ml::prepare_analyze(role, &r.analyze).map_err(invalid)?))
             }
         };
-        let id = match &req.id {
+        let id = match req.id() {
             Some(s) => s.parse::<JobId>().map_err(|e| SubmitError::Invalid(e.to_string()))?,
             None => JobId::random(),
         };
@@ -553,12 +617,13 @@ impl Jobs {
                 (JobPlan::Analyze { plan: prep.plan.clone(), plan_hash: hex(&prep.plan.hash()) }, ANALYZE_STEPS.len())
             }
         };
-        if self.records.lock().expect("jobs lock").contains_key(&id) {
-            return Err(SubmitError::Duplicate(id));
-        }
-        // Every job needs both peers: one that is down (not (re)connecting) fails the job now,
-        // naming it, rather than after the join timeout.
-        mesh.check_peers().map_err(|e| SubmitError::PeerDown(format!("{e:#}")))?;
+        Ok(PreparedJob { id, plan, steps: steps as u32, work })
+    }
+
+    /// Records a prepared job in `state` (persisted at once). Refuses a duplicate id and a
+    /// job beyond `[limits] max_active_jobs`.
+    pub fn record(&self, job: &PreparedJob, state: JobState) -> Result<(), SubmitError> {
+        let id = job.id;
         {
             let mut records = self.records.lock().expect("jobs lock");
             if records.contains_key(&id) {
@@ -571,11 +636,14 @@ impl Jobs {
                 id,
                 JobRecord {
                     id: id.to_string(),
-                    plan,
-                    state: JobState::Joining,
+                    plan: job.plan.clone(),
+                    state,
                     steps_done: 0,
-                    steps_total: steps as u32,
-                    step: STEPS[0].into(),
+                    steps_total: job.steps,
+                    step: match state {
+                        JobState::Proposed => "proposed to the peers".into(),
+                        _ => STEPS[0].into(),
+                    },
                     error: None,
                     created_unix_ms: now_ms(),
                     finished_unix_ms: None,
@@ -589,11 +657,45 @@ impl Jobs {
                     loss: vec![],
                     metrics: None,
                     seconds: None,
+                    decisions: BTreeMap::new(),
                 },
             );
         }
         self.update(id, |_| {});
-        tracing::info!(job = %id, kind = ?req.kind, "job submitted");
+        Ok(())
+    }
+
+    /// Changes a recorded job that has not started: its state, step text, error and the
+    /// peers' decisions so far.
+    pub fn set_pending(
+        &self,
+        id: JobId,
+        state: JobState,
+        step: &str,
+        error: Option<String>,
+        decisions: &BTreeMap<String, String>,
+    ) {
+        self.update(id, |r| {
+            r.state = state;
+            r.step = step.into();
+            r.decisions = decisions.clone();
+            if let Some(e) = error {
+                r.error = Some(e);
+            }
+            if state.is_final() {
+                r.finished_unix_ms = Some(now_ms());
+                r.seconds = Some(now_ms().saturating_sub(r.created_unix_ms) as f64 / 1e3);
+            }
+        });
+    }
+
+    /// Starts a recorded job on its own thread (or task). Returns its id.
+    pub fn launch(self: &Arc<Self>, mesh: Arc<Mesh>, job: PreparedJob) -> Result<JobId, SubmitError> {
+        let (id, work) = (job.id, job.work);
+        self.update(id, |r| {
+            r.state = JobState::Joining;
+            r.step = STEPS[0].into();
+        });
         let jobs = self.clone();
         let rt = tokio::runtime::Handle::current();
         let started = std::time::Instant::now();
@@ -1146,6 +1248,9 @@ impl Jobs {
                 }
             }
         });
+        if let (Some(hook), Some(r)) = (self.finished.get(), self.get(id)) {
+            hook(&r);
+        }
     }
 }
 
@@ -1255,13 +1360,56 @@ pub enum SubmitError {
 
 /// Checks a submitted request's basic shape without a node (used by the CLI before sending).
 pub fn check_request(req: &JobRequest) -> anyhow::Result<()> {
-    if let Some(id) = &req.id {
+    if let Some(id) = req.id() {
         id.parse::<JobId>()?;
     }
-    match req.kind {
-        JobKind::Matmul if req.m == 0 || req.k == 0 || req.n == 0 => bail!("m, k and n must be positive"),
-        JobKind::Predict if req.model.is_none() => bail!("a predict job needs a model name"),
+    match req {
+        JobRequest::Matmul(r) if r.m == 0 || r.k == 0 || r.n == 0 => bail!("m, k and n must be positive"),
+        JobRequest::Predict(r) if r.model.is_empty() => bail!("a predict job needs a model name"),
         _ => Ok(()),
+    }
+}
+
+/// A job validated on this node, with what it needs loaded, not yet started
+/// ([`Jobs::prepare`], [`Jobs::launch`]).
+pub struct PreparedJob {
+    /// Its id.
+    pub id: JobId,
+    /// Its public plan.
+    pub plan: JobPlan,
+    steps: u32,
+    work: Work,
+}
+
+impl std::fmt::Debug for PreparedJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedJob").field("id", &self.id).field("plan", &self.plan).finish_non_exhaustive()
+    }
+}
+
+impl PreparedJob {
+    /// A prediction's prepared state (plan, rows, Bob's input).
+    pub fn predict(&self) -> Option<&crate::ml::Prepared> {
+        match &self.work {
+            Work::Predict(_, p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// A training job's prepared state.
+    pub fn train(&self) -> Option<&crate::ml::PreparedTrain> {
+        match &self.work {
+            Work::Train(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// An analytics job's prepared state.
+    pub fn analyze(&self) -> Option<&crate::ml::PreparedAnalyze> {
+        match &self.work {
+            Work::Analyze(p) => Some(p),
+            _ => None,
+        }
     }
 }
 
@@ -1306,6 +1454,7 @@ mod tests {
             loss: vec![],
             metrics: None,
             seconds: None,
+            decisions: BTreeMap::new(),
         };
         store.put("jobs", &id.to_string(), &serde_json::to_vec(&record(JobState::Running)).unwrap()).unwrap();
         let done = JobId::random();

@@ -7,6 +7,8 @@
 //! * [`transport`] — [`QuicTransport`](transport::QuicTransport), the core's `Transport` over QUIC;
 //! * [`jobs`] — jobs (sessions) with progress and per-operation counters; [`store`] — atomic
 //!   items at rest; [`api`] and [`client`] — the control API; [`node`] — `party-node run`;
+//! * [`service`] — the prediction service: models offered under a policy, jobs proposed over
+//!   the mesh and decided by each node's rules; [`audit`] — the log of those decisions;
 //! * [`testbed`] — a three-node consortium on loopback for tests, benchmarks and trying it out;
 //! * [`bench`](mod@bench) — `party-node bench`, the end-to-end benchmark runner with WAN emulation.
 //!
@@ -36,6 +38,7 @@
 //! ```
 #![deny(unsafe_code)]
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod certs;
 pub mod client;
@@ -49,6 +52,7 @@ pub mod ml;
 pub mod node;
 pub mod pool;
 pub mod rows;
+pub mod service;
 pub mod store;
 pub mod testbed;
 pub mod tls;

@@ -150,10 +150,15 @@ impl Consortium {
                 if !records[i].is_null() {
                     continue;
                 }
-                let r = self.call(i, "GET", &format!("/v1/jobs/{id}"), None).await?;
+                // Bob proposed the job: the other nodes record it once they start it.
+                let r = match self.call(i, "GET", &format!("/v1/jobs/{id}"), None).await {
+                    Ok(r) => r,
+                    Err(_) if i != 1 => continue,
+                    Err(e) => return Err(e),
+                };
                 match r["state"].as_str() {
                     Some("done") => records[i] = r,
-                    Some(s @ ("failed" | "interrupted")) => bail!(
+                    Some(s @ ("failed" | "interrupted" | "refused")) => bail!(
                         "the job {s} on {}'s node: {}",
                         ROLES[i],
                         r["error"].as_str().unwrap_or("no reason recorded")
@@ -219,13 +224,13 @@ pub(crate) async fn predict(
         crate::read_input_rows(Path::new(&input_path), &per_sample)?
     };
     eprintln!("[3/4] bob predicts on {batch} private records…");
-    let r = run_predict(c, "model", &input_path, &output_path, batch, opts.micro_batch).await?;
+    let r = run_predict(c, "model", &input_path, &output_path, opts.micro_batch).await?;
     eprintln!("[4/4] done in {:.2} s; bob's output is in {}", r.seconds, output_path.display());
     Ok(r)
 }
 
-/// Alice publishes `model` as `model`; Bob and the dealer register its plan. Returns Alice's
-/// reply (`plan`).
+/// Alice publishes `model` as `model`, offered to every organisation (her node sends the plan
+/// to Bob's and the dealer's). Returns Alice's reply (`plan`).
 pub(crate) async fn publish(
     c: &mut Consortium,
     model: &Path,
@@ -245,37 +250,37 @@ pub(crate) async fn publish(
         frac_bits: opts.frac_bits,
         nonlinear: opts.nonlinear.clone(),
         input_range: opts.input_range,
+        policy: Some(party_node::service::ModelPolicy {
+            allow: vec![party_node::service::ANYONE.into()],
+            ..Default::default()
+        }),
     };
     let published = c.call(0, "POST", "/v1/models", Some(serde_json::to_value(&req)?)).await?;
-    for i in [1, 2] {
-        c.call(i, "POST", "/v1/plans", Some(json!({"name": "model", "plan": published["plan"]}))).await?;
+    for d in published["offered"].as_array().into_iter().flatten() {
+        ensure!(d["delivered"] == true, "the offer did not reach {}: {}", d["role"], d["error"]);
     }
     Ok(published)
 }
 
-/// Runs one prediction job of the model registered as `model` on every node.
+/// Bob's one request for predictions of `model`, which the other nodes accept by their policies.
 pub(crate) async fn run_predict(
     c: &mut Consortium,
     model: &str,
     input_path: &str,
     output_path: &Path,
-    batch: usize,
     micro_batch: Option<usize>,
 ) -> anyhow::Result<LocalResult> {
-    let id = JobId::random().to_string();
     let t0 = Instant::now();
-    for i in [0, 2] {
-        c.call(i, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "predict", "model": model, "batch": batch})))
-            .await?;
-    }
-    c.call(
-        1,
-        "POST",
-        "/v1/jobs",
-        Some(json!({"id": id, "kind": "predict", "model": model, "input": input_path,
-                    "output": output_path.display().to_string(), "micro_batch": micro_batch})),
-    )
-    .await?;
+    let created = c
+        .call(
+            1,
+            "POST",
+            "/v1/requests",
+            Some(json!({"kind": "predict", "model": model, "input": input_path,
+                        "output": output_path.display().to_string(), "micro_batch": micro_batch})),
+        )
+        .await?;
+    let id = created["id"].as_str().context("no job id")?.to_string();
     let bar = rows_bar();
     let records = c.wait_job(&id, Duration::from_secs(24 * 3600), |r| follow(&bar, r)).await;
     bar.finish_and_clear();
@@ -338,13 +343,12 @@ latency of the same prediction, from bob's submission to his output (alice and t
     let input = std::fs::canonicalize(input)?.display().to_string();
     let output = if output.is_absolute() { output.to_path_buf() } else { std::env::current_dir()?.join(output) };
     let output = output.as_path();
-    let rows = first.bob_job["rows"]["total"].as_u64().unwrap_or(1) as usize;
     let mut warm = Vec::new();
     for k in 2..=repeat + 1 {
         if !wait_pool(c, "model", Duration::from_secs(30)).await? {
             println!("  (the warm pool was not refilled within 30 s: [limits] pool_jobs, pool_rows, memory_mib)");
         }
-        let r = run_predict(c, "model", &input, output, rows, None).await?;
+        let r = run_predict(c, "model", &input, output, None).await?;
         let (s, pooled) = line(k, &r.bob_job);
         if pooled {
             warm.push(s);
@@ -437,22 +441,15 @@ pub(crate) fn labels(y: &ArrayD<f64>, prob: bool) -> ArrayD<f64> {
 pub(crate) async fn train(
     c: &mut Consortium,
     bob: &party_node::ml::TrainRequest,
-    others: &party_node::ml::TrainRequest,
 ) -> anyhow::Result<(serde_json::Value, f64)> {
     eprintln!("[1/3] starting alice, bob and dealer nodes (QUIC + mutual TLS on loopback)…");
     c.wait_ready(Duration::from_secs(30)).await?;
-    let id = JobId::random().to_string();
     eprintln!("[2/3] bob shares his data; the three nodes train {} for {} epochs on shares…", bob.arch, bob.epochs);
     let t0 = Instant::now();
-    for (i, req) in [(0, others), (2, others), (1, bob)] {
-        let mut r = req.clone();
-        if i != 1 {
-            r.data = None;
-            r.label = None;
-            r.export = None;
-        }
-        c.call(i, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "train", "train": r}))).await?;
-    }
+    // Bob's request, proposed to the other two nodes (their [policy] train accepts it).
+    let req = serde_json::to_value(party_node::service::Request::Train(bob.clone()))?;
+    let created = c.call(1, "POST", "/v1/requests", Some(req)).await?;
+    let id = created["id"].as_str().context("no job id")?.to_string();
     let bar = progress_bar();
     let records = c.wait_job(&id, Duration::from_secs(3600), |r| follow(&bar, r)).await;
     if records.is_err() {

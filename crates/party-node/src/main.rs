@@ -73,8 +73,10 @@ enum Command {
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
     },
-    /// Alice: publish an ONNX model on this node; prints the public plan to give to Bob and
-    /// the dealer (they `register` it). The dealer and Bob never see the weights.
+    /// Alice: publish an ONNX model and offer it to the organisations she admits: her node
+    /// shares nothing but the public plan, which it sends to Bob's and the dealer's nodes over
+    /// the mesh. Bob then predicts with one command (`party-node predict`); publishing again
+    /// replaces the model and its policy.
     Publish {
         /// The node's config.
         #[arg(long)]
@@ -95,9 +97,59 @@ enum Command {
         frac_bits: Option<u32>,
         #[command(flatten)]
         compare: CompareArgs,
-        /// Write the plan here instead of printing it.
+        /// Also write the public plan here (for `register`, pinning it by hand).
         #[arg(long)]
         plan_out: Option<PathBuf>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// The models this node can run: name, owner, what Bob learns, input shape, plan hash and
+    /// (on Bob's node) his terms and remaining quota; on Alice's, each organisation's use.
+    Models {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Proposals from peers held here for this organisation's approval.
+    Proposals {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Approve a held proposal: the job starts once every party has accepted it.
+    Approve {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The job id (`party-node proposals` lists them).
+        id: String,
+        /// Alice, statistics that include her rows: her CSV file.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Refuse a held proposal; the requester sees the reason.
+    Refuse {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The job id.
+        id: String,
+        /// Told to the requester.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print this node's audit log: one line per decision on a peer's request and per outcome
+    /// (reads the log file; the node need not run).
+    Audit {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the JSON lines as stored.
+        #[arg(long)]
+        json: bool,
     },
     /// Bob, dealer: register a plan that Alice published.
     Register {
@@ -111,8 +163,10 @@ enum Command {
         #[arg(long)]
         plan: PathBuf,
     },
-    /// Submit a private prediction to this node. Every organisation submits the same --id:
-    /// Bob with --input/--output, Alice and the dealer with --batch.
+    /// Bob: private predictions of a model Alice offers, in one command — proposed to Alice's
+    /// and the dealer's nodes, which decide by their policies; waits (progress bar) and writes
+    /// the output. Exit status 1 if refused or failed. (By hand instead: every organisation
+    /// submits the same --id, Alice and the dealer with --batch.)
     Predict {
         /// The node's config.
         #[arg(long)]
@@ -120,9 +174,13 @@ enum Command {
         /// The published model's name.
         #[arg(long)]
         model: String,
-        /// Job id (32 hex digits) from the first submission.
+        /// By hand: the job id (32 hex digits) from the first submission.
         #[arg(long)]
         id: Option<String>,
+        /// By hand: submit to this node only and print the job id for the other organisations,
+        /// instead of proposing the job.
+        #[arg(long)]
+        by_hand: bool,
         /// Bob: input, batch first: .npy of float32, float64, int32, int64 (values below 2^53
         /// in magnitude, converted exactly) or uint8 — other dtypes are refused — or .csv.
         #[arg(long)]
@@ -142,15 +200,20 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
         wait: bool,
     },
-    /// Submit a private training job to this node. Bob gives --data/--label; Alice and the
-    /// dealer give --samples/--features (and --classes for an MLP) and Bob's job id.
+    /// Bob: private training on his CSV, proposed to Alice's and the dealer's nodes (which
+    /// decide by their [policy] train). By hand instead: Bob adds --by-hand and gives the job
+    /// id to the others; Alice and the dealer give --samples/--features (and --classes for an
+    /// MLP) and that --id.
     Train {
         /// The node's config.
         #[arg(long)]
         config: PathBuf,
-        /// Job id from the first submission.
+        /// By hand: the job id from the first submission.
         #[arg(long)]
         id: Option<String>,
+        /// By hand: submit to this node only and print the job id.
+        #[arg(long)]
+        by_hand: bool,
         #[command(flatten)]
         args: TrainArgs,
         /// Alice, dealer: training rows.
@@ -166,16 +229,21 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Statistics of Bob's rows (and Alice's, if she contributes), revealed to Bob only. Bob
-    /// submits first with --data and --stats/--hist and gets the job id and the public plan;
-    /// Alice and the dealer join with --id and --plan (Alice adds --data if the plan has her rows).
+    /// Statistics of Bob's rows (and Alice's, if she contributes), revealed to Bob only,
+    /// proposed to the other nodes (Alice approves jobs that need her rows with `approve ID
+    /// --data FILE`). By hand instead: Bob adds --by-hand and gets the job id and the public
+    /// plan; Alice and the dealer join with --id and --plan (Alice adds --data if the plan has
+    /// her rows).
     Analyze {
         /// The node's config.
         #[arg(long)]
         config: PathBuf,
-        /// Job id from Bob's submission.
+        /// By hand: the job id from Bob's submission.
         #[arg(long)]
         id: Option<String>,
+        /// By hand: submit to this node only and print the job id and plan.
+        #[arg(long)]
+        by_hand: bool,
         #[command(flatten)]
         args: AnalyzeArgs,
         /// Bob: rows Alice contributes (she gives --data with them).
@@ -250,6 +318,43 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// Who may use a published model, and how much.
+#[derive(clap::Args, Clone)]
+struct PolicyArgs {
+    /// Organisations (their [[party]] name) that may request predictions, comma-separated;
+    /// `*` for any organisation of the consortium.
+    #[arg(long, value_delimiter = ',', required = true)]
+    allow: Vec<String>,
+    /// Rows each organisation may predict in all (kept across restarts).
+    #[arg(long)]
+    quota_rows: Option<u64>,
+    /// Rows each organisation may predict per UTC day.
+    #[arg(long)]
+    quota_rows_per_day: Option<u64>,
+    /// Most rows in one job.
+    #[arg(long)]
+    max_batch: Option<u64>,
+    /// `auto`, or `manual`: every request waits for `party-node approve ID` on this node.
+    #[arg(long, default_value = "auto")]
+    approval: String,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> anyhow::Result<party_node::service::ModelPolicy> {
+        let approval = self.approval.parse().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(approval != party_node::config::Approval::Refuse, "--approval: use auto or manual");
+        let p = party_node::service::ModelPolicy {
+            allow: self.allow.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect(),
+            quota_rows: self.quota_rows,
+            quota_rows_per_day: self.quota_rows_per_day,
+            max_batch: self.max_batch,
+            approval,
+        };
+        p.check()?;
+        Ok(p)
+    }
 }
 
 /// Training parameters shared by `train` and `local train`.
@@ -559,12 +664,28 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { images } => demo::run(images),
         Command::Init { role, name, out, listen, api } => init(role, &name, &out, listen, api),
         Command::InitLocal { out, base_port } => init_local(&out, base_port),
-        Command::Publish { config, model, name, output, frac_bits, compare, plan_out } => {
-            runtime()?.block_on(publish(&config, &model, &name, &output, frac_bits, &compare, plan_out.as_deref()))
+        Command::Publish { config, model, name, output, frac_bits, compare, plan_out, policy } => {
+            let policy = policy.policy()?;
+            runtime()?.block_on(publish(
+                &config,
+                &model,
+                &name,
+                &output,
+                frac_bits,
+                &compare,
+                plan_out.as_deref(),
+                policy,
+            ))
         }
+        Command::Models { config, json } => runtime()?.block_on(models(&config, json)),
+        Command::Proposals { config } => runtime()?.block_on(proposals(&config)),
+        Command::Approve { config, id, data } => runtime()?.block_on(decide(&config, &id, true, data, None)),
+        Command::Refuse { config, id, reason } => runtime()?.block_on(decide(&config, &id, false, None, reason)),
+        Command::Audit { config, json } => audit(&config, json),
         Command::Register { config, name, plan } => runtime()?.block_on(register(&config, &name, &plan)),
-        Command::Predict { config, model, id, input, output, batch, micro_batch, wait } => {
-            runtime()?.block_on(predict(&config, &model, id, input, output, batch, micro_batch, wait))
+        Command::Predict { config, model, id, by_hand, input, output, batch, micro_batch, wait } => {
+            let by_hand = by_hand || id.is_some() || batch.is_some();
+            runtime()?.block_on(predict(&config, &model, id, by_hand, input, output, batch, micro_batch, wait))
         }
         Command::Local {
             action:
@@ -596,22 +717,26 @@ fn main() -> anyhow::Result<()> {
         Command::Local { action: LocalAction::Analyze { args, alice_data, verify } } => {
             local_analyze(&args, alice_data.as_deref(), verify)
         }
-        Command::Analyze { config, id, args, alice_rows, plan, plan_out, wait } => runtime()?.block_on(analyze_submit(
-            &config,
-            id,
-            &args,
-            alice_rows,
-            plan.as_deref(),
-            plan_out.as_deref(),
-            wait,
-        )),
-        Command::Train { config, id, args, samples, features, classes, wait } => {
+        Command::Analyze { config, id, by_hand, args, alice_rows, plan, plan_out, wait } => {
+            runtime()?.block_on(analyze_submit(
+                &config,
+                id.clone(),
+                by_hand || plan.is_some() || id.is_some(),
+                &args,
+                alice_rows,
+                plan.as_deref(),
+                plan_out.as_deref(),
+                wait,
+            ))
+        }
+        Command::Train { config, id, by_hand, args, samples, features, classes, wait } => {
             let shape = match (samples, features) {
                 (Some(s), Some(f)) => Some((s, f, classes)),
                 (None, None) => None,
                 _ => bail!("give both --samples and --features"),
             };
-            runtime()?.block_on(train_submit(&config, id, &args, shape, wait))
+            let by_hand = by_hand || id.is_some() || shape.is_some();
+            runtime()?.block_on(train_submit(&config, id, by_hand, &args, shape, wait))
         }
         Command::Run { config } => {
             init_logging();
@@ -1005,6 +1130,7 @@ fn store_torture(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line option
 async fn publish(
     config: &Path,
     model: &Path,
@@ -1013,6 +1139,7 @@ async fn publish(
     frac_bits: Option<u32>,
     compare: &CompareArgs,
     plan_out: Option<&Path>,
+    policy: party_node::service::ModelPolicy,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
     let path = std::fs::canonicalize(model).with_context(|| format!("{} not found", model.display()))?;
@@ -1023,15 +1150,195 @@ async fn publish(
         frac_bits,
         nonlinear: Some(compare.nonlinear.clone()),
         input_range: compare.input_range,
+        policy: Some(policy),
     };
     let v = api_call(&cfg, "POST", "/v1/models", Some(serde_json::to_value(&req)?)).await?;
-    let plan = serde_json::to_string_pretty(&v["plan"])?;
-    match plan_out {
-        Some(p) => {
-            std::fs::write(p, &plan).with_context(|| format!("writing {}", p.display()))?;
-            eprintln!("published {name:?}; send {} to bob and the dealer (`party-node register`)", p.display());
+    let published: party_node::api::Published = serde_json::from_value(v).context("the node's answer")?;
+    if let Some(p) = plan_out {
+        let plan = serde_json::to_string_pretty(&published.plan)?;
+        std::fs::write(p, &plan).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote the public plan to {}", p.display());
+    }
+    println!("published {name:?} (plan {})", &published.plan_hash[..16]);
+    let mut missed = false;
+    for d in &published.offered {
+        match &d.error {
+            None => println!("  offered to {} ({:?}): stored", d.role, d.name),
+            Some(e) => {
+                missed = true;
+                println!("  offered to {} ({:?}): NOT delivered yet: {e}", d.role, d.name);
+            }
         }
-        None => println!("{plan}"),
+    }
+    if missed {
+        println!("  (a node that was down gets the offer when it reconnects; `party-node models` there shows it)");
+    }
+    Ok(())
+}
+
+async fn models(config: &Path, json_out: bool) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let v = api_call(&cfg, "GET", "/v1/models", None).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let models: party_node::api::Models = serde_json::from_value(v).context("the node's answer")?;
+    if models.models.is_empty() {
+        println!("no models on this node yet (alice publishes them: `party-node publish`)");
+        return Ok(());
+    }
+    println!("{:<20} {:<12} {:<10} {:<13} {:<14} {:<16} terms", "name", "owner", "source", "output", "input", "plan");
+    for m in &models.models {
+        let output = serde_json::to_value(m.output)?.as_str().unwrap_or("?").to_string();
+        let input = format!("{:?}", m.input);
+        let mut terms = Vec::new();
+        if let Some(t) = &m.terms {
+            terms.push(if t.allowed { "you may request".to_string() } else { "NOT offered to you".to_string() });
+            if let Some(q) = t.quota_rows {
+                terms.push(match m.remaining_rows {
+                    Some(r) => format!("{r} of {q} rows left"),
+                    None => format!("quota {q} rows"),
+                });
+            }
+            if let Some(q) = t.quota_rows_per_day {
+                terms.push(match m.remaining_rows_today {
+                    Some(r) => format!("{r} of {q} rows left today"),
+                    None => format!("{q} rows a day"),
+                });
+            }
+            if let Some(b) = t.max_batch {
+                terms.push(format!("at most {b} rows a job"));
+            }
+            if t.approval == party_node::config::Approval::Manual {
+                terms.push("each request approved by hand".into());
+            }
+        }
+        if let Some(p) = &m.policy {
+            terms.push(format!("allow {}", p.allow.join(",")));
+            if let Some(q) = p.quota_rows {
+                terms.push(format!("quota {q}"));
+            }
+            if let Some(q) = p.quota_rows_per_day {
+                terms.push(format!("{q}/day"));
+            }
+            if let Some(b) = p.max_batch {
+                terms.push(format!("max batch {b}"));
+            }
+            if p.approval == party_node::config::Approval::Manual {
+                terms.push("manual approval".into());
+            }
+            for (org, u) in &m.usage {
+                terms.push(format!("{org} used {}", u.total));
+            }
+        }
+        if let Some(h) = &m.offered_plan_hash {
+            terms.push(format!("alice now offers plan {} (pinned plan kept)", &h[..16]));
+        }
+        println!(
+            "{:<20} {:<12} {:<10} {:<13} {:<14} {:<16} {}",
+            m.name,
+            m.owner,
+            m.source,
+            output,
+            input,
+            &m.plan_hash[..16],
+            terms.join("; ")
+        );
+    }
+    Ok(())
+}
+
+async fn proposals(config: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let v = api_call(&cfg, "GET", "/v1/proposals", None).await?;
+    let p: party_node::api::Proposals = serde_json::from_value(v).context("the node's answer")?;
+    if p.proposals.is_empty() {
+        println!("no proposals held for approval");
+    }
+    for h in &p.proposals {
+        println!(
+            "{}  {} ({}) asks: {} {}{} rows — held: {}",
+            h.job,
+            h.peer,
+            h.role,
+            h.kind,
+            h.model.as_deref().map(|m| format!("{m}, ")).unwrap_or_default(),
+            h.rows,
+            h.reason
+        );
+    }
+    if !p.proposals.is_empty() {
+        println!("decide with `party-node approve ID --config …` or `party-node refuse ID --reason … --config …`");
+    }
+    Ok(())
+}
+
+async fn decide(
+    config: &Path,
+    id: &str,
+    approve: bool,
+    data: Option<PathBuf>,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    id.parse::<party_node::jobs::JobId>()?;
+    let (path, body) = if approve {
+        let data = data
+            .map(|d| std::fs::canonicalize(&d).with_context(|| format!("{} not found", d.display())))
+            .transpose()?
+            .map(|p| p.display().to_string());
+        (format!("/v1/proposals/{id}/approve"), json!({ "data": data }))
+    } else {
+        (format!("/v1/proposals/{id}/refuse"), json!({ "reason": reason }))
+    };
+    api_call(&cfg, "POST", &path, Some(body)).await?;
+    println!("{} {id}", if approve { "approved" } else { "refused" });
+    Ok(())
+}
+
+fn audit(config: &Path, json_out: bool) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let entries = party_node::audit::AuditLog::read(&cfg.data_dir)?;
+    for e in &entries {
+        if json_out {
+            println!("{}", serde_json::to_string(e)?);
+            continue;
+        }
+        let secs = (e.time_unix_ms / 1000) as i64;
+        let t = time::OffsetDateTime::from_unix_timestamp(secs).map_or_else(
+            |_| e.time_unix_ms.to_string(),
+            |t| {
+                format!(
+                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            },
+        );
+        let detail = match (&e.reason, e.bytes) {
+            (Some(r), _) => r.clone(),
+            (None, Some(b)) => format!("{b} bytes"),
+            _ => String::new(),
+        };
+        println!(
+            "{t}  {:<8} {}  {:<10} {:<7} {:<8} {:<12} {:>7}  {:<9} {detail}",
+            e.event,
+            &e.job[..e.job.len().min(8)],
+            e.peer,
+            e.role,
+            e.kind,
+            e.model.as_deref().unwrap_or("-"),
+            e.rows,
+            e.decision
+        );
+    }
+    if entries.is_empty() {
+        println!("the audit log is empty ({})", cfg.data_dir.join(party_node::audit::FILE).display());
     }
     Ok(())
 }
@@ -1051,6 +1358,7 @@ async fn predict(
     config: &Path,
     model: &str,
     id: Option<String>,
+    by_hand: bool,
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     batch: Option<usize>,
@@ -1071,20 +1379,61 @@ async fn predict(
         })
         .transpose()
     };
-    let req = json!({
-        "id": id, "kind": "predict", "model": model, "batch": batch, "micro_batch": micro_batch,
-        "input": abs(input, true)?, "output": abs(output, false)?,
-    });
-    let v = api_call(&cfg, "POST", "/v1/jobs", Some(req)).await?;
+    let output_shown = output.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let (route, req) = if by_hand {
+        let job = party_node::jobs::PredictJob {
+            id,
+            model: model.into(),
+            batch,
+            input: abs(input, true)?,
+            output: abs(output, false)?,
+            micro_batch,
+        };
+        ("/v1/jobs", serde_json::to_value(party_node::jobs::JobRequest::Predict(job))?)
+    } else {
+        let (Some(input), Some(output)) = (abs(input, true)?, abs(output, false)?) else {
+            bail!(
+                "give --input and --output (bob's rows and where his predictions go); alice and the dealer do                  nothing per prediction: their nodes decide on bob's request by their policies"
+            );
+        };
+        let req = party_node::service::PredictRequest { model: model.into(), input, output, micro_batch };
+        ("/v1/requests", serde_json::to_value(party_node::service::Request::Predict(req))?)
+    };
+    let v = api_call(&cfg, "POST", route, Some(req)).await?;
     let id = v["id"].as_str().unwrap_or("?").to_string();
-    println!("{id}");
+    if by_hand || !wait {
+        println!("{id}");
+    } else {
+        eprintln!("job {id}: proposed to alice's and the dealer's nodes");
+    }
     if !wait {
         return Ok(());
     }
     let bar = local::rows_bar();
-    let r = wait_job(&cfg, &id, Duration::from_secs(7 * 24 * 3600), |r| local::follow(&bar, r)).await;
+    let mut last_state = String::new();
+    let watch = |r: &serde_json::Value| {
+        let state = r["state"].as_str().unwrap_or("").to_string();
+        if state != last_state {
+            // Waiting on a person is worth a line even without a terminal for the bar.
+            if state == "held" {
+                bar.suspend(|| eprintln!("job {id}: {}", r["step"].as_str().unwrap_or("held")));
+            } else if last_state == "held" {
+                bar.suspend(|| eprintln!("job {id}: approved; running"));
+            }
+            last_state = state;
+        }
+        local::follow(&bar, r)
+    };
+    let r = wait_job(&cfg, &id, Duration::from_secs(7 * 24 * 3600), watch).await;
     bar.finish_and_clear();
     let r = r?;
+    if let Some(rows) = r["rows"]["total"].as_u64() {
+        eprintln!(
+            "job {id}: {rows} rows predicted in {:.2} s; output written to {}",
+            r["seconds"].as_f64().unwrap_or(0.0),
+            output_shown
+        );
+    }
     for l in r["layers"].as_array().into_iter().flatten() {
         eprintln!(
             "  {:<14} {:>8.1} ms {:>4} rounds {:>12} B online",
@@ -1164,13 +1513,19 @@ verify: max |private − plaintext| = {err:.3e} over {} values",
 async fn train_submit(
     config: &Path,
     id: Option<String>,
+    by_hand: bool,
     args: &TrainArgs,
     shape: Option<(usize, usize, usize)>,
     wait: bool,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
-    let req = json!({"id": id, "kind": "train", "train": args.request(shape)?});
-    let v = api_call(&cfg, "POST", "/v1/jobs", Some(req)).await?;
+    let v = if by_hand {
+        let req = party_node::jobs::JobRequest::Train(party_node::jobs::TrainJob { id, train: args.request(shape)? });
+        api_call(&cfg, "POST", "/v1/jobs", Some(serde_json::to_value(req)?)).await?
+    } else {
+        let req = party_node::service::Request::Train(args.request(None)?);
+        api_call(&cfg, "POST", "/v1/requests", Some(serde_json::to_value(req)?)).await?
+    };
     let id = v["id"].as_str().unwrap_or("?").to_string();
     println!("{id}");
     if !wait {
@@ -1204,7 +1559,9 @@ async fn wait_job(
         let r = api_call(cfg, "GET", &format!("/v1/jobs/{id}"), None).await?;
         match r["state"].as_str() {
             Some("done") => return Ok(r),
-            Some(s @ ("failed" | "interrupted")) => bail!("job {id} {s}: {}", r["error"].as_str().unwrap_or("?")),
+            Some(s @ ("failed" | "interrupted" | "refused")) => {
+                bail!("job {id} {s}: {}", r["error"].as_str().unwrap_or("?"))
+            }
             _ if t0.elapsed() > limit => bail!("job {id} not done after {limit:?}"),
             _ => watch(&r),
         }
@@ -1225,13 +1582,12 @@ fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result
     if verify && args.reveal_to.is_none() {
         bail!("--verify compares the trained model's metrics with plaintext training: add --reveal-to bob");
     }
-    // Bob's side computes the public shape; everything is checked before a node starts.
-    let shape = party_node::ml::train_shape(data, label, &args.model, args.test_split, args.seed)?;
+    // Everything is checked on Bob's side before a node starts.
     let bob_req = args.request(None)?;
     let prepared = party_node::ml::prepare_train(party_node::config::Role::Bob, &bob_req)?;
     let mut c = local::Consortium::start(false)?;
     let rt = runtime()?;
-    let (metrics, secs) = rt.block_on(local::train(&mut c, &bob_req, &args.request(Some(shape))?))?;
+    let (metrics, secs) = rt.block_on(local::train(&mut c, &bob_req))?;
     let mut out = serde_json::Map::new();
     out.insert("seconds".into(), json!(secs));
     if let Some(m) = metrics.as_object() {
@@ -1248,14 +1604,7 @@ fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result
         let rows: Vec<String> =
             test.x.outer_iter().map(|r| r.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>().join(",")).collect();
         std::fs::write(&input, rows.join("\n") + "\n")?;
-        let r = rt.block_on(local::run_predict(
-            &mut c,
-            &name,
-            &input.display().to_string(),
-            &output,
-            test.x.nrows(),
-            None,
-        ))?;
+        let r = rt.block_on(local::run_predict(&mut c, &name, &input.display().to_string(), &output, None))?;
         let served = match prepared.plan.config.arch {
             mpc_ml::train::Arch::LinReg => {
                 let mean = test.y.mean().unwrap_or(0.0);
@@ -1299,9 +1648,11 @@ fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line option
 async fn analyze_submit(
     config: &Path,
     id: Option<String>,
+    by_hand: bool,
     args: &AnalyzeArgs,
     alice_rows: usize,
     plan: Option<&Path>,
@@ -1315,7 +1666,13 @@ async fn analyze_submit(
         req.plan =
             Some(serde_json::from_str(&text).with_context(|| format!("{} is not an analytics plan", p.display()))?);
     }
-    let v = api_call(&cfg, "POST", "/v1/jobs", Some(json!({"id": id, "kind": "analyze", "analyze": req}))).await?;
+    let v = if by_hand {
+        let req = party_node::jobs::JobRequest::Analyze(party_node::jobs::AnalyzeJob { id, analyze: req });
+        api_call(&cfg, "POST", "/v1/jobs", Some(serde_json::to_value(req)?)).await?
+    } else {
+        let req = party_node::service::Request::Analyze(req);
+        api_call(&cfg, "POST", "/v1/requests", Some(serde_json::to_value(req)?)).await?
+    };
     let id = v["id"].as_str().unwrap_or("?").to_string();
     println!("{id}");
     if let Some(out) = plan_out {

@@ -23,6 +23,11 @@
 //! every party's error can name who failed first and why instead of the messenger
 //! ([`Mesh::send_stop_notice`], [`Mesh::stop_notice`]). The core's abort frame carries only who
 //! was lost, not why.
+//!
+//! Requests: a node asks a peer's node something on a stream of its own (`MBRC`, 16 bytes of
+//! zeros, a length-prefixed body) and reads a length-prefixed answer — how models are offered
+//! and jobs proposed and decided ([`crate::service`]). The mesh moves the bytes; the node's
+//! [`ControlHandler`] answers them.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -42,6 +47,12 @@ use crate::transport::{DEFAULT_MAX_FRAME, Link, QuicTransport};
 
 const STREAM_MAGIC: &[u8; 4] = b"MBR1";
 const NOTICE_MAGIC: &[u8; 4] = b"MBRN";
+const CONTROL_MAGIC: &[u8; 4] = b"MBRC";
+/// Largest request or answer on a control stream (a published plan of a 1,000-layer network is
+/// a few MiB).
+pub const CONTROL_MAX: usize = 32 << 20;
+/// How long a peer has to send a whole request, and a handler to answer it.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest stop notice accepted (its encoded length).
 const NOTICE_MAX: usize = 4096;
 /// At most this many stop notices are kept (older than [`PARK_TTL`] are dropped first).
@@ -180,7 +191,7 @@ pub fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
 }
 
 /// Where a peer's connection stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerState {
     /// A connection is up.
@@ -203,7 +214,7 @@ impl std::fmt::Display for PeerState {
 }
 
 /// What the node knows about one peer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct PeerStatus {
     /// Party id (0..=2).
     pub party: u8,
@@ -212,6 +223,7 @@ pub struct PeerStatus {
     /// Organisation name.
     pub name: String,
     /// Configured UDP address (`ip:port` or `host:port`).
+    #[schemars(with = "String")]
     pub address: PeerAddr,
     /// Whether a connection is up.
     pub connected: bool,
@@ -298,6 +310,13 @@ struct Inner {
     auth: Arc<PeerAuth>,
     rt: tokio::runtime::Handle,
     started: Instant,
+    control: std::sync::OnceLock<Arc<dyn ControlHandler>>,
+}
+
+/// What answers the requests peers send this node ([`Mesh::request`]): the node's service.
+pub trait ControlHandler: Send + Sync + 'static {
+    /// The answer to `body` from the authenticated peer `from`.
+    fn handle(&self, from: PartyId, body: Vec<u8>) -> futures::future::BoxFuture<'static, Vec<u8>>;
 }
 
 /// A node's endpoint and its connections to the other two parties.
@@ -463,6 +482,7 @@ impl Mesh {
             auth: auth.clone(),
             rt,
             started: Instant::now(),
+            control: std::sync::OnceLock::new(),
         });
         let mut tasks = vec![tokio::spawn(inner.clone().accept_loop())];
         for p in PartyId::ALL.into_iter().filter(|&p| p > cfg.me) {
@@ -608,6 +628,51 @@ impl Mesh {
                 return None;
             }
         }
+    }
+
+    /// Which connection to `p` is up, counted from 1 since this node started; `None` while
+    /// none is. A new number means `p` (re)connected.
+    pub fn connection_epoch(&self, p: PartyId) -> Option<u64> {
+        self.inner.current(p)?;
+        Some(self.inner.peers[p.index()].info.lock().expect("peer info lock").connections)
+    }
+
+    /// Installs what answers the peers' requests (once; later calls are ignored). Until then a
+    /// request is answered with nothing, which the requester reports as "not ready".
+    pub fn set_control_handler(&self, handler: Arc<dyn ControlHandler>) {
+        let _ = self.inner.control.set(handler);
+    }
+
+    /// Sends `body` to `p`'s node and returns its answer. Fails at once if `p` is down (naming
+    /// it, its address and its last error), after its grace if it is (re)connecting, and after
+    /// `timeout` if the answer does not come.
+    pub async fn request(&self, p: PartyId, body: &[u8], timeout: Duration) -> anyhow::Result<Vec<u8>> {
+        anyhow::ensure!(p != self.inner.me, "a request to this node itself");
+        anyhow::ensure!(body.len() <= CONTROL_MAX, "a request of {} bytes (at most {CONTROL_MAX})", body.len());
+        let deadline = Instant::now() + timeout;
+        let conn = self.inner.wait_conn(p, deadline).await?;
+        let exchange = async {
+            let (mut tx, mut rx) = conn.open_bi().await?;
+            let mut msg = CONTROL_MAGIC.to_vec();
+            msg.extend_from_slice(&[0u8; 16]);
+            msg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            tx.write_all(&msg).await?;
+            tx.write_all(body).await?;
+            tx.finish()?;
+            let mut len = [0u8; 4];
+            rx.read_exact(&mut len).await.map_err(|_| {
+                anyhow::anyhow!("{}'s node gave no answer (it is starting or shutting down; retry)", Role::of(p))
+            })?;
+            let len = u32::from_le_bytes(len) as usize;
+            anyhow::ensure!(len <= CONTROL_MAX, "an answer of {len} bytes from {p}");
+            let mut answer = vec![0u8; len];
+            rx.read_exact(&mut answer).await?;
+            anyhow::Ok(answer)
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("{} ({p}) did not answer within {}", Role::of(p), human(timeout)))?
     }
 
     /// The certificates this node refused in handshakes, most recent first.
@@ -894,6 +959,44 @@ impl Inner {
         self.notice_seq.send_modify(|n| *n += 1);
     }
 
+    /// Reads a request from `p` (after its header), has the control handler answer it, and
+    /// writes the answer.
+    async fn answer(&self, p: PartyId, mut tx: SendStream, mut rx: RecvStream) {
+        let read = async {
+            let mut len = [0u8; 4];
+            rx.read_exact(&mut len).await?;
+            let len = u32::from_le_bytes(len) as usize;
+            anyhow::ensure!(len <= CONTROL_MAX, "a request of {len} bytes (at most {CONTROL_MAX})");
+            let mut body = vec![0u8; len];
+            rx.read_exact(&mut body).await?;
+            anyhow::Ok(body)
+        };
+        let body = match tokio::time::timeout(CONTROL_TIMEOUT, read).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return tracing::warn!(peer = %p, error = %e, "dropped a malformed request"),
+            Err(_) => return tracing::warn!(peer = %p, "dropped a request that did not arrive in time"),
+        };
+        let Some(handler) = self.control.get().cloned() else {
+            return tracing::debug!(peer = %p, "a request before the node serves them");
+        };
+        let answer = match tokio::time::timeout(CONTROL_TIMEOUT, handler.handle(p, body)).await {
+            Ok(a) => a,
+            Err(_) => return tracing::warn!(peer = %p, "a request took too long to answer"),
+        };
+        let write = async {
+            tx.write_all(&(answer.len() as u32).to_le_bytes()).await?;
+            tx.write_all(&answer).await?;
+            tx.finish()?;
+            let _ = tx.stopped().await;
+            anyhow::Ok(())
+        };
+        if let Err(e) =
+            tokio::time::timeout(CONTROL_TIMEOUT, write).await.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
+        {
+            tracing::debug!(peer = %p, error = %e, "could not send an answer");
+        }
+    }
+
     fn park(&self, session: SessionId, p: PartyId, s: Streams) {
         let mut parked = self.parked.lock().expect("parked lock");
         let s = match parked.remove(&(session, p)) {
@@ -969,6 +1072,7 @@ impl Inner {
                                 let id = u128::from_le_bytes(header[4..].try_into().expect("16 bytes"));
                                 inner.park(SessionId(id), p, (tx, rx));
                             }
+                            Ok(Ok(())) if &header[..4] == CONTROL_MAGIC => inner.answer(p, tx, rx).await,
                             Ok(Ok(())) if &header[..4] == NOTICE_MAGIC => {
                                 let id = u128::from_le_bytes(header[4..].try_into().expect("16 bytes"));
                                 drop(tx);

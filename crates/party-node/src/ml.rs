@@ -36,7 +36,7 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// `POST /v1/models` body (Alice).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// Name the other organisations will use.
@@ -58,15 +58,21 @@ pub struct PublishRequest {
     /// outside it. Default: none (widest windows).
     #[serde(default)]
     pub input_range: Option<[f64; 2]>,
+    /// Who may request predictions, and how many ([`crate::service::ModelPolicy`]); the
+    /// model is offered to the peers over the mesh. Omitted: the model serves only jobs every
+    /// organisation submits by hand (`POST /v1/jobs`).
+    #[serde(default)]
+    pub policy: Option<crate::service::ModelPolicy>,
 }
 
 /// `POST /v1/plans` body (Bob, dealer): a plan published by Alice.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// The model's name.
     pub name: String,
     /// The plan Alice's `publish` printed.
+    #[schemars(with = "serde_json::Value")]
     pub plan: Plan,
 }
 
@@ -415,7 +421,7 @@ pub fn add_profile(total: &mut Vec<LayerRecord>, batch: &[mpc_ml::LayerProfile])
 }
 
 /// One stage of the per-layer profile, as stored on the job.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct LayerRecord {
     /// Stage name.
     pub name: String,
@@ -442,7 +448,7 @@ impl From<&LayerProfile> for LayerRecord {
 }
 
 /// Training parameters of a job request (all public; Bob's node also reads the data).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainRequest {
     /// `linreg`, `logreg` or `mlp:H1,H2,…`.
@@ -592,11 +598,12 @@ pub fn prepare_train(role: Role, req: &TrainRequest) -> anyhow::Result<PreparedT
 
 /// Analytics parameters of a job request. Bob's node builds the public plan from his CSV and
 /// these fields; Alice and the dealer submit that plan (`plan`), which Bob's job record shows.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyzeRequest {
     /// Alice, dealer: the public plan from Bob's job record.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub plan: Option<mpc_ml::analytics::AnalyticsPlan>,
     /// Bob: statistics, comma-separated (`count,sum,mean,var,std,min,max,corr`).
     #[serde(default)]

@@ -20,6 +20,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on [api] listen = {} (in use?)", cfg.api_listen))?;
     let mesh = Arc::new(Mesh::bind(&cfg, cfg.limits.mesh_options())?);
+    let names = cfg.parties.clone().map(|p| p.name);
+    let service = crate::service::Service::start(mesh.clone(), jobs.clone(), names, cfg.policy.clone(), &cfg.data_dir)
+        .context("starting the prediction service")?;
     tracing::info!(role = %cfg.role(), api = %cfg.api_listen, config = %cfg.path.display(), "node running");
     let state = Arc::new(ApiState {
         role: cfg.role(),
@@ -29,6 +32,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         link: cfg.link,
         certificates,
+        service,
+        data_dir: cfg.data_dir.clone(),
     });
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await.context("control API")?;
     tracing::info!("shutting down");

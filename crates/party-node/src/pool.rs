@@ -63,7 +63,7 @@ impl Entry {
 }
 
 /// Counters, for the API and the tests.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct PoolCounters {
     /// Entries added.
     pub created: u64,
@@ -74,7 +74,7 @@ pub struct PoolCounters {
 }
 
 /// `GET /v1/pool`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct PoolStatus {
     /// `[limits] pool_jobs`.
     pub capacity: usize,
@@ -87,7 +87,7 @@ pub struct PoolStatus {
 }
 
 /// One held entry.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct PoolEntryStatus {
     /// Model name.
     pub model: String,

@@ -83,6 +83,7 @@ pub fn write_consortium_with(
             parties: parties.clone(),
             limits: Default::default(),
             link: Default::default(),
+            policy: Default::default(),
         };
         let path = dir.join(role.as_str()).join("node.toml");
         let text = toml::to_string_pretty(&file).context("serialising the config")?;

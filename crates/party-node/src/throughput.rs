@@ -61,7 +61,7 @@ pub(crate) fn pool_latency(
     rt.block_on(local::publish(&mut c, &model, OutputPolicy::Logits, &opts))?;
     let path = input.display().to_string();
     let job = |c: &mut Consortium| -> anyhow::Result<(f64, f64, bool)> {
-        let r = rt.block_on(local::run_predict(c, "model", &path, &output, 1, None))?;
+        let r = rt.block_on(local::run_predict(c, "model", &path, &output, None))?;
         let b = &r.bob_job;
         let stages: f64 = b["layers"].as_array().map_or(0.0, |l| l.iter().filter_map(|x| x["seconds"].as_f64()).sum());
         Ok((b["seconds"].as_f64().unwrap_or(f64::NAN), stages, b["rows"]["from_pool"].as_u64().unwrap_or(0) > 0))
@@ -179,11 +179,11 @@ pub(crate) fn run(name: &str, rows: usize, sweep: &[usize], json_out: Option<&Pa
         let mut c = Consortium::start(false)?;
         let opts = local::PublishOptions { input_range: Some([0.0, 1.0]), ..Default::default() };
         rt.block_on(local::publish(&mut c, &model, OutputPolicy::Logits, &opts))?;
-        rt.block_on(local::run_predict(&mut c, "model", &warm_in.display().to_string(), &output, warm, None))?;
+        rt.block_on(local::run_predict(&mut c, "model", &warm_in.display().to_string(), &output, None))?;
         let pids = c.pids();
         pids.iter().for_each(|&p| reset_peak(p));
         let t0 = Instant::now();
-        let r = rt.block_on(local::run_predict(&mut c, "model", &input.display().to_string(), &output, rows, micro))?;
+        let r = rt.block_on(local::run_predict(&mut c, "model", &input.display().to_string(), &output, micro))?;
         let wall = t0.elapsed().as_secs_f64();
         let rss: Vec<f64> = pids.iter().map(|&p| (peak_rss_mib(p) * 10.0).round() / 10.0).collect();
         drop(c);

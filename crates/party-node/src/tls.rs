@@ -85,7 +85,7 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 const REFUSALS_MAX: usize = 256;
 
 /// A certificate this node refused, as `status` and the API report it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RefusedCert {
     /// Short SHA-256 fingerprint ([`fingerprint`]).
     pub fingerprint: String,

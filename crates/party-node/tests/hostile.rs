@@ -83,8 +83,11 @@ const PLAN: Plan = Plan { m: 8, k: 16, n: 4 };
 async fn submit(alice: &Node, dealer: &Node) -> String {
     let id = JobId::random().to_string();
     let (m, k, n) = (PLAN.m, PLAN.k, PLAN.n);
-    alice.call("POST", "/v1/jobs", Some(json!({"id": id, "m": m, "k": k, "n": n, "seed": 1}))).await.unwrap();
-    dealer.call("POST", "/v1/jobs", Some(json!({"id": id, "m": m, "k": k, "n": n}))).await.unwrap();
+    alice
+        .call("POST", "/v1/jobs", Some(json!({"id": id, "kind": "matmul", "m": m, "k": k, "n": n, "seed": 1})))
+        .await
+        .unwrap();
+    dealer.call("POST", "/v1/jobs", Some(json!({"id": id, "kind": "matmul", "m": m, "k": k, "n": n}))).await.unwrap();
     id
 }
 
@@ -239,7 +242,9 @@ fn hostile_bob_fails_only_his_jobs_and_the_nodes_serve_the_next() {
         }
         let id = submit(&alice, &dealer).await;
         let (m, k, n) = (PLAN.m, PLAN.k, PLAN.n);
-        bob.call("POST", "/v1/jobs", Some(json!({"id": id, "m": m, "k": k, "n": n, "seed": 2}))).await.unwrap();
+        bob.call("POST", "/v1/jobs", Some(json!({"id": id, "kind": "matmul", "m": m, "k": k, "n": n, "seed": 2})))
+            .await
+            .unwrap();
         for node in [&alice, &bob, &dealer] {
             let (state, error, _) = outcome(node, &id).await;
             assert_eq!(state, "done", "{error}");

@@ -57,13 +57,21 @@ fn no_secret_reaches_a_log_line_or_an_api_response() {
         }
         let mut ids = vec![];
         // A matmul with secret seeds.
-        let j =
-            nodes[0].api("POST", "/v1/jobs", Some(json!({"m": 4, "k": 6, "n": 3, "seed": seed_a})), &mut seen).await;
+        let j = nodes[0]
+            .api("POST", "/v1/jobs", Some(json!({"kind": "matmul", "m": 4, "k": 6, "n": 3, "seed": seed_a})), &mut seen)
+            .await;
         let id = j["id"].as_str().unwrap().to_string();
         nodes[1]
-            .api("POST", "/v1/jobs", Some(json!({"id": id, "m": 4, "k": 6, "n": 3, "seed": seed_b})), &mut seen)
+            .api(
+                "POST",
+                "/v1/jobs",
+                Some(json!({"id": id, "kind": "matmul", "m": 4, "k": 6, "n": 3, "seed": seed_b})),
+                &mut seen,
+            )
             .await;
-        nodes[2].api("POST", "/v1/jobs", Some(json!({"id": id, "m": 4, "k": 6, "n": 3})), &mut seen).await;
+        nodes[2]
+            .api("POST", "/v1/jobs", Some(json!({"id": id, "kind": "matmul", "m": 4, "k": 6, "n": 3})), &mut seen)
+            .await;
         ids.push(id);
         // Training (the model stays shared: each node stores its share).
         let train = json!({"arch": "logreg", "epochs": 1, "batch": 64, "lr": 0.5, "seed": 3});

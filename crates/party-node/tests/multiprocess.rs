@@ -57,9 +57,12 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
         assert_eq!(r.status, 403, "only Bob learns results");
 
         // Alice and Bob join a job; the dealer is SIGKILLed before it submits its side.
-        let r = alice.post("/v1/jobs", json!({"m": 4, "k": 4, "n": 4, "seed": 1})).await;
+        let r = alice.post("/v1/jobs", json!({"kind": "matmul", "m": 4, "k": 4, "n": 4, "seed": 1})).await;
         let id = r.body["id"].as_str().unwrap().to_string();
-        bob.post("/v1/jobs", json!({"id": id, "m": 4, "k": 4, "n": 4, "seed": 2})).await.ok().unwrap();
+        bob.post("/v1/jobs", json!({"id": id, "kind": "matmul", "m": 4, "k": 4, "n": 4, "seed": 2}))
+            .await
+            .ok()
+            .unwrap();
         let t0 = Instant::now();
         loop {
             let (a, b) = (alice.get(&format!("/v1/jobs/{id}")).await, bob.get(&format!("/v1/jobs/{id}")).await);
@@ -90,9 +93,9 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
 
         // A computing party dies: Alice is in session setup waiting for Bob's hello, the dealer
         // is waiting for Bob's stream. Both fail within 5 s, naming Bob.
-        let r = alice.post("/v1/jobs", json!({"m": 4, "k": 4, "n": 4, "seed": 1})).await;
+        let r = alice.post("/v1/jobs", json!({"kind": "matmul", "m": 4, "k": 4, "n": 4, "seed": 1})).await;
         let id = r.body["id"].as_str().unwrap().to_string();
-        dealer.post("/v1/jobs", json!({"id": id, "m": 4, "k": 4, "n": 4})).await.ok().unwrap();
+        dealer.post("/v1/jobs", json!({"id": id, "kind": "matmul", "m": 4, "k": 4, "n": 4})).await.ok().unwrap();
         let t0 = Instant::now();
         while alice.get(&format!("/v1/jobs/{id}")).await["state"] != "running" {
             assert!(t0.elapsed() < Duration::from_secs(10));
@@ -114,10 +117,13 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
         assert_eq!(jobs["jobs"].as_array().unwrap().len(), 3, "Bob's records survive its SIGKILL: {jobs}");
 
         // Plan mismatch: Bob's shapes differ -> every side fails cleanly.
-        let r = alice.post("/v1/jobs", json!({"m": 2, "k": 2, "n": 2, "seed": 1})).await;
+        let r = alice.post("/v1/jobs", json!({"kind": "matmul", "m": 2, "k": 2, "n": 2, "seed": 1})).await;
         let id = r.body["id"].as_str().unwrap().to_string();
-        bob.post("/v1/jobs", json!({"id": id, "m": 3, "k": 2, "n": 2, "seed": 2})).await.ok().unwrap();
-        dealer.post("/v1/jobs", json!({"id": id, "m": 2, "k": 2, "n": 2})).await.ok().unwrap();
+        bob.post("/v1/jobs", json!({"id": id, "kind": "matmul", "m": 3, "k": 2, "n": 2, "seed": 2}))
+            .await
+            .ok()
+            .unwrap();
+        dealer.post("/v1/jobs", json!({"id": id, "kind": "matmul", "m": 2, "k": 2, "n": 2})).await.ok().unwrap();
         for n in [&alice, &bob, &dealer] {
             let j = wait_final(n, &id, Duration::from_secs(10)).await;
             assert_eq!(j["state"], "failed", "{j}");
@@ -159,7 +165,7 @@ fn the_api_refuses_missing_and_wrong_tokens_and_names_bad_requests() {
         let ok = bob.get("/metrics").await;
         assert!(ok.as_str().unwrap().contains("membrane_peer_connected{peer=\"alice\"} 0"), "{ok}");
 
-        let r = bob.post("/v1/jobs", json!({"m": 2, "k": 2})).await;
+        let r = bob.post("/v1/jobs", json!({"kind": "matmul", "m": 2, "k": 2})).await;
         assert_eq!(r.status, 422);
         assert!(r.body["error"].as_str().unwrap().contains("n = 0 must be between 1 and"), "{:?}", r.body);
         let r = bob
@@ -172,15 +178,15 @@ fn the_api_refuses_missing_and_wrong_tokens_and_names_bad_requests() {
         assert!(r.body["error"].as_str().unwrap().contains("no model named \"nope\""), "{:?}", r.body);
         let r = bob.post("/v1/jobs", json!({"kind": "bake"})).await;
         assert_eq!(r.status, 400, "{:?}", r.body);
-        let r = bob.post("/v1/jobs", json!({"m": 2, "k": 2, "n": 2})).await;
+        let r = bob.post("/v1/jobs", json!({"kind": "matmul", "m": 2, "k": 2, "n": 2})).await;
         assert_eq!(r.status, 422);
         assert!(r.body["error"].as_str().unwrap().contains("seed"), "{:?}", r.body);
-        let r = bob.post("/v1/jobs", json!({"m": 2, "k": 2, "n": 2, "seed": 1, "id": "xyz"})).await;
+        let r = bob.post("/v1/jobs", json!({"kind": "matmul", "m": 2, "k": 2, "n": 2, "seed": 1, "id": "xyz"})).await;
         assert_eq!(r.status, 422, "{:?}", r.body);
-        let r = bob.post("/v1/jobs", json!({"m": 0, "k": 2, "n": 2, "seed": 1})).await;
+        let r = bob.post("/v1/jobs", json!({"kind": "matmul", "m": 0, "k": 2, "n": 2, "seed": 1})).await;
         assert_eq!(r.status, 422, "{:?}", r.body);
         let big = "x".repeat(64 * 1024);
-        let r = bob.post("/v1/jobs", json!({"m": 1, "k": 1, "n": 1, "id": big})).await;
+        let r = bob.post("/v1/jobs", json!({"kind": "matmul", "m": 1, "k": 1, "n": 1, "id": big})).await;
         assert_eq!(r.status, 413, "{:?}", r.body);
         // A plan may be larger (it grows with the network): a 200 KiB one is read, and refused
         // for what it says, not for its size.

@@ -84,7 +84,7 @@ fn a_job_needing_a_down_peer_fails_at_once_naming_the_peer_its_address_and_last_
             .await;
         assert_eq!(published.status, 201, "{:?}", published.body);
         let requests = [
-            (&alice, json!({"m": 2, "k": 3, "n": 4, "seed": 1})),
+            (&alice, json!({"kind": "matmul", "m": 2, "k": 3, "n": 4, "seed": 1})),
             (&alice, json!({"kind": "predict", "model": "net", "batch": 2})),
             (
                 &alice,
@@ -138,11 +138,14 @@ fn a_job_needing_a_down_peer_fails_at_once_naming_the_peer_its_address_and_last_
         let h = alice.get("/v1/health").await;
         let hp = h["peers"].as_array().unwrap().iter().find(|p| p["role"] == "dealer").unwrap();
         assert_eq!((hp["state"].as_str(), hp["last_error"].is_null()), (Some("connected"), true), "{h}");
-        let r = alice.post("/v1/jobs", json!({"m": 2, "k": 3, "n": 4, "seed": 1})).await;
+        let r = alice.post("/v1/jobs", json!({"kind": "matmul", "m": 2, "k": 3, "n": 4, "seed": 1})).await;
         assert_eq!(r.status, 201, "{:?}", r.body);
         let id = r.body["id"].as_str().unwrap().to_string();
-        bob.post("/v1/jobs", json!({"id": id, "m": 2, "k": 3, "n": 4, "seed": 2})).await.ok().unwrap();
-        dealer.post("/v1/jobs", json!({"id": id, "m": 2, "k": 3, "n": 4})).await.ok().unwrap();
+        bob.post("/v1/jobs", json!({"id": id, "kind": "matmul", "m": 2, "k": 3, "n": 4, "seed": 2}))
+            .await
+            .ok()
+            .unwrap();
+        dealer.post("/v1/jobs", json!({"id": id, "kind": "matmul", "m": 2, "k": 3, "n": 4})).await.ok().unwrap();
         for n in [&alice, &bob, &dealer] {
             assert_eq!(wait_final(n, &id, Duration::from_secs(60)).await["state"], "done");
         }
@@ -170,7 +173,7 @@ fn a_job_needing_a_reconnecting_peer_waits_out_the_grace_and_says_so() {
         // Alice saw the connection close: the dealer is (re)connecting for 5 s.
         wait_state(&alice, "dealer", "connecting", Duration::from_secs(10)).await;
         let t0 = Instant::now();
-        let r = alice.post("/v1/jobs", json!({"m": 2, "k": 3, "n": 4, "seed": 1})).await;
+        let r = alice.post("/v1/jobs", json!({"kind": "matmul", "m": 2, "k": 3, "n": 4, "seed": 1})).await;
         assert_eq!(r.status, 201, "a reconnecting peer gets its grace: {:?}", r.body);
         let id = r.body["id"].as_str().unwrap();
         let j = wait_final(&alice, id, Duration::from_secs(30)).await;
@@ -187,7 +190,7 @@ fn a_job_needing_a_reconnecting_peer_waits_out_the_grace_and_says_so() {
         assert!(err.contains("last connection error") && err.contains("node shutting down"), "{err}");
         // After the grace the dealer is down and the next job is refused at once.
         wait_state(&alice, "dealer", "down", Duration::from_secs(30)).await;
-        let r = alice.post("/v1/jobs", json!({"m": 2, "k": 3, "n": 4, "seed": 1})).await;
+        let r = alice.post("/v1/jobs", json!({"kind": "matmul", "m": 2, "k": 3, "n": 4, "seed": 1})).await;
         assert_eq!(r.status, 503, "{:?}", r.body);
     });
 }

@@ -124,7 +124,7 @@ pub(crate) async fn wait_final(n: &Node, id: &str, within: Duration) -> Value {
     let t0 = Instant::now();
     loop {
         let j = n.get(&format!("/v1/jobs/{id}")).await;
-        if ["done", "failed", "interrupted"].contains(&j["state"].as_str().unwrap()) {
+        if ["done", "failed", "interrupted", "refused"].contains(&j["state"].as_str().unwrap()) {
             return j;
         }
         assert!(t0.elapsed() < within, "job {id} not final after {within:?}: {j}\nlog:\n{}", n.log_text());
@@ -136,12 +136,12 @@ pub(crate) async fn wait_final(n: &Node, id: &str, within: Duration) -> Value {
 /// submits its part, all three finish, and Bob's result is the product of the two private
 /// inputs. Its id.
 pub(crate) async fn run_matmul_job(nodes: &[&Node], m: usize, k: usize, n: usize) -> String {
-    let r = nodes[0].post("/v1/jobs", json!({"m": m, "k": k, "n": n, "seed": 11})).await;
+    let r = nodes[0].post("/v1/jobs", json!({"kind": "matmul", "m": m, "k": k, "n": n, "seed": 11})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let id = r.body["id"].as_str().unwrap().to_string();
-    let r = nodes[1].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n, "seed": 22})).await;
+    let r = nodes[1].post("/v1/jobs", json!({"id": id, "kind": "matmul", "m": m, "k": k, "n": n, "seed": 22})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let r = nodes[2].post("/v1/jobs", json!({"id": id, "m": m, "k": k, "n": n})).await;
+    let r = nodes[2].post("/v1/jobs", json!({"id": id, "kind": "matmul", "m": m, "k": k, "n": n})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     for node in nodes {
         let j = wait_final(node, &id, Duration::from_secs(60)).await;
