@@ -1157,16 +1157,40 @@ impl Jobs {
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
         let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
         let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
-        tokio::time::timeout(mesh.join_timeout(), connect)
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "session setup did not complete within {:?}: did every organisation submit job {id} with the same \
-                     {agree_on}?",
-                    mesh.join_timeout()
-                )
-            })?
-            .map_err(|e| self.explain(mesh, e))
+        let r = tokio::time::timeout(mesh.join_timeout(), connect).await.map_err(|_| {
+            anyhow::anyhow!(
+                "session setup did not complete within {:?}: did every organisation submit job {id} with the same \
+                 {agree_on}?",
+                mesh.join_timeout()
+            )
+        })?;
+        match r {
+            Ok(p) => Ok(p),
+            // The plans are public: ask the peer's node for its plan of this job and name what
+            // differs (batch 10 vs 100, samples 24 vs 30, …).
+            Err(MpcError::ConfigMismatch { peer, detail }) => {
+                let theirs = crate::service::peer_job_plan(mesh, peer, id).await;
+                let ours = self.get(id).and_then(|r| serde_json::to_value(r.plan).ok());
+                let diff = match (&ours, &theirs) {
+                    (Some(a), Some(b)) => crate::service::job_plan_differences(a, b, 6),
+                    _ => vec![],
+                };
+                let role = Role::of(peer);
+                Err(public(
+                    format!("its {agree_on} differ from {role}'s ({peer})"),
+                    if diff.is_empty() {
+                        anyhow::Error::new(MpcError::ConfigMismatch { peer, detail })
+                    } else {
+                        anyhow::anyhow!(
+                            "this node's {agree_on} differ from {role}'s ({peer}) for job {id}; this node's vs \
+                             {role}'s: {}. Submit the job again with the same values on every node",
+                            diff.join("; ")
+                        )
+                    },
+                ))
+            }
+            Err(e) => Err(self.explain(mesh, e)),
+        }
     }
 
     /// Joins job `id`'s session: opens its streams and agrees with the peers on the plan hash

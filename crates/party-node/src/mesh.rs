@@ -976,7 +976,14 @@ impl Inner {
             Ok(Err(e)) => return tracing::warn!(peer = %p, error = %e, "dropped a malformed request"),
             Err(_) => return tracing::warn!(peer = %p, "dropped a request that did not arrive in time"),
         };
-        let Some(handler) = self.control.get().cloned() else {
+        // The mesh comes up a moment before the node's service: a request in that window waits.
+        let mut handler = self.control.get().cloned();
+        let t0 = Instant::now();
+        while handler.is_none() && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            handler = self.control.get().cloned();
+        }
+        let Some(handler) = handler else {
             return tracing::debug!(peer = %p, "a request before the node serves them");
         };
         let answer = match tokio::time::timeout(CONTROL_TIMEOUT, handler.handle(p, body)).await {

@@ -246,6 +246,7 @@ enum Message {
     Start { job: String },
     Cancel { job: String, reason: String },
     Usage { model: String },
+    PlanOf { job: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -254,6 +255,7 @@ enum Answer {
     Ok,
     Decision { decision: Decision },
     Usage { usage: Option<Usage> },
+    Plan { plan: Option<serde_json::Value> },
     Error { message: String },
 }
 
@@ -610,6 +612,10 @@ impl Service {
                 Ok(Answer::Ok)
             }
             Message::Usage { model } => Ok(Answer::Usage { usage: self.usage_of(&model, self.name_of(from)) }),
+            Message::PlanOf { job } => {
+                let plan = job.parse::<JobId>().ok().and_then(|id| self.jobs.get(id)).map(|r| r.plan);
+                Ok(Answer::Plan { plan: plan.and_then(|p| serde_json::to_value(p).ok()) })
+            }
         };
         r.unwrap_or_else(|e| Answer::Error { message: format!("{e:#}") })
     }
@@ -1510,6 +1516,54 @@ impl Service {
         }
         Ok(out)
     }
+}
+
+/// The public plan `peer`'s node recorded for job `job`, if it has one (asked over the mesh).
+pub async fn peer_job_plan(mesh: &Mesh, peer: PartyId, job: JobId) -> Option<serde_json::Value> {
+    let body = serde_json::to_vec(&Message::PlanOf { job: job.to_string() }).ok()?;
+    let raw = mesh.request(peer, &body, Duration::from_secs(3)).await.ok()?;
+    match serde_json::from_slice(&raw).ok()? {
+        Answer::Plan { plan } => plan,
+        _ => None,
+    }
+}
+
+/// The fields in which two public job plans differ, as `field: ours vs theirs` (nested fields
+/// joined with dots; at most `max`).
+pub fn job_plan_differences(ours: &serde_json::Value, theirs: &serde_json::Value, max: usize) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value::Object;
+        match (a, b) {
+            (Object(x), Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let null = serde_json::Value::Null;
+                    walk(&name, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                }
+            }
+            _ if a != b => {
+                let show = |v: &serde_json::Value| {
+                    let s = v.to_string();
+                    if s.len() > 60 {
+                        format!("{}…", &s[..s.char_indices().nth(57).map_or(s.len(), |(i, _)| i)])
+                    } else {
+                        s
+                    }
+                };
+                out.push(format!("{prefix} {} vs {}", show(a), show(b)));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", ours, theirs, &mut out);
+    let n = out.len();
+    if n > max {
+        out.truncate(max);
+        out.push(format!("and {} more", n - max));
+    }
+    out
 }
 
 /// Checks `rows` more rows against a policy's quotas given the use so far.

@@ -135,7 +135,17 @@ fn publish_then_predict_in_one_command_with_policies_and_audit() {
         // The quota is on disk: it holds across a kill -9 of Alice's node.
         c.nodes[0].restart();
         common::wait_ready(&[&c.nodes[0], &c.nodes[1], &c.nodes[2]], Duration::from_secs(30)).await;
-        assert_eq!(c.offered("net").await["remaining_rows"], json!(n), "one job's rows left after the restart");
+        // Bob's node asks Alice's for his use live: wait for the answer after her restart.
+        let t0 = Instant::now();
+        loop {
+            let m = c.offered("net").await;
+            if !m["remaining_rows"].is_null() {
+                assert_eq!(m["remaining_rows"], json!(n), "one job's rows left after the restart: {m}");
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "no use reported after the restart: {m}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let (o, _) = c.predict("net", "y3.npy");
         assert!(o.status.success(), "{}", text(&o));
         let (o, out4) = c.predict("net", "y4.npy");
@@ -396,5 +406,43 @@ fn the_openapi_document_describes_the_served_api() {
         for k in ["predict", "train", "analyze"] {
             assert!(kinds.contains(&format!("\"{k}\"")), "{kinds}");
         }
+    });
+}
+
+#[test]
+fn a_job_submitted_by_hand_with_other_parameters_names_the_fields_that_differ() {
+    runtime().block_on(async {
+        let c = Consortium::start().await;
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data/breast_cancer.csv");
+        let data = data.canonicalize().unwrap();
+        let (samples, features, _) = party_node::ml::train_shape(&data, "malignant", "logreg", 0.2, 1).unwrap();
+        let train = |epochs: usize, bob: bool| {
+            let mut t =
+                json!({"arch": "logreg", "epochs": epochs, "batch": 32, "lr": 0.1, "seed": 1, "test_split": 0.2});
+            if bob {
+                t["data"] = json!(data.display().to_string());
+                t["label"] = json!("malignant");
+            } else {
+                t["samples"] = json!(samples);
+                t["features"] = json!(features);
+            }
+            t
+        };
+        let r = c.nodes[1].post("/v1/jobs", json!({"kind": "train", "train": train(10, true)})).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        // Alice typed 2 epochs; the dealer got it right.
+        for (i, epochs) in [(0, 2), (2, 10)] {
+            let r =
+                c.nodes[i].post("/v1/jobs", json!({"id": id, "kind": "train", "train": train(epochs, false)})).await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+        }
+        let alice = common::wait_final(&c.nodes[0], &id, Duration::from_secs(60)).await;
+        assert_eq!(alice["state"], "failed");
+        let e = alice["error"].as_str().unwrap();
+        assert!(e.contains("epochs 2 vs 10"), "alice's error names the field and both values: {e}");
+        let bob = common::wait_final(&c.nodes[1], &id, Duration::from_secs(60)).await;
+        let e = bob["error"].as_str().unwrap();
+        assert!(e.contains("epochs 10 vs 2") || e.contains("alice (P0) stopped the job"), "{e}");
     });
 }
