@@ -311,6 +311,9 @@ struct Inner {
     rt: tokio::runtime::Handle,
     started: Instant,
     control: std::sync::OnceLock<Arc<dyn ControlHandler>>,
+    /// Set when the mesh is dropped or shut down: tasks that wait stop holding the endpoint
+    /// (its UDP port is free again only once every task has let go of it).
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// What answers the requests peers send this node ([`Mesh::request`]): the node's service.
@@ -483,6 +486,7 @@ impl Mesh {
             rt,
             started: Instant::now(),
             control: std::sync::OnceLock::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         let mut tasks = vec![tokio::spawn(inner.clone().accept_loop())];
         for p in PartyId::ALL.into_iter().filter(|&p| p > cfg.me) {
@@ -734,6 +738,7 @@ impl Mesh {
     /// Closes every connection (peers see a clean close, not a timeout) and waits until the
     /// endpoint has told them, so the UDP port can be bound again.
     pub async fn shutdown(self) {
+        self.inner.closing.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
         }
@@ -744,6 +749,7 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
+        self.inner.closing.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
         }
@@ -979,7 +985,10 @@ impl Inner {
         // The mesh comes up a moment before the node's service: a request in that window waits.
         let mut handler = self.control.get().cloned();
         let t0 = Instant::now();
-        while handler.is_none() && t0.elapsed() < Duration::from_secs(5) {
+        while handler.is_none()
+            && t0.elapsed() < Duration::from_secs(5)
+            && !self.closing.load(std::sync::atomic::Ordering::Relaxed)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
             handler = self.control.get().cloned();
         }

@@ -237,7 +237,21 @@ fn hostile_bob_fails_only_his_jobs_and_the_nodes_serve_the_next() {
             r.map(|r| r.body["mesh_ready"] == json!(true)).unwrap_or(false)
         };
         while !ready().await {
-            assert!(t0.elapsed() < Duration::from_secs(30), "the mesh did not re-form");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the mesh did not re-form; bob's log:\n{}\nalice's log (end):\n{}",
+                bob.log_text(),
+                alice
+                    .log_text()
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let id = submit(&alice, &dealer).await;

@@ -446,3 +446,72 @@ fn a_job_submitted_by_hand_with_other_parameters_names_the_fields_that_differ() 
         assert!(e.contains("epochs 10 vs 2") || e.contains("alice (P0) stopped the job"), "{e}");
     });
 }
+
+/// Appends `text` to the config at `path`.
+fn append(path: &Path, text: &str) {
+    let mut s = std::fs::read_to_string(path).unwrap();
+    s.push_str(text);
+    std::fs::write(path, s).unwrap();
+}
+
+#[test]
+fn node_policies_hold_training_and_bound_the_dealers_budget() {
+    runtime().block_on(async {
+        let mut c = Consortium::start().await;
+        // Alice's organisation approves training by hand; the dealer joins one job a day.
+        append(&c.paths[0], "\n[policy]\ntrain = \"manual\"\n");
+        append(&c.paths[2], "\n[policy]\njobs_per_day = 1\n");
+        c.nodes[0].restart();
+        c.nodes[2].restart();
+        common::wait_ready(&[&c.nodes[0], &c.nodes[1], &c.nodes[2]], Duration::from_secs(30)).await;
+
+        // Training is held on Alice's node; refused by hand, it never counts against the budget.
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data/breast_cancer.csv");
+        let train = json!({"kind": "train", "arch": "logreg", "epochs": 1, "batch": 32, "lr": 0.1,
+                           "data": data.canonicalize().unwrap().display().to_string(), "label": "malignant"});
+        let r = c.nodes[1].post("/v1/requests", train).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        let t0 = Instant::now();
+        let job = loop {
+            let j = c.nodes[1].get(&format!("/v1/jobs/{id}")).await;
+            if j["state"] == "held" {
+                break j;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "not held: {j}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(job["step"].as_str().unwrap().contains("[policy] train = \"manual\""), "{job}");
+        assert_eq!(job["decisions"]["dealer"], "accepted", "{job}");
+        let r =
+            c.nodes[0].post(&format!("/v1/proposals/{id}/refuse"), json!({"reason": "no training this quarter"})).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let j = common::wait_final(&c.nodes[1], &id, Duration::from_secs(20)).await;
+        assert_eq!(j["state"], "refused");
+        assert!(j["error"].as_str().unwrap().contains("refused by hand: no training this quarter"), "{j}");
+        assert_eq!(c.nodes[0].get("/v1/proposals").await["proposals"], json!([]));
+
+        // One prediction fits the dealer's budget, the next does not.
+        let o = c.publish("net", &["--allow", "bob-clinic"]);
+        assert!(o.status.success(), "{}", text(&o));
+        c.offered("net").await;
+        let (o, _) = c.predict("net", "y1.npy");
+        assert!(o.status.success(), "{}", text(&o));
+        let (o, _) = c.predict("net", "y2.npy");
+        assert!(!o.status.success());
+        let msg = text(&o);
+        assert!(
+            msg.contains("refused by dealer (P2, \"dealer-co\"): budget:")
+                && msg.contains("1 jobs a day ([policy] jobs_per_day), 1 joined today"),
+            "{msg}"
+        );
+        // The dealer's audit log has the accepted job, its outcome and the refusal.
+        let decided: Vec<String> = c
+            .audit(2)
+            .iter()
+            .filter(|e| e["event"] == "decided")
+            .map(|e| e["decision"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(decided, ["accepted", "cancelled", "accepted", "refused"], "{:#?}", c.audit(2));
+    });
+}
