@@ -17,9 +17,10 @@
 //! What it does not do: anything with numpy (arrays cross as `.npy` files, written and read by
 //! the Python side), HTTP routing or retries (the Python client decides what a status means).
 //!
-//! `unsafe_code` is denied (the workspace lint) rather than forbidden: PyO3's macros expand to
-//! `unsafe` blocks under their own `#[allow]`, which `forbid` would reject. This crate writes no
-//! `unsafe` itself.
+//! `unsafe_code` is forbidden: the `unsafe` that PyO3's macros expand to is PyO3's (it does not
+//! trip this crate's lint), and this crate writes none.
+
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
