@@ -133,44 +133,28 @@ fn call(
     Ok((reply.status, reply.body.to_string()))
 }
 
-/// `POST /v1/requests` body of the prediction service (issue 17): one request, tagged by kind.
-/// Until party-node exports its own type for it, this mirrors the announced shape on top of
-/// the node's existing request types.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum ServiceRequest {
-    /// Bob: predict with a published model.
-    Predict {
-        /// The model's name.
-        model: String,
-        /// Absolute path of the input (.npy or .csv) on the node's machine.
-        input: String,
-        /// Absolute path to write the output to.
-        output: String,
-    },
-    /// Bob: train on his data.
-    Train(TrainRequest),
-    /// Bob: statistics of his (and Alice's) rows.
-    Analyze(AnalyzeRequest),
-}
-
 fn normalise<T: for<'de> Deserialize<'de> + Serialize>(kind: &str, body: &str) -> anyhow::Result<String> {
     let v: T = serde_json::from_str(body).with_context(|| format!("{kind} request"))?;
     Ok(serde_json::to_string(&v)?)
 }
 
-/// Checks `body` (JSON) against the node's request type `kind` — `publish`, `register`, `job`,
-/// `train`, `analyze` or `request` (the service's tagged request) — and returns it
-/// re-serialised. Raises `MembraneError` naming an unknown or mistyped field.
+/// Checks `body` (JSON) against the node's own request type `kind` and returns it
+/// re-serialised: `publish` (with its `policy`), `register`, `request` (`POST /v1/requests`,
+/// [`party_node::service::Request`], tagged by `kind`), `job` (`POST /v1/jobs`,
+/// [`party_node::jobs::JobRequest`], tagged by `kind`), `train`, `analyze` (the bodies of a
+/// request of that kind), `approve` and `refuse` (a held proposal's decision). Raises
+/// `MembraneError` naming an unknown or mistyped field.
 #[pyfunction]
 fn encode(kind: &str, body: &str) -> PyResult<String> {
     match kind {
         "publish" => normalise::<PublishRequest>(kind, body),
         "register" => normalise::<RegisterRequest>(kind, body),
+        "request" => normalise::<party_node::service::Request>(kind, body),
         "job" => normalise::<party_node::jobs::JobRequest>(kind, body),
         "train" => normalise::<TrainRequest>(kind, body),
         "analyze" => normalise::<AnalyzeRequest>(kind, body),
-        "request" => normalise::<ServiceRequest>(kind, body),
+        "approve" => normalise::<party_node::api::Approve>(kind, body),
+        "refuse" => normalise::<party_node::api::Refuse>(kind, body),
         _ => Err(anyhow::anyhow!("unknown request type {kind:?}")),
     }
     .map_err(err)
