@@ -28,8 +28,12 @@ from .errors import (
 
 __all__ = ["Node", "Job", "TrainResult"]
 
-# Job states a job does not leave (`refused`: by a node's policy, the prediction service).
+# Job states a job does not leave (`refused`: by a peer's policy, see the node's service).
 _FINAL = {"done", "failed", "interrupted", "refused"}
+# The allow list publish() sends when none is given: every organisation. A consortium's mesh
+# has three organisations and exactly one data owner (Bob, the only one that may propose
+# jobs), so "*" offers the model to Bob's organisation and nobody else.
+_DEFAULT_ALLOW = ("*",)
 
 
 class Node:
@@ -57,11 +61,6 @@ class Node:
         self.timeout = timeout
         self._token = token
         self._workdir = Path(workdir) if workdir is not None else None
-        # Nodes of the other organisations this client may submit to itself while the nodes
-        # have no prediction service (the local consortium sets them): role -> Node.
-        self._joiners: Dict[str, "Node"] = {}
-        # Whether the node serves `POST /v1/requests` (None: not asked yet).
-        self._service: Optional[bool] = None
 
     def __repr__(self) -> str:
         return f"Node(role={self.role!r}, name={self.name!r}, api={self.api!r})"
@@ -102,13 +101,53 @@ class Node:
         return self._call("GET", "/v1/peers")["peers"]
 
     def models(self) -> List[Dict[str, Any]]:
-        """The models this node knows (published here, or registered/trained): name, layers,
-        input and output."""
+        """``GET /v1/models``: the models this node can run, one dict each — ``name``,
+        ``owner`` (an organisation; ``shared`` for a privately trained model), ``source``
+        (``published`` on Alice's node, ``offered`` by Alice, ``registered`` by hand,
+        ``trained``), ``output``, ``input`` (one row's shape), ``plan_hash``, ``layers``; and
+        where they apply ``terms`` (Bob: his; Alice: for everyone), ``policy`` and ``usage``
+        (Alice), ``remaining_rows`` and ``remaining_rows_today`` (Bob, under quotas)."""
         return self._call("GET", "/v1/models")["models"]
 
     def jobs(self) -> List[Dict[str, Any]]:
         """Every job record on this node."""
         return self._call("GET", "/v1/jobs")["jobs"]
+
+    def proposals(self) -> List[Dict[str, Any]]:
+        """``GET /v1/proposals``: the proposals this node holds for its organisation's
+        approval, oldest first — ``job`` (the id to :meth:`approve` or :meth:`refuse`),
+        ``peer`` and ``role`` (who asks), ``kind``, ``model``, ``rows``, ``reason`` (why it is
+        held), ``since_unix_ms``, ``work`` (the public description of the job)."""
+        return self._call("GET", "/v1/proposals")["proposals"]
+
+    def approve(self, id: str, data: Any = None) -> Dict[str, Any]:
+        """Approves the held proposal ``id`` (see :meth:`proposals`): this node accepts, and
+        the job starts once every node has. ``data`` is Alice's rows when the statistics
+        include them (a CSV path or a DataFrame). Raises :class:`InvalidRequest` if this node
+        holds no such proposal."""
+        body: Dict[str, Any] = {}
+        if data is not None:
+            if isinstance(data, (str, os.PathLike)):
+                body["data"] = str(Path(data).resolve())
+            else:
+                path = self._file(".csv")
+                _io.write_table(data, path)
+                body["data"] = str(path)
+        return self._call("POST", f"/v1/proposals/{id}/approve", _native.encode("approve", json.dumps(body)))
+
+    def refuse(self, id: str, reason: Optional[str] = None) -> Dict[str, Any]:
+        """Refuses the held proposal ``id``; the requester's job ends ``refused`` with
+        ``reason`` (its :class:`PolicyRefused` says it)."""
+        body = _native.encode("refuse", json.dumps({"reason": reason}))
+        return self._call("POST", f"/v1/proposals/{id}/refuse", body)
+
+    def audit(self) -> List[Dict[str, Any]]:
+        """``GET /v1/audit``: this node's audit log, oldest first — one dict per decision on a
+        peer's proposal and per outcome: ``time_unix_ms``, ``event`` (``proposed``,
+        ``decided``, ``outcome``), ``job``, ``peer``, ``role``, ``kind``, ``model``, ``rows``,
+        ``decision`` (``accepted``, ``refused``, ``held``, ``approved``, ``done``, ``failed``…),
+        ``reason``, ``bytes``. It never holds a value, a path or a token."""
+        return self._call("GET", "/v1/audit")["entries"]
 
     def job(self, id: str) -> "Job":
         """The job ``id`` on this node (raises :class:`NotFound` if it has none)."""
@@ -158,69 +197,85 @@ class Node:
         quota_rows: Optional[int] = None,
         quota_rows_per_day: Optional[int] = None,
         max_batch: Optional[int] = None,
-        approval: Optional[bool] = None,
+        approval: Optional[str] = None,
     ) -> Dict[str, Any]:
-        """Alice: publishes ``model`` under ``name``; returns the node's answer (the public
-        ``plan``: architecture and shapes, no weights).
+        """Alice: publishes ``model`` under ``name`` and offers it to the other organisations
+        under a policy; returns the node's answer: ``plan`` (public: architecture and shapes,
+        no weights), ``plan_hash``, and ``offered`` (whether each peer's node stored the
+        offer; a node that was down gets it when it reconnects).
 
         ``model`` is the path of an ONNX file or a ``torch.nn.Module`` (exported to ONNX for
         you from ``example``, an input batch; needs torch). ``output`` is what Bob learns:
-        ``"logits"``, ``"probabilities"`` or ``"label"`` (argmax only). ``allow`` names the
-        organisations that may use the model (``["*"]`` for any); it and the quota options are
-        the node's request policy (the prediction service) and are sent only when given.
-        ``frac_bits``, ``nonlinear`` (``auto``, ``helper``, ``fss``, ``fss1``) and
-        ``input_range`` are as for ``party-node publish``.
+        ``"logits"``, ``"probabilities"`` or ``"label"`` (argmax only). ``frac_bits``,
+        ``nonlinear`` (``auto``, ``helper``, ``fss``, ``fss1``) and ``input_range`` are as for
+        ``party-node publish``.
 
-        In a local consortium the plan is also registered on Bob's and the dealer's nodes.
+        The policy (``party-node publish --allow …``), checked by Alice's node on every
+        request: ``allow`` names the organisations (their ``[[party]] name``) that may request
+        predictions, ``"*"`` for any. Default ``["*"]``: in a consortium's mesh only the data
+        owner (Bob) proposes jobs, so ``"*"`` means Bob's organisation. ``quota_rows`` (rows
+        in all) and ``quota_rows_per_day`` (per UTC day) are per organisation; ``max_batch``
+        is the most rows in one job; ``approval="manual"`` holds every request until Alice
+        :meth:`approve`\s it (default ``"auto"``). A refused request raises
+        :class:`PolicyRefused` at Bob naming the rule. Publishing again replaces the policy.
         """
         path = _io.model_path(model, example, self._scratch(), name)
-        base = {
+        policy: Dict[str, Any] = {"allow": list(_DEFAULT_ALLOW) if allow is None else _names(allow)}
+        options = {
+            "quota_rows": quota_rows,
+            "quota_rows_per_day": quota_rows_per_day,
+            "max_batch": max_batch,
+            "approval": approval,
+        }
+        policy.update({k: v for k, v in options.items() if v is not None})
+        body = {
             "name": name,
             "path": path,
             "output": output,
             "frac_bits": frac_bits,
             "nonlinear": nonlinear,
             "input_range": list(input_range) if input_range is not None else None,
+            "policy": policy,
         }
-        body = json.loads(_native.encode("publish", json.dumps(base)))
-        policy = {
-            "allow": list(allow) if allow is not None else None,
-            "quota_rows": quota_rows,
-            "quota_rows_per_day": quota_rows_per_day,
-            "max_batch": max_batch,
-            "approval": approval,
-        }
-        body.update({k: v for k, v in policy.items() if v is not None})
-        reply = self._call("POST", "/v1/models", json.dumps(body))
-        for peer in self._joiners.values():
-            peer.register(name, reply["plan"])
-        return reply
+        return self._call("POST", "/v1/models", _native.encode("publish", json.dumps(body)))
 
     def register(self, name: str, plan: Dict[str, Any]) -> None:
-        """Bob, dealer: registers the public ``plan`` Alice's :meth:`publish` returned."""
+        """Bob, dealer: pins the public ``plan`` Alice's :meth:`publish` returned (not
+        needed to predict: the offer brings the plan). A pinned plan is kept: if Alice
+        publishes another version, requests are refused naming the fields that differ."""
         self._call("POST", "/v1/plans", _native.encode("register", json.dumps({"name": name, "plan": plan})))
 
     # ------------------------------------------------------------------ Bob: predict
 
-    def submit_predict(self, name: str, x: Any) -> "Job":
-        """Bob: starts a private prediction of the rows ``x`` (numpy array, torch tensor or
+    def submit_predict(self, name: str, x: Any, *, micro_batch: Optional[int] = None) -> "Job":
+        """Bob: proposes a private prediction of the rows ``x`` (numpy array, torch tensor or
         anything ``numpy.asarray`` takes; batch first) with the model ``name``; returns the
-        :class:`Job` (``job.result()`` is the output array)."""
+        :class:`Job` at once (``job.state`` is ``proposed``, then ``held`` while Alice's
+        approval is pending, ``running``…; ``job.result()`` is the output array).
+        ``micro_batch`` caps the rows per micro-batch at Bob's node."""
         xin, out = self._file(".npy"), self._file(".npy")
-        rows = _io.write_array(x, xin)
-        job = self._submit(
-            {"kind": "predict", "model": name, "input": str(xin), "output": str(out)},
-            {"model": name, "batch": rows},
-        )
+        _io.write_array(x, xin)
+        request = {"kind": "predict", "model": name, "input": str(xin), "output": str(out), "micro_batch": micro_batch}
+        try:
+            job = self._submit(request)
+        except BaseException:
+            xin.unlink(missing_ok=True)
+            raise
         job._files = [xin, out]
         job._decode = lambda record: _io.read_array(out)
         return job
 
-    def predict(self, name: str, x: Any, timeout: Optional[float] = None) -> np.ndarray:
+    def predict(
+        self, name: str, x: Any, timeout: Optional[float] = None, *, micro_batch: Optional[int] = None
+    ) -> np.ndarray:
         """Bob: the model ``name`` evaluated privately on the rows ``x`` — logits,
         probabilities (``[rows, classes]``) or labels (``[rows]``) as the model's owner
-        published it. Neither Alice nor the dealer sees ``x``; Bob never sees the weights."""
-        return self.submit_predict(name, x).result(timeout)
+        published it. Neither Alice nor the dealer sees ``x``; Bob never sees the weights.
+
+        One call: Bob's node proposes the job to Alice's and the dealer's nodes, which decide
+        by their policies. A refusal raises :class:`PolicyRefused` naming the rule (nothing
+        was shared); a request held for Alice's approval waits (up to ``timeout``)."""
+        return self.submit_predict(name, x, micro_batch=micro_batch).result(timeout)
 
     # ------------------------------------------------------------------ Bob: train
 
@@ -257,10 +312,11 @@ class Node:
             "name": name,
             "export": str(export) if export else None,
         }
-        req = json.loads(_native.encode("train", json.dumps(req)))
-        samples, features, classes = _native.train_shape(str(data), label, model, test_split, seed)
-        others = dict(req, data=None, label=None, export=None, samples=samples, features=features, classes=classes)
-        job = self._submit(dict(req, kind="train"), {"train": others})
+        try:
+            job = self._submit(dict(req, kind="train"))
+        except BaseException:
+            data.unlink(missing_ok=True)
+            raise
         job._files = [data] + ([export] if export else [])
 
         def decode(record: Dict[str, Any]) -> TrainResult:
@@ -344,8 +400,11 @@ class Node:
             "data": str(data),
             "frac_bits": frac_bits,
         }
-        req = json.loads(_native.encode("analyze", json.dumps(req)))
-        job = self._submit(dict(req, kind="analyze"), None)
+        try:
+            job = self._submit(dict(req, kind="analyze"))
+        except BaseException:
+            data.unlink(missing_ok=True)
+            raise
         job._files = [data]
         wanted = list(stats)
         job._decode = lambda record: _io.report_frame(record["metrics"], wanted)
@@ -370,63 +429,16 @@ class Node:
 
     # ------------------------------------------------------------------ submission
 
-    def _submit(self, request: Dict[str, Any], joiner: Optional[Dict[str, Any]]) -> "Job":
-        """Submits one request of Bob's — the only place jobs are submitted.
-
-        First as the prediction service's ``POST /v1/requests`` (the node proposes the job to
-        its peers, who accept, hold or refuse it by their policies). A node without the
-        service answers 404 "no such route"; then the job is submitted to every node with the
-        same id (``POST /v1/jobs``), Alice's and the dealer's through the nodes this client
-        was given (a local consortium) with ``joiner``'s fields.
-        """
-        if self._service is not False:
-            body = _native.encode("request", json.dumps(request))
-            status, reply = self._request("POST", "/v1/requests", body)
-            if 200 <= status < 300:
-                self._service = True
-                return Job(self, reply["id"], kind=request["kind"])
-            if not (status == 404 and _message(reply).startswith("no such route")):
-                raise self._refined(status, _message(reply), request)
-            self._service = False
-        return self._submit_jobs(request, joiner)
-
-    def _submit_jobs(self, request: Dict[str, Any], joiner: Optional[Dict[str, Any]]) -> "Job":
-        kind = request["kind"]
-        others = [self._joiners[r] for r in ("alice", "dealer") if r in self._joiners]
-        if len(others) < 2:
-            raise MembraneError(
-                f"this node ({self.api}) has no prediction service (POST /v1/requests), so every "
-                f"organisation must submit the {kind} job itself; this client knows no other nodes "
-                "(use membrane.local_consortium(), or submit with `party-node` on each node)"
-            )
-        fields = {k: v for k, v in request.items() if k != "kind"}
-        job_id = secrets.token_hex(16)
-        if kind == "predict":
-            mine = {"id": job_id, "kind": kind, **fields}
-        else:
-            mine = {"id": job_id, "kind": kind, kind: fields}
-        mine = json.loads(_native.encode("job", json.dumps(mine)))
-
-        def join() -> None:
-            extra = dict(joiner or {})
-            if kind == "analyze":
-                # Alice and the dealer join with the public plan Bob's node derived.
-                extra = {"analyze": {"plan": self._call("GET", f"/v1/jobs/{job_id}")["plan"]["plan"]}}
-            body = _native.encode("job", json.dumps({"id": job_id, "kind": kind, **extra}))
-            for node in others:
-                node._call("POST", "/v1/jobs", body)
-
-        # Bob's node checks his request first (model known, input readable, data valid): a
-        # refusal then names his problem, and nobody joins a job that cannot start. The others
-        # join within the nodes' join timeout.
-        self._submit_own(mine, request)
-        join()
-        return Job(self, job_id, kind=kind)
-
-    def _submit_own(self, body: Dict[str, Any], request: Dict[str, Any]) -> None:
-        status, reply = self._request("POST", "/v1/jobs", json.dumps(body))
+    def _submit(self, request: Dict[str, Any]) -> "Job":
+        """Submits one request of Bob's as ``POST /v1/requests`` (the node's service: it
+        checks the request, proposes the job to its peers, and they accept, hold or refuse it
+        by their policies) — the only place jobs are submitted. ``request`` is tagged by
+        ``kind``; it is checked against the node's own request type first."""
+        body = _native.encode("request", json.dumps({k: v for k, v in request.items() if v is not None}))
+        status, reply = self._request("POST", "/v1/requests", body)
         if not 200 <= status < 300:
             raise self._refined(status, _message(reply), request)
+        return Job(self, reply["id"], kind=request["kind"])
 
     def _refined(self, status: int, message: str, request: Dict[str, Any]) -> NodeError:
         """The exception for a refused submission: an unknown model is :class:`NotFound`
@@ -463,19 +475,36 @@ class Job:
         return self.record["state"]
 
     @property
+    def step(self) -> str:
+        """What the job is doing, in the node's words (e.g. ``held by alice (…): alice
+        approves each prediction of "m" by hand``)."""
+        return self.record["step"]
+
+    @property
     def progress(self) -> Optional[float]:
         """How far the job is, from 0 to 1 (rows for a prediction, steps for training, else
-        the job's steps); ``None`` before it starts."""
+        the job's steps); ``None`` before it starts (``proposed``, ``held``: see
+        :attr:`state` and :attr:`step`)."""
         return _progress(self.record)
 
-    def wait(self, timeout: Optional[float] = None) -> Dict[str, Any]:
-        """Waits until the job is final; returns its record. Raises :class:`JobFailed`,
-        :class:`PolicyRefused` or :class:`JobTimeout`."""
+    def wait(
+        self, timeout: Optional[float] = None, *, until: Union[str, Sequence[str], None] = None
+    ) -> Dict[str, Any]:
+        """Waits until the job is final (through ``proposed``, ``held``, ``joining``,
+        ``running``); returns its record. Raises :class:`PolicyRefused` (state ``refused``: a
+        node's policy, or a person on a node, refused it; the message names the rule),
+        :class:`JobFailed` or :class:`JobTimeout`.
+
+        ``until`` names states to stop at as well (``"held"``: until the job waits for a
+        person's approval); the record is then returned, whatever the state."""
+        stop = {until} if isinstance(until, str) else set(until or ())
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.01
         while True:
             r = self.record
             state = r["state"]
+            if state in stop:
+                return r
             if state == "done":
                 return r
             if state == "refused":
@@ -538,6 +567,12 @@ class TrainResult:
         return dest
 
 
+def _names(allow: Union[str, Sequence[str]]) -> List[str]:
+    if isinstance(allow, str):  # allow="bob-clinic" means one organisation, not its letters
+        return [allow]
+    return [str(a) for a in allow]
+
+
 def _message(reply: Any) -> str:
     if isinstance(reply, dict) and isinstance(reply.get("error"), str):
         return reply["error"]
@@ -547,6 +582,8 @@ def _message(reply: Any) -> str:
 def _progress(r: Dict[str, Any]) -> Optional[float]:
     if r.get("state") == "done":
         return 1.0
+    if r.get("state") in ("proposed", "held", "refused"):
+        return None
     rows = r.get("rows")
     if rows and rows.get("total"):
         return rows["done"] / rows["total"]

@@ -82,10 +82,6 @@ class LocalConsortium:
                 _r, name, api, token, data = _native.node_config(cfg)
                 nodes.append(Node(api, token, role=role, name=name, workdir=self.dir / "io"))
             self.alice, self.bob, self.dealer = nodes
-            # Until the nodes serve requests themselves (the prediction service), this client
-            # submits Alice's and the dealer's side of Bob's jobs, and registers Alice's plans.
-            self.alice._joiners = {"bob": self.bob, "dealer": self.dealer}
-            self.bob._joiners = {"alice": self.alice, "dealer": self.dealer}
             self._wait_ready()
         except BaseException:
             self.stop()

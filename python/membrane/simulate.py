@@ -54,9 +54,13 @@ class Simulation:
         frac_bits: Optional[int] = None,
         nonlinear: Optional[str] = None,
         input_range: Optional["tuple[float, float]"] = None,
+        quota_rows: Optional[int] = None,
+        quota_rows_per_day: Optional[int] = None,
+        max_batch: Optional[int] = None,
+        approval: Optional[str] = None,
     ) -> None:
-        """Alice's :meth:`membrane.Node.publish`, in process (``allow`` is accepted and
-        ignored: a simulation has one user)."""
+        """Alice's :meth:`membrane.Node.publish`, in process (``allow`` and the other policy
+        options are accepted and ignored: a simulation has one user and no policies)."""
         # An ONNX file is read where it is (weights kept beside it, `model.onnx.data`, too);
         # a torch module is exported into the simulation's directory.
         self._models[name] = {

@@ -160,13 +160,6 @@ fn encode(kind: &str, body: &str) -> PyResult<String> {
     .map_err(err)
 }
 
-/// The public shape of Bob's training data as Alice's and the dealer's nodes must be told it:
-/// `(samples, features, classes)` after the train/test split.
-#[pyfunction]
-fn train_shape(data: PathBuf, label: &str, arch: &str, test_split: f64, seed: u64) -> PyResult<(usize, usize, usize)> {
-    party_node::ml::train_shape(&data, label, arch, test_split, seed).map_err(err)
-}
-
 /// Writes the held-out rows of Bob's training CSV — the rows a training job with `test_split`
 /// and `seed` keeps out, raw features without the label — to `out` (CSV) and returns their
 /// labels, so the served model can be scored on them (what `party-node local train` does).
@@ -381,7 +374,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_consortium, m)?)?;
     m.add_function(wrap_pyfunction!(call, m)?)?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
-    m.add_function(wrap_pyfunction!(train_shape, m)?)?;
     m.add_function(wrap_pyfunction!(write_heldout, m)?)?;
     m.add_function(wrap_pyfunction!(simulate_predict, m)?)?;
     m.add_function(wrap_pyfunction!(simulate_train, m)?)?;
