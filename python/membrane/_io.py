@@ -148,3 +148,36 @@ def report_frame(report: Dict[str, Any], stats: Sequence[str]) -> Any:
     }
     df.attrs["count"] = report["count"]
     return df
+
+
+def train_request(
+    *,
+    model: str,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    data: Path,
+    label: str,
+    test_split: float,
+    reveal: bool,
+    report_loss: bool,
+    name: Optional[str],
+    export: Optional[Path],
+) -> Dict[str, Any]:
+    """Bob's training parameters as party-node's ``TrainRequest`` (the node and the in-process
+    simulation take the same body)."""
+    return {
+        "arch": model,
+        "epochs": epochs,
+        "batch": batch,
+        "lr": lr,
+        "seed": seed,
+        "data": str(data),
+        "label": label,
+        "test_split": test_split,
+        "reveal_to_bob": reveal,
+        "report_loss": report_loss,
+        "name": name,
+        "export": str(export) if export else None,
+    }

@@ -298,20 +298,20 @@ class Node:
         data = self._file(".csv")
         _io.write_table(df, data)
         export = self._file(".onnx") if reveal else None
-        req = {
-            "arch": model,
-            "epochs": epochs,
-            "batch": batch,
-            "lr": lr,
-            "seed": seed,
-            "data": str(data),
-            "label": label,
-            "test_split": test_split,
-            "reveal_to_bob": reveal,
-            "report_loss": report_loss,
-            "name": name,
-            "export": str(export) if export else None,
-        }
+        req = _io.train_request(
+            model=model,
+            epochs=epochs,
+            batch=batch,
+            lr=lr,
+            seed=seed,
+            data=data,
+            label=label,
+            test_split=test_split,
+            reveal=reveal,
+            report_loss=report_loss,
+            name=name,
+            export=export,
+        )
         try:
             job = self._submit(dict(req, kind="train"))
         except BaseException:

@@ -444,7 +444,7 @@ async fn publish_model(
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?,
         None => vec![],
     };
-    let plan_hash = plan.hash().iter().map(|b| format!("{b:02x}")).collect();
+    let plan_hash = hex::encode(plan.hash());
     Ok((
         StatusCode::CREATED,
         Json(Published {
@@ -466,7 +466,7 @@ async fn register_plan(
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
     st.service.pin(&req.name, &req.plan).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     st.jobs.plan_changed(&req.name, &req.plan);
-    let plan_hash = req.plan.hash().iter().map(|b| format!("{b:02x}")).collect();
+    let plan_hash = hex::encode(req.plan.hash());
     Ok((StatusCode::CREATED, Json(Registered { name: req.name, plan_hash })))
 }
 

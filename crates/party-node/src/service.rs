@@ -289,7 +289,7 @@ fn today() -> u64 {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 /// A plan's fields, each summarised (short values as they are, long ones by a hash): two
