@@ -16,6 +16,9 @@ pub struct Reply {
     pub body: serde_json::Value,
 }
 
+/// How long [`call`] retries a refused connection: a node that was just started.
+pub const API_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Sends one request to the API at `addr`; `token` None sends no Authorization header.
 pub async fn call(
     addr: SocketAddr,
@@ -24,9 +27,21 @@ pub async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<Reply> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("cannot reach the node's control API at {addr} (is `party-node run` up?)"))?;
+    // A node started a moment ago may not listen yet: a refused connection is retried for a
+    // few seconds (a command run right after `party-node run … &` works), anything else fails.
+    let t0 = std::time::Instant::now();
+    let stream = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && t0.elapsed() < API_START_WAIT => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot reach the node's control API at {addr} (is `party-node run` up?)")));
+            }
+        }
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let mut req = hyper::Request::builder().method(method).uri(path).header("host", addr.to_string());

@@ -1023,15 +1023,8 @@ async fn api_call(
 
 async fn status(config: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
-    // A node started a moment ago may not listen yet: give it a few seconds.
-    let t0 = Instant::now();
-    let h = loop {
-        match client::call(cfg.api_listen, Some(&cfg.api_token.0), "GET", "/v1/health", None).await {
-            Ok(r) => break r.ok()?,
-            Err(_) if t0.elapsed() < Duration::from_secs(5) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => return Err(e),
-        }
-    };
+    // (A node started a moment ago may not listen yet: the client waits a few seconds.)
+    let h = api_call(&cfg, "GET", "/v1/health", None).await?;
     println!("node: {} (P{}), up {} s", h["role"].as_str().unwrap_or("?"), h["party"], h["uptime_s"]);
     let p = api_call(&cfg, "GET", "/v1/peers", None).await?;
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
