@@ -1164,32 +1164,50 @@ impl Jobs {
                 mesh.join_timeout()
             )
         })?;
-        match r {
-            Ok(p) => Ok(p),
-            // The plans are public: ask the peer's node for its plan of this job and name what
-            // differs (batch 10 vs 100, samples 24 vs 30, …).
-            Err(MpcError::ConfigMismatch { peer, detail }) => {
-                let theirs = crate::service::peer_job_plan(mesh, peer, id).await;
-                let ours = self.get(id).and_then(|r| serde_json::to_value(r.plan).ok());
-                let diff = match (&ours, &theirs) {
-                    (Some(a), Some(b)) => crate::service::job_plan_differences(a, b, 6),
-                    _ => vec![],
-                };
-                let role = Role::of(peer);
-                Err(public(
-                    format!("its {agree_on} differ from {role}'s ({peer})"),
-                    if diff.is_empty() {
-                        anyhow::Error::new(MpcError::ConfigMismatch { peer, detail })
-                    } else {
-                        anyhow::anyhow!(
-                            "this node's {agree_on} differ from {role}'s ({peer}) for job {id}; this node's vs \
-                             {role}'s: {}. Submit the job again with the same values on every node",
-                            diff.join("; ")
-                        )
-                    },
-                ))
+        let e = match r {
+            Ok(p) => return Ok(p),
+            Err(e) => e,
+        };
+        // The plans are public: ask the peers' nodes for their plans of this job and name what
+        // differs (batch 10 vs 100, samples 24 vs 30, …) — whichever party noticed first (a
+        // peer's stop notice can arrive before the hello this node would have refused).
+        let ours = self.get(id).and_then(|r| serde_json::to_value(r.plan).ok());
+        let mismatched = match &e {
+            MpcError::ConfigMismatch { peer, .. } => vec![*peer],
+            _ => vec![],
+        };
+        // Only when the setup failed over the configuration (a refused hello, or a peer that
+        // stopped during it), not over a lost connection or a timeout.
+        let about_config = matches!(e, MpcError::ConfigMismatch { .. } | MpcError::PeerAborted(_));
+        let others = PartyId::ALL.into_iter().filter(|&p| p != mesh.me() && about_config);
+        let peers = mismatched.iter().copied().chain(others);
+        let mut checked = Vec::new();
+        for peer in peers {
+            if checked.contains(&peer) {
+                continue;
             }
-            Err(e) => Err(self.explain(mesh, e)),
+            checked.push(peer);
+            let Some(ours) = &ours else { break };
+            let Some(theirs) = crate::service::peer_job_plan(mesh, peer, id).await else { continue };
+            let diff = crate::service::job_plan_differences(ours, &theirs, 6);
+            if !diff.is_empty() {
+                let role = Role::of(peer);
+                return Err(public(
+                    format!("its {agree_on} differ from {role}'s ({peer})"),
+                    anyhow::anyhow!(
+                        "this node's {agree_on} differ from {role}'s ({peer}) for job {id}; this node's vs \
+                         {role}'s: {}. Submit the job again with the same values on every node",
+                        diff.join("; ")
+                    ),
+                ));
+            }
+        }
+        match e {
+            MpcError::ConfigMismatch { peer, detail } => Err(public(
+                format!("its {agree_on} differ from {}'s ({peer})", Role::of(peer)),
+                anyhow::Error::new(MpcError::ConfigMismatch { peer, detail }),
+            )),
+            e => Err(self.explain(mesh, e)),
         }
     }
 

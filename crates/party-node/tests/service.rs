@@ -49,6 +49,16 @@ impl Consortium {
         Consortium { _dir: dir, root, paths, nodes }
     }
 
+    /// The three nodes' logs, for a failure message.
+    fn logs(&self) -> String {
+        ["alice", "bob", "dealer"]
+            .iter()
+            .zip(&self.nodes)
+            .map(|(r, n)| format!("--- {r}'s log:\n{}", n.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn config(&self, i: usize) -> &str {
         self.paths[i].to_str().unwrap()
     }
@@ -118,7 +128,7 @@ fn publish_then_predict_in_one_command_with_policies_and_audit() {
         // Publish for Bob's organisation, with a quota for three jobs' rows.
         let quota = (3 * n).to_string();
         let o = c.publish("net", &["--allow", "bob-clinic", "--quota-rows", &quota]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         assert!(text(&o).contains("offered to bob (\"bob-clinic\"): stored"), "{}", text(&o));
         let m = c.offered("net").await;
         assert_eq!(m["terms"]["allowed"], true, "{m}");
@@ -126,11 +136,11 @@ fn publish_then_predict_in_one_command_with_policies_and_audit() {
 
         // One command, outputs equal to onnxruntime's (16 fractional bits: within 2e-2).
         let (o, out) = c.predict("net", "y1.npy");
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         let err = max_err(&out);
         assert!(err < 2e-2, "max |private − onnxruntime| = {err}");
         let (o, _) = c.predict("net", "y2.npy");
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
 
         // The quota is on disk: it holds across a kill -9 of Alice's node.
         c.nodes[0].restart();
@@ -147,7 +157,7 @@ fn publish_then_predict_in_one_command_with_policies_and_audit() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (o, _) = c.predict("net", "y3.npy");
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         let (o, out4) = c.predict("net", "y4.npy");
         assert!(!o.status.success(), "the fourth job exceeds the quota");
         let msg = text(&o);
@@ -156,7 +166,7 @@ fn publish_then_predict_in_one_command_with_policies_and_audit() {
 
         // An organisation not on the allow list is refused, naming the rule.
         let o = c.publish("other", &["--allow", "carol-labs"]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         c.offered("other").await;
         let (o, _) = c.predict("other", "y5.npy");
         assert!(!o.status.success());
@@ -175,7 +185,7 @@ fn publish_then_predict_in_one_command_with_policies_and_audit() {
         assert!(dealer.iter().any(|e| e["event"] == "decided" && e["decision"] == "accepted"), "{dealer:#?}");
         // `party-node audit` prints the same log.
         let o = cli(&["audit", "--config", c.config(0)]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         assert!(text(&o).contains("quota: "), "{}", text(&o));
         // No share value, path or token in the log.
         let raw = std::fs::read_to_string(c.paths[0].with_file_name("data").join("audit.jsonl")).unwrap();
@@ -188,7 +198,7 @@ fn a_held_job_waits_for_approve_and_a_refusal_reaches_bob() {
     runtime().block_on(async {
         let c = Consortium::start().await;
         let o = c.publish("net", &["--allow", "*", "--approval", "manual"]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         c.offered("net").await;
         let input = fixture("network_a.input.npy");
         let out = c.root.join("held.npy");
@@ -223,7 +233,7 @@ fn a_held_job_waits_for_approve_and_a_refusal_reaches_bob() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(bob.try_wait().unwrap().is_none(), "bob's command waits while the job is held");
         let o = cli(&["approve", "--config", c.config(0), &id]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         let status = tokio::task::spawn_blocking(move || bob.wait_with_output().unwrap()).await.unwrap();
         assert!(status.status.success(), "{}", text(&status));
         assert!(max_err(&out) < 2e-2);
@@ -265,13 +275,13 @@ fn a_plan_bob_pinned_that_differs_is_refused_before_any_share_moves() {
         let c = Consortium::start().await;
         let plan = c.root.join("net.plan.json");
         let o = c.publish("net", &["--allow", "bob-clinic", "--plan-out", plan.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         c.offered("net").await;
         // Bob pins this version by hand; Alice then publishes another (20 fractional bits).
         let o = cli(&["register", "--config", c.config(1), "--name", "net", "--plan", plan.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         let o = c.publish("net", &["--allow", "bob-clinic", "--frac-bits", "20"]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         let t0 = Instant::now();
         while c.offered("net").await["offered_plan_hash"].is_null() {
             assert!(t0.elapsed() < Duration::from_secs(20));
@@ -300,7 +310,7 @@ fn the_audit_log_has_no_torn_line_after_kill_9() {
     runtime().block_on(async {
         let c = Consortium::start().await;
         let o = c.publish("net", &["--allow", "nobody-else"]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         c.offered("net").await;
         let input = fixture("network_a.input.npy").display().to_string();
         let out = c.root.join("x.npy").display().to_string();
@@ -349,10 +359,10 @@ fn the_openapi_document_describes_the_served_api() {
     runtime().block_on(async {
         let c = Consortium::start().await;
         let o = c.publish("net", &["--allow", "bob-clinic"]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         c.offered("net").await;
         let (o, _) = c.predict("net", "y.npy");
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         let job = c.nodes[1].get("/v1/jobs").await["jobs"][0]["id"].as_str().unwrap().to_string();
         let doc = c.nodes[1].get("/v1/openapi.json").await;
         assert_eq!(doc["openapi"], "3.1.0");
@@ -493,10 +503,10 @@ fn node_policies_hold_training_and_bound_the_dealers_budget() {
 
         // One prediction fits the dealer's budget, the next does not.
         let o = c.publish("net", &["--allow", "bob-clinic"]);
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         c.offered("net").await;
         let (o, _) = c.predict("net", "y1.npy");
-        assert!(o.status.success(), "{}", text(&o));
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
         let (o, _) = c.predict("net", "y2.npy");
         assert!(!o.status.success());
         let msg = text(&o);
