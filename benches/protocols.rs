@@ -159,5 +159,38 @@ fn bench_protocols(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_protocols);
+/// Dealer-free elementwise triples (base OTs once, IKNP extension, Gilboa), two parties in
+/// memory: the cost the two-party mode pays for what the dealer sends in 8 bytes a triple.
+fn bench_ot_triples(c: &mut Criterion) {
+    use mpc_proto::ot::{CotReceiver, CotSender, triples_receiver, triples_sender};
+    use rand_chacha::ChaCha12Rng;
+    use rand_core::SeedableRng;
+    let mut g = c.benchmark_group("ot");
+    g.sample_size(10);
+    let n = 100_000;
+    let run = || {
+        let (mut c0, mut c1) = mpc_proto::testing::channel_pair(mpc_proto::SessionId(7));
+        std::thread::scope(|s| {
+            let p0 = s.spawn(move || {
+                futures::executor::block_on(async {
+                    let mut rng = ChaCha12Rng::seed_from_u64(1);
+                    let mut cot = CotSender::setup(&mut c0, PartyId::P1, &mut rng).await.unwrap();
+                    triples_sender(&mut cot, &mut c0, PartyId::P1, n, &mut rng).await.unwrap();
+                    c0.traffic()
+                })
+            });
+            futures::executor::block_on(async {
+                let mut rng = ChaCha12Rng::seed_from_u64(2);
+                let mut cot = CotReceiver::setup(&mut c1, PartyId::P0, &mut rng).await.unwrap();
+                triples_receiver(&mut cot, &mut c1, PartyId::P0, n, &mut rng).await.unwrap();
+            });
+            p0.join().unwrap()
+        })
+    };
+    eprintln!("ot triples {n}: {:?}", run());
+    g.bench_function(BenchmarkId::new("triples", n), |b| b.iter(run));
+    g.finish();
+}
+
+criterion_group!(benches, bench_protocols, bench_ot_triples);
 criterion_main!(benches);

@@ -1,6 +1,6 @@
 //! Errors of the MPC core.
 
-use crate::party::PartyId;
+use crate::ids::PartyId;
 use crate::transport::TransportError;
 
 /// Result alias for the MPC core.

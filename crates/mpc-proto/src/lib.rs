@@ -45,6 +45,8 @@ pub mod correlations;
 mod error;
 pub mod fixed;
 pub mod fss;
+pub mod ids;
+pub mod ot;
 pub mod party;
 pub mod prg;
 pub mod protocol;

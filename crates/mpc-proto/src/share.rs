@@ -9,7 +9,7 @@
 //! values takes an explicit [`AShare::expose_share`].
 
 use crate::error::{Error, Result};
-use crate::party::PartyId;
+use crate::ids::PartyId;
 use crate::ring::RingTensor;
 
 /// One party's additive share of a secret tensor.

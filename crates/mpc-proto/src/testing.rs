@@ -62,6 +62,8 @@ where
 }
 
 /// Runs `program` on three parties over the given transports (index = party id).
+// A test harness: the parties run as threads (clippy.toml allows it here only).
+#[allow(clippy::disallowed_methods)]
 pub fn run_parties_on<F, Fut, T>(transports: Vec<Arc<dyn Transport>>, cfg: LocalConfig, program: F) -> Result<[T; 3]>
 where
     F: Fn(Party) -> Fut + Sync,
@@ -118,4 +120,13 @@ where
 pub fn detached_channel() -> crate::transport::Channel {
     let t = MemoryTransport::mesh(1).pop().expect("one endpoint");
     crate::transport::Channel::new(Arc::new(t), SessionId(0))
+}
+
+/// Two connected channels (P0's and P1's) of session `session` over the in-memory transport,
+/// for running two-party sub-protocols such as [`crate::ot`] outside a three-party session.
+pub fn channel_pair(session: SessionId) -> (crate::transport::Channel, crate::transport::Channel) {
+    let mut ts = MemoryTransport::mesh(2);
+    let t1 = ts.pop().expect("two endpoints");
+    let t0 = ts.pop().expect("two endpoints");
+    (crate::transport::Channel::new(Arc::new(t0), session), crate::transport::Channel::new(Arc::new(t1), session))
 }

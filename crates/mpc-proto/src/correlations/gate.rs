@@ -20,7 +20,7 @@
 use crate::compare::{Method, Window, compact, helper};
 use crate::error::{Error, Result};
 use crate::fss::{PackedKeys, Relu64Key, SignKey};
-use crate::party::PartyId;
+use crate::ids::PartyId;
 use crate::prg::Seed;
 use crate::ring::RingTensor;
 use crate::transport::frame::bytes_to_u64;

@@ -22,7 +22,7 @@ mod gate;
 pub use gate::{CompactMaterial, Gate, GateMaterial, GateRequest, HelperBits, HelperMaterial, HelperState};
 
 use crate::fss::{GateKey, PackedKeys};
-use crate::party::PartyId;
+use crate::ids::PartyId;
 use crate::prg::Prg;
 use crate::ring::{Conv2dParams, RingTensor, conv2d, matmul_dims};
 use crate::share::AShare;

@@ -790,6 +790,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // parties as threads, as in crate::testing
     fn material_that_fails_after_the_opening_poisons_the_party() {
         let transports: Vec<Arc<dyn Transport>> =
             MemoryTransport::mesh(3).into_iter().map(|t| Arc::new(t) as Arc<dyn Transport>).collect();

@@ -149,6 +149,8 @@ const ROW_GRAIN: usize = 8;
 /// As [`gemm`]; also if `kernel` is not [`Kernel::available`] on this CPU.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
+// The one place the protocols start threads (clippy.toml): one product across cores.
+#[allow(clippy::disallowed_methods)]
 pub fn gemm_with(
     kernel: Kernel,
     blocking: Blocking,

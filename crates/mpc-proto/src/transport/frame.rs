@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::party::SessionId;
+use crate::ids::SessionId;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use super::{BoxFuture, Traffic, Transport, TransportError};
 
 type Tx = mpsc::UnboundedSender<Vec<u8>>;
 type Rx = Mutex<mpsc::UnboundedReceiver<Vec<u8>>>;
-use crate::party::PartyId;
+use crate::ids::PartyId;
 
 /// One party's endpoint of an in-memory mesh (tests, simulation, prototyping).
 pub struct MemoryTransport {

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
-use crate::party::{PartyId, SessionId};
+use crate::ids::{PartyId, SessionId};
 use crate::stats::Stats;
 
 /// A boxed, `Send` future (object-safe async trait methods).

@@ -1,0 +1,165 @@
+//! Oblivious transfer: the correlations of the dealer-free two-party mode (work in progress,
+//! issue 19).
+//!
+//! Two parties, P0 and P1, make Beaver triples themselves, with no third node:
+//!
+//! * [`base`] — 128 base OTs (Masny–Rindal endemic OT on ristretto255), once per pair of
+//!   parties: one round, 8 KiB;
+//! * [`iknp`] — IKNP correlated OT extension: any number of OTs from the base OTs and AES;
+//! * [`triples`] — Gilboa multiplication: elementwise Beaver triples over Z_2^64 from the
+//!   correlated OTs, one round trip and 2568 bytes per triple.
+//!
+//! Security: semi-honest, in the random-oracle model (base OTs, CDH on ristretto255) with AES as
+//! a correlation-robust permutation (the extension). Constant-time on secrets (choice bits
+//! select by masks; dalek's scalar arithmetic). Not yet wired into [`crate::Party`]: the
+//! session, comparison and matrix-triple parts of the mode are still to come.
+
+pub mod base;
+pub mod iknp;
+pub mod triples;
+
+pub use iknp::{CotReceiver, CotSender};
+pub use triples::{TripleShares, triples_receiver, triples_sender};
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha12Rng;
+    use rand_core::SeedableRng;
+    use subtle::Choice;
+
+    use super::*;
+    use crate::ids::{PartyId, SessionId};
+    use crate::transport::Channel;
+
+    /// Runs `p0` and `p1` on two threads over an in-memory pair of channels.
+    #[allow(clippy::disallowed_methods)] // parties as threads, as in crate::testing
+    fn two<A: Send, B: Send>(p0: impl FnOnce(Channel) -> A + Send, p1: impl FnOnce(Channel) -> B + Send) -> (A, B) {
+        let (c0, c1) = crate::testing::channel_pair(SessionId(42));
+        std::thread::scope(|s| {
+            let h0 = s.spawn(move || p0(c0));
+            let h1 = s.spawn(move || p1(c1));
+            (h0.join().unwrap(), h1.join().unwrap())
+        })
+    }
+
+    fn rng(seed: u64) -> ChaCha12Rng {
+        ChaCha12Rng::seed_from_u64(seed)
+    }
+
+    #[test]
+    fn transpose_is_the_naive_transpose() {
+        let mut prg = crate::prg::Prg::from_u64(3);
+        let mut m = [0u128; 128];
+        for r in m.iter_mut() {
+            *r = u128::from(prg.next_u64()) | (u128::from(prg.next_u64()) << 64);
+        }
+        let mut t = m;
+        iknp::transpose128(&mut t);
+        for (r, row) in m.iter().enumerate() {
+            for (c, col) in t.iter().enumerate() {
+                assert_eq!((row >> c) & 1, (col >> r) & 1, "bit ({r}, {c})");
+            }
+        }
+    }
+
+    #[test]
+    fn base_ots_give_the_chosen_key_and_hide_the_other() {
+        let n = 128;
+        let choices: Vec<u8> = (0..n).map(|i| ((i * 7 + i / 3) % 2) as u8).collect();
+        let ch = choices.clone();
+        let (keys, got) = two(
+            |mut c| futures::executor::block_on(base::send(&mut c, PartyId::P1, n, &mut rng(1))).unwrap(),
+            move |mut c| {
+                let cs: Vec<Choice> = ch.iter().map(|&b| Choice::from(b)).collect();
+                futures::executor::block_on(base::receive(&mut c, PartyId::P0, &cs, &mut rng(2))).unwrap()
+            },
+        );
+        for i in 0..n {
+            let c = choices[i] as usize;
+            assert_eq!(got[i], keys[i][c], "OT {i}: the chosen key");
+            assert_ne!(got[i], keys[i][1 - c], "OT {i}: not the other");
+            assert_ne!(keys[i][0], keys[i][1]);
+        }
+    }
+
+    #[test]
+    fn a_point_that_does_not_decode_is_refused() {
+        // A receiver that sends garbage instead of (r0, r1): the sender fails with a desync.
+        let (sent, _) = two(
+            |mut c| futures::executor::block_on(base::send(&mut c, PartyId::P1, 1, &mut rng(1))),
+            |mut c| {
+                futures::executor::block_on(async {
+                    c.send_bytes(PartyId::P0, crate::transport::FrameKind::Material, &[0xff; 64]).await.unwrap();
+                    c.recv_bytes(PartyId::P0, crate::transport::FrameKind::Material, Some(32)).await.unwrap()
+                })
+            },
+        );
+        let e = sent.unwrap_err().to_string();
+        assert!(e.contains("not a point"), "{e}");
+    }
+
+    #[test]
+    fn extended_ots_are_correlated_by_delta() {
+        let m = 3 * 128;
+        let mut prg = crate::prg::Prg::from_u64(5);
+        let mut r = vec![0u64; m / 64];
+        prg.fill(&mut r);
+        let rr = r.clone();
+        let ((q, delta, f0), (t, f1)) = two(
+            |mut c| {
+                futures::executor::block_on(async {
+                    let mut s = CotSender::setup(&mut c, PartyId::P1, &mut rng(1)).await.unwrap();
+                    let _ = s.extend(&mut c, PartyId::P1, 128).await.unwrap();
+                    let (q, first) = s.extend(&mut c, PartyId::P1, m).await.unwrap();
+                    (q, s.delta(), first)
+                })
+            },
+            move |mut c| {
+                futures::executor::block_on(async {
+                    let mut s = CotReceiver::setup(&mut c, PartyId::P0, &mut rng(2)).await.unwrap();
+                    let _ = s.extend(&mut c, PartyId::P0, &[0, 0]).await.unwrap();
+                    s.extend(&mut c, PartyId::P0, &rr).await.unwrap()
+                })
+            },
+        );
+        assert_eq!((f0, f1), (128, 128), "the second batch's tweaks follow the first's");
+        for j in 0..m {
+            let rj = (r[j / 64] >> (j % 64)) & 1;
+            assert_eq!(q[j] ^ t[j], if rj == 1 { delta } else { 0 }, "OT {j}");
+        }
+        assert!(delta != 0 && delta != u128::MAX);
+    }
+
+    /// `n` triples from the two sides, over a pair of channels; also P1's received words.
+    fn make_triples(n: usize) -> (TripleShares, TripleShares) {
+        two(
+            |mut c| {
+                futures::executor::block_on(async {
+                    let mut s = CotSender::setup(&mut c, PartyId::P1, &mut rng(11)).await.unwrap();
+                    triples_sender(&mut s, &mut c, PartyId::P1, n, &mut rng(12)).await.unwrap()
+                })
+            },
+            |mut c| {
+                futures::executor::block_on(async {
+                    let mut s = CotReceiver::setup(&mut c, PartyId::P0, &mut rng(13)).await.unwrap();
+                    triples_receiver(&mut s, &mut c, PartyId::P0, n, &mut rng(14)).await.unwrap()
+                })
+            },
+        )
+    }
+
+    #[test]
+    fn gilboa_triples_multiply() {
+        // More than one chunk, and a partial last one.
+        let n = triples::CHUNK + 1000;
+        let (t0, t1) = make_triples(n);
+        for i in 0..n {
+            let a = t0.a[i].wrapping_add(t1.a[i]);
+            let b = t0.b[i].wrapping_add(t1.b[i]);
+            assert_eq!(t0.c[i].wrapping_add(t1.c[i]), a.wrapping_mul(b), "triple {i}");
+        }
+        // The masks are the parties' own fresh randomness, not constants.
+        assert_ne!(t0.a, t1.a);
+        assert!(t0.a.iter().chain(&t1.b).filter(|&&v| v == 0).count() < 3);
+    }
+}
