@@ -6,7 +6,7 @@
 //! `k_i^0, k_i^1` per column `i`. For `m` OTs with choice bits `r`, the receiver expands
 //! `t^i = G(k_i^0)` and sends `u^i = t^i ⊕ G(k_i^1) ⊕ r` (column by column, `128·m` bits); the
 //! sender forms `q^i = G(k_i^{Δ_i}) ⊕ Δ_i·u^i = t^i ⊕ Δ_i·r`. Transposed, row `j` reads
-//! `q_j = t_j ⊕ r_j·Δ`: a correlated OT per row, which [`super::cot`] turns into additive
+//! `q_j = t_j ⊕ r_j·Δ`: a correlated OT per row, which [`super::triples`] turns into additive
 //! correlations over Z_2^64. `G` is this crate's AES-CTR [`Prg`]; the streams continue from
 //! one extension to the next, so every batch uses fresh pseudorandomness.
 
