@@ -19,7 +19,7 @@ pub mod iknp;
 pub mod triples;
 
 pub use iknp::{CotReceiver, CotSender};
-pub use triples::{TripleShares, triples_receiver, triples_sender};
+pub use triples::{TripleShares, cross_products_receiver, cross_products_sender, triples_receiver, triples_sender};
 
 #[cfg(test)]
 mod tests {

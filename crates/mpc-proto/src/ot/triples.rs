@@ -159,32 +159,8 @@ pub async fn triples_sender(
     rng: &mut impl rand_core::CryptoRng,
 ) -> Result<TripleShares> {
     let (a, b) = random_words(rng, n);
-    let mut c = Vec::with_capacity(n);
-    let crh = Crh::new();
-    let delta = cot.delta();
-    for start in (0..n).step_by(CHUNK) {
-        let len = CHUNK.min(n - start);
-        let (q, first) = cot.extend(ch, peer, 128 * len).await?;
-        let mut x = vec![0u64; q.len()];
-        let mut x1 = vec![0u64; q.len()];
-        crh.hash(first, &q, &mut x);
-        let q1: Vec<u128> = q.iter().map(|q| q ^ delta).collect();
-        crh.hash(first, &q1, &mut x1);
-        let mut out = BitWriter::with_capacity(WORDS_PER_TRIPLE * len);
-        for t in 0..len {
-            let (at, bt) = (a[start + t], b[start + t]);
-            let mut cross = 0u64;
-            for (k, corr) in [at, bt].into_iter().enumerate() {
-                for e in 0..64u32 {
-                    let j = 128 * t + 64 * k + e as usize;
-                    out.push(x1[j].wrapping_sub(x[j]).wrapping_sub(corr), 64 - e);
-                    cross = cross.wrapping_sub(x[j] << e);
-                }
-            }
-            c.push(at.wrapping_mul(bt).wrapping_add(cross));
-        }
-        ch.send_u64(peer, FrameKind::Material, &out.finish()).await?;
-    }
+    let cross = cross_products_sender(cot, ch, peer, &a, &b).await?;
+    let c = a.iter().zip(&b).zip(cross).map(|((&a, &b), x)| a.wrapping_mul(b).wrapping_add(x)).collect();
     Ok(TripleShares { a, b, c })
 }
 
@@ -197,36 +173,143 @@ pub async fn triples_receiver(
     rng: &mut impl rand_core::CryptoRng,
 ) -> Result<TripleShares> {
     let (a, b) = random_words(rng, n);
-    let mut c = Vec::with_capacity(n);
+    let cross = cross_products_receiver(cot, ch, peer, &a, &b).await?;
+    let c = a.iter().zip(&b).zip(cross).map(|((&a, &b), x)| a.wrapping_mul(b).wrapping_add(x)).collect();
+    Ok(TripleShares { a, b, c })
+}
+
+/// P0's share of `a0[i]·b1[i] + b0[i]·a1[i]` for each `i`, where P1 holds `a1, b1`
+/// ([`cross_products_receiver`]): the two shares add up to it. The building block of triples,
+/// and of a product of two shared vectors without a triple. One round trip per [`CHUNK`].
+pub async fn cross_products_sender(
+    cot: &mut CotSender,
+    ch: &mut Channel,
+    peer: PartyId,
+    a0: &[u64],
+    b0: &[u64],
+) -> Result<Vec<u64>> {
+    assert_eq!(a0.len(), b0.len(), "cross_products_sender: operands of one length");
+    let n = a0.len();
+    let mut out = Vec::with_capacity(n);
+    let crh = Crh::new();
+    let delta = cot.delta();
+    for start in (0..n).step_by(CHUNK) {
+        let len = CHUNK.min(n - start);
+        let (q, first) = cot.extend(ch, peer, 128 * len).await?;
+        let mut x = vec![0u64; q.len()];
+        let mut x1 = vec![0u64; q.len()];
+        crh.hash(first, &q, &mut x);
+        let q1: Vec<u128> = q.iter().map(|q| q ^ delta).collect();
+        crh.hash(first, &q1, &mut x1);
+        let mut corrections = BitWriter::with_capacity(WORDS_PER_TRIPLE * len);
+        for t in 0..len {
+            let mut cross = 0u64;
+            // The OTs for a0·b1 (P1 chooses with b1's bits), then for b0·a1.
+            for (k, corr) in [a0[start + t], b0[start + t]].into_iter().enumerate() {
+                for e in 0..64u32 {
+                    let j = 128 * t + 64 * k + e as usize;
+                    corrections.push(x1[j].wrapping_sub(x[j]).wrapping_sub(corr), 64 - e);
+                    cross = cross.wrapping_sub(x[j] << e);
+                }
+            }
+            out.push(cross);
+        }
+        ch.send_u64(peer, FrameKind::Material, &corrections.finish()).await?;
+    }
+    Ok(out)
+}
+
+/// P1's share of `a0[i]·b1[i] + b0[i]·a1[i]` ([`cross_products_sender`]).
+pub async fn cross_products_receiver(
+    cot: &mut CotReceiver,
+    ch: &mut Channel,
+    peer: PartyId,
+    a1: &[u64],
+    b1: &[u64],
+) -> Result<Vec<u64>> {
+    assert_eq!(a1.len(), b1.len(), "cross_products_receiver: operands of one length");
+    let n = a1.len();
+    let mut out = Vec::with_capacity(n);
     let crh = Crh::new();
     for start in (0..n).step_by(CHUNK) {
         let len = CHUNK.min(n - start);
-        // Choice words: b1 then a1 of each triple (the OTs for a0·b1, then b0·a1).
-        let choices: Vec<u64> = (start..start + len).flat_map(|t| [b[t], a[t]]).collect();
+        let choices: Vec<u64> = (start..start + len).flat_map(|t| [b1[t], a1[t]]).collect();
         let (rows, first) = cot.extend(ch, peer, &choices).await?;
         let mut y = vec![0u64; rows.len()];
         crh.hash(first, &rows, &mut y);
         let packed = ch.recv_u64(peer, FrameKind::Material, WORDS_PER_TRIPLE * len).await?;
-        let mut corr = BitReader { words: &packed, idx: 0, used: 0 };
+        let mut corrections = BitReader { words: &packed, idx: 0, used: 0 };
         for t in 0..len {
             let mut cross = 0u64;
             for (k, &bits) in choices[2 * t..2 * t + 2].iter().enumerate() {
                 for e in 0..64u32 {
                     let j = 128 * t + 64 * k + e as usize;
+                    // r·c as a mask: no branch on the choice bit.
                     let chose = 0u64.wrapping_sub((bits >> e) & 1);
-                    let v = y[j].wrapping_sub(chose & corr.pull(64 - e));
+                    let v = y[j].wrapping_sub(chose & corrections.pull(64 - e));
                     cross = cross.wrapping_add(v << e);
                 }
             }
-            c.push(a[start + t].wrapping_mul(b[start + t]).wrapping_add(cross));
+            out.push(cross);
         }
     }
-    Ok(TripleShares { a, b, c })
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// P1's view of the corrections: with P0's operands all zero or all ones, the corrections
+    /// of the OTs P1 did *not* choose (choice bit 0: it cannot unmask them) are uniform — a
+    /// byte histogram within a chi-square bound — whatever P0's operands. A correction made
+    /// without the hash of `q ⊕ Δ` fails (chi-square in the millions).
+    #[test]
+    #[allow(clippy::disallowed_methods)] // parties as threads, as in crate::testing
+    fn the_receivers_view_of_the_corrections_is_uniform() {
+        use crate::ids::SessionId;
+        use rand_chacha::ChaCha12Rng;
+        use rand_core::SeedableRng;
+        let n = 2048;
+        for fill in [0u64, u64::MAX] {
+            let (mut c0, mut c1) = crate::testing::channel_pair(SessionId(3));
+            let words = std::thread::scope(|s| {
+                s.spawn(move || {
+                    futures::executor::block_on(async {
+                        let mut rng = ChaCha12Rng::seed_from_u64(1);
+                        let mut cot = CotSender::setup(&mut c0, PartyId::P1, &mut rng).await.unwrap();
+                        let ops = vec![fill; n];
+                        cross_products_sender(&mut cot, &mut c0, PartyId::P1, &ops, &ops).await.unwrap()
+                    })
+                });
+                futures::executor::block_on(async {
+                    let mut rng = ChaCha12Rng::seed_from_u64(2);
+                    let mut cot = CotReceiver::setup(&mut c1, PartyId::P0, &mut rng).await.unwrap();
+                    // P1 chooses nothing (all-zero a1, b1): every correction is one it cannot open.
+                    let _ = cot.extend(&mut c1, PartyId::P0, &vec![0u64; 2 * n]).await.unwrap();
+                    c1.recv_u64(PartyId::P0, FrameKind::Material, WORDS_PER_TRIPLE * n).await.unwrap()
+                })
+            });
+            // The full-width corrections (bit 0 of each operand: 64 bits) as bytes.
+            let mut r = BitReader { words: &words, idx: 0, used: 0 };
+            let mut hist = [0usize; 256];
+            for _ in 0..2 * n {
+                for e in 0..64u32 {
+                    let v = r.pull(64 - e);
+                    if e == 0 {
+                        for b in v.to_le_bytes() {
+                            hist[b as usize] += 1;
+                        }
+                    }
+                }
+            }
+            let total: usize = hist.iter().sum();
+            let expect = total as f64 / 256.0;
+            let chi2: f64 = hist.iter().map(|&h| (h as f64 - expect).powi(2) / expect).sum();
+            // 255 degrees of freedom: mean 255, sd 22.6; 400 is beyond 6 sd.
+            assert!(chi2 < 400.0, "operands {fill:#x}: chi-square {chi2} over {total} bytes");
+        }
+    }
 
     #[test]
     fn bit_packing_round_trips() {
