@@ -31,6 +31,11 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+/// How soon a job must fail after a peer is killed: the 3 s idle timeout and then at once —
+/// well under the 30 s join timeout that would fail it otherwise, with room for a loaded
+/// machine (the suite runs while other builds keep both cores busy).
+const LOSS_DEADLINE: Duration = Duration::from_secs(15);
+
 #[test]
 fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,14 +80,16 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
         let mut dealer = dealer;
         dealer.kill9();
         let killed = Instant::now();
+        // Deadlines here separate "failed on losing the peer" (the 3 s idle timeout, then at
+        // once) from the 30 s join timeout, with room for a machine under full load.
         for n in [&alice, &bob] {
-            let j = wait_final(n, &id, Duration::from_secs(5)).await;
+            let j = wait_final(n, &id, LOSS_DEADLINE).await;
             assert_eq!(j["state"], "failed", "{j}");
             let err = j["error"].as_str().unwrap();
             assert!(err.contains("dealer"), "the error names the lost peer: {err}");
         }
         let took = killed.elapsed();
-        assert!(took < Duration::from_secs(5), "failed after {took:?}");
+        assert!(took < LOSS_DEADLINE, "failed after {took:?}: not on the loss");
         let health = alice.get("/v1/health").await;
         assert_eq!(health["status"], "ok", "the node keeps serving");
 
@@ -105,12 +112,12 @@ fn three_processes_form_a_mesh_run_jobs_and_survive_a_sigkilled_peer() {
         bob.kill9();
         let killed = Instant::now();
         for n in [&alice, &dealer] {
-            let j = wait_final(n, &id, Duration::from_secs(5)).await;
+            let j = wait_final(n, &id, LOSS_DEADLINE).await;
             assert_eq!(j["state"], "failed", "{j}");
             let err = j["error"].as_str().unwrap();
             assert!(err.contains("lost the connection to bob"), "{err}");
         }
-        assert!(killed.elapsed() < Duration::from_secs(5), "failed after {:?}", killed.elapsed());
+        assert!(killed.elapsed() < LOSS_DEADLINE, "failed after {:?}", killed.elapsed());
         let bob = spawn(&bob.path.clone(), 1);
         wait_ready(&[&alice, &bob, &dealer]).await;
         let jobs = bob.get("/v1/jobs").await;

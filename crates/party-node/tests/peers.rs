@@ -98,7 +98,8 @@ fn a_job_needing_a_down_peer_fails_at_once_naming_the_peer_its_address_and_last_
             let r = node.post("/v1/jobs", req.clone()).await;
             let took = t0.elapsed();
             assert_eq!(r.status, 503, "{req}: {:?}", r.body);
-            assert!(took < Duration::from_secs(5), "{req}: answered after {took:?}, not at once");
+            // "At once": not after the 30 s join timeout (room for a loaded machine).
+            assert!(took < Duration::from_secs(15), "{req}: answered after {took:?}, not at once");
             let err = r.body["error"].as_str().unwrap();
             assert!(err.starts_with("job not started: "), "{err}");
             assert_names_the_peer(err, "dealer", "P2", name, &dealer_addr);
@@ -118,7 +119,7 @@ fn a_job_needing_a_down_peer_fails_at_once_naming_the_peer_its_address_and_last_
             .output()
             .unwrap();
         assert!(!out.status.success());
-        assert!(t0.elapsed() < Duration::from_secs(5), "the CLI waited {:?}", t0.elapsed());
+        assert!(t0.elapsed() < Duration::from_secs(15), "the CLI waited {:?}", t0.elapsed());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("503"), "{err}");
         assert_names_the_peer(&err, "dealer", "P2", name, &dealer_addr);
