@@ -107,7 +107,7 @@ impl CotSender {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
-        if m % KAPPA != 0 {
+        if !m.is_multiple_of(KAPPA) {
             return Err(Error::InvalidInput(format!("OT extension: {m} OTs, not a multiple of {KAPPA}")));
         }
         let words = m / 64;
@@ -160,7 +160,7 @@ impl CotReceiver {
         }
         let words = choices.len();
         let m = 64 * words;
-        if m % KAPPA != 0 {
+        if !m.is_multiple_of(KAPPA) {
             return Err(Error::InvalidInput(format!("OT extension: {m} choice bits, not a multiple of {KAPPA}")));
         }
         self.poisoned = true;
