@@ -11,11 +11,12 @@
 //!
 //! Secret-dependent steps are constant-time: the choice picks `(r_0, r_1)` with
 //! `subtle::ConditionallySelectable`, scalar multiplications are dalek's constant-time ones.
-//! Points that do not decode are refused. Hashes are SHA-512 (onto the group) and SHA-256 (the
+//! Points that do not decode, and the identity, are refused. Hashes are SHA-512 (onto the group) and SHA-256 (the
 //! KDF), domain-separated and bound to the session id and the OT index.
 
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::Identity;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::{Choice, ConditionallySelectable};
 
@@ -64,6 +65,10 @@ fn decode(bytes: &[u8], peer: PartyId, what: &str) -> Result<(CompressedRistrett
     let c = CompressedRistretto::from_slice(bytes)
         .map_err(|_| Error::Desync { peer, detail: format!("base OT: {what} is not 32 bytes") })?;
     let p = c.decompress().ok_or_else(|| Error::Desync { peer, detail: format!("base OT: {what} is not a point") })?;
+    // The identity would make every key a constant: never a value an honest peer sends.
+    if p == RistrettoPoint::identity() {
+        return Err(Error::Desync { peer, detail: format!("base OT: {what} is the identity") });
+    }
     Ok((c, p))
 }
 

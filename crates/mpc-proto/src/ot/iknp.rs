@@ -12,7 +12,7 @@
 
 use subtle::Choice;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::PartyId;
 use crate::prg::Prg;
 use crate::transport::{Channel, FrameKind};
@@ -54,6 +54,8 @@ pub struct CotSender {
     cols: Vec<Prg>,
     /// OTs made so far (the tweak of the next one).
     made: u64,
+    /// An extension failed part-way: the column streams may be out of step with the peer's.
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for CotSender {
@@ -66,6 +68,7 @@ impl std::fmt::Debug for CotSender {
 pub struct CotReceiver {
     cols: Vec<[Prg; 2]>,
     made: u64,
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for CotReceiver {
@@ -82,7 +85,7 @@ impl CotSender {
         let delta = u128::from_le_bytes(d);
         let choices: Vec<Choice> = (0..KAPPA).map(|i| Choice::from(((delta >> i) & 1) as u8)).collect();
         let keys = base::receive(ch, peer, &choices, rng).await?;
-        Ok(Self { delta, cols: keys.iter().map(|k| Prg::new(k, STREAM)).collect(), made: 0 })
+        Ok(Self { delta, cols: keys.iter().map(|k| Prg::new(k, STREAM)).collect(), made: 0, poisoned: false })
     }
 
     /// The correlation `Δ`.
@@ -90,11 +93,25 @@ impl CotSender {
         self.delta
     }
 
+    /// Marks the state unusable: what used the last rows failed before the peer got its part.
+    pub(crate) fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
     /// `m` more correlated OTs (`m` a multiple of 128): the rows `q_j`, where the receiver holds
     /// `t_j = q_j ⊕ r_j·Δ`; and the tweak (global index) of the first. Receives `128·m` bits.
+    /// After a failed extension (here or in what used its rows) every later call fails with
+    /// [`Error::Poisoned`]: the streams may be out of step with the peer's, and OTs made from
+    /// them would neither be correct nor secure. Run the base OTs again.
     pub async fn extend(&mut self, ch: &mut Channel, peer: PartyId, m: usize) -> Result<(Vec<u128>, u64)> {
-        assert_eq!(m % KAPPA, 0, "extend: a multiple of 128 OTs");
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if !m.is_multiple_of(KAPPA) {
+            return Err(Error::InvalidInput(format!("OT extension: {m} OTs, not a multiple of {KAPPA}")));
+        }
         let words = m / 64;
+        self.poisoned = true;
         let u = ch.recv_u64(peer, FrameKind::Material, KAPPA * words).await?;
         let mut q = vec![0u128; m];
         let mut col = vec![0u64; words];
@@ -113,23 +130,40 @@ impl CotSender {
         }
         let first = self.made;
         self.made += m as u64;
+        self.poisoned = false;
         Ok((q, first))
     }
 }
 
 impl CotReceiver {
+    /// Marks the state unusable, as [`CotSender::poison`].
+    pub(crate) fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
     /// Runs the 128 base OTs with `peer` (as their sender). One round.
     pub async fn setup(ch: &mut Channel, peer: PartyId, rng: &mut impl rand_core::CryptoRng) -> Result<Self> {
         let keys = base::send(ch, peer, KAPPA, rng).await?;
-        Ok(Self { cols: keys.iter().map(|[k0, k1]| [Prg::new(k0, STREAM), Prg::new(k1, STREAM)]).collect(), made: 0 })
+        Ok(Self {
+            cols: keys.iter().map(|[k0, k1]| [Prg::new(k0, STREAM), Prg::new(k1, STREAM)]).collect(),
+            made: 0,
+            poisoned: false,
+        })
     }
 
     /// Correlated OTs with the choice bits `choices` (bit `j % 64` of word `j / 64` is OT `j`'s;
     /// a multiple of 128 bits): the rows `t_j`, and the tweak of the first. Sends `128·m` bits.
+    /// Poisoned after a failure, as [`CotSender::extend`].
     pub async fn extend(&mut self, ch: &mut Channel, peer: PartyId, choices: &[u64]) -> Result<(Vec<u128>, u64)> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
         let words = choices.len();
         let m = 64 * words;
-        assert_eq!(m % KAPPA, 0, "extend: a multiple of 128 OTs");
+        if !m.is_multiple_of(KAPPA) {
+            return Err(Error::InvalidInput(format!("OT extension: {m} choice bits, not a multiple of {KAPPA}")));
+        }
+        self.poisoned = true;
         let mut u = vec![0u64; KAPPA * words];
         let mut t = vec![0u128; m];
         let mut col = vec![0u64; words];
@@ -150,6 +184,7 @@ impl CotReceiver {
         }
         let first = self.made;
         self.made += m as u64;
+        self.poisoned = false;
         Ok((t, first))
     }
 }

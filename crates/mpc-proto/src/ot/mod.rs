@@ -130,6 +130,31 @@ mod tests {
         assert!(delta != 0 && delta != u128::MAX);
     }
 
+    #[test]
+    fn a_failed_extension_poisons_the_state() {
+        let ((err, again, odd), ()) = two(
+            |mut c| {
+                futures::executor::block_on(async {
+                    let mut s = CotSender::setup(&mut c, PartyId::P1, &mut rng(1)).await.unwrap();
+                    let odd = s.extend(&mut c, PartyId::P1, 100).await.unwrap_err();
+                    let err = s.extend(&mut c, PartyId::P1, 128).await.unwrap_err();
+                    let again = s.extend(&mut c, PartyId::P1, 128).await.unwrap_err();
+                    (err, again, odd)
+                })
+            },
+            |mut c| {
+                futures::executor::block_on(async {
+                    let _ = CotReceiver::setup(&mut c, PartyId::P0, &mut rng(2)).await.unwrap();
+                    // Not the 128·2 words an extension of 128 OTs sends.
+                    c.send_u64(PartyId::P0, crate::transport::FrameKind::Material, &[0; 5]).await.unwrap();
+                })
+            },
+        );
+        assert!(matches!(odd, crate::Error::InvalidInput(_)), "{odd}");
+        assert!(matches!(err, crate::Error::Desync { .. }), "{err}");
+        assert!(matches!(again, crate::Error::Poisoned), "{again}");
+    }
+
     /// `n` triples from the two sides, over a pair of channels; also P1's received words.
     fn make_triples(n: usize) -> (TripleShares, TripleShares) {
         two(

@@ -17,7 +17,7 @@
 use aes::Aes128;
 use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::PartyId;
 use crate::prg::{Prg, Seed};
 use crate::transport::{Channel, FrameKind};
@@ -50,7 +50,7 @@ impl std::fmt::Debug for TripleShares {
     }
 }
 
-/// The tweakable correlation-robust hash, low 64 bits: `out[i] = H(first + i, xs[i])`.
+/// The tweakable correlation-robust hash, low 64 bits.
 struct Crh(Aes128);
 
 impl Crh {
@@ -58,14 +58,15 @@ impl Crh {
         Crh(Aes128::new(&Array(CRH_KEY)))
     }
 
-    fn hash(&self, first: u64, xs: &[u128], out: &mut [u64]) {
+    /// `out[i] = H(first + i, xs[i] ⊕ mask)`.
+    fn hash(&self, first: u64, xs: &[u128], mask: u128, out: &mut [u64]) {
         const B: usize = 64;
         let mut p = [Array([0u8; 16]); B];
         let mut pp = [Array([0u8; 16]); B];
         for (c, (xs, out)) in xs.chunks(B).zip(out.chunks_mut(B)).enumerate() {
             let n = xs.len();
             for (b, x) in p.iter_mut().zip(xs) {
-                b.0 = x.to_le_bytes();
+                b.0 = (x ^ mask).to_le_bytes();
             }
             self.0.encrypt_blocks(&mut p[..n]);
             for (i, (q, b)) in pp.iter_mut().zip(&p).take(n).enumerate() {
@@ -188,7 +189,9 @@ pub async fn cross_products_sender(
     a0: &[u64],
     b0: &[u64],
 ) -> Result<Vec<u64>> {
-    assert_eq!(a0.len(), b0.len(), "cross_products_sender: operands of one length");
+    if a0.len() != b0.len() {
+        return Err(Error::InvalidInput(format!("cross products: {} vs {} operands", a0.len(), b0.len())));
+    }
     let n = a0.len();
     let mut out = Vec::with_capacity(n);
     let crh = Crh::new();
@@ -198,9 +201,8 @@ pub async fn cross_products_sender(
         let (q, first) = cot.extend(ch, peer, 128 * len).await?;
         let mut x = vec![0u64; q.len()];
         let mut x1 = vec![0u64; q.len()];
-        crh.hash(first, &q, &mut x);
-        let q1: Vec<u128> = q.iter().map(|q| q ^ delta).collect();
-        crh.hash(first, &q1, &mut x1);
+        crh.hash(first, &q, 0, &mut x);
+        crh.hash(first, &q, delta, &mut x1);
         let mut corrections = BitWriter::with_capacity(WORDS_PER_TRIPLE * len);
         for t in 0..len {
             let mut cross = 0u64;
@@ -214,7 +216,10 @@ pub async fn cross_products_sender(
             }
             out.push(cross);
         }
-        ch.send_u64(peer, FrameKind::Material, &corrections.finish()).await?;
+        if let Err(e) = ch.send_u64(peer, FrameKind::Material, &corrections.finish()).await {
+            cot.poison();
+            return Err(e);
+        }
     }
     Ok(out)
 }
@@ -227,7 +232,9 @@ pub async fn cross_products_receiver(
     a1: &[u64],
     b1: &[u64],
 ) -> Result<Vec<u64>> {
-    assert_eq!(a1.len(), b1.len(), "cross_products_receiver: operands of one length");
+    if a1.len() != b1.len() {
+        return Err(Error::InvalidInput(format!("cross products: {} vs {} operands", a1.len(), b1.len())));
+    }
     let n = a1.len();
     let mut out = Vec::with_capacity(n);
     let crh = Crh::new();
@@ -236,8 +243,14 @@ pub async fn cross_products_receiver(
         let choices: Vec<u64> = (start..start + len).flat_map(|t| [b1[t], a1[t]]).collect();
         let (rows, first) = cot.extend(ch, peer, &choices).await?;
         let mut y = vec![0u64; rows.len()];
-        crh.hash(first, &rows, &mut y);
-        let packed = ch.recv_u64(peer, FrameKind::Material, WORDS_PER_TRIPLE * len).await?;
+        crh.hash(first, &rows, 0, &mut y);
+        let packed = match ch.recv_u64(peer, FrameKind::Material, WORDS_PER_TRIPLE * len).await {
+            Ok(p) => p,
+            Err(e) => {
+                cot.poison();
+                return Err(e);
+            }
+        };
         let mut corrections = BitReader { words: &packed, idx: 0, used: 0 };
         for t in 0..len {
             let mut cross = 0u64;
