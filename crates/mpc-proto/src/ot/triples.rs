@@ -44,6 +44,15 @@ pub struct TripleShares {
     pub c: Vec<u64>,
 }
 
+impl TripleShares {
+    /// This party's triple shares from its masks and its share of the cross products:
+    /// `c = a·b + cross`.
+    fn assemble(a: Vec<u64>, b: Vec<u64>, cross: Vec<u64>) -> Self {
+        let c = a.iter().zip(&b).zip(cross).map(|((&a, &b), x)| a.wrapping_mul(b).wrapping_add(x)).collect();
+        Self { a, b, c }
+    }
+}
+
 impl std::fmt::Debug for TripleShares {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TripleShares({} triples)", self.a.len())
@@ -161,8 +170,7 @@ pub async fn triples_sender(
 ) -> Result<TripleShares> {
     let (a, b) = random_words(rng, n);
     let cross = cross_products_sender(cot, ch, peer, &a, &b).await?;
-    let c = a.iter().zip(&b).zip(cross).map(|((&a, &b), x)| a.wrapping_mul(b).wrapping_add(x)).collect();
-    Ok(TripleShares { a, b, c })
+    Ok(TripleShares::assemble(a, b, cross))
 }
 
 /// P1's side (the OT receiver) of `n` triples with `peer`. One round trip per [`CHUNK`].
@@ -175,8 +183,7 @@ pub async fn triples_receiver(
 ) -> Result<TripleShares> {
     let (a, b) = random_words(rng, n);
     let cross = cross_products_receiver(cot, ch, peer, &a, &b).await?;
-    let c = a.iter().zip(&b).zip(cross).map(|((&a, &b), x)| a.wrapping_mul(b).wrapping_add(x)).collect();
-    Ok(TripleShares { a, b, c })
+    Ok(TripleShares::assemble(a, b, cross))
 }
 
 /// P0's share of `a0[i]·b1[i] + b0[i]·a1[i]` for each `i`, where P1 holds `a1, b1`
