@@ -77,7 +77,15 @@ fn the_party_node_readme_runs_as_written() {
                     .replace("model.onnx", &fixtures.join("mnist_cnn.onnx").display().to_string())
                     .replace("images.npy", &fixtures.join("mnist_cnn.input.npy").display().to_string())
                     .replace("labels.npy", &labels.display().to_string());
-                if l.contains("init-local --out") { format!("{l} --base-port {base}") } else { l }
+                if l.contains("init-local --out") {
+                    // Before the line's comment, or the flag is commented out and the nodes take
+                    // the default ports another run on this machine may hold.
+                    let (cmd, comment) = l.split_once(" #").unwrap_or((&l, ""));
+                    let comment = if comment.is_empty() { String::new() } else { format!(" #{comment}") };
+                    format!("{} --base-port {base}{comment}", cmd.trim_end())
+                } else {
+                    l
+                }
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -89,6 +97,10 @@ fn the_party_node_readme_runs_as_written() {
         substitute(quick),
         substitute(service),
         substitute(by_hand)
+    );
+    assert!(
+        script.lines().any(|l| l.split('#').next().unwrap_or("").contains("--base-port")),
+        "the nodes must run on free ports:\n{script}"
     );
     let out = Command::new("bash").arg("-c").arg(&script).env("RUST_BACKTRACE", "0").output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
