@@ -7,8 +7,8 @@ use mpc_proto::prg::Prg;
 use mpc_proto::testing::run_parties_on;
 use mpc_proto::transport::{BoxFuture, Traffic, Transport, TransportError};
 use mpc_proto::{
-    CorrelationMode, Error, FixedPoint, LocalConfig, MemoryTransport, Party, PartyId, RingTensor, SessionConfig,
-    SessionId,
+    CorrelationMode, DealerSource, Error, FixedPoint, LocalConfig, MemoryTransport, Party, PartyId, RingTensor,
+    SessionConfig, SessionId,
 };
 
 /// Every frame P1 received, with its sender.
@@ -156,7 +156,7 @@ fn mismatched_configuration_aborts_everywhere() {
                 s.spawn(move || {
                     futures::executor::block_on(async move {
                         let mut rng = rand_chacha::ChaCha12Rng::from_seed([t.local_id().0; 32]);
-                        Party::connect(Arc::new(t), c, CorrelationMode::Dealer, &mut rng).await.map(|_| ())
+                        Party::connect(Arc::new(t), c, Box::new(DealerSource::default()), &mut rng).await.map(|_| ())
                     })
                 })
             })
@@ -169,6 +169,35 @@ fn mismatched_configuration_aborts_everywhere() {
     assert!(matches!(results[0], Err(Error::ConfigMismatch { .. })));
     let fx = FixedPoint::new(20, 20).unwrap();
     assert_ne!(fx, FixedPoint::default());
+}
+
+#[test]
+fn parties_with_different_correlation_sources_refuse_each_other() {
+    // P1 brings the in-process test dealer where the others expect the real one: its material
+    // would not match theirs, so the hello refuses it before any share moves.
+    let mesh = MemoryTransport::mesh(3);
+    let config = SessionConfig::new(SessionId(78), [1; 32]);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = mesh
+            .into_iter()
+            .map(|t| {
+                s.spawn(move || {
+                    futures::executor::block_on(async move {
+                        let id = t.local_id();
+                        let mut rng = rand_chacha::ChaCha12Rng::from_seed([id.0; 32]);
+                        let source = if id == PartyId::P1 { CorrelationMode::Test(3) } else { CorrelationMode::Dealer };
+                        Party::connect(Arc::new(t), config, source.source(), &mut rng).await.map(|_| ())
+                    })
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, r) in results.iter().enumerate() {
+        assert!(matches!(r, Err(Error::ConfigMismatch { .. }) | Err(Error::PeerAborted(_))), "P{i}: {r:?}");
+    }
+    let Err(Error::ConfigMismatch { detail, .. }) = &results[0] else { panic!("P0: {:?}", results[0]) };
+    assert_eq!(detail, "correlation source dealer vs test");
 }
 
 #[test]

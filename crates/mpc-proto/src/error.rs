@@ -77,6 +77,15 @@ pub enum Error {
         /// The party it was called on.
         party: PartyId,
     },
+    /// The session's correlation source cannot supply a kind of material (every party's source
+    /// refuses the same request, before any traffic for it).
+    #[error("the {correlations} correlation source does not supply {what}")]
+    Unsupported {
+        /// The source's name.
+        correlations: &'static str,
+        /// The material asked for.
+        what: &'static str,
+    },
     /// An earlier error poisoned this party; the session must be restarted.
     #[error("party is poisoned by an earlier error")]
     Poisoned,

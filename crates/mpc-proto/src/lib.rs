@@ -10,8 +10,10 @@
 //! * [`prg`] — ChaCha-based seeded PRGs;
 //! * [`share`] — [`AShare`], one party's additive share (its `Debug` never prints values);
 //! * [`transport`] — the [`Transport`] trait, the in-memory mesh, framing and byte counters;
-//! * [`correlations`] — the [`Correlations`] trait with [`DealerCorrelations`] (seed-compressed
-//!   dealer over the transport) and the in-process [`TestDealer`];
+//! * [`correlations`] — the [`Correlations`] trait (one `fetch(Request) -> Material` method)
+//!   with [`DealerCorrelations`] (seed-compressed dealer over the transport) and the in-process
+//!   [`TestDealer`], a generic preprocessing pool, and the [`CorrelationSource`]s a caller
+//!   chooses for [`Party::connect`] ([`DealerSource`], [`TestSource`]);
 //! * [`party`] — the [`Party`] context and every protocol as an async method on it;
 //! * [`testing`] — [`run_parties`]: three parties as threads over the in-memory mesh.
 //!
@@ -58,7 +60,9 @@ pub mod transport;
 #[cfg(target_arch = "x86_64")]
 mod vaes;
 
-pub use correlations::{Correlations, DealerCorrelations, TestDealer};
+pub use correlations::{
+    CorrelationSource, Correlations, DealerCorrelations, DealerSource, Material, Request, TestDealer, TestSource,
+};
 pub use error::{Error, Result};
 pub use fixed::{FixedPoint, Truncation};
 pub use party::{CorrelationMode, Party, PartyId, SessionConfig, SessionId};

@@ -1,13 +1,15 @@
 //! The party context: who I am, my channel to the others, my correlations, my statistics.
 //!
-//! A [`Party`] is created by [`Party::connect`], which runs session setup over the transport:
-//! every party sends a hello with the [`SessionConfig`] to both others (one round) and checks
-//! that theirs is identical — a mismatch in plan hash or fixed-point format aborts the session
-//! on every side before any share moves. The hellos also carry the fresh per-session seeds:
-//! P0 → P1 the pairwise seed (zero-communication input sharing), P2 → P0 `s0` and P2 → P1 `s1`
-//! (seed-compressed dealer material).
+//! A [`Party`] is created by [`Party::connect`], which runs session setup over the transport
+//! with the [`CorrelationSource`] the caller chose: every party of the session sends a hello
+//! with the [`SessionConfig`] and the source's name to the others (one round) and checks that
+//! theirs is identical — a mismatch in plan hash, fixed-point format or source aborts the
+//! session on every side before any share moves. The hellos also carry the fresh per-session
+//! seeds: P0 → P1 the pairwise seed (zero-communication input sharing) and whatever the source
+//! sends (with the [`DealerSource`], P2 → P0 `s0` and P2 → P1 `s1`: seed-compressed dealer
+//! material).
 //!
-//! All three parties then run the same program: the protocol methods are in
+//! Every party then runs the same program: the protocol methods are in
 //! [`protocol`](crate::party#protocols) `impl` blocks on `Party`. An error that leaves the
 //! transcript out of step *poisons* the party (every later call fails with
 //! [`Error::Poisoned`]) and tells the peers, best effort, that the session is aborted.
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::Comparisons;
-use crate::correlations::{Correlations, DealerCorrelations, TestDealer};
+use crate::correlations::{CorrelationSource, Correlations, DealerSource, TestSource};
 use crate::error::{Error, Result};
 use crate::fixed::FixedPoint;
 use crate::prg::{Prg, Seed};
@@ -58,19 +60,35 @@ impl SessionConfig {
     }
 }
 
-/// Which source of correlated randomness a session uses.
+/// The built-in correlation sources by name (for configurations and tests that pick one);
+/// [`CorrelationMode::source`] makes the [`CorrelationSource`] to pass to [`Party::connect`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CorrelationMode {
-    /// The seed-compressed dealer P2 over the transport (deployment, benchmarks).
+    /// The seed-compressed dealer P2 over the transport ([`DealerSource`]; deployment, benchmarks).
     Dealer,
-    /// The in-process ideal dealer with this seed (unit tests of online phases). Insecure.
+    /// The in-process ideal dealer with this seed ([`TestSource`]; unit tests of online phases). Insecure.
     Test(u64),
+}
+
+impl CorrelationMode {
+    /// A fresh source of this kind for one party of one session.
+    pub fn source(self) -> Box<dyn CorrelationSource> {
+        match self {
+            CorrelationMode::Dealer => Box::new(DealerSource::default()),
+            CorrelationMode::Test(seed) => Box::new(TestSource(seed)),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
 struct Hello {
     config: SessionConfig,
-    seed: Option<[u8; 32]>,
+    /// The correlation source's name ([`CorrelationSource::name`]).
+    correlations: String,
+    /// P0 → P1: the pairwise seed (input masks, the helper's common randomness).
+    pair: Option<[u8; 32]>,
+    /// The seed the source sends this recipient ([`CorrelationSource::hello`]).
+    source: Option<[u8; 32]>,
 }
 
 /// Decodes a session hello as [`Party::connect`] does (for fuzzing the decoder).
@@ -92,6 +110,8 @@ pub(crate) mod streams {
 /// One party's context in a session. Not `Clone`: a session has one transcript per party.
 pub struct Party {
     pub(crate) id: PartyId,
+    /// The parties of the session (the correlation source's).
+    parties: &'static [PartyId],
     pub(crate) config: SessionConfig,
     pub(crate) ch: Channel,
     pub(crate) corr: Box<dyn Correlations>,
@@ -119,33 +139,45 @@ impl std::fmt::Debug for Party {
 }
 
 impl Party {
-    /// Runs session setup over `transport` and returns the ready party.
+    /// Runs session setup over `transport` and returns the ready party, with its correlations
+    /// from `source` (e.g. [`DealerSource`], or [`CorrelationMode::source`]).
     ///
-    /// `rng` supplies this party's fresh seeds (the OS RNG in deployment). One round; fails
-    /// with [`Error::ConfigMismatch`] if a peer's configuration differs.
+    /// `rng` supplies this party's fresh seeds (the OS RNG in deployment). One round (plus the
+    /// source's own setup, if it has one); fails with [`Error::ConfigMismatch`] if a peer's
+    /// configuration or correlation source differs.
     pub async fn connect<R: rand_core::CryptoRng + Send>(
         transport: Arc<dyn Transport>,
         config: SessionConfig,
-        mode: CorrelationMode,
+        mut source: Box<dyn CorrelationSource>,
         rng: &mut R,
     ) -> Result<Party> {
         let id = transport.local_id();
         config.comparisons.validate()?;
+        let parties = source.parties();
+        if !parties.contains(&id) {
+            return Err(Error::InvalidInput(format!(
+                "{id} is not a party of a session with the {} correlation source",
+                source.name()
+            )));
+        }
         let mut ch = Channel::new(transport, config.session);
-        // Seeds this party contributes: P0 the pairwise seed for P1; P2 one seed per party.
-        let my_seeds: [Option<Seed>; 3] = match id {
-            PartyId::P0 => [None, Some(Seed::random(rng)), None],
-            PartyId::P2 => [Some(Seed::random(rng)), Some(Seed::random(rng)), Some(Seed::random(rng))],
-            _ => [None, None, None],
-        };
+        // P0 makes the pairwise seed for P1; the source adds its own (the dealer's s0, s1).
+        let pair = (id == PartyId::P0).then(|| Seed::random(rng));
+        let source_seeds = source.hello(id, &mut || Seed::random(rng));
+        let name = source.name();
+        let others: Vec<PartyId> = parties.iter().copied().filter(|&p| p != id).collect();
         let result = async {
-            let others: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != id).collect();
             for &p in &others {
-                // my_seeds[p] is the seed shared with p (the dealer's third seed is never sent).
-                let hello = Hello { config, seed: my_seeds[p.index()].as_ref().map(|s| *s.as_bytes()) };
+                let hello = Hello {
+                    config,
+                    correlations: name.to_string(),
+                    pair: pair.as_ref().filter(|_| p == PartyId::P1).map(|s| *s.as_bytes()),
+                    source: source_seeds[p.index()].as_ref().map(|s| *s.as_bytes()),
+                };
                 let bytes = postcard::to_allocvec(&hello).expect("hello serialisation cannot fail");
                 ch.send_bytes(p, FrameKind::Hello, &bytes).await?;
             }
+            let mut pair_from_p0 = None;
             let mut received: [Option<Seed>; 3] = [None, None, None];
             for &p in &others {
                 let bytes = ch.recv_bytes(p, FrameKind::Hello, None).await?;
@@ -154,56 +186,42 @@ impl Party {
                 if hello.config != config {
                     return Err(Error::ConfigMismatch { peer: p, detail: describe_mismatch(&config, &hello.config) });
                 }
-                received[p.index()] = hello.seed.map(Seed::from_bytes);
+                if hello.correlations != name {
+                    return Err(Error::ConfigMismatch {
+                        peer: p,
+                        detail: format!("correlation source {name} vs {}", hello.correlations),
+                    });
+                }
+                if p == PartyId::P0 {
+                    pair_from_p0 = hello.pair.map(Seed::from_bytes);
+                }
+                received[p.index()] = hello.source.map(Seed::from_bytes);
             }
             ch.stats.record_round();
-            Ok(received)
+            let pair = match id {
+                PartyId::P0 => pair.clone(),
+                PartyId::P1 => Some(pair_from_p0.ok_or_else(|| Error::Desync {
+                    peer: PartyId::P0,
+                    detail: "hello without the pairwise seed".into(),
+                })?),
+                _ => None,
+            };
+            let corr = source.start(id, &mut ch, received).await?;
+            Ok((pair, corr))
         }
         .await;
-        let received = match result {
+        let (pair, corr) = match result {
             Ok(r) => r,
             Err(e) => {
                 ch.abort_after(&e).await;
                 return Err(e);
             }
         };
-        let need = |s: Option<Seed>, from: PartyId| {
-            s.ok_or_else(|| Error::Desync { peer: from, detail: "hello without the expected seed".into() })
-        };
-        let (pair, dealer_corr): (Option<Seed>, Box<dyn Correlations>) = match id {
-            PartyId::P0 => {
-                let pair = my_seeds[1].clone().expect("P0 made the pairwise seed");
-                let s0 = need(received[2].clone(), PartyId::P2)?;
-                (Some(pair), Box::new(DealerCorrelations::for_p0(Prg::new(&s0, streams::MATERIAL))))
-            }
-            PartyId::P1 => {
-                let pair = need(received[0].clone(), PartyId::P0)?;
-                let s1 = need(received[2].clone(), PartyId::P2)?;
-                (Some(pair), Box::new(DealerCorrelations::for_p1(Prg::new(&s1, streams::MATERIAL))))
-            }
-            _ => {
-                // The third seed is the dealer's own and never sent: FSS key generation.
-                let [s0, s1, private] = my_seeds;
-                let (s0, s1) = (s0.expect("dealer made s0"), s1.expect("dealer made s1"));
-                let private = private.expect("dealer made its private seed");
-                (
-                    None,
-                    Box::new(DealerCorrelations::for_dealer(
-                        Prg::new(&s0, streams::MATERIAL),
-                        Prg::new(&s1, streams::MATERIAL),
-                        Prg::new(&private, streams::MATERIAL),
-                    )),
-                )
-            }
-        };
-        let corr: Box<dyn Correlations> = match mode {
-            CorrelationMode::Dealer => dealer_corr,
-            CorrelationMode::Test(seed) => Box::new(TestDealer::new(id, seed)),
-        };
         let common = pair.as_ref().map(|s| Prg::new(s, streams::HELPER));
         let pair = pair.map(|s| Prg::new(&s, streams::INPUT));
         Ok(Party {
             id,
+            parties,
             config,
             ch,
             corr,
@@ -274,7 +292,7 @@ impl Party {
             return Err(Error::Poisoned);
         }
         let r = async {
-            let others: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != self.id).collect();
+            let others: Vec<PartyId> = self.parties.iter().copied().filter(|&p| p != self.id).collect();
             for &p in &others {
                 self.ch.send_bytes(p, FrameKind::Hello, value).await?;
             }

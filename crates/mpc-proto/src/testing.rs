@@ -1,4 +1,4 @@
-//! Running the three parties in one process.
+//! Running the parties in one process.
 //!
 //! [`run_parties`] starts P0, P1 and the dealer P2 as three threads over a
 //! [`MemoryTransport`] mesh, runs session setup, and calls the same program on each party's
@@ -62,8 +62,6 @@ where
 }
 
 /// Runs `program` on three parties over the given transports (index = party id).
-// A test harness: the parties run as threads (clippy.toml allows it here only).
-#[allow(clippy::disallowed_methods)]
 pub fn run_parties_on<F, Fut, T>(transports: Vec<Arc<dyn Transport>>, cfg: LocalConfig, program: F) -> Result<[T; 3]>
 where
     F: Fn(Party) -> Fut + Sync,
@@ -71,6 +69,20 @@ where
     T: Send,
 {
     assert_eq!(transports.len(), 3, "run_parties_on: one transport per party");
+    let oks = run_on(transports, cfg, program)?;
+    Ok(oks.try_into().map_err(|_| ()).expect("three results"))
+}
+
+/// Runs `program` on one party per transport (index = party id); the results in party order, or
+/// the root-cause error.
+// A test harness: the parties run as threads (clippy.toml allows it here only).
+#[allow(clippy::disallowed_methods)]
+fn run_on<F, Fut, T>(transports: Vec<Arc<dyn Transport>>, cfg: LocalConfig, program: F) -> Result<Vec<T>>
+where
+    F: Fn(Party) -> Fut + Sync,
+    Fut: Future<Output = Result<T>>,
+    T: Send,
+{
     let session = SessionConfig {
         session: SessionId(u128::from(cfg.seed) << 64 | 0x6d656d62),
         plan_hash: [0; 32],
@@ -86,7 +98,7 @@ where
                 s.spawn(move || {
                     futures::executor::block_on(async move {
                         let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed.wrapping_mul(3).wrapping_add(i as u64));
-                        let party = Party::connect(t, session, cfg.correlations, &mut rng).await?;
+                        let party = Party::connect(t, session, cfg.correlations.source(), &mut rng).await?;
                         program(party).await
                     })
                 })
@@ -95,7 +107,7 @@ where
         handles.into_iter().map(|h| h.join().expect("party thread panicked")).collect()
     });
     let mut first_err: Option<Error> = None;
-    let mut oks = Vec::with_capacity(3);
+    let mut oks = Vec::with_capacity(results.len());
     for r in results {
         match r {
             Ok(v) => oks.push(v),
@@ -110,7 +122,7 @@ where
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(oks.try_into().map_err(|_| ()).expect("three results")),
+        None => Ok(oks),
     }
 }
 

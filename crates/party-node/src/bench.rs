@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail, ensure};
 use mpc_proto::compare::{Comparisons, Link, Objective, Policy};
 use mpc_proto::transport::Transport;
-use mpc_proto::{CorrelationMode, FixedPoint, OpStats, Party, PartyId, SessionConfig, SessionId};
+use mpc_proto::{DealerSource, FixedPoint, OpStats, Party, PartyId, SessionConfig, SessionId};
 use rand_core::SeedableRng;
 use serde_json::{Value, json};
 
@@ -401,7 +401,7 @@ async fn connect(
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
     let mut rng = rand_chacha::ChaCha12Rng::from_seed(b);
     let config = SessionConfig { comparisons: cmp, fixed: w.fixed(), ..SessionConfig::new(id, w.plan_hash(args.seed)) };
-    Ok(Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng).await?)
+    Ok(Party::connect(Arc::new(transport), config, Box::new(DealerSource::default()), &mut rng).await?)
 }
 
 fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result<()> {

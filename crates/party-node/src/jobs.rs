@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use mpc_proto::prg::Prg;
-use mpc_proto::{CorrelationMode, Error as MpcError, FixedPoint, Party, PartyId, RingTensor, SessionConfig, SessionId};
+use mpc_proto::{DealerSource, Error as MpcError, FixedPoint, Party, PartyId, RingTensor, SessionConfig, SessionId};
 use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -1081,7 +1081,7 @@ impl Jobs {
         let mut seed_bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
         let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
-        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
+        let connect = Party::connect(Arc::new(transport), config, Box::new(DealerSource::default()), &mut rng);
         let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
             .await
             .map_err(|_| anyhow::anyhow!("the peers did not join the preprocessing session"))?
@@ -1156,7 +1156,7 @@ impl Jobs {
         let mut seed_bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
         let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
-        let connect = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng);
+        let connect = Party::connect(Arc::new(transport), config, Box::new(DealerSource::default()), &mut rng);
         let r = tokio::time::timeout(mesh.join_timeout(), connect).await.map_err(|_| {
             anyhow::anyhow!(
                 "session setup did not complete within {:?}: did every organisation submit job {id} with the same \

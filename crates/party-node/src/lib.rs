@@ -19,7 +19,7 @@
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! use mpc_proto::{CorrelationMode, Party, PartyId, SessionConfig, SessionId};
+//! use mpc_proto::{DealerSource, Party, PartyId, SessionConfig, SessionId};
 //! use party_node::{config::Config, mesh::{Mesh, MeshOptions}};
 //! use rand_core::SeedableRng;
 //!
@@ -30,7 +30,7 @@
 //! let transport = mesh.open_session(session).await?;
 //! let mut rng = rand_chacha::ChaCha12Rng::from_seed([7; 32]); // use OS randomness in practice
 //! let config = SessionConfig::new(session, [0; 32]); // the plan hash all parties must share
-//! let mut party = Party::connect(Arc::new(transport), config, CorrelationMode::Dealer, &mut rng).await?;
+//! let mut party = Party::connect(Arc::new(transport), config, Box::new(DealerSource::default()), &mut rng).await?;
 //! let x = party.share_input(PartyId::P1, &[2, 2], None)?; // Bob's input, shared
 //! let y = party.mul(&x, &x).await?;
 //! party.reveal_to(PartyId::P1, &y).await?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mpc_proto::transport::{BoxFuture, Traffic, Transport, TransportError};
-use mpc_proto::{CorrelationMode, Party, PartyId, SessionConfig, SessionId};
+use mpc_proto::{DealerSource, Party, PartyId, SessionConfig, SessionId};
 use party_node::client::call;
 use party_node::config::Config;
 use party_node::jobs::{JobId, Plan, seeded_matrix};
@@ -113,7 +113,8 @@ fn rng() -> rand_chacha::ChaCha12Rng {
 async fn honest_bob(t: Arc<dyn Transport>, id: &str) -> mpc_proto::Result<()> {
     let session = SessionId(u128::from_str_radix(id, 16).unwrap());
     let mut p =
-        Party::connect(t, SessionConfig::new(session, PLAN.hash()), CorrelationMode::Dealer, &mut rng()).await?;
+        Party::connect(t, SessionConfig::new(session, PLAN.hash()), Box::new(DealerSource::default()), &mut rng())
+            .await?;
     let x = seeded_matrix(2, PLAN.m, PLAN.k);
     let xs = p.share_input(PartyId::P1, &[PLAN.m, PLAN.k], Some(&x))?;
     let ws = p.share_input(PartyId::P0, &[PLAN.k, PLAN.n], None)?;
@@ -171,8 +172,13 @@ fn hostile_bob_fails_only_his_jobs_and_the_nodes_serve_the_next() {
         let id = submit(&alice, &dealer).await;
         let t: Arc<dyn Transport> = Arc::new(mesh.open_session(session(&id)).await.unwrap());
         let other = Plan { m: 9, ..PLAN };
-        let _ = Party::connect(t, SessionConfig::new(session(&id), other.hash()), CorrelationMode::Dealer, &mut rng())
-            .await;
+        let _ = Party::connect(
+            t,
+            SessionConfig::new(session(&id), other.hash()),
+            Box::new(DealerSource::default()),
+            &mut rng(),
+        )
+        .await;
         report.push(("other plan", id));
 
         // 4. The right plan, then shares of the wrong shape: every opening Bob sends carries

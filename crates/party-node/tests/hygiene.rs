@@ -163,7 +163,7 @@ fn debug_output_of_secret_bearing_types_holds_no_values() {
     // digits) in their Debug output.
     {
         use mpc_proto::compare::{Method, Window, compact};
-        use mpc_proto::correlations::{Correlations, GateRequest, TestDealer};
+        use mpc_proto::correlations::{Correlations, GateRequest, Request, TestDealer};
         use mpc_proto::fss::{DcfKey, Relu64Gate, SignGate, dcf};
         let no_value = |what: &str, text: &str| {
             let longest = text.split(|c: char| !c.is_ascii_hexdigit()).map(str::len).max().unwrap_or(0);
@@ -190,7 +190,7 @@ fn debug_output_of_secret_bearing_types_holds_no_values() {
             let mut t = TestDealer::new(me, 3);
             for method in Method::ALL {
                 let req = GateRequest { method, len: 8, bits: 20, points: 2, relu: true };
-                let g = futures::executor::block_on(t.gate(&mut ch, req)).unwrap();
+                let g = futures::executor::block_on(t.fetch(&mut ch, &Request::Gate(req))).unwrap();
                 no_value("Gate", &format!("{g:?} {g:#?}"));
             }
         }

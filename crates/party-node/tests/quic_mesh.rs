@@ -318,7 +318,7 @@ fn a_vanished_peer_fails_the_job_within_5s_and_a_restarted_one_rejoins() {
                 let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(1);
                 let cfg = SessionConfig::new(s, [0; 32]);
                 let t0 = Instant::now();
-                let r = Party::connect(Arc::new(t), cfg, mpc_proto::CorrelationMode::Dealer, &mut rng).await;
+                let r = Party::connect(Arc::new(t), cfg, Box::new(mpc_proto::DealerSource::default()), &mut rng).await;
                 (r.map(|_| ()), t0.elapsed())
             })
         })

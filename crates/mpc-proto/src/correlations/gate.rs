@@ -2,8 +2,8 @@
 //! seeds, what the dealer sends, and what each party keeps.
 //!
 //! One request type ([`GateRequest`]) and one material type ([`Gate`]) for all methods, so a
-//! correlation source implements one method ([`Correlations::gate`](super::Correlations::gate))
-//! and the preprocessing pool records and replays them generically. The draws below are the
+//! correlation source answers every method's request ([`Request::Gate`](super::Request::Gate))
+//! the same way and the preprocessing pool records and replays them generically. The draws below are the
 //! contract between the dealer and each party: P0's half of everything comes from the seed it
 //! shares with the dealer, in the order listed; P1's likewise; the dealer draws both in the same
 //! order and sends only what cannot come from a seed.

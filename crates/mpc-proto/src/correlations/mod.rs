@@ -18,8 +18,10 @@
 
 use crate::error::{Error, Result};
 mod gate;
+mod source;
 
 pub use gate::{CompactMaterial, Gate, GateMaterial, GateRequest, HelperBits, HelperMaterial, HelperState};
+pub use source::{CorrelationSource, DealerSource, TestSource};
 
 use crate::fss::{GateKey, PackedKeys};
 use crate::ids::PartyId;
@@ -80,7 +82,7 @@ pub struct Triple {
     pub c: AShare,
 }
 
-/// One party's truncation material for `n` values ([`Correlations::trunc_pair`]): shares of a
+/// One party's truncation material for `n` values ([`Request::Trunc`]): shares of a
 /// uniform mask `r`, of its top bits `r >> bits` and of its top bit `r >> 63`, as what
 /// [`Party::trunc_exact`](crate::Party::trunc_exact) needs. `None` on the dealer and in an
 /// offline pass.
@@ -97,7 +99,7 @@ impl std::fmt::Debug for TruncPair {
     }
 }
 
-/// One party's share of an elementwise triple (`C = A ⊙ B`), as [`Correlations::mul_triple`]
+/// One party's share of an elementwise triple (`C = A ⊙ B`), as [`Request::MulTriple`]
 /// returns it: each part is a tensor, a PRG stream positioned at the part's first word (seed
 /// material, drawn as the product reads it, so a large triple is never materialised), or the
 /// dealer's frame read in place. `Debug` prints the shape only.
@@ -250,12 +252,226 @@ pub struct FixedBTriple {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FixedBHandle(pub(crate) usize);
 
-/// A source of correlated randomness for one party of one session.
+/// What a protocol step asks of a correlation source: the kind of material and its public
+/// parameters. Every party of a session makes the same requests in the same order (the dealer
+/// included); sources rely on that to stay in step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A fresh triple for `op` with operand shapes `x` and `y`.
+    Triple {
+        /// The bilinear map.
+        op: Bilinear,
+        /// Shape of the left operand.
+        x: Vec<usize>,
+        /// Shape of the right operand.
+        y: Vec<usize>,
+    },
+    /// A fresh elementwise triple on `shape` (the same material as a [`Request::Triple`] for
+    /// [`Bilinear::Mul`] and in the same place in the parties' streams), in a form the product
+    /// reads a chunk at a time ([`MulTriple`]).
+    MulTriple {
+        /// Shape of `A`, `B` and `C`.
+        shape: Vec<usize>,
+    },
+    /// Registers a fixed random `B` of shape `y` for `op` (e.g. for model weights).
+    FixedB {
+        /// The bilinear map the `B` serves.
+        op: Bilinear,
+        /// Shape of `B`.
+        y: Vec<usize>,
+    },
+    /// A fresh `(A, f(A, B))` for a registered `B` and a left operand of shape `x`.
+    FixedBTriple {
+        /// The registered `B`.
+        handle: FixedBHandle,
+        /// Shape of the left operand.
+        x: Vec<usize>,
+    },
+    /// Material for a comparison-based operation ([`GateRequest`]; what each party draws and
+    /// receives is listed in the `gate` module's table).
+    Gate(GateRequest),
+    /// Truncation material for `n` values shifted by `bits` ([`TruncPair`]).
+    Trunc {
+        /// Number of values.
+        n: usize,
+        /// The shift.
+        bits: u32,
+    },
+}
+
+impl Request {
+    /// What is asked for, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Triple { .. } => "triple",
+            Request::MulTriple { .. } => "elementwise triple",
+            Request::FixedB { .. } => "fixed B",
+            Request::FixedBTriple { .. } => "fixed-B triple",
+            Request::Gate(_) => "comparison material",
+            Request::Trunc { .. } => "truncation material",
+        }
+    }
+}
+
+/// One party's material for a [`Request`] (the variant of the same name).
+#[derive(Debug)]
+pub enum Material {
+    /// For [`Request::Triple`].
+    Triple(Triple),
+    /// For [`Request::MulTriple`].
+    MulTriple(MulTriple),
+    /// For [`Request::FixedB`]: the handle and this party's share of `B`.
+    FixedB(FixedBHandle, AShare),
+    /// For [`Request::FixedBTriple`].
+    FixedBTriple(FixedBTriple),
+    /// For [`Request::Gate`].
+    Gate(Gate),
+    /// For [`Request::Trunc`].
+    Trunc(TruncPair),
+}
+
+impl Material {
+    /// Whether this is the material `req` asks for (same kind; shapes are the source's contract).
+    fn answers(&self, req: &Request) -> bool {
+        matches!(
+            (self, req),
+            (Material::Triple(_), Request::Triple { .. })
+                | (Material::MulTriple(_), Request::MulTriple { .. })
+                | (Material::FixedB(..), Request::FixedB { .. })
+                | (Material::FixedBTriple(_), Request::FixedBTriple { .. })
+                | (Material::Gate(_), Request::Gate(_))
+                | (Material::Trunc(_), Request::Trunc { .. })
+        )
+    }
+
+    /// Completes anything still outstanding (a dealer's correction not yet received) and puts
+    /// every part in memory: what a preprocessing pool keeps, so that the online pass expands
+    /// and receives nothing.
+    async fn ready(self, ch: &mut Channel) -> Result<Self> {
+        Ok(match self {
+            Material::MulTriple(mut t) => {
+                t.resolve(ch).await?;
+                Material::MulTriple(t.materialised()?)
+            }
+            Material::Gate(Gate::Helper(mut h)) => {
+                h.resolve(ch).await?;
+                Material::Gate(Gate::Helper(h))
+            }
+            other => other,
+        })
+    }
+
+    /// The shape-only stand-in an offline pass computes on.
+    fn placeholder(&self) -> Material {
+        match self {
+            Material::Triple(t) => Material::Triple(Triple {
+                a: AShare::dealer(t.a.shape()),
+                b: AShare::dealer(t.b.shape()),
+                c: AShare::dealer(t.c.shape()),
+            }),
+            Material::MulTriple(t) => Material::MulTriple(MulTriple::placeholder(t.shape())),
+            Material::FixedB(h, b) => Material::FixedB(*h, AShare::dealer(b.shape())),
+            Material::FixedBTriple(t) => {
+                Material::FixedBTriple(FixedBTriple { a: AShare::dealer(t.a.shape()), c: AShare::dealer(t.c.shape()) })
+            }
+            Material::Gate(_) => Material::Gate(Gate::Placeholder),
+            Material::Trunc(t) => Material::Trunc(TruncPair { n: t.n, parts: None }),
+        }
+    }
+}
+
+/// A source of correlated randomness for one party of one session: one method, one request
+/// and one material type for every kind of material.
 ///
-/// Every party of a session calls the same methods in the same order with the same public
-/// arguments (the dealer included); implementations rely on that to stay in step.
+/// Every party of a session calls [`Correlations::fetch`] with the same requests in the same
+/// order (the dealer included); implementations rely on that to stay in step. A source that
+/// cannot supply a kind says so with [`Error::Unsupported`].
 pub trait Correlations: Send {
-    /// A fresh triple for `op` with operand shapes `x_shape`, `y_shape`.
+    /// This party's material for `req`, with whatever traffic the source needs on `ch`.
+    fn fetch<'a>(&'a mut self, ch: &'a mut Channel, req: &'a Request) -> BoxFuture<'a, Result<Material>>;
+
+    /// Switches a recording [`Pool`] to replay (see [`Party::begin_online`](crate::Party::begin_online)).
+    fn replay(&mut self) -> Result<()> {
+        Err(Error::InvalidInput("this correlation source has no preprocessing pool".into()))
+    }
+}
+
+/// Typed requests, as the protocols make them.
+impl dyn Correlations {
+    async fn expect(&mut self, ch: &mut Channel, req: Request) -> Result<Material> {
+        let m = self.fetch(ch, &req).await?;
+        if m.answers(&req) {
+            Ok(m)
+        } else {
+            Err(Error::Desync {
+                peer: PartyId::P2,
+                detail: format!("the correlation source answered a request for {} with other material", req.name()),
+            })
+        }
+    }
+
+    /// [`Request::Triple`].
+    pub(crate) async fn triple(&mut self, ch: &mut Channel, op: Bilinear, x: &[usize], y: &[usize]) -> Result<Triple> {
+        match self.expect(ch, Request::Triple { op, x: x.to_vec(), y: y.to_vec() }).await? {
+            Material::Triple(t) => Ok(t),
+            _ => unreachable!("checked by expect"),
+        }
+    }
+
+    /// [`Request::MulTriple`].
+    pub(crate) async fn mul_triple(&mut self, ch: &mut Channel, shape: &[usize]) -> Result<MulTriple> {
+        match self.expect(ch, Request::MulTriple { shape: shape.to_vec() }).await? {
+            Material::MulTriple(t) => Ok(t),
+            _ => unreachable!("checked by expect"),
+        }
+    }
+
+    /// [`Request::FixedB`]: the handle and this party's share of `B`.
+    pub(crate) async fn register_fixed_b(
+        &mut self,
+        ch: &mut Channel,
+        op: Bilinear,
+        y: &[usize],
+    ) -> Result<(FixedBHandle, AShare)> {
+        match self.expect(ch, Request::FixedB { op, y: y.to_vec() }).await? {
+            Material::FixedB(h, b) => Ok((h, b)),
+            _ => unreachable!("checked by expect"),
+        }
+    }
+
+    /// [`Request::FixedBTriple`].
+    pub(crate) async fn fixed_b_triple(
+        &mut self,
+        ch: &mut Channel,
+        handle: FixedBHandle,
+        x: &[usize],
+    ) -> Result<FixedBTriple> {
+        match self.expect(ch, Request::FixedBTriple { handle, x: x.to_vec() }).await? {
+            Material::FixedBTriple(t) => Ok(t),
+            _ => unreachable!("checked by expect"),
+        }
+    }
+
+    /// [`Request::Gate`].
+    pub(crate) async fn gate(&mut self, ch: &mut Channel, req: GateRequest) -> Result<Gate> {
+        match self.expect(ch, Request::Gate(req)).await? {
+            Material::Gate(g) => Ok(g),
+            _ => unreachable!("checked by expect"),
+        }
+    }
+
+    /// [`Request::Trunc`].
+    pub(crate) async fn trunc_pair(&mut self, ch: &mut Channel, n: usize, bits: u32) -> Result<TruncPair> {
+        match self.expect(ch, Request::Trunc { n, bits }).await? {
+            Material::Trunc(t) => Ok(t),
+            _ => unreachable!("checked by expect"),
+        }
+    }
+}
+
+/// A source's material kind by kind: the dealer-backed sources implement this and get
+/// [`Correlations::fetch`] from [`by_kind`].
+trait ByKind: Send {
     fn triple<'a>(
         &'a mut self,
         ch: &'a mut Channel,
@@ -264,16 +480,12 @@ pub trait Correlations: Send {
         y_shape: &'a [usize],
     ) -> BoxFuture<'a, Result<Triple>>;
 
-    /// A fresh elementwise triple on `shape` (the same material as `triple(Mul, shape, shape)`
-    /// and in the same place in the parties' streams), in a form the product can read a chunk
-    /// at a time. The default wraps [`Correlations::triple`]; the dealer's source overrides it
-    /// so that seed material is drawn as it is read.
+    /// The default wraps [`ByKind::triple`]; the dealer's source overrides it so that seed
+    /// material is drawn as it is read.
     fn mul_triple<'a>(&'a mut self, ch: &'a mut Channel, shape: &'a [usize]) -> BoxFuture<'a, Result<MulTriple>> {
         Box::pin(async move { MulTriple::from_triple(self.triple(ch, Bilinear::Mul, shape, shape).await?) })
     }
 
-    /// Registers a fixed random `B` of `y_shape` for `op`; returns the handle and this party's
-    /// share of `B`.
     fn register_fixed_b<'a>(
         &'a mut self,
         ch: &'a mut Channel,
@@ -281,7 +493,6 @@ pub trait Correlations: Send {
         y_shape: &'a [usize],
     ) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>>;
 
-    /// A fresh `(A, f(A, B))` for a registered `B` and left operand shape `x_shape`.
     fn fixed_b_triple<'a>(
         &'a mut self,
         ch: &'a mut Channel,
@@ -289,51 +500,35 @@ pub trait Correlations: Send {
         x_shape: &'a [usize],
     ) -> BoxFuture<'a, Result<FixedBTriple>>;
 
-    /// Material for a comparison-based operation ([`GateRequest`]; what each party draws and
-    /// receives is listed in the `gate` module's table).
     fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>>;
 
-    /// Truncation material for `n` values shifted by `bits` ([`TruncPair`]). P0 draws its
-    /// three shares from its seed, P1 draws its share of `r` and receives the other two
-    /// (16 bytes per value from the dealer).
-    fn trunc_pair<'a>(&'a mut self, _ch: &'a mut Channel, _n: usize, _bits: u32) -> BoxFuture<'a, Result<TruncPair>> {
-        Box::pin(async { Err(Error::InvalidInput("this correlation source has no truncation material".into())) })
-    }
-
-    /// Switches a recording [`Pool`] to replay (see [`Party::begin_online`](crate::Party::begin_online)).
-    fn replay(&mut self) -> Result<()> {
-        Err(Error::InvalidInput("this correlation source has no preprocessing pool".into()))
-    }
+    /// P0 draws its three shares from its seed, P1 draws its share of `r` and receives the
+    /// other two (16 bytes per value from the dealer).
+    fn trunc_pair<'a>(&'a mut self, ch: &'a mut Channel, n: usize, bits: u32) -> BoxFuture<'a, Result<TruncPair>>;
 }
 
-/// Material fetched in the offline pass, in request order.
-enum Stored {
-    Triple(Triple),
-    MulTriple(MulTriple),
-    FixedB(FixedBHandle, AShare),
-    FixedBTriple(FixedBTriple),
-    Gate(GateRequest, Gate),
-    Trunc(TruncPair),
-}
-
-impl Stored {
-    fn name(&self) -> &'static str {
-        match self {
-            Stored::Triple(_) => "triple",
-            Stored::MulTriple(_) => "elementwise triple",
-            Stored::FixedB(..) => "fixed B",
-            Stored::FixedBTriple(_) => "fixed-B triple",
-            Stored::Gate(..) => "comparison material",
-            Stored::Trunc(_) => "truncation material",
+/// [`Correlations::fetch`] for a [`ByKind`] source.
+async fn by_kind<S: ByKind + ?Sized>(s: &mut S, ch: &mut Channel, req: &Request) -> Result<Material> {
+    Ok(match req {
+        Request::Triple { op, x, y } => Material::Triple(s.triple(ch, *op, x, y).await?),
+        Request::MulTriple { shape } => Material::MulTriple(s.mul_triple(ch, shape).await?),
+        Request::FixedB { op, y } => {
+            let (h, b) = s.register_fixed_b(ch, *op, y).await?;
+            Material::FixedB(h, b)
         }
-    }
+        Request::FixedBTriple { handle, x } => Material::FixedBTriple(s.fixed_b_triple(ch, *handle, x).await?),
+        Request::Gate(g) => Material::Gate(s.gate(ch, *g).await?),
+        Request::Trunc { n, bits } => Material::Trunc(s.trunc_pair(ch, *n, *bits).await?),
+    })
 }
 
-/// A preprocessing pool: records every correlation a program needs during the offline pass
-/// (returning shape-only placeholders), then hands them out in the same order online.
+/// A preprocessing pool around any source: records every request a program makes and the
+/// material the source supplies during the offline pass (returning shape-only placeholders),
+/// then hands the material out in the same order online, checking that each request is the one
+/// recorded.
 pub struct Pool {
     inner: Option<Box<dyn Correlations>>,
-    stored: std::collections::VecDeque<Stored>,
+    stored: std::collections::VecDeque<(Request, Material)>,
     recording: bool,
 }
 
@@ -354,154 +549,40 @@ impl Pool {
         Pool { inner: Some(inner), stored: Default::default(), recording: true }
     }
 
-    fn inner(&mut self) -> Result<&mut Box<dyn Correlations>> {
-        self.inner.as_mut().ok_or_else(|| Error::InvalidInput("empty correlation pool".into()))
+    async fn record(&mut self, ch: &mut Channel, req: &Request) -> Result<Material> {
+        let inner = self.inner.as_mut().ok_or_else(|| Error::InvalidInput("empty correlation pool".into()))?;
+        let m = inner.fetch(ch, req).await?.ready(ch).await?;
+        let placeholder = m.placeholder();
+        self.stored.push_back((req.clone(), m));
+        Ok(placeholder)
     }
 
-    fn next(&mut self, want: &'static str) -> Result<Stored> {
-        let s = self.stored.pop_front().ok_or_else(|| Error::Desync {
-            peer: PartyId::P2,
-            detail: format!("the online pass asks for {want} beyond what the offline pass prepared"),
+    fn next(&mut self, req: &Request) -> Result<Material> {
+        let desync = |detail: String| Error::Desync { peer: PartyId::P2, detail };
+        let (got, m) = self.stored.pop_front().ok_or_else(|| {
+            desync(format!("the online pass asks for {} beyond what the offline pass prepared", req.name()))
         })?;
-        if s.name() != want {
-            return Err(Error::Desync {
-                peer: PartyId::P2,
-                detail: format!("the online pass asks for {want} where the offline pass prepared {}", s.name()),
-            });
+        if got != *req {
+            return Err(desync(format!("the online pass asks for {req:?} where the offline pass prepared {got:?}")));
         }
-        Ok(s)
-    }
-}
-
-/// The operation and shape a fixed `B` was registered with.
-fn fixed_shape(shapes: &[(Bilinear, Vec<usize>)], handle: FixedBHandle) -> Result<(Bilinear, Vec<usize>)> {
-    shapes.get(handle.0).cloned().ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))
-}
-
-fn check_shape(what: &str, got: &[usize], want: &[usize]) -> Result<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(Error::Desync {
-            peer: PartyId::P2,
-            detail: format!("{what} prepared for shape {got:?}, requested for {want:?}"),
-        })
+        Ok(m)
     }
 }
 
 impl Correlations for Pool {
-    fn triple<'a>(
-        &'a mut self,
-        ch: &'a mut Channel,
-        op: Bilinear,
-        xs: &'a [usize],
-        ys: &'a [usize],
-    ) -> BoxFuture<'a, Result<Triple>> {
-        Box::pin(async move {
-            let zs = op.output_shape(xs, ys)?;
-            if self.recording {
-                let t = self.inner()?.triple(ch, op, xs, ys).await?;
-                self.stored.push_back(Stored::Triple(t));
-                return Ok(Triple { a: AShare::dealer(xs), b: AShare::dealer(ys), c: AShare::dealer(&zs) });
-            }
-            let Stored::Triple(t) = self.next("triple")? else { unreachable!("checked by next") };
-            check_shape("triple", t.c.shape(), &zs)?;
-            check_shape("triple", t.a.shape(), xs)?;
-            Ok(t)
-        })
-    }
-
-    fn mul_triple<'a>(&'a mut self, ch: &'a mut Channel, shape: &'a [usize]) -> BoxFuture<'a, Result<MulTriple>> {
-        Box::pin(async move {
-            if self.recording {
-                let mut t = self.inner()?.mul_triple(ch, shape).await?;
-                t.resolve(ch).await?;
-                let t = t.materialised()?;
-                self.stored.push_back(Stored::MulTriple(t));
-                return Ok(MulTriple::placeholder(shape));
-            }
-            let Stored::MulTriple(t) = self.next("elementwise triple")? else { unreachable!("checked by next") };
-            check_shape("elementwise triple", t.shape(), shape)?;
-            Ok(t)
-        })
-    }
-
-    fn register_fixed_b<'a>(
-        &'a mut self,
-        ch: &'a mut Channel,
-        op: Bilinear,
-        ys: &'a [usize],
-    ) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
-        Box::pin(async move {
-            if self.recording {
-                let (h, b) = self.inner()?.register_fixed_b(ch, op, ys).await?;
-                self.stored.push_back(Stored::FixedB(h, b));
-                return Ok((h, AShare::dealer(ys)));
-            }
-            let Stored::FixedB(h, b) = self.next("fixed B")? else { unreachable!("checked by next") };
-            check_shape("fixed B", b.shape(), ys)?;
-            Ok((h, b))
-        })
-    }
-
-    fn fixed_b_triple<'a>(
-        &'a mut self,
-        ch: &'a mut Channel,
-        handle: FixedBHandle,
-        xs: &'a [usize],
-    ) -> BoxFuture<'a, Result<FixedBTriple>> {
-        Box::pin(async move {
-            if self.recording {
-                let t = self.inner()?.fixed_b_triple(ch, handle, xs).await?;
-                let c = t.c.shape().to_vec();
-                self.stored.push_back(Stored::FixedBTriple(t));
-                return Ok(FixedBTriple { a: AShare::dealer(xs), c: AShare::dealer(&c) });
-            }
-            let Stored::FixedBTriple(t) = self.next("fixed-B triple")? else { unreachable!("checked by next") };
-            check_shape("fixed-B triple", t.a.shape(), xs)?;
-            Ok(t)
-        })
-    }
-
-    fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>> {
-        Box::pin(async move {
-            if self.recording {
-                let mut m = self.inner()?.gate(ch, req).await?;
-                // The pool keeps material ready: the online pass expands and receives nothing.
-                if let Gate::Helper(h) = &mut m {
-                    h.resolve(ch).await?;
-                }
-                self.stored.push_back(Stored::Gate(req, m));
-                return Ok(Gate::Placeholder);
-            }
-            let Stored::Gate(got, m) = self.next("comparison material")? else { unreachable!("checked by next") };
-            if got != req {
-                return Err(Error::Desync {
-                    peer: PartyId::P2,
-                    detail: format!("comparison material prepared for {got:?}, requested for {req:?}"),
-                });
-            }
-            Ok(m)
-        })
-    }
-
-    fn trunc_pair<'a>(&'a mut self, ch: &'a mut Channel, n: usize, bits: u32) -> BoxFuture<'a, Result<TruncPair>> {
-        Box::pin(async move {
-            if self.recording {
-                let t = self.inner()?.trunc_pair(ch, n, bits).await?;
-                self.stored.push_back(Stored::Trunc(t));
-                return Ok(TruncPair { n, parts: None });
-            }
-            let Stored::Trunc(t) = self.next("truncation material")? else { unreachable!("checked by next") };
-            check_shape("truncation material", &[t.n], &[n])?;
-            Ok(t)
-        })
+    fn fetch<'a>(&'a mut self, ch: &'a mut Channel, req: &'a Request) -> BoxFuture<'a, Result<Material>> {
+        Box::pin(async move { if self.recording { self.record(ch, req).await } else { self.next(req) } })
     }
 
     fn replay(&mut self) -> Result<()> {
         self.recording = false;
         Ok(())
     }
+}
+
+/// The operation and shape a fixed `B` was registered with.
+fn fixed_shape(shapes: &[(Bilinear, Vec<usize>)], handle: FixedBHandle) -> Result<(Bilinear, Vec<usize>)> {
+    shapes.get(handle.0).cloned().ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))
 }
 
 /// The generator both P0's and P1's halves come from. `prg0` feeds P0's half, `prg1` P1's; P1's
@@ -574,6 +655,12 @@ impl DealerCorrelations {
 }
 
 impl Correlations for DealerCorrelations {
+    fn fetch<'a>(&'a mut self, ch: &'a mut Channel, req: &'a Request) -> BoxFuture<'a, Result<Material>> {
+        Box::pin(by_kind(self, ch, req))
+    }
+}
+
+impl ByKind for DealerCorrelations {
     fn triple<'a>(
         &'a mut self,
         ch: &'a mut Channel,
@@ -843,6 +930,12 @@ impl TestDealer {
 }
 
 impl Correlations for TestDealer {
+    fn fetch<'a>(&'a mut self, ch: &'a mut Channel, req: &'a Request) -> BoxFuture<'a, Result<Material>> {
+        Box::pin(by_kind(self, ch, req))
+    }
+}
+
+impl ByKind for TestDealer {
     fn triple<'a>(
         &'a mut self,
         _ch: &'a mut Channel,

@@ -735,7 +735,7 @@ mod tests {
 
     use super::*;
     use crate::compare::Comparisons;
-    use crate::correlations::{Correlations, FixedBHandle, FixedBTriple, GateMaterial, MulTriple, TestDealer, Triple};
+    use crate::correlations::{Correlations, GateMaterial, Material, Request, TestDealer};
     use crate::fss::PackedKeys;
     use crate::party::{CorrelationMode, SessionConfig, SessionId};
     use crate::transport::{BoxFuture, Channel, MemoryTransport, Transport};
@@ -745,45 +745,21 @@ mod tests {
     struct ShortKeys(TestDealer);
 
     impl Correlations for ShortKeys {
-        fn triple<'a>(
-            &'a mut self,
-            ch: &'a mut Channel,
-            op: Bilinear,
-            x: &'a [usize],
-            y: &'a [usize],
-        ) -> BoxFuture<'a, Result<Triple>> {
-            self.0.triple(ch, op, x, y)
-        }
-        fn mul_triple<'a>(&'a mut self, ch: &'a mut Channel, shape: &'a [usize]) -> BoxFuture<'a, Result<MulTriple>> {
-            self.0.mul_triple(ch, shape)
-        }
-        fn register_fixed_b<'a>(
-            &'a mut self,
-            ch: &'a mut Channel,
-            op: Bilinear,
-            y: &'a [usize],
-        ) -> BoxFuture<'a, Result<(FixedBHandle, AShare)>> {
-            self.0.register_fixed_b(ch, op, y)
-        }
-        fn fixed_b_triple<'a>(
-            &'a mut self,
-            ch: &'a mut Channel,
-            h: FixedBHandle,
-            x: &'a [usize],
-        ) -> BoxFuture<'a, Result<FixedBTriple>> {
-            self.0.fixed_b_triple(ch, h, x)
-        }
-        fn gate<'a>(&'a mut self, ch: &'a mut Channel, req: GateRequest) -> BoxFuture<'a, Result<Gate>> {
+        fn fetch<'a>(&'a mut self, ch: &'a mut Channel, req: &'a Request) -> BoxFuture<'a, Result<Material>> {
             Box::pin(async move {
-                match self.0.gate(ch, req).await? {
+                let Request::Gate(req) = req else { return self.0.fetch(ch, req).await };
+                let Material::Gate(gate) = self.0.fetch(ch, &Request::Gate(*req)).await? else {
+                    unreachable!("the test dealer answers in kind")
+                };
+                match gate {
                     Gate::Sign(m) => {
                         let klen = crate::fss::SignKey::byte_len_for(req.bits);
                         let mut buf = m.keys_bytes();
                         buf.truncate(buf.len() - klen);
                         let keys = PackedKeys::sign(buf, 0, req.len - 1, req.bits).expect("well-formed keys");
-                        Ok(Gate::Sign(GateMaterial { r: m.r, keys }))
+                        Ok(Material::Gate(Gate::Sign(GateMaterial { r: m.r, keys })))
                     }
-                    other => Ok(other),
+                    other => Ok(Material::Gate(other)),
                 }
             })
         }
@@ -806,7 +782,7 @@ mod tests {
                     s.spawn(move || {
                         futures::executor::block_on(async move {
                             let mut rng = crate::prg::Prg::from_u64(i as u64);
-                            let mut p = Party::connect(t, cfg, CorrelationMode::Test(9), &mut rng).await?;
+                            let mut p = Party::connect(t, cfg, CorrelationMode::Test(9).source(), &mut rng).await?;
                             p.corr = Box::new(ShortKeys(TestDealer::new(p.id(), 9)));
                             let x = p.share_input(
                                 PartyId::P0,
