@@ -2,10 +2,13 @@
 
 mod common;
 
-use mpc_ml::{Inference, Layer, LoadedModel, Model, OutputPolicy, PlanOptions, infer, op};
+use mpc_ml::{Backend, Inference, Layer, LoadedModel, Model, OutputPolicy, PlanOptions, infer, op};
+use mpc_proto::approx::Spline;
 use mpc_proto::compare::{Comparisons, Method, Policy};
+use mpc_proto::correlations::Bilinear;
 use mpc_proto::prg::Prg;
-use mpc_proto::{FixedPoint, PartyId, run_parties};
+use mpc_proto::transport::BoxFuture;
+use mpc_proto::{AShare, FixedPoint, Party, PartyId, PreopenedWeights, RingTensor, run_parties};
 use ndarray::{ArrayD, IxDyn};
 
 /// PyTorch-style uniform init in ±1/sqrt(fan_in), seeded.
@@ -313,4 +316,162 @@ fn exact_truncation_never_corrupts_an_output() {
     eprintln!("local truncation corrupted {wrapped} of {} outputs", want.len());
     // What makes the exact check meaningful: the same products do wrap under local truncation.
     assert!(wrapped > 0, "local truncation did not wrap: the test's values are too small");
+}
+
+/// Another engine behind the [`Backend`] seam: this one forwards to a [`Party`] and logs every
+/// interactive call, as an instrumented or alternative backend would. The model code runs on it
+/// unchanged and gives the plaintext answer; the log shows that every interactive step went
+/// through the seam.
+struct Logged<'a> {
+    inner: &'a mut Party,
+    log: Vec<&'static str>,
+}
+
+impl Logged<'_> {
+    fn note(&mut self, op: &'static str) -> &mut Party {
+        self.log.push(op);
+        self.inner
+    }
+}
+
+type Fut<'a, T> = BoxFuture<'a, mpc_proto::Result<T>>;
+
+impl Backend for Logged<'_> {
+    fn id(&self) -> PartyId {
+        self.inner.id()
+    }
+    fn fixed(&self) -> FixedPoint {
+        self.inner.fixed()
+    }
+    fn stats(&self) -> &mpc_proto::Stats {
+        self.inner.stats()
+    }
+    fn placeholder(&self) -> bool {
+        self.inner.placeholder()
+    }
+    fn is_poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+    fn abort(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.note("abort").abort())
+    }
+    fn comparisons(&self) -> Comparisons {
+        self.inner.comparisons()
+    }
+    fn set_comparisons(&mut self, c: Comparisons) -> mpc_proto::Result<()> {
+        self.inner.set_comparisons(c)
+    }
+    fn truncation(&self) -> mpc_proto::Truncation {
+        self.inner.truncation()
+    }
+    fn set_truncation(&mut self, t: mpc_proto::Truncation) {
+        self.inner.set_truncation(t)
+    }
+    fn share_input(&mut self, owner: PartyId, shape: &[usize], v: Option<&RingTensor>) -> mpc_proto::Result<AShare> {
+        self.note("share_input").share_input(owner, shape, v)
+    }
+    fn reveal_to<'a>(&'a mut self, to: PartyId, x: &'a AShare) -> Fut<'a, Option<RingTensor>> {
+        Box::pin(self.note("reveal_to").reveal_to(to, x))
+    }
+    fn add_public(&self, x: &AShare, c: &RingTensor) -> mpc_proto::Result<AShare> {
+        self.inner.add_public(x, c)
+    }
+    fn mul_const(&self, x: &AShare, k: f64) -> mpc_proto::Result<AShare> {
+        self.inner.mul_const(x, k)
+    }
+    fn trunc(&self, x: &AShare, bits: u32) -> AShare {
+        self.inner.trunc(x, bits)
+    }
+    fn one_minus(&self, b: &AShare) -> mpc_proto::Result<AShare> {
+        self.inner.one_minus(b)
+    }
+    fn sum_pool2d(&self, x: &AShare, k: Pair, s: Pair, p: Pair) -> mpc_proto::Result<AShare> {
+        self.inner.sum_pool2d(x, k, s, p)
+    }
+    fn avg_pool2d(&self, x: &AShare, k: Pair, s: Pair, p: Pair) -> mpc_proto::Result<AShare> {
+        self.inner.avg_pool2d(x, k, s, p)
+    }
+    fn mul<'a>(&'a mut self, x: &'a AShare, y: &'a AShare) -> Fut<'a, AShare> {
+        Box::pin(self.note("mul").mul(x, y))
+    }
+    fn mul_fixed<'a>(&'a mut self, x: &'a AShare, y: &'a AShare) -> Fut<'a, AShare> {
+        Box::pin(self.note("mul_fixed").mul_fixed(x, y))
+    }
+    fn matmul<'a>(&'a mut self, x: &'a AShare, y: &'a AShare) -> Fut<'a, AShare> {
+        Box::pin(self.note("matmul").matmul(x, y))
+    }
+    fn matmul_fixed<'a>(&'a mut self, x: &'a AShare, y: &'a AShare) -> Fut<'a, AShare> {
+        Box::pin(self.note("matmul_fixed").matmul_fixed(x, y))
+    }
+    fn preopen_many<'a>(&'a mut self, items: &'a [(Bilinear, &'a AShare)]) -> Fut<'a, Vec<PreopenedWeights>> {
+        Box::pin(self.note("preopen_many").preopen_many(items))
+    }
+    fn apply_preopened<'a>(&'a mut self, x: &'a AShare, w: &'a PreopenedWeights, t: bool) -> Fut<'a, AShare> {
+        Box::pin(self.note("apply_preopened").apply_preopened(x, w, t))
+    }
+    fn apply_preopened_many<'a>(
+        &'a mut self,
+        items: &'a [(&'a AShare, &'a PreopenedWeights)],
+        t: bool,
+    ) -> Fut<'a, Vec<AShare>> {
+        Box::pin(self.note("apply_preopened_many").apply_preopened_many(items, t))
+    }
+    fn lt_public<'a>(&'a mut self, x: &'a AShare, c: &'a RingTensor) -> Fut<'a, AShare> {
+        Box::pin(self.note("lt_public").lt_public(x, c))
+    }
+    fn relu<'a>(&'a mut self, x: &'a AShare) -> Fut<'a, AShare> {
+        Box::pin(self.note("relu").relu(x))
+    }
+    fn relu_with_bit<'a>(&'a mut self, x: &'a AShare) -> Fut<'a, (AShare, AShare)> {
+        Box::pin(self.note("relu_with_bit").relu_with_bit(x))
+    }
+    fn spline<'a>(&'a mut self, x: &'a AShare, s: &'a Spline) -> Fut<'a, AShare> {
+        Box::pin(self.note("spline").spline(x, s))
+    }
+    fn sigmoid<'a>(&'a mut self, x: &'a AShare) -> Fut<'a, AShare> {
+        Box::pin(self.note("sigmoid").sigmoid(x))
+    }
+    fn softmax<'a>(&'a mut self, x: &'a AShare) -> Fut<'a, AShare> {
+        Box::pin(self.note("softmax").softmax(x))
+    }
+    fn max<'a>(&'a mut self, x: &'a AShare, axis: usize) -> Fut<'a, AShare> {
+        Box::pin(self.note("max").max(x, axis))
+    }
+    fn argmax<'a>(&'a mut self, x: &'a AShare) -> Fut<'a, AShare> {
+        Box::pin(self.note("argmax").argmax(x))
+    }
+    fn maxpool2d_ceil<'a>(&'a mut self, x: &'a AShare, k: Pair, s: Pair, p: Pair, ceil: bool) -> Fut<'a, AShare> {
+        Box::pin(self.note("maxpool2d_ceil").maxpool2d_ceil(x, k, s, p, ceil))
+    }
+}
+
+type Pair = (usize, usize);
+
+#[test]
+fn model_code_runs_unchanged_on_another_backend() {
+    let m = network_a(4);
+    let x = inputs(&[4, 784], 5);
+    let plan = m.plan(4, OutputPolicy::Logits, FixedPoint::default()).unwrap();
+    let out = run_parties(13, |mut p| {
+        let (m, x, plan) = (m.clone(), x.clone(), plan.clone());
+        async move {
+            let me = p.id();
+            let mut logged = Logged { inner: &mut p, log: vec![] };
+            let r =
+                infer(&mut logged, &plan, (me == PartyId::P0).then_some(&m), (me == PartyId::P1).then_some(&x)).await?;
+            Ok((r.output, logged.log))
+        }
+    })
+    .unwrap();
+    let err = max_err(out[1].0.as_ref().unwrap(), &m.eval_plain(&x));
+    assert!(err <= 1e-3, "max logit error {err}");
+    for (i, (_, log)) in out.iter().enumerate() {
+        // Weights and input in, weights pre-opened once, one product per linear layer, one
+        // ReLU per activation, the logits out to Bob.
+        let relus = log.iter().filter(|op| **op == "relu").count();
+        let products = log.iter().filter(|op| op.starts_with("apply_preopened")).count();
+        assert_eq!((relus, products), (2, 3), "P{i}: {log:?}");
+        assert_eq!(log.first(), Some(&"share_input"), "P{i}: {log:?}");
+        assert_eq!(log.last(), Some(&"reveal_to"), "P{i}: {log:?}");
+    }
 }

@@ -33,7 +33,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use mpc_proto::{AShare, FixedPoint, Party, PartyId, RingTensor};
+use crate::backend::Backend;
+use mpc_proto::{AShare, FixedPoint, PartyId, RingTensor};
 use ndarray::{Array2, ArrayView1, Axis};
 use serde::{Deserialize, Serialize};
 
@@ -412,7 +413,7 @@ fn map_share(x: &AShare, shape: &[usize], f: impl Fn(&RingTensor) -> Vec<u64>) -
 /// Rounds: 1 for the products (if `var`, `std` or `corr`), ⌈log2 n⌉ for `min`/`max`, 1 for the
 /// histograms, 1 for the reveal — independent phases are not merged yet.
 pub async fn analyze(
-    party: &mut Party,
+    party: &mut dyn Backend,
     plan: &AnalyticsPlan,
     data: Option<&Array2<f64>>,
 ) -> Result<Option<Report>, ModelError> {

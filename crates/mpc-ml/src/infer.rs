@@ -6,8 +6,9 @@
 
 use std::time::Instant;
 
+use crate::backend::Backend;
 use mpc_proto::correlations::Bilinear;
-use mpc_proto::{AShare, OpStats, Party, PartyId, PreopenedWeights, RingTensor};
+use mpc_proto::{AShare, OpStats, PartyId, PreopenedWeights, RingTensor};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::error::ModelError;
@@ -106,7 +107,7 @@ pub(crate) fn schedule(plan: &Plan) -> Vec<Batch> {
 ///
 /// The same as [`LoadedModel::load`] then one [`LoadedModel::run`].
 pub async fn infer(
-    party: &mut Party,
+    party: &mut dyn Backend,
     plan: &Plan,
     model: Option<&Model>,
     input: Option<&ArrayD<f64>>,
@@ -125,7 +126,7 @@ pub async fn infer(
 /// its bias if any (the dealer passes placeholders, [`AShare::dealer`]). P1 passes its input.
 /// Costs as [`infer`].
 pub async fn infer_shared(
-    party: &mut Party,
+    party: &mut dyn Backend,
     plan: &Plan,
     weights: &[AShare],
     input: Option<&ArrayD<f64>>,
@@ -139,7 +140,7 @@ pub async fn infer_shared(
 }
 
 /// A local refusal (bad model or input) tells the peers instead of leaving them waiting.
-async fn abort_on_refusal<T>(party: &mut Party, r: Result<T, ModelError>) -> Result<T, ModelError> {
+async fn abort_on_refusal<T>(party: &mut dyn Backend, r: Result<T, ModelError>) -> Result<T, ModelError> {
     if r.is_err() && !party.is_poisoned() {
         party.abort().await;
     }
@@ -187,7 +188,7 @@ impl std::fmt::Debug for LoadedModel {
 impl LoadedModel {
     /// Loads `model` (P0; `None` elsewhere) for `plan`: shares its weights (no communication)
     /// and pre-opens the linear and convolution weights (one round, `8·|W|` bytes per party).
-    pub async fn load(party: &mut Party, plan: &Plan, model: Option<&Model>) -> Result<Self, ModelError> {
+    pub async fn load(party: &mut dyn Backend, plan: &Plan, model: Option<&Model>) -> Result<Self, ModelError> {
         Self::load_from(party, plan, Weights::Owner(model)).await
     }
 
@@ -195,12 +196,12 @@ impl LoadedModel {
     /// (`model.plan_with(1, …) == plan.rebatch(1)`, as a node does once when a job is
     /// submitted): skips repeating that check, which re-runs the plan's bound analysis (about
     /// a millisecond for LeNet-5, on the critical path of a warm one-row prediction).
-    pub async fn load_checked(party: &mut Party, plan: &Plan, model: Option<&Model>) -> Result<Self, ModelError> {
+    pub async fn load_checked(party: &mut dyn Backend, plan: &Plan, model: Option<&Model>) -> Result<Self, ModelError> {
         Self::load_from(party, plan, Weights::Checked(model)).await
     }
 
     /// [`LoadedModel::load`] for weights already secret-shared (see [`infer_shared`]).
-    pub async fn load_shared(party: &mut Party, plan: &Plan, weights: &[AShare]) -> Result<Self, ModelError> {
+    pub async fn load_shared(party: &mut dyn Backend, plan: &Plan, weights: &[AShare]) -> Result<Self, ModelError> {
         Self::load_from(party, plan, Weights::Shared(weights)).await
     }
 
@@ -209,7 +210,7 @@ impl LoadedModel {
     /// without the pre-opening round; the profile has no `weights` stage.
     pub async fn run(
         &self,
-        party: &mut Party,
+        party: &mut dyn Backend,
         plan: &Plan,
         input: Option<&ArrayD<f64>>,
     ) -> Result<Inference, ModelError> {
@@ -225,7 +226,7 @@ impl LoadedModel {
         abort_on_refusal(party, r).await
     }
 
-    async fn load_from(party: &mut Party, plan: &Plan, weights: Weights<'_>) -> Result<Self, ModelError> {
+    async fn load_from(party: &mut dyn Backend, plan: &Plan, weights: Weights<'_>) -> Result<Self, ModelError> {
         let started = (Instant::now(), party.stats().total);
         let model = match weights {
             Weights::Owner(m) | Weights::Checked(m) => m,
@@ -297,7 +298,7 @@ impl LoadedModel {
     /// One batch, with the load's profile as its first stage (`weights`).
     async fn run_inner(
         &self,
-        party: &mut Party,
+        party: &mut dyn Backend,
         plan: &Plan,
         input: Option<&ArrayD<f64>>,
     ) -> Result<Inference, ModelError> {
@@ -315,7 +316,7 @@ impl LoadedModel {
         }
         let mut profile = vec![self.profile.clone()];
         let mut mark = (Instant::now(), party.stats().total);
-        let mut record = |party: &Party, name: &str, profile: &mut Vec<LayerProfile>| {
+        let mut record = |party: &dyn Backend, name: &str, profile: &mut Vec<LayerProfile>| {
             let now = (Instant::now(), party.stats().total);
             profile.push(LayerProfile {
                 name: name.into(),

@@ -4,6 +4,8 @@
 //!   parties agree on by hash) and [`OutputPolicy`];
 //! * [`op`] — the operator registry: each graph operator one type owning its shape rule,
 //!   plaintext reference, bounds, private evaluation and ONNX import/export;
+//! * [`backend`] — [`Backend`], the engine as model code sees it (today's `mpc_proto::Party`
+//!   implements it; model code never names a concrete party type);
 //! * [`infer`](mod@infer) — private inference of a plan over secret shares;
 //! * [`analytics`] — statistics of secret-shared columns (sum, mean, variance, min/max,
 //!   histograms, correlation) revealed to the data owner only;
@@ -12,6 +14,7 @@
 #![deny(unsafe_code)]
 
 pub mod analytics;
+pub mod backend;
 pub mod bounds;
 pub mod data;
 mod error;
@@ -25,6 +28,7 @@ pub mod plain;
 pub mod plan_hash;
 pub mod train;
 
+pub use backend::Backend;
 pub use bounds::{CompareSpec, PlanOptions};
 pub use error::ModelError;
 pub use infer::{Inference, LayerProfile, LoadedModel, infer, infer_shared, shared_weight_shapes};

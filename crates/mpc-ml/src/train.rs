@@ -15,8 +15,9 @@
 use ndarray::{Array1, Array2, ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
 use mpc_proto::prg::Prg;
-use mpc_proto::{AShare, Party, PartyId, RingTensor};
+use mpc_proto::{AShare, PartyId, RingTensor};
 
 use crate::error::ModelError;
 use crate::model::{Layer, Model};
@@ -319,7 +320,7 @@ pub struct TrainProgress {
 /// activation costs 1 for sigmoid and ⌈log2 C⌉ + 6 for softmax), backward 2 per layer (two
 /// matmuls) plus 1 per hidden layer (ReLU derivative).
 pub async fn train(
-    party: &mut Party,
+    party: &mut dyn Backend,
     plan: &TrainPlan,
     data: Option<(&Array2<f64>, &Array1<f64>)>,
     mut progress: impl FnMut(TrainProgress),
@@ -417,7 +418,7 @@ pub async fn train(
 impl SharedModel {
     /// Reveals the trained weights to `to` only (an explicit decision of the job); returns the
     /// model there and `None` elsewhere. One round.
-    pub async fn reveal_to(&self, party: &mut Party, to: PartyId) -> Result<Option<Model>, ModelError> {
+    pub async fn reveal_to(&self, party: &mut dyn Backend, to: PartyId) -> Result<Option<Model>, ModelError> {
         let fx = party.fixed();
         let mut out = Vec::new();
         for (w, b) in &self.layers {

@@ -25,9 +25,10 @@ pub mod linear;
 pub mod pool;
 pub mod shape;
 
+use crate::backend::Backend;
 use mpc_proto::compare::cost::OpShape;
 use mpc_proto::correlations::Bilinear;
-use mpc_proto::{AShare, FixedPoint, Party, PreopenedWeights, RingTensor};
+use mpc_proto::{AShare, FixedPoint, PreopenedWeights, RingTensor};
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
@@ -81,7 +82,7 @@ pub enum Runs {
 /// What a step's private evaluation works with besides its inputs and weights.
 pub struct PrivateCx<'a> {
     /// This party's session (the comparison settings already set from the step's).
-    pub party: &'a mut Party,
+    pub party: &'a mut dyn Backend,
     /// The step being evaluated (its shapes and settings).
     pub step: &'a Step,
     /// The pre-opened first weight of a [`Runs::Bilinear`] step.

@@ -1,9 +1,10 @@
 //! Pooling: max pooling as a tree of comparisons; average and global pooling as local sums
 //! and a public fixed-point scale.
 
+use crate::backend::Backend;
 use mpc_proto::compare::cost::OpShape;
 use mpc_proto::ring::pool_out_len;
-use mpc_proto::{AShare, FixedPoint, Party, RingTensor};
+use mpc_proto::{AShare, FixedPoint, RingTensor};
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 
@@ -191,7 +192,7 @@ impl Operator for AvgPool {
 /// Average pooling whose divisor varies by window (padding not counted, or a `ceil_mode`
 /// overhang): sum pooling over the explicitly padded input, then a public per-window
 /// reciprocal (fixed point) and one truncation. Local.
-fn avg_pool_exact(party: &Party, x: &AShare, step: &Step, p: &AvgPool) -> Result<AShare, ModelError> {
+fn avg_pool_exact(party: &dyn Backend, x: &AShare, step: &Step, p: &AvgPool) -> Result<AShare, ModelError> {
     let fx = party.fixed();
     let (kernel, stride, padding) = (p.kernel, p.stride, p.padding);
     let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
@@ -248,7 +249,7 @@ fn global_plain(x: &ArrayD<f64>, mean: bool) -> ArrayD<f64> {
     m.into_shape_with_order(IxDyn(&[n, c, 1, 1])).expect("same size")
 }
 
-fn global_private(party: &Party, x: &AShare, step: &Step, mean: bool) -> Result<AShare, ModelError> {
+fn global_private(party: &dyn Backend, x: &AShare, step: &Step, mean: bool) -> Result<AShare, ModelError> {
     let &[n, c, h, w] = step.input.as_slice() else { unreachable!("checked by the plan") };
     let s = x.reshape(&[n, c, h * w])?.sum_axis(2)?.reshape(&[n, c, 1, 1])?;
     Ok(if mean { party.mul_const(&s, 1.0 / (h * w) as f64)? } else { s })
