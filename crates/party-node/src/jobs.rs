@@ -931,27 +931,31 @@ impl Jobs {
     ) -> anyhow::Result<Option<Party>> {
         let poolable = prep.shared.is_none();
         let key = PoolKey { model: model.to_string(), rows: prep.rows, job_hash: prep.session_hash() };
-        if poolable && let Some(entry) = self.pool.take(&key) {
-            let (entry_id, mut party) = (entry.id, entry.party);
-            // The three parties of the entry's session must all be serving this job; any
-            // mismatch or error (a peer restarted, a concurrent job took another entry) and all
-            // three drop the entry and run on demand.
-            let tag = mpc_ml::plan_hash("pool-job", &(id.0, key.job_hash));
-            match party.agree_equal(tag).await {
-                Ok(true) => {
-                    party.begin_online().map_err(|e| self.explain(mesh, e))?;
-                    self.progress_in(id, 2, Some(&party), &PREDICT_STEPS);
-                    tracing::info!(job = %id, entry = %format!("{entry_id:032x}"), "serving from the warm pool");
-                    self.predict_rows(mesh, id, &mut party, prep, prep.rows, true).await?;
-                    return Ok(Some(party));
-                }
-                Ok(false) => tracing::info!(job = %id, "the peers serve another job from the pool; running on demand"),
-                Err(e) => tracing::info!(job = %id, error = %e, "warm pool entry unusable; running on demand"),
-            }
-            self.pool.count_discarded(1);
-        }
+        // The job's own session first, always: the pool decision is made over it, so every
+        // node ends up in the same session whatever its pool holds.
         let mut party =
             self.join(mesh, id, prep.session_hash(), prep.plan.fixed, "model and rows", &PREDICT_STEPS).await?;
+        if poolable {
+            let entry = self.pool.take(&key);
+            let tag = mpc_ml::plan_hash("pool-entry", &(id.0, key.job_hash, entry.as_ref().map_or(0, |e| e.id)));
+            let same = party.agree_equal(tag).await.map_err(|e| self.explain(mesh, e))?;
+            match entry {
+                Some(entry) if same => {
+                    let (entry_id, mut pooled) = (entry.id, entry.party);
+                    pooled.begin_online().map_err(|e| self.explain(mesh, e))?;
+                    self.progress_in(id, 2, Some(&pooled), &PREDICT_STEPS);
+                    tracing::info!(job = %id, entry = %format!("{entry_id:032x}"), "serving from the warm pool");
+                    self.predict_rows(mesh, id, &mut pooled, prep, prep.rows, true).await?;
+                    // The job's session, still in step, agrees on the refill.
+                    return Ok(Some(party));
+                }
+                Some(entry) => {
+                    tracing::info!(job = %id, "the peers hold another warm-pool entry, or none yet; running on demand");
+                    self.pool.restore(key.clone(), entry);
+                }
+                None => {}
+            }
+        }
         let b = party.agree_min(prep.max_micro_batch() as u64).await.map_err(|e| self.explain(mesh, e))? as usize;
         self.predict_rows(mesh, id, &mut party, prep, b, false).await?;
         Ok(poolable.then_some(party))

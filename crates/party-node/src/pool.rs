@@ -11,12 +11,15 @@
 //! Rules:
 //! * **Never reused.** [`WarmPool::take`] removes the entry; a party's session is consumed by
 //!   the one job that takes it (its correlations are replayed once, in order, then gone).
-//! * **All three or none.** Before using an entry the three parties check over the entry's own
-//!   session that they are serving the same job ([`mpc_proto::Party::agree_equal`] on the job
-//!   id); on any mismatch or error every party drops the entry and the job runs on demand.
+//! * **All three or none.** A job always opens its own session first; over it the three
+//!   parties check that each took the same entry ([`mpc_proto::Party::agree_equal`] on the job
+//!   and the entry's id). Only then do they switch to the entry's session; otherwise every party
+//!   gives its entry back and the job runs on demand in its own session. (Deciding over the
+//!   entry's session instead left a node that held no entry yet — its offline pass still
+//!   running — in the job's session while the others waited in the entry's.)
 //! * **Discarded on plan change or restart.** Entries live in memory only; publishing or
 //!   registering a model again drops its entries whose plan differs, and a restart drops them
-//!   all (the peers' halves then fail the agreement and are dropped too).
+//!   all (the peers' halves then fail the agreement until capacity evicts them).
 //! * **Bounded.** At most `[limits] pool_jobs` entries across all models; adding one beyond
 //!   that evicts the oldest.
 
@@ -151,8 +154,8 @@ impl WarmPool {
         self.capacity.min(2).saturating_sub(held)
     }
 
-    /// Takes the oldest entry for `key`, if any. The caller must use it or drop it: it is
-    /// never handed out again.
+    /// Takes the oldest entry for `key`, if any. The caller must use it, give it back with
+    /// [`WarmPool::restore`], or drop it: it is never handed out twice.
     pub fn take(&self, key: &PoolKey) -> Option<Entry> {
         let mut g = self.lock();
         let q = g.entries.get_mut(key)?;
@@ -162,6 +165,14 @@ impl WarmPool {
         }
         g.counters.served += 1;
         Some(e)
+    }
+
+    /// Gives back an entry [`WarmPool::take`] handed out and the job did not use (the peers
+    /// held another, or none yet): it is the oldest for its key again.
+    pub fn restore(&self, key: PoolKey, entry: Entry) {
+        let mut g = self.lock();
+        g.counters.served -= 1.min(g.counters.served);
+        g.entries.entry(key).or_default().push_front(entry);
     }
 
     /// Counts an entry taken by [`WarmPool::take`] that could not be used.
@@ -277,6 +288,21 @@ mod tests {
         assert_eq!(pool.counters().discarded, 3);
         let e = Entry::new(9, 1, parties(1).pop().unwrap());
         assert!(format!("{e:?}").starts_with("Entry(0000"), "Debug shows the id, no material");
+    }
+
+    #[test]
+    fn an_entry_the_peers_did_not_hold_goes_back_first_in_line() {
+        let pool = WarmPool::new(4, 16);
+        let mut ps = parties(2).into_iter();
+        for id in 1..=2 {
+            assert!(pool.put(key("m", 1), Entry::new(id, 4, ps.next().unwrap())));
+        }
+        let e = pool.take(&key("m", 1)).unwrap();
+        assert_eq!(e.id, 1);
+        pool.restore(key("m", 1), e);
+        assert_eq!(pool.counters(), PoolCounters { created: 2, served: 0, discarded: 0 });
+        assert_eq!(pool.take(&key("m", 1)).map(|e| e.id), Some(1), "the oldest again");
+        assert_eq!(pool.take(&key("m", 1)).map(|e| e.id), Some(2));
     }
 
     #[test]
