@@ -62,6 +62,7 @@ mod vaes;
 
 pub use correlations::{
     CorrelationSource, Correlations, DealerCorrelations, DealerSource, Material, Request, TestDealer, TestSource,
+    TwoPartySource,
 };
 pub use error::{Error, Result};
 pub use fixed::{FixedPoint, Truncation};
@@ -70,5 +71,5 @@ pub use protocol::PreopenedWeights;
 pub use ring::{Ring, RingTensor};
 pub use share::AShare;
 pub use stats::{OpStats, Stats};
-pub use testing::{LocalConfig, run_parties, run_parties_with};
+pub use testing::{LocalConfig, run_parties, run_parties_with, run_two_parties};
 pub use transport::{MemoryTransport, Transport, TransportError};

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::Comparisons;
-use crate::correlations::{CorrelationSource, Correlations, DealerSource, TestSource};
+use crate::correlations::{CorrelationSource, Correlations, DealerSource, TestSource, TwoPartySource};
 use crate::error::{Error, Result};
 use crate::fixed::FixedPoint;
 use crate::prg::{Prg, Seed};
@@ -68,6 +68,9 @@ pub enum CorrelationMode {
     Dealer,
     /// The in-process ideal dealer with this seed ([`TestSource`]; unit tests of online phases). Insecure.
     Test(u64),
+    /// No dealer: P0 and P1 make their correlations with oblivious transfer
+    /// ([`TwoPartySource`]; a two-party session).
+    TwoParty,
 }
 
 impl CorrelationMode {
@@ -76,7 +79,13 @@ impl CorrelationMode {
         match self {
             CorrelationMode::Dealer => Box::new(DealerSource::default()),
             CorrelationMode::Test(seed) => Box::new(TestSource(seed)),
+            CorrelationMode::TwoParty => Box::new(TwoPartySource::default()),
         }
+    }
+
+    /// How many parties a session with this source has.
+    pub fn parties(self) -> usize {
+        self.source().parties().len()
     }
 }
 

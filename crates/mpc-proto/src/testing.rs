@@ -3,7 +3,8 @@
 //! [`run_parties`] starts P0, P1 and the dealer P2 as three threads over a
 //! [`MemoryTransport`] mesh, runs session setup, and calls the same program on each party's
 //! [`Party`] — exactly what `party-node` does over QUIC, minus the network. Use it to test a
-//! protocol and to prototype new ones against the public API.
+//! protocol and to prototype new ones against the public API. [`run_two_parties`] does the
+//! same for a dealer-free two-party session.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,8 +70,31 @@ where
     T: Send,
 {
     assert_eq!(transports.len(), 3, "run_parties_on: one transport per party");
+    if cfg.correlations.parties() != 3 {
+        return Err(Error::InvalidInput(format!(
+            "{:?} correlations make a two-party session: use run_two_parties",
+            cfg.correlations
+        )));
+    }
     let oks = run_on(transports, cfg, program)?;
     Ok(oks.try_into().map_err(|_| ()).expect("three results"))
+}
+
+/// Runs `program` on P0 and P1 of a two-party session (no dealer: the
+/// [`TwoPartySource`](crate::correlations::TwoPartySource)'s OT-made correlations), as threads
+/// over an in-memory pair, and returns their results in party order. `cfg.correlations` is
+/// ignored.
+pub fn run_two_parties<F, Fut, T>(cfg: LocalConfig, program: F) -> Result<[T; 2]>
+where
+    F: Fn(Party) -> Fut + Sync,
+    Fut: Future<Output = Result<T>>,
+    T: Send,
+{
+    let transports: Vec<Arc<dyn Transport>> =
+        MemoryTransport::mesh(2).into_iter().map(|t| Arc::new(t) as Arc<dyn Transport>).collect();
+    let cfg = LocalConfig { correlations: CorrelationMode::TwoParty, ..cfg };
+    let oks = run_on(transports, cfg, program)?;
+    Ok(oks.try_into().map_err(|_| ()).expect("two results"))
 }
 
 /// Runs `program` on one party per transport (index = party id); the results in party order, or

@@ -19,9 +19,11 @@
 use crate::error::{Error, Result};
 mod gate;
 mod source;
+pub mod two_party;
 
 pub use gate::{CompactMaterial, Gate, GateMaterial, GateRequest, HelperBits, HelperMaterial, HelperState};
 pub use source::{CorrelationSource, DealerSource, TestSource};
+pub use two_party::TwoPartySource;
 
 use crate::fss::{GateKey, PackedKeys};
 use crate::ids::PartyId;

@@ -1,5 +1,4 @@
-//! Oblivious transfer: the correlations of the dealer-free two-party mode (work in progress,
-//! issue 19).
+//! Oblivious transfer: the correlations of the dealer-free two-party mode (work in progress).
 //!
 //! Two parties, P0 and P1, make Beaver triples themselves, with no third node:
 //!
@@ -11,8 +10,9 @@
 //!
 //! Security: semi-honest, in the random-oracle model (base OTs, CDH on ristretto255) with AES as
 //! a correlation-robust permutation (the extension). Constant-time on secrets (choice bits
-//! select by masks; dalek's scalar arithmetic). Not yet wired into [`crate::Party`]: the
-//! session, comparison and matrix-triple parts of the mode are still to come.
+//! select by masks; dalek's scalar arithmetic). A session uses them through the
+//! [`TwoPartySource`](crate::correlations::TwoPartySource) (every kind of triple); the
+//! comparison part of the mode is still to come.
 
 pub mod base;
 pub mod iknp;
