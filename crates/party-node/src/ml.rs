@@ -369,7 +369,15 @@ pub fn read_input(path: &Path, per_sample: &[usize]) -> anyhow::Result<ArrayD<f6
         _ => bail!("{}: input must be a .npy or .csv file", path.display()),
     };
     ensure!(a.ndim() >= 1 && a.shape()[0] > 0, "{}: empty input", path.display());
-    ensure!(a.iter().all(|v| v.is_finite()), "{}: the input has NaN or infinite values", path.display());
+    if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        let per_row = a.len() / a.shape()[0];
+        bail!(
+            "{}: the value at row {}, column {} is {v}: NaN and infinite values are refused",
+            path.display(),
+            i / per_row,
+            i % per_row
+        );
+    }
     let n = a.shape()[0];
     let per: usize = per_sample.iter().product();
     ensure!(

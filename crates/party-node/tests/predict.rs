@@ -78,4 +78,21 @@ fn bad_inputs_fail_before_any_node_starts_with_a_clear_message() {
         .unwrap();
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("not a valid ONNX model"));
+    // A NaN: refused with its place.
+    let mut x = mpc_ml::npy::read(&fixture("network_a.input.npy")).unwrap();
+    x[[1, 2]] = f64::NAN;
+    let nan = dir.path().join("nan.npy");
+    mpc_ml::npy::write(&nan, &x).unwrap();
+    let run = Command::new(BIN)
+        .args(["local", "predict", "--model"])
+        .arg(fixture("network_a.onnx"))
+        .arg("--input")
+        .arg(&nan)
+        .arg("--output")
+        .arg(dir.path().join("o.npy"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("the value at row 1, column 2 is NaN: NaN and infinite values are refused"), "{err}");
 }

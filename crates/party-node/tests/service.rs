@@ -193,6 +193,83 @@ fn publish_then_predict_in_one_command_with_policies_and_audit() {
     });
 }
 
+/// An `.npy` of `int16` values (a dtype `predict` does not take), written by hand.
+fn write_int16_npy(path: &Path, shape: &[usize]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!("{{'descr': '<i2', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + 2 * shape.iter().product::<usize>(), 0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn bad_inputs_are_refused_on_bobs_node_with_their_place_before_any_share_moves() {
+    runtime().block_on(async {
+        let c = Consortium::start().await;
+        let o = c.publish("net", &["--allow", "bob-clinic"]);
+        assert!(o.status.success(), "{}\n{}", text(&o), c.logs());
+        c.offered("net").await;
+        let good = mpc_ml::npy::read(&fixture("network_a.input.npy")).unwrap();
+        let with = |row: usize, col: usize, v: f64, name: &str| {
+            let mut a = good.clone();
+            a[[row, col]] = v;
+            let path = c.root.join(name);
+            mpc_ml::npy::write(&path, &a).unwrap();
+            path
+        };
+        let int16 = c.root.join("int16.npy");
+        write_int16_npy(&int16, good.shape());
+        let cases = [
+            (
+                with(2, 5, f64::NAN, "nan.npy"),
+                "the value at row 2, column 5 is NaN: NaN and infinite values are refused",
+            ),
+            (
+                with(0, 3, f64::INFINITY, "inf.npy"),
+                "the value at row 0, column 3 is inf: NaN and infinite values are refused",
+            ),
+            (
+                with(1, 7, 1e30, "big.npy"),
+                "the value 1000000000000000000000000000000 at row 1, column 7 does not fit the model's fixed point (31 \
+                 integer and 16 fractional bits: |x| < 2147483648): scale the data: no fixed point of 47 bits holds it",
+            ),
+            (with(1, 7, -5e9, "large.npy"), "publish it with --frac-bits 13 or fewer"),
+            (int16, "dtype int16 (\"<i2\") is not accepted"),
+        ];
+        for (input, want) in &cases {
+            let out = c.root.join("never.npy");
+            let o = cli(&[
+                "predict",
+                "--config",
+                c.config(1),
+                "--model",
+                "net",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ]);
+            let msg = text(&o);
+            assert!(!o.status.success(), "{input:?} was accepted: {msg}");
+            assert!(msg.contains(want), "{input:?}: {msg}");
+            assert!(!out.exists(), "{input:?}: a refused input writes no output");
+        }
+        // Refused on Bob's node: no proposal reached Alice's or the dealer's node, no job ran.
+        for i in [0, 2] {
+            let decided = c.audit(i).into_iter().filter(|e| e["event"] == "decided").count();
+            assert_eq!(decided, 0, "node {i} decided a proposal:\n{}", c.logs());
+            let jobs = c.nodes[i].get("/v1/jobs").await;
+            assert_eq!(jobs["jobs"].as_array().map_or(0, Vec::len), 0, "node {i}: {jobs}");
+        }
+    });
+}
+
 #[test]
 fn a_held_job_waits_for_approve_and_a_refusal_reaches_bob() {
     runtime().block_on(async {
