@@ -458,21 +458,58 @@ fn agreements_on_public_values_give_every_party_the_same_answer() {
 }
 
 #[test]
-fn the_two_party_mode_names_what_it_cannot_make_yet() {
-    // Comparisons need OT-based millionaires' protocols (not built yet): the request is refused
-    // on both parties with the source and the material named, never answered with wrong shares.
-    let x = random(&[4], 1);
-    let r = run_two_parties(LocalConfig::new(5), |mut p| {
-        let x = x.clone();
-        async move {
-            let xs = input(&mut p, P0, &x)?;
-            p.relu(&xs).await.map(|_| ())
+fn comparisons_match_plaintext_in_both_modes() {
+    // Values across the window, with the edges: 0, ±1 ulp, ±2^38 ulps (inside a 40-bit window).
+    let fx = FixedPoint::default();
+    let mut x = reals(&[5, 40], 1000.0, 41);
+    for (i, v) in [0.0, fx.ulp(), -fx.ulp(), 2f64.powi(22), -2f64.powi(22)].into_iter().enumerate() {
+        x[[0, i]] = v;
+    }
+    let xe = fx.encode_array(&x).unwrap();
+    for mode in MODES {
+        for bits in [64u32, 40] {
+            let comparisons = Comparisons { bits: bits as u8, ..Comparisons::for_fixed(fx) };
+            let cfg = LocalConfig { correlations: mode, comparisons: Some(comparisons), ..LocalConfig::new(7) };
+            let program = |mut p: Party| {
+                let xe = xe.clone();
+                async move {
+                    let xs = input(&mut p, P1, &xe)?;
+                    let lt = p.ltz(&xs).await?;
+                    let r = p.relu(&xs).await?;
+                    let (r2, bit) = p.relu_with_bit(&xs).await?;
+                    let m = p.max(&xs, 1).await?;
+                    let mut out = vec![];
+                    for t in [&lt, &r, &r2, &bit, &m] {
+                        out.push(p.reveal_to(P1, t).await?);
+                    }
+                    Ok(out)
+                }
+            };
+            let out = match mode {
+                CorrelationMode::TwoParty => run_two_parties(cfg, program).map(Vec::from),
+                _ => run_parties_with(cfg, program).map(Vec::from),
+            }
+            .unwrap_or_else(|e| panic!("{mode:?}, k = {bits}: {e}"));
+            let got: Vec<RingTensor> = out[1].iter().map(|t| t.clone().unwrap()).collect();
+            let signed = |v: u64| v as i64;
+            let ltz: Vec<u64> = xe.as_slice().iter().map(|&v| u64::from(signed(v) < 0)).collect();
+            let relu: Vec<u64> = xe.as_slice().iter().map(|&v| if signed(v) < 0 { 0 } else { v }).collect();
+            let ge: Vec<u64> = ltz.iter().map(|b| 1 - b).collect();
+            let max: Vec<u64> =
+                xe.as_slice().chunks(40).map(|row| *row.iter().max_by_key(|&&v| signed(v)).unwrap()).collect();
+            let what = format!("{mode:?}, k = {bits}");
+            assert_eq!(got[0].as_slice(), &ltz[..], "{what}: ltz");
+            assert_eq!(got[1].as_slice(), &relu[..], "{what}: relu");
+            assert_eq!(got[2].as_slice(), &relu[..], "{what}: relu_with_bit's value");
+            assert_eq!(got[3].as_slice(), &ge[..], "{what}: relu_with_bit's bit");
+            assert_eq!(got[4].as_slice(), &max[..], "{what}: max");
         }
-    });
-    let e = r.unwrap_err();
-    assert!(matches!(e, mpc_proto::Error::Unsupported { .. }), "{e:?}");
-    assert_eq!(e.to_string(), "the 2pc-ot correlation source does not supply comparison material");
-    // And a three-party harness refuses a two-party source rather than starting a dealer.
+    }
+}
+
+#[test]
+fn a_three_party_harness_refuses_a_two_party_source() {
+    // Rather than starting a dealer the source has no use for.
     let cfg = LocalConfig { correlations: CorrelationMode::TwoParty, ..LocalConfig::new(5) };
     let e = run_parties_with(cfg, |_| async { Ok(()) }).unwrap_err();
     assert!(e.to_string().contains("use run_two_parties"), "{e}");

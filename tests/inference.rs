@@ -475,3 +475,37 @@ fn model_code_runs_unchanged_on_another_backend() {
         assert_eq!(log.last(), Some(&"reveal_to"), "P{i}: {log:?}");
     }
 }
+
+#[test]
+fn networks_run_in_the_two_party_mode_with_plaintext_results() {
+    // No dealer: every triple and comparison gate made by P0 and P1 with OT. Small networks
+    // (a matrix triple costs m·k·n OT products here).
+    let g = &mut Prg::from_u64(17);
+    let mlp = Model::chain(
+        vec![64],
+        vec![linear(64, 32, g), Layer::of(op::Relu), linear(32, 16, g), Layer::of(op::Relu), linear(16, 10, g)],
+    );
+    let pool = Layer::of(op::MaxPool { kernel: (2, 2), stride: (2, 2), padding: (0, 0), ceil_mode: false });
+    let cnn = Model::chain(
+        vec![1, 8, 8],
+        vec![conv(1, 4, 3, 1, g), Layer::of(op::Relu), pool, Layer::of(op::Flatten), linear(64, 10, g)],
+    );
+    for (name, m, shape) in [("mlp", mlp, vec![3, 64]), ("cnn", cnn, vec![3, 1, 8, 8])] {
+        let x = inputs(&shape, 18);
+        let plan = m.plan(3, OutputPolicy::Logits, FixedPoint::default()).unwrap();
+        let out = mpc_proto::run_two_parties(mpc_proto::LocalConfig::new(19), |mut p| {
+            let (m, x, plan) = (m.clone(), x.clone(), plan.clone());
+            async move {
+                let me = p.id();
+                Ok(infer(&mut p, &plan, (me == PartyId::P0).then_some(&m), (me == PartyId::P1).then_some(&x)).await?)
+            }
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = m.eval_plain(&x);
+        let got = out[1].output.as_ref().expect("Bob gets the output");
+        let err = max_err(got, &want);
+        assert!(err <= 1e-2, "{name}: max logit error {err}");
+        assert_eq!(argmax_rows(got), argmax_rows(&want), "{name}: labels");
+        assert!(out[0].output.is_none(), "{name}: Alice learns nothing");
+    }
+}

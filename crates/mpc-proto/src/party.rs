@@ -248,6 +248,11 @@ impl Party {
         self.id
     }
 
+    /// Whether the session has two parties only (no dealer).
+    pub fn is_two_party(&self) -> bool {
+        self.parties.len() == 2
+    }
+
     /// Whether this party is the dealer.
     pub fn is_dealer(&self) -> bool {
         self.id.is_dealer()

@@ -92,6 +92,21 @@ where
 {
     let transports: Vec<Arc<dyn Transport>> =
         MemoryTransport::mesh(2).into_iter().map(|t| Arc::new(t) as Arc<dyn Transport>).collect();
+    run_two_parties_on(transports, cfg, program)
+}
+
+/// [`run_two_parties`] over the given transports (index = party id), e.g. recording ones.
+pub fn run_two_parties_on<F, Fut, T>(
+    transports: Vec<Arc<dyn Transport>>,
+    cfg: LocalConfig,
+    program: F,
+) -> Result<[T; 2]>
+where
+    F: Fn(Party) -> Fut + Sync,
+    Fut: Future<Output = Result<T>>,
+    T: Send,
+{
+    assert_eq!(transports.len(), 2, "run_two_parties_on: one transport per party");
     let cfg = LocalConfig { correlations: CorrelationMode::TwoParty, ..cfg };
     let oks = run_on(transports, cfg, program)?;
     Ok(oks.try_into().map_err(|_| ()).expect("two results"))

@@ -27,6 +27,7 @@ pub use two_party::TwoPartySource;
 
 use crate::fss::{GateKey, PackedKeys};
 use crate::ids::PartyId;
+use crate::ot::BitTriples;
 use crate::prg::Prg;
 use crate::ring::{Conv2dParams, RingTensor, conv2d, matmul_dims};
 use crate::share::AShare;
@@ -292,6 +293,11 @@ pub enum Request {
     /// Material for a comparison-based operation ([`GateRequest`]; what each party draws and
     /// receives is listed in the `gate` module's table).
     Gate(GateRequest),
+    /// `n` Boolean AND triples ([`BitTriples`]; the two-party comparison's gates).
+    BitTriples {
+        /// Number of triples.
+        n: usize,
+    },
     /// Truncation material for `n` values shifted by `bits` ([`TruncPair`]).
     Trunc {
         /// Number of values.
@@ -310,6 +316,7 @@ impl Request {
             Request::FixedB { .. } => "fixed B",
             Request::FixedBTriple { .. } => "fixed-B triple",
             Request::Gate(_) => "comparison material",
+            Request::BitTriples { .. } => "AND triples",
             Request::Trunc { .. } => "truncation material",
         }
     }
@@ -328,6 +335,8 @@ pub enum Material {
     FixedBTriple(FixedBTriple),
     /// For [`Request::Gate`].
     Gate(Gate),
+    /// For [`Request::BitTriples`].
+    BitTriples(BitTriples),
     /// For [`Request::Trunc`].
     Trunc(TruncPair),
 }
@@ -342,6 +351,7 @@ impl Material {
                 | (Material::FixedB(..), Request::FixedB { .. })
                 | (Material::FixedBTriple(_), Request::FixedBTriple { .. })
                 | (Material::Gate(_), Request::Gate(_))
+                | (Material::BitTriples(_), Request::BitTriples { .. })
                 | (Material::Trunc(_), Request::Trunc { .. })
         )
     }
@@ -377,6 +387,7 @@ impl Material {
                 Material::FixedBTriple(FixedBTriple { a: AShare::dealer(t.a.shape()), c: AShare::dealer(t.c.shape()) })
             }
             Material::Gate(_) => Material::Gate(Gate::Placeholder),
+            Material::BitTriples(t) => Material::BitTriples(BitTriples { n: t.n, x: vec![], y: vec![], z: vec![] }),
             Material::Trunc(t) => Material::Trunc(TruncPair { n: t.n, parts: None }),
         }
     }
@@ -462,6 +473,14 @@ impl dyn Correlations {
         }
     }
 
+    /// [`Request::BitTriples`].
+    pub(crate) async fn bit_triples(&mut self, ch: &mut Channel, n: usize) -> Result<BitTriples> {
+        match self.expect(ch, Request::BitTriples { n }).await? {
+            Material::BitTriples(t) => Ok(t),
+            _ => unreachable!("checked by expect"),
+        }
+    }
+
     /// [`Request::Trunc`].
     pub(crate) async fn trunc_pair(&mut self, ch: &mut Channel, n: usize, bits: u32) -> Result<TruncPair> {
         match self.expect(ch, Request::Trunc { n, bits }).await? {
@@ -521,6 +540,10 @@ async fn by_kind<S: ByKind + ?Sized>(s: &mut S, ch: &mut Channel, req: &Request)
         Request::FixedBTriple { handle, x } => Material::FixedBTriple(s.fixed_b_triple(ch, *handle, x).await?),
         Request::Gate(g) => Material::Gate(s.gate(ch, *g).await?),
         Request::Trunc { n, bits } => Material::Trunc(s.trunc_pair(ch, *n, *bits).await?),
+        // The two-party comparison's gates: a dealer would rather deal comparison keys.
+        Request::BitTriples { .. } => {
+            return Err(Error::Unsupported { correlations: "dealer-backed", what: req.name() });
+        }
     })
 }
 

@@ -12,7 +12,8 @@
 //! |---|---|---|
 //! | elementwise / matrix / convolution triple | yes | one round trip per 8192 terms, 2568 bytes |
 //! | fixed `B` and its triples | yes (`B`'s shares drawn locally, once) | as above |
-//! | comparison material, exact truncation | not yet ([`Error::Unsupported`]) | — |
+//! | AND triples (the two-party comparison's gates) | yes | one message per 2^19, 32 bytes |
+//! | the dealer's comparison keys, exact truncation | no ([`Error::Unsupported`]) | — |
 //!
 //! A matrix triple costs `m·k·n` terms: fine for small layers and tests, too much for a large
 //! layer (the homomorphic-encryption route of Cheetah/SecureML is the planned fix). Security:
@@ -20,7 +21,9 @@
 
 use crate::error::{Error, Result};
 use crate::ids::PartyId;
-use crate::ot::{CotReceiver, CotSender, cross_products_receiver, cross_products_sender};
+use crate::ot::{
+    CotReceiver, CotSender, bit_triples_receiver, bit_triples_sender, cross_products_receiver, cross_products_sender,
+};
 use crate::prg::{Prg, Seed};
 use crate::ring::{Conv2dParams, RingTensor};
 use crate::share::AShare;
@@ -166,6 +169,10 @@ impl Correlations for TwoPartyCorrelations {
                 Request::FixedBTriple { handle, x } => {
                     Material::FixedBTriple(self.fixed_b_triple(ch, *handle, x).await?)
                 }
+                Request::BitTriples { n } => Material::BitTriples(match &mut self.ot {
+                    Ot::Sender(s) => bit_triples_sender(s, ch, PartyId::P1, *n).await?,
+                    Ot::Receiver(r) => bit_triples_receiver(r, ch, PartyId::P0, *n, &mut self.rng).await?,
+                }),
                 Request::Gate(_) | Request::Trunc { .. } => {
                     return Err(Error::Unsupported { correlations: "2pc-ot", what: req.name() });
                 }
@@ -284,6 +291,36 @@ impl ConvTerms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::correlations::GateRequest;
+    use crate::ids::SessionId;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // two parties as threads, as in crate::testing
+    fn what_the_source_cannot_make_is_refused_by_name() {
+        let (c0, c1) = crate::testing::channel_pair(SessionId(9));
+        let run = |me: PartyId, mut ch: Channel| {
+            futures::executor::block_on(async move {
+                let mut src: Box<dyn CorrelationSource> = Box::new(TwoPartySource::default());
+                let mut g = Prg::from_u64(me.0.into());
+                src.hello(me, &mut || Seed::random(&mut g));
+                let mut corr = src.start(me, &mut ch, [None, None, None]).await.unwrap();
+                let gate =
+                    GateRequest { method: crate::compare::Method::Fss1, len: 4, bits: 20, points: 1, relu: false };
+                let e1 = corr.fetch(&mut ch, &Request::Gate(gate)).await.unwrap_err().to_string();
+                let e2 = corr.fetch(&mut ch, &Request::Trunc { n: 4, bits: 16 }).await.unwrap_err().to_string();
+                (e1, e2)
+            })
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let h0 = s.spawn(|| run(PartyId::P0, c0));
+            let h1 = s.spawn(|| run(PartyId::P1, c1));
+            (h0.join().unwrap(), h1.join().unwrap())
+        });
+        for (e1, e2) in [a, b] {
+            assert_eq!(e1, "the 2pc-ot correlation source does not supply comparison material");
+            assert_eq!(e2, "the 2pc-ot correlation source does not supply truncation material");
+        }
+    }
 
     /// `f(X, Y)` from the terms alone, for comparison with the ring's own kernels.
     fn by_terms(op: Bilinear, x: &RingTensor, y: &RingTensor) -> RingTensor {

@@ -6,18 +6,22 @@
 //!   parties: one round, 8 KiB;
 //! * [`iknp`] — IKNP correlated OT extension: any number of OTs from the base OTs and AES;
 //! * [`triples`] — Gilboa multiplication: elementwise Beaver triples over Z_2^64 from the
-//!   correlated OTs, one round trip and 2568 bytes per triple.
+//!   correlated OTs, one round trip and 2568 bytes per triple;
+//! * [`bits`] — Boolean AND triples from the same OTs (the gates of a comparison circuit),
+//!   one message and 32 bytes per triple.
 //!
 //! Security: semi-honest, in the random-oracle model (base OTs, CDH on ristretto255) with AES as
 //! a correlation-robust permutation (the extension). Constant-time on secrets (choice bits
 //! select by masks; dalek's scalar arithmetic). A session uses them through the
-//! [`TwoPartySource`](crate::correlations::TwoPartySource) (every kind of triple); the
-//! comparison part of the mode is still to come.
+//! [`TwoPartySource`](crate::correlations::TwoPartySource): every kind of Beaver triple, and
+//! the AND triples of the two-party comparison circuit.
 
 pub mod base;
+pub mod bits;
 pub mod iknp;
 pub mod triples;
 
+pub use bits::{BitTriples, bit_triples_receiver, bit_triples_sender};
 pub use iknp::{CotReceiver, CotSender};
 pub use triples::{TripleShares, cross_products_receiver, cross_products_sender, triples_receiver, triples_sender};
 
@@ -58,6 +62,46 @@ mod tests {
         for (r, row) in m.iter().enumerate() {
             for (c, col) in t.iter().enumerate() {
                 assert_eq!((row >> c) & 1, (col >> r) & 1, "bit ({r}, {c})");
+            }
+        }
+    }
+
+    #[test]
+    fn and_triples_multiply_and_p0s_bits_are_balanced() {
+        // Sizes below, at and across a 64-bit word and an extension of 128 OTs.
+        for n in [1usize, 63, 64, 65, 1000] {
+            let (t0, t1) = two(
+                move |mut c| {
+                    futures::executor::block_on(async {
+                        let mut cot = CotSender::setup(&mut c, PartyId::P1, &mut rng(1)).await.unwrap();
+                        bit_triples_sender(&mut cot, &mut c, PartyId::P1, n).await.unwrap()
+                    })
+                },
+                move |mut c| {
+                    futures::executor::block_on(async {
+                        let mut cot = CotReceiver::setup(&mut c, PartyId::P0, &mut rng(2)).await.unwrap();
+                        bit_triples_receiver(&mut cot, &mut c, PartyId::P0, n, &mut rng(3)).await.unwrap()
+                    })
+                },
+            );
+            let bit = |v: &[u64], t: usize| (v[t / 64] >> (t % 64)) & 1;
+            for t in 0..n {
+                let (x, y) = (bit(&t0.x, t) ^ bit(&t1.x, t), bit(&t0.y, t) ^ bit(&t1.y, t));
+                assert_eq!(bit(&t0.z, t) ^ bit(&t1.z, t), x & y, "n = {n}, triple {t}");
+            }
+            // Nothing beyond bit n is set (the words are exact packings).
+            for v in [&t0.x, &t0.y, &t0.z, &t1.x, &t1.y, &t1.z] {
+                assert_eq!(v.len(), n.div_ceil(64));
+                if n % 64 != 0 {
+                    assert_eq!(v[n / 64] >> (n % 64), 0, "n = {n}");
+                }
+            }
+            if n == 1000 {
+                // P0's bits come from the OTs: uniform (here: between 40% and 60% ones).
+                for (name, v) in [("x0", &t0.x), ("y0", &t0.y), ("z0", &t0.z)] {
+                    let ones: u32 = v.iter().map(|w| w.count_ones()).sum();
+                    assert!((400..600).contains(&ones), "{name}: {ones} ones in 1000");
+                }
             }
         }
     }

@@ -60,15 +60,15 @@ impl std::fmt::Debug for TripleShares {
 }
 
 /// The tweakable correlation-robust hash, low 64 bits.
-struct Crh(Aes128);
+pub(super) struct Crh(Aes128);
 
 impl Crh {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Crh(Aes128::new(&Array(CRH_KEY)))
     }
 
     /// `out[i] = H(first + i, xs[i] ⊕ mask)`.
-    fn hash(&self, first: u64, xs: &[u128], mask: u128, out: &mut [u64]) {
+    pub(super) fn hash(&self, first: u64, xs: &[u128], mask: u128, out: &mut [u64]) {
         const B: usize = 64;
         let mut p = [Array([0u8; 16]); B];
         let mut pp = [Array([0u8; 16]); B];

@@ -1,6 +1,7 @@
 //! The protocols, as `impl Party` blocks. See [`Party`](crate::Party) for the doc template.
 
 pub mod beaver;
+mod gmw;
 mod io;
 mod local;
 mod nonlinear;

@@ -32,11 +32,11 @@ fn material_error(e: FssError) -> Error {
 }
 
 /// One comparison layer's outputs at a computing party, per element-point `q = e·points + j`.
-struct Compared {
+pub(super) struct Compared {
     /// Shares of `[x_e − p_j ≥ 0]`.
-    ge: Vec<u64>,
+    pub(super) ge: Vec<u64>,
     /// Shares of `ReLU(x_e − p_j)` when asked for.
-    relu: Option<Vec<u64>>,
+    pub(super) relu: Option<Vec<u64>>,
 }
 
 impl Party {
@@ -77,6 +77,9 @@ impl Party {
     /// element of `x` and every public point `p_j` (ring values), by the method the settings in
     /// force choose. `None` on the dealer and in the offline pass.
     async fn compare_layer(&mut self, x: &AShare, points: &[u64], relu: bool) -> Result<Option<Compared>> {
+        if self.is_two_party() {
+            return self.compare_layer_2pc(x, points, relu).await;
+        }
         let (n, pts) = (x.len(), points.len());
         let bits = self.cmp_bits();
         let method = self.method_for(&OpShape { elements: n, points: pts, relu, bits, sequential: 1 });

@@ -23,6 +23,8 @@ impl Party {
     /// * Rounds 1; online bytes 8 per value per computing party; correlations: one truncation
     ///   pair per value (the dealer sends P1 16 bytes per value).
     /// * Error: the result is `⌊x / 2^bits⌋` or one more. Outside `|x| < 2^62` it is wrong.
+    /// * In a two-party session (no dealer) it is [`Party::trunc`], local truncation: no round,
+    ///   and the rare large error that implies.
     pub async fn trunc_exact(&mut self, x: &AShare, bits: u32) -> Result<AShare> {
         let top = self.begin("trunc")?;
         let r = self.trunc_exact_many(&[x], bits).await.map(|mut v| v.remove(0));
@@ -33,6 +35,12 @@ impl Party {
     pub(crate) async fn trunc_exact_many(&mut self, xs: &[&AShare], bits: u32) -> Result<Vec<AShare>> {
         if !(1..=62).contains(&bits) {
             return Err(Error::InvalidInput(format!("exact truncation by {bits} bits: 1 to 62 are possible")));
+        }
+        if self.is_two_party() {
+            // No dealer to deal the mask's top bits: a two-party session truncates locally
+            // (SecureML), off by 1 ulp, or — with probability about 2^(ℓ+1−64) for a value of ℓ
+            // bits — by about 2^(64−bits) (docs/security.md, two-party mode).
+            return Ok(xs.iter().map(|x| self.trunc(x, bits)).collect());
         }
         let n: usize = xs.iter().map(|x| x.len()).sum();
         let t = self.corr.trunc_pair(&mut self.ch, n, bits).await?;
