@@ -546,3 +546,31 @@ fn the_two_party_mode_makes_its_triples_offline() {
         assert_eq!(online.rounds, 3, "P{i}");
     }
 }
+
+#[test]
+fn a_two_party_relu_costs_what_the_circuit_says() {
+    // k = 64: 63 generates, then 31 + 16 + 8 + 4 + 2 + 1 merged pairs of 2 ANDs = 187 ANDs per
+    // element in 7 layers; each layer opens 16 bytes per gate per 64 elements. Then two
+    // products (the bit made arithmetic, the ReLU), 16 bytes per element each.
+    let n = 640;
+    let x = random(&[n], 61);
+    let comparisons = Comparisons { bits: 64, ..Comparisons::for_fixed(FixedPoint::default()) };
+    let cfg = LocalConfig { comparisons: Some(comparisons), ..LocalConfig::new(8) };
+    let out = run_two_parties(cfg, |mut p| {
+        let x = x.clone();
+        async move {
+            let xs = input(&mut p, P0, &x)?;
+            p.relu(&xs).await?;
+            Ok(p.stats().op("relu"))
+        }
+    })
+    .unwrap();
+    let words = n.div_ceil(64) as u64;
+    for (i, s) in out.iter().enumerate() {
+        assert_eq!(s.rounds, 7 + 2, "P{i}: AND layers, then two products");
+        assert_eq!(s.online_sent, 16 * 187 * words + 2 * 16 * n as u64, "P{i}");
+        println!("P{i}: {} online and {} OT bytes sent per ReLU", s.online_sent / n as u64, s.offline_sent / n as u64);
+    }
+    // The OT columns go from P1 (the extension's receiver) to P0.
+    assert!(out[1].offline_sent > out[0].offline_sent);
+}
