@@ -50,6 +50,25 @@ type Views = [Vec<(PartyId, FrameKind, Vec<u8>)>; 3];
 const N: usize = 20_000;
 const K: u8 = 32;
 
+/// `n` values of many magnitudes, all of one sign.
+fn one_sign(n: usize, negative: bool) -> RingTensor {
+    let vals = (0..n as i64).map(|i| (i * 7919 % 1_000_000 + 1) * if negative { -1 } else { 1 }).map(|v| v as u64);
+    RingTensor::from_vec(&[n], vals.collect()).unwrap()
+}
+
+/// Every frame `r` received, decoded: `(from, kind, payload)`.
+fn decode(r: &Recording) -> Vec<(PartyId, FrameKind, Vec<u8>)> {
+    r.log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(from, f)| {
+            let (h, payload) = frame::decode(f, usize::MAX).unwrap();
+            (*from, h.kind, payload.to_vec())
+        })
+        .collect()
+}
+
 /// Runs one ReLU-with-bit layer and one comparison layer over `N` elements of value `±v` by
 /// `method`, recording every party's view.
 fn views(method: Method, negative: bool, seed: u64) -> Views {
@@ -60,10 +79,7 @@ fn views(method: Method, negative: bool, seed: u64) -> Views {
     let transports: Vec<Arc<dyn Transport>> = rec.iter().map(|r| r.clone() as Arc<dyn Transport>).collect();
     let mut cfg = LocalConfig::new(seed);
     cfg.comparisons = Some(Comparisons { policy: Policy::Fixed(method), bits: K, ..Comparisons::for_fixed(cfg.fixed) });
-    // Values of both signs and many magnitudes, all of one sign per run.
-    let vals: Vec<u64> =
-        (0..N as i64).map(|i| (i * 7919 % 1_000_000 + 1) * if negative { -1 } else { 1 }).map(|v| v as u64).collect();
-    let x = RingTensor::from_vec(&[N], vals).unwrap();
+    let x = one_sign(N, negative);
     run_parties_on(transports, cfg, |mut p| {
         let x = x.clone();
         async move {
@@ -75,17 +91,6 @@ fn views(method: Method, negative: bool, seed: u64) -> Views {
         }
     })
     .unwrap();
-    let decode = |r: &Recording| {
-        r.log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(from, f)| {
-                let (h, payload) = frame::decode(f, usize::MAX).unwrap();
-                (*from, h.kind, payload.to_vec())
-            })
-            .collect::<Vec<_>>()
-    };
     [decode(&rec[0]), decode(&rec[1]), decode(&rec[2])]
 }
 
@@ -100,9 +105,7 @@ fn views_2pc(negative: bool, seed: u64) -> Views {
     let transports: Vec<Arc<dyn Transport>> = rec.iter().map(|r| r.clone() as Arc<dyn Transport>).collect();
     let mut cfg = LocalConfig::new(seed);
     cfg.comparisons = Some(Comparisons { bits: K, ..Comparisons::for_fixed(cfg.fixed) });
-    let vals: Vec<u64> =
-        (0..N2 as i64).map(|i| (i * 7919 % 1_000_000 + 1) * if negative { -1 } else { 1 }).map(|v| v as u64).collect();
-    let x = RingTensor::from_vec(&[N2], vals).unwrap();
+    let x = one_sign(N2, negative);
     run_two_parties_on(transports, cfg, |mut p| {
         let x = x.clone();
         async move {
@@ -114,17 +117,6 @@ fn views_2pc(negative: bool, seed: u64) -> Views {
         }
     })
     .unwrap();
-    let decode = |r: &Recording| {
-        r.log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(from, f)| {
-                let (h, payload) = frame::decode(f, usize::MAX).unwrap();
-                (*from, h.kind, payload.to_vec())
-            })
-            .collect::<Vec<_>>()
-    };
     [decode(&rec[0]), decode(&rec[1]), vec![]]
 }
 

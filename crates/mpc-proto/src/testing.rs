@@ -57,9 +57,7 @@ where
     Fut: Future<Output = Result<T>>,
     T: Send,
 {
-    let transports: Vec<Arc<dyn Transport>> =
-        MemoryTransport::mesh(3).into_iter().map(|t| Arc::new(t) as Arc<dyn Transport>).collect();
-    run_parties_on(transports, cfg, program)
+    run_parties_on(memory_mesh(3), cfg, program)
 }
 
 /// Runs `program` on three parties over the given transports (index = party id).
@@ -90,9 +88,7 @@ where
     Fut: Future<Output = Result<T>>,
     T: Send,
 {
-    let transports: Vec<Arc<dyn Transport>> =
-        MemoryTransport::mesh(2).into_iter().map(|t| Arc::new(t) as Arc<dyn Transport>).collect();
-    run_two_parties_on(transports, cfg, program)
+    run_two_parties_on(memory_mesh(2), cfg, program)
 }
 
 /// [`run_two_parties`] over the given transports (index = party id), e.g. recording ones.
@@ -163,6 +159,11 @@ where
         Some(e) => Err(e),
         None => Ok(oks),
     }
+}
+
+/// `n` connected in-memory transports (index = party id).
+fn memory_mesh(n: usize) -> Vec<Arc<dyn Transport>> {
+    MemoryTransport::mesh(n).into_iter().map(|t| Arc::new(t) as Arc<dyn Transport>).collect()
 }
 
 /// A channel on an unconnected in-memory endpoint, for calling a correlation source that needs

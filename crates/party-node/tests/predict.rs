@@ -47,35 +47,34 @@ fn local_predict_over_quic_matches_onnxruntime() {
     }
 }
 
+/// `party-node local predict --model model --input input --output output`.
+fn local_predict(model: impl AsRef<Path>, input: impl AsRef<Path>, output: &Path) -> std::process::Output {
+    let args = ["local", "predict", "--model"];
+    Command::new(BIN)
+        .args(args)
+        .arg(model.as_ref())
+        .arg("--input")
+        .arg(input.as_ref())
+        .arg("--output")
+        .arg(output)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn bad_inputs_fail_before_any_node_starts_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     // Wrong shape: LeNet-5 expects [batch, 1, 28, 28]; give it Network A's [8, 784]... which has
     // the same per-sample size, so use the breast-cancer inputs ([n, 30]) instead.
-    let run = Command::new(BIN)
-        .args(["local", "predict", "--model"])
-        .arg(fixture("lenet5.onnx"))
-        .arg("--input")
-        .arg(fixture("breast_cancer_logreg.input.npy"))
-        .arg("--output")
-        .arg(dir.path().join("o.npy"))
-        .output()
-        .unwrap();
+    let run =
+        local_predict(fixture("lenet5.onnx"), fixture("breast_cancer_logreg.input.npy"), &dir.path().join("o.npy"));
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("the model expects [batch, 1, 28, 28]"), "{err}");
     // Not an ONNX file.
     let bogus = dir.path().join("bogus.onnx");
     std::fs::write(&bogus, b"not a model").unwrap();
-    let run = Command::new(BIN)
-        .args(["local", "predict", "--model"])
-        .arg(&bogus)
-        .arg("--input")
-        .arg(fixture("lenet5.input.npy"))
-        .arg("--output")
-        .arg(dir.path().join("o.npy"))
-        .output()
-        .unwrap();
+    let run = local_predict(&bogus, fixture("lenet5.input.npy"), &dir.path().join("o.npy"));
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("not a valid ONNX model"));
     // A NaN: refused with its place.
@@ -83,15 +82,7 @@ fn bad_inputs_fail_before_any_node_starts_with_a_clear_message() {
     x[[1, 2]] = f64::NAN;
     let nan = dir.path().join("nan.npy");
     mpc_ml::npy::write(&nan, &x).unwrap();
-    let run = Command::new(BIN)
-        .args(["local", "predict", "--model"])
-        .arg(fixture("network_a.onnx"))
-        .arg("--input")
-        .arg(&nan)
-        .arg("--output")
-        .arg(dir.path().join("o.npy"))
-        .output()
-        .unwrap();
+    let run = local_predict(fixture("network_a.onnx"), &nan, &dir.path().join("o.npy"));
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("the value at row 1, column 2 is NaN: NaN and infinite values are refused"), "{err}");
