@@ -31,7 +31,6 @@ use crate::transport::{BoxFuture, Channel};
 
 use super::{
     Bilinear, CorrelationSource, Correlations, FixedBHandle, FixedBTriple, Material, MulTriple, Request, Triple,
-    fixed_shape,
 };
 
 /// Terms per batch of OT multiplications: bounds the index and operand buffers (≈ 1.5 MiB).
@@ -104,7 +103,13 @@ struct TwoPartyCorrelations {
 
 impl TwoPartyCorrelations {
     /// This party's share of `f(a, b)` for its shares `a`, `b`.
-    async fn product(&mut self, ch: &mut Channel, op: Bilinear, a: &RingTensor, b: &RingTensor) -> Result<RingTensor> {
+    async fn product(
+        ot: &mut Ot,
+        ch: &mut Channel,
+        op: Bilinear,
+        a: &RingTensor,
+        b: &RingTensor,
+    ) -> Result<RingTensor> {
         let mut c = op.apply(a, b)?;
         let (xs, ys) = (a.shape(), b.shape());
         let mut terms = Terms::new(op, xs, ys)?;
@@ -122,7 +127,7 @@ impl TwoPartyCorrelations {
             if idx.is_empty() {
                 break;
             }
-            let cross = match &mut self.ot {
+            let cross = match ot {
                 Ot::Sender(s) => cross_products_sender(s, ch, PartyId::P1, &u, &v).await?,
                 Ot::Receiver(r) => cross_products_receiver(r, ch, PartyId::P0, &u, &v).await?,
             };
@@ -138,17 +143,19 @@ impl TwoPartyCorrelations {
         op.output_shape(xs, ys)?;
         let a = RingTensor::random(xs, &mut self.rng);
         let b = RingTensor::random(ys, &mut self.rng);
-        let c = self.product(ch, op, &a, &b).await?;
+        let c = Self::product(&mut self.ot, ch, op, &a, &b).await?;
         Ok(Triple { a: AShare::from_share(a), b: AShare::from_share(b), c: AShare::from_share(c) })
     }
 
     async fn fixed_b_triple(&mut self, ch: &mut Channel, handle: FixedBHandle, xs: &[usize]) -> Result<FixedBTriple> {
-        let shapes: Vec<(Bilinear, Vec<usize>)> = self.fixed.iter().map(|(op, b)| (*op, b.shape().to_vec())).collect();
-        let (op, ys) = fixed_shape(&shapes, handle)?;
-        op.output_shape(xs, &ys)?;
+        let (op, b) = self
+            .fixed
+            .get(handle.0)
+            .ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
+        op.output_shape(xs, b.shape())?;
         let a = RingTensor::random(xs, &mut self.rng);
-        let b = self.fixed[handle.0].1.clone();
-        let c = self.product(ch, op, &a, &b).await?;
+        // The registered B is read in place (weights can be large): no copy per triple.
+        let c = Self::product(&mut self.ot, ch, *op, &a, b).await?;
         Ok(FixedBTriple { a: AShare::from_share(a), c: AShare::from_share(c) })
     }
 }
