@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail, ensure};
 use mpc_proto::compare::{Comparisons, Link, Objective, Policy};
 use mpc_proto::transport::Transport;
-use mpc_proto::{DealerSource, FixedPoint, OpStats, Party, PartyId, SessionConfig, SessionId};
+use mpc_proto::{FixedPoint, OpStats, Party, PartyId, SessionConfig, SessionId};
 use rand_core::SeedableRng;
 use serde_json::{Value, json};
 
@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// from their memory budget (comma-separated; empty for none).
     #[arg(long, default_value = "250,500,1000,2000,4000")]
     pub sweep: String,
+    /// `dealer`: three party processes, a dealer supplies correlated randomness; `2pc`: two,
+    /// making it themselves with oblivious transfer (no dealer process).
+    #[arg(long, value_enum, default_value_t = crate::config::Mode::Dealer)]
+    pub mode: crate::config::Mode,
     /// Internal: run as the party of this node config (a child of the runner).
     #[arg(long, hide = true)]
     pub child_config: Option<PathBuf>,
@@ -162,7 +166,8 @@ fn random_u128() -> u128 {
 fn parent(args: &BenchArgs, list: &[Workload]) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("membrane-bench-{:016x}", random_u128() as u64));
     let addrs = crate::testbed::free_addrs()?;
-    let paths = crate::testbed::write_consortium(&dir, addrs, false)?;
+    let paths = crate::testbed::write_mode(&dir, addrs, None, crate::testbed::NAMES, args.mode)?;
+    let n = paths.len();
     let exe = std::env::current_exe().context("locating the party-node binary")?;
     let names: Vec<String> = list.iter().map(Workload::to_string).collect();
     let base = format!("{:032x}", random_u128() & !0xffff_ffff);
@@ -171,12 +176,15 @@ fn parent(args: &BenchArgs, list: &[Workload]) -> anyhow::Result<()> {
         None => None,
     };
     eprintln!(
-        "bench: {} workload(s), {} warm-up + {} counted run(s), rtt {:?}{}; three party processes over QUIC on loopback",
+        "bench: {} workload(s), {} warm-up + {} counted run(s), rtt {:?}{}; {} party processes over QUIC on loopback \
+         (mode {})",
         list.len(),
         args.warmup,
         args.runs,
         args.rtt,
-        args.rate.map(|r| format!(", rate {} Mbit/s", r / 1_000_000)).unwrap_or_default()
+        args.rate.map(|r| format!(", rate {} Mbit/s", r / 1_000_000)).unwrap_or_default(),
+        if n == 2 { "two" } else { "three" },
+        args.mode
     );
     let mut children = Children { dir: dir.clone(), procs: vec![], lifelines: vec![] };
     let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
@@ -188,7 +196,8 @@ fn parent(args: &BenchArgs, list: &[Workload]) -> anyhow::Result<()> {
             .args(["--session-base", &base, "--workload", &names.join(",")])
             .args(["--runs", &args.runs.to_string(), "--warmup", &args.warmup.to_string()])
             .args(["--seed", &args.seed.to_string(), "--rtt", &format!("{}us", args.rtt.as_micros())])
-            .args(["--nonlinear", &args.nonlinear.to_string(), "--objective", &args.objective.to_string()]);
+            .args(["--nonlinear", &args.nonlinear.to_string(), "--objective", &args.objective.to_string()])
+            .args(["--mode", args.mode.as_str()]);
         if args.widest_windows {
             cmd.arg("--widest-windows");
         }
@@ -214,7 +223,7 @@ fn parent(args: &BenchArgs, list: &[Workload]) -> anyhow::Result<()> {
         children.procs.push(child);
     }
     drop(tx);
-    let mut reports: Vec<[Option<Value>; 3]> = vec![[None, None, None]; list.len()];
+    let mut reports: Vec<Vec<Option<Value>>> = vec![vec![None; n]; list.len()];
     let mut done = 0;
     while done < list.len() {
         match rx.recv_timeout(Duration::from_millis(200)) {
@@ -224,7 +233,7 @@ fn parent(args: &BenchArgs, list: &[Workload]) -> anyhow::Result<()> {
                 ensure!(k < list.len(), "child report for an unknown workload");
                 reports[k][i] = Some(v);
                 if reports[k].iter().all(Option::is_some) {
-                    let parts = reports[k].clone().map(|r| r.expect("all present"));
+                    let parts: Vec<Value> = reports[k].iter().map(|r| r.clone().expect("all present")).collect();
                     let line = aggregate(list[k], args, &parts)?.to_string();
                     println!("{line}");
                     std::io::stdout().flush()?;
@@ -267,8 +276,9 @@ fn floats(v: &Value) -> Vec<f64> {
     v.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
 }
 
-/// One workload's JSON line from the three parties' reports.
-fn aggregate(w: Workload, args: &BenchArgs, p: &[Value; 3]) -> anyhow::Result<Value> {
+/// One workload's JSON line from the parties' reports (P0, P1[, P2]; per-party figures are
+/// listed in that order).
+fn aggregate(w: Workload, args: &BenchArgs, p: &[Value]) -> anyhow::Result<Value> {
     let bob = &p[1];
     let runs = floats(&bob["wall_s"]).len();
     let pooled = !floats(&bob["online_s"]).is_empty();
@@ -283,11 +293,12 @@ fn aggregate(w: Workload, args: &BenchArgs, p: &[Value; 3]) -> anyhow::Result<Va
         "wall_s": round6(median(&floats(&bob["wall_s"]))),
         "offline_s": or_null(round6(median(&offline))),
         "online_s": or_null(round6(median(&floats(&bob["online_s"])))),
-        "bytes_sent": [u(&p[0], "bytes_sent"), u(&p[1], "bytes_sent"), u(&p[2], "bytes_sent")],
+        "mode": args.mode.as_str(),
+        "bytes_sent": p.iter().map(|x| u(x, "bytes_sent")).collect::<Vec<_>>(),
         "rounds": u(bob, "rounds"),
         "max_abs_err": bob["max_abs_err"],
         "plaintext_s": median(&floats(&bob["plaintext_s"])),
-        "online_bytes_sent": [u(&p[0], "online_sent"), u(&p[1], "online_sent"), u(&p[2], "online_sent")],
+        "online_bytes_sent": p.iter().map(|x| u(x, "online_sent")).collect::<Vec<_>>(),
         "runs": runs,
         "warmup": args.warmup,
         "wall_runs_s": bob["wall_s"],
@@ -298,7 +309,7 @@ fn aggregate(w: Workload, args: &BenchArgs, p: &[Value; 3]) -> anyhow::Result<Va
         "rtt_ms": median(&floats(&bob["ping_ms"])),
         "rtt_pings_ms": bob["ping_ms"],
         "quic_srtt_ms": bob["quic_srtt_ms"],
-        "dropped_datagrams": u(&p[0], "dropped") + u(&p[1], "dropped") + u(&p[2], "dropped"),
+        "dropped_datagrams": p.iter().map(|x| u(x, "dropped")).sum::<u64>(),
         "online_pass_dealer_bytes": u(&p[1], "online_pass_dealer_bytes") + u(&p[0], "online_pass_dealer_bytes"),
         "layers_online": bob["layers_online"],
         "layers_wall": bob["layers_wall"],
@@ -314,9 +325,9 @@ fn aggregate(w: Workload, args: &BenchArgs, p: &[Value; 3]) -> anyhow::Result<Va
 // Child: one party.
 
 /// Sends one frame to each other party and waits for theirs.
-async fn barrier(ctl: &QuicTransport, me: PartyId) -> anyhow::Result<()> {
-    let others = PartyId::ALL.into_iter().filter(move |&p| p != me);
-    for p in others.clone() {
+async fn barrier(ctl: &QuicTransport, mesh: &Mesh) -> anyhow::Result<()> {
+    let others = mesh.others();
+    for p in mesh.others() {
         ctl.send(p, vec![0xba]).await?;
     }
     for p in others {
@@ -347,9 +358,9 @@ async fn ping(ctl: &QuicTransport, me: PartyId, n: usize) -> anyhow::Result<Vec<
 }
 
 /// P1 sends `v` to the others; everyone returns it.
-async fn share_u32(ctl: &QuicTransport, me: PartyId, v: u32) -> anyhow::Result<u32> {
-    if me == PartyId::P1 {
-        for p in [PartyId::P0, PartyId::P2] {
+async fn share_u32(ctl: &QuicTransport, mesh: &Mesh, v: u32) -> anyhow::Result<u32> {
+    if mesh.me() == PartyId::P1 {
+        for p in mesh.others() {
             ctl.send(p, v.to_le_bytes().to_vec()).await?;
         }
         Ok(v)
@@ -401,7 +412,7 @@ async fn connect(
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
     let mut rng = rand_chacha::ChaCha12Rng::from_seed(b);
     let config = SessionConfig { comparisons: cmp, fixed: w.fixed(), ..SessionConfig::new(id, w.plan_hash(args.seed)) };
-    Ok(Party::connect(Arc::new(transport), config, Box::new(DealerSource::default()), &mut rng).await?)
+    Ok(Party::connect(Arc::new(transport), config, args.mode.correlations().source(), &mut rng).await?)
 }
 
 fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result<()> {
@@ -412,6 +423,7 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
         std::process::exit(2);
     });
     let cfg = Config::load(cfg_path)?;
+    ensure!(cfg.mode == args.mode, "--mode {} but the config's [consortium] mode is {}", args.mode, cfg.mode);
     let base = u128::from_str_radix(args.session_base.as_deref().context("--session-base missing")?, 16)
         .context("--session-base")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -442,14 +454,14 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
         let mut sessions = Sessions { base, next: 0 };
         let ctl = mesh.open_session(SessionId(base)).await?;
         // Warm the connections (path-MTU discovery, congestion window) before timing anything.
-        barrier(&ctl, me).await?;
+        barrier(&ctl, &mesh).await?;
         let _ = ping(&ctl, me, 5).await?;
         // Open the congestion windows: a deployed node's connections are long-lived, and quinn
         // grows a window only while it is full, so on a fresh connection the first megabytes of
         // every job would pay extra round trips (seen at 10 ms RTT before this warm-up).
         for _ in 0..4 {
-            let others = PartyId::ALL.into_iter().filter(move |&p| p != me);
-            for p in others.clone() {
+            let others = mesh.others();
+            for p in mesh.others() {
                 ctl.send(p, vec![0x77; 4 << 20]).await?;
             }
             for p in others {
@@ -459,7 +471,7 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
         let pings = ping(&ctl, me, 20).await?;
         // P1's median round trip, shared: every party's cost model must see the same link.
         let median_us = (median(&pings) * 1e3).round() as u32;
-        let link = share_u32(&ctl, me, median_us).await.map(|us| link_model(args, us))?;
+        let link = share_u32(&ctl, &mesh, median_us).await.map(|us| link_model(args, us))?;
         let mut dropped = delayed.as_ref().map_or(0, |d| d.dropped());
         for (k, &w) in list.iter().enumerate() {
             let mut line = run_workload(&mesh, &ctl, &mut sessions, me, w, args, link)
@@ -477,7 +489,7 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
         }
         // Let the last frames of every party reach the others before anyone closes: the final
         // barrier's own frames may be cut by a peer's close, which is harmless here.
-        let _ = barrier(&ctl, me).await;
+        let _ = barrier(&ctl, &mesh).await;
         tokio::time::sleep(args.rtt * 2 + Duration::from_millis(200)).await;
         anyhow::Ok(())
     });
@@ -521,7 +533,7 @@ async fn run_workload(
     for run in 0..args.warmup + args.runs {
         let counted = run >= args.warmup;
         // Whole job from nothing: session setup, dealer on demand, online phase.
-        barrier(ctl, me).await?;
+        barrier(ctl, mesh).await?;
         let t0 = Instant::now();
         let mut party = connect(mesh, sessions, w, args, cmp).await?;
         let out = w.run(&mut party, &data).await?;
@@ -548,13 +560,13 @@ async fn run_workload(
         }
         // The same job with the preprocessing pool: offline pass, barrier, online pass.
         let mut party = connect(mesh, sessions, w, args, cmp).await?;
-        barrier(ctl, me).await?;
+        barrier(ctl, mesh).await?;
         let t0 = Instant::now();
         party.begin_offline()?;
         w.run(&mut party, &data).await?;
         party.begin_online()?;
         let offline = t0.elapsed().as_secs_f64();
-        barrier(ctl, me).await?;
+        barrier(ctl, mesh).await?;
         let before = party.stats().total;
         let t1 = Instant::now();
         let out2 = w.run(&mut party, &data).await?;

@@ -153,6 +153,7 @@ fn init(out: &Path, hosts: &[String], port: u16, api_port: u16) -> anyhow::Resul
             },
             api: ApiSection { listen: ([127, 0, 0, 1], api_port).into(), token: random_token() },
             trust: TrustSection { mode: TrustMode::Pinned, ca: None },
+            consortium: Default::default(),
             parties,
             limits: Default::default(),
             link: Default::default(),

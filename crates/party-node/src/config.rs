@@ -14,7 +14,10 @@
 //! [trust]
 //! mode = "pinned"                # or "ca" with `ca = "consortium-ca.pem"`
 //!
-//! [[party]]                      # three entries: alice, bob, dealer
+//! [consortium]                   # optional
+//! mode = "dealer"                # or "2pc": two parties, no dealer (see [`Mode`])
+//!
+//! [[party]]                      # one entry per party: alice, bob and (mode "dealer") dealer
 //! role = "alice"
 //! name = "acme"
 //! address = "127.0.0.1:7000"    # or a host name: "alice:7000", "node.acme.example:7000"
@@ -87,6 +90,69 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// How a consortium makes the correlated randomness its jobs consume (`[consortium] mode`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
+pub enum Mode {
+    /// Three parties: a dealer node (P2) supplies it and helps with comparisons.
+    #[default]
+    #[serde(rename = "dealer")]
+    #[value(name = "dealer")]
+    Dealer,
+    /// Two parties and no one else: Alice and Bob make it themselves with oblivious transfer
+    /// (`mpc_proto::TwoPartySource`). Slower and heavier on the wire; no third organisation.
+    #[serde(rename = "2pc")]
+    #[value(name = "2pc")]
+    TwoParty,
+}
+
+impl Mode {
+    /// The roles of a consortium in this mode, in party order.
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            Mode::Dealer => &Role::ALL,
+            Mode::TwoParty => &Role::ALL[..2],
+        }
+    }
+
+    /// The correlation source of this mode's sessions.
+    pub fn correlations(self) -> mpc_proto::CorrelationMode {
+        match self {
+            Mode::Dealer => mpc_proto::CorrelationMode::Dealer,
+            Mode::TwoParty => mpc_proto::CorrelationMode::TwoParty,
+        }
+    }
+
+    /// As in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Dealer => "dealer",
+            Mode::TwoParty => "2pc",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[consortium]`: what every node of the consortium must agree on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsortiumSection {
+    /// Where correlated randomness comes from, and so how many parties there are.
+    pub mode: Mode,
+}
+
+impl ConsortiumSection {
+    fn is_default(&self) -> bool {
+        *self == ConsortiumSection::default()
+    }
+}
+
 /// The config file as written on disk.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,7 +163,10 @@ pub struct ConfigFile {
     pub api: ApiSection,
     /// How peers are authenticated.
     pub trust: TrustSection,
-    /// The three parties of the consortium (this node included).
+    /// The consortium's mode (optional: a dealer).
+    #[serde(default, skip_serializing_if = "ConsortiumSection::is_default")]
+    pub consortium: ConsortiumSection,
+    /// The parties of the consortium (this node included).
     #[serde(default, rename = "party")]
     pub parties: Vec<PartySection>,
     /// Resource limits (all optional).
@@ -417,8 +486,10 @@ pub struct Config {
     pub path: PathBuf,
     /// This node's party.
     pub me: PartyId,
-    /// The parties, indexed by party id.
-    pub parties: [Peer; 3],
+    /// The consortium's mode.
+    pub mode: Mode,
+    /// The parties, indexed by party id: three, or two in mode "2pc".
+    pub parties: Vec<Peer>,
     /// This node's certificate chain.
     pub cert_chain: Vec<CertificateDer<'static>>,
     /// Every certificate file in use: this node's (first), the pinned peers' or the CA's.
@@ -531,23 +602,39 @@ impl Config {
         check_api_listen("[api] listen =", file.api.listen)?;
         ensure!(file.api.token.len() >= 16, "[api] token must be at least 16 characters (`party-node init` makes one)");
 
+        let mode = file.consortium.mode;
+        let roles = mode.roles();
         let mut slots: [Option<&PartySection>; 3] = [None, None, None];
         for p in &file.parties {
             check_name(&p.name).with_context(|| format!("[[party]] {}", p.role))?;
+            ensure!(
+                roles.contains(&p.role),
+                "[[party]] {} is listed, but [consortium] mode = \"{mode}\" has no {}: the two parties make their \
+                 correlations themselves. Remove that entry (or set [consortium] mode = \"dealer\")",
+                p.role,
+                p.role
+            );
             let slot = &mut slots[p.role.party().index()];
             ensure!(slot.is_none(), "[[party]] role {} is listed twice: each role appears exactly once", p.role);
             *slot = Some(p);
         }
+        ensure!(
+            roles.contains(&file.node.role),
+            "[node] role = \"{}\", but [consortium] mode = \"{mode}\" has only alice and bob",
+            file.node.role
+        );
         let missing: Vec<&str> =
-            Role::ALL.iter().filter(|r| slots[r.party().index()].is_none()).map(|r| r.as_str()).collect();
+            roles.iter().filter(|r| slots[r.party().index()].is_none()).map(|r| r.as_str()).collect();
         ensure!(
             missing.is_empty(),
-            "no [[party]] entry for {}: list all three parties (role, name, address{}), exchanging certificates \
+            "no [[party]] entry for {}: list all {} parties (role, name, address{}), exchanging certificates \
              with the other organisations",
             missing.join(" and "),
+            if roles.len() == 2 { "two" } else { "three" },
             if file.trust.mode == TrustMode::Pinned { ", cert" } else { "" }
         );
-        let slots = slots.map(|s| s.expect("checked above"));
+        let slots: Vec<&PartySection> =
+            slots.into_iter().take(roles.len()).map(|s| s.expect("checked above")).collect();
         for (i, a) in slots.iter().enumerate() {
             for b in &slots[i + 1..] {
                 ensure!(a.name != b.name, "parties {} and {} share the name {:?}", a.role, b.role, a.name);
@@ -576,7 +663,7 @@ impl Config {
         let mut certificates =
             vec![CertFile { what: "[node] cert".into(), path: cert_path.clone(), cert: own_cert.clone() }];
 
-        let mut parties = Vec::with_capacity(3);
+        let mut parties = Vec::with_capacity(slots.len());
         for s in slots {
             let cert = match (&file.trust.mode, &s.cert) {
                 (TrustMode::Pinned, Some(c)) => {
@@ -612,7 +699,6 @@ impl Config {
             };
             parties.push(Peer { id: s.role.party(), name: s.name.clone(), address: s.address.clone(), cert });
         }
-        let parties: [Peer; 3] = parties.try_into().expect("three parties");
 
         let trust = match file.trust.mode {
             TrustMode::Pinned => {
@@ -672,6 +758,7 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             me,
+            mode,
             listen,
             parties,
             cert_chain: vec![own_cert],

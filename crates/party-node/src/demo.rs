@@ -30,7 +30,7 @@ pub(crate) fn run(images: usize) -> anyhow::Result<()> {
     println!("  bob    (data owner)  holds {images} handwritten digits (28×28)");
     println!("  dealer               supplies correlated randomness and sees neither\n");
 
-    let mut c = local::Consortium::start(false)?;
+    let mut c = local::Consortium::start(false, party_node::config::Mode::Dealer)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // The images are scaled to [0, 1]: declaring it lets every comparison use the narrow
     // window the weights imply (docs/security.md, "The comparison window").

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use mpc_proto::prg::Prg;
-use mpc_proto::{DealerSource, Error as MpcError, FixedPoint, Party, PartyId, RingTensor, SessionConfig, SessionId};
+use mpc_proto::{Error as MpcError, FixedPoint, Party, PartyId, RingTensor, SessionConfig, SessionId};
 use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -387,6 +387,8 @@ pub struct Jobs {
     store: Arc<Store>,
     records: Mutex<BTreeMap<JobId, JobRecord>>,
     limits: crate::config::Limits,
+    /// The consortium's mode: where each session's correlations come from.
+    mode: crate::config::Mode,
     pool: WarmPool,
     /// When each unfinished job's record was last written, in which state.
     persisted: Mutex<std::collections::HashMap<JobId, (JobState, std::time::Instant)>>,
@@ -441,6 +443,7 @@ impl Jobs {
             store,
             records: Mutex::new(records),
             limits,
+            mode: crate::config::Mode::default(),
             pool,
             persisted: Mutex::default(),
             finished: std::sync::OnceLock::new(),
@@ -451,6 +454,12 @@ impl Jobs {
     pub fn with_limits(mut self, limits: crate::config::Limits) -> Self {
         self.limits = limits;
         self.pool = WarmPool::new(limits.pool_jobs, limits.pool_rows);
+        self
+    }
+
+    /// Sets the consortium's mode (`[consortium] mode`; the default: a dealer).
+    pub fn with_mode(mut self, mode: crate::config::Mode) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -1085,7 +1094,7 @@ impl Jobs {
         let mut seed_bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
         let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
-        let connect = Party::connect(Arc::new(transport), config, Box::new(DealerSource::default()), &mut rng);
+        let connect = Party::connect(Arc::new(transport), config, self.mode.correlations().source(), &mut rng);
         let mut party = tokio::time::timeout(mesh.join_timeout(), connect)
             .await
             .map_err(|_| anyhow::anyhow!("the peers did not join the preprocessing session"))?
@@ -1160,7 +1169,7 @@ impl Jobs {
         let mut seed_bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed_bytes).expect("OS randomness");
         let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed_bytes);
-        let connect = Party::connect(Arc::new(transport), config, Box::new(DealerSource::default()), &mut rng);
+        let connect = Party::connect(Arc::new(transport), config, self.mode.correlations().source(), &mut rng);
         let r = tokio::time::timeout(mesh.join_timeout(), connect).await.map_err(|_| {
             anyhow::anyhow!(
                 "session setup did not complete within {:?}: did every organisation submit job {id} with the same \
@@ -1183,7 +1192,7 @@ impl Jobs {
         // Only when the setup failed over the configuration (a refused hello, or a peer that
         // stopped during it), not over a lost connection or a timeout.
         let about_config = matches!(e, MpcError::ConfigMismatch { .. } | MpcError::PeerAborted(_));
-        let others = PartyId::ALL.into_iter().filter(|&p| p != mesh.me() && about_config);
+        let others = mesh.others().filter(|_| about_config);
         let peers = mismatched.iter().copied().chain(others);
         let mut checked = Vec::new();
         for peer in peers {

@@ -1,6 +1,6 @@
-//! `party-node local …` and `party-node demo`: a three-node consortium on this machine — three
-//! `party-node run` processes talking QUIC with mutual TLS over loopback — driven through their
-//! control APIs exactly as three organisations would drive their own nodes.
+//! `party-node local …` and `party-node demo`: a consortium on this machine — three `party-node
+//! run` processes (two in mode "2pc": no dealer) talking QUIC with mutual TLS over loopback —
+//! driven through their control APIs exactly as the organisations would drive their own nodes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,14 +11,15 @@ use anyhow::{Context, bail, ensure};
 use mpc_ml::{OutputPolicy, onnx};
 use ndarray::{ArrayD, Axis};
 use party_node::client;
-use party_node::config::Config;
+use party_node::config::{Config, Mode};
 use party_node::jobs::JobId;
 use party_node::testbed;
 use serde_json::json;
 
 const ROLES: [&str; 3] = ["alice", "bob", "dealer"];
 
-/// Three running nodes; killed (by their PIDs) when dropped.
+/// The running nodes (alice, bob and, with a dealer, the dealer); killed (by their PIDs) when
+/// dropped.
 pub(crate) struct Consortium {
     dir: PathBuf,
     children: Vec<Child>,
@@ -47,8 +48,9 @@ fn free_addr(udp: bool) -> anyhow::Result<SocketAddr> {
 }
 
 impl Consortium {
-    /// Writes identities and configs in a fresh temporary directory and starts the three nodes.
-    pub(crate) fn start(keep: bool) -> anyhow::Result<Consortium> {
+    /// Writes identities and configs in a fresh temporary directory and starts the nodes of
+    /// `mode` (three, or two without a dealer).
+    pub(crate) fn start(keep: bool, mode: Mode) -> anyhow::Result<Consortium> {
         let mut b = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("OS randomness");
         let dir = std::env::temp_dir().join(format!("membrane-local-{}", u64::from_le_bytes(b)));
@@ -57,7 +59,7 @@ impl Consortium {
             udp: [free_addr(true)?, free_addr(true)?, free_addr(true)?],
             api: [free_addr(false)?, free_addr(false)?, free_addr(false)?],
         };
-        let paths = testbed::write_consortium(&dir, addrs, false)?;
+        let paths = testbed::write_mode(&dir, addrs, None, testbed::NAMES, mode)?;
         let exe = std::env::current_exe().context("locating the party-node binary")?;
         let mut c = Consortium { dir: dir.clone(), children: vec![], configs: vec![], keep };
         for (role, path) in ROLES.iter().zip(&paths) {
@@ -77,7 +79,7 @@ impl Consortium {
         Ok(c)
     }
 
-    /// The nodes' process ids (alice, bob, dealer).
+    /// The nodes' process ids (alice, bob[, dealer]).
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.children.iter().map(Child::id).collect()
     }
@@ -102,11 +104,25 @@ impl Consortium {
             .with_context(|| format!("{}'s node", ROLES[i]))
     }
 
+    /// The consortium's mode.
+    pub(crate) fn mode(&self) -> Mode {
+        self.configs[0].mode
+    }
+
+    /// Who is starting, for the progress lines: "alice, bob and dealer nodes" or "alice and bob
+    /// nodes (mode 2pc, no dealer)".
+    pub(crate) fn who(&self) -> &'static str {
+        match self.mode() {
+            Mode::Dealer => "alice, bob and dealer nodes",
+            Mode::TwoParty => "alice and bob nodes (mode 2pc: no dealer)",
+        }
+    }
+
     /// Waits until every node's mesh is up.
-    #[allow(clippy::needless_range_loop)] // i indexes three parallel arrays (children, configs, ROLES)
+    #[allow(clippy::needless_range_loop)] // i indexes parallel arrays (children, configs, ROLES)
     pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let t0 = Instant::now();
-        for i in 0..3 {
+        for i in 0..self.configs.len() {
             loop {
                 if let Some(status) = self.children[i].try_wait()? {
                     bail!("the {} node exited ({status}):\n{}", ROLES[i], self.log_tail(ROLES[i]));
@@ -133,8 +149,8 @@ impl Consortium {
 }
 
 impl Consortium {
-    /// Polls job `id` on the three nodes until it is done on all of them; returns their final
-    /// records (alice, bob, dealer). Fails with the node's reason as soon as one reports the job
+    /// Polls job `id` on every node until it is done on all of them; returns their final
+    /// records (alice, bob[, dealer]). Fails with the node's reason as soon as one reports the job
     /// failed, or after `limit`. `watch` sees Bob's record while the job runs.
     #[allow(clippy::needless_range_loop)] // i indexes the nodes' parallel arrays
     pub(crate) async fn wait_job(
@@ -144,9 +160,9 @@ impl Consortium {
         mut watch: impl FnMut(&serde_json::Value),
     ) -> anyhow::Result<Vec<serde_json::Value>> {
         let t0 = Instant::now();
-        let mut records = vec![serde_json::Value::Null; 3];
+        let mut records = vec![serde_json::Value::Null; self.configs.len()];
         while records.iter().any(serde_json::Value::is_null) {
-            for i in 0..3 {
+            for i in 0..records.len() {
                 if !records[i].is_null() {
                     continue;
                 }
@@ -180,10 +196,12 @@ pub(crate) struct LocalResult {
     pub output: ArrayD<f64>,
     /// Bob's job record (per-layer profile, totals).
     pub bob_job: serde_json::Value,
-    /// The three nodes' job records (alice, bob, dealer).
+    /// The nodes' job records (alice, bob[, dealer]).
     pub jobs: Vec<serde_json::Value>,
     /// Seconds from submission to Bob's output.
     pub seconds: f64,
+    /// The consortium's mode (names the correlation column: dealer material or OT traffic).
+    pub mode: Mode,
 }
 
 /// Publishes `model` on Alice's node, registers its plan with Bob and the dealer, and runs one
@@ -214,9 +232,10 @@ pub(crate) async fn predict(
     };
     let (model_path, input_path) = (abs(model)?, abs(input)?);
     let output_path = if output.is_absolute() { output.to_path_buf() } else { std::env::current_dir()?.join(output) };
-    eprintln!("[1/4] starting alice, bob and dealer nodes (QUIC + mutual TLS on loopback)…");
+    eprintln!("[1/4] starting {} (QUIC + mutual TLS on loopback)…", c.who());
     c.wait_ready(Duration::from_secs(30)).await?;
-    eprintln!("[2/4] alice publishes {}; bob and the dealer register its public plan…", model.display());
+    let others = if c.mode() == Mode::Dealer { "bob and the dealer register" } else { "bob registers" };
+    eprintln!("[2/4] alice publishes {}; {others} its public plan…", model.display());
     let published = publish(c, Path::new(&model_path), policy, opts).await?;
     let batch = {
         let per_sample: Vec<usize> =
@@ -287,7 +306,7 @@ pub(crate) async fn run_predict(
     let records = records?;
     let seconds = t0.elapsed().as_secs_f64();
     let out = crate::ml_read_output(output_path)?;
-    Ok(LocalResult { output: out, bob_job: records[1].clone(), jobs: records, seconds })
+    Ok(LocalResult { output: out, bob_job: records[1].clone(), jobs: records, seconds, mode: c.mode() })
 }
 
 /// Waits (at most `limit`) until the three nodes' warm pools are full for `model`; whether
@@ -296,7 +315,7 @@ pub(crate) async fn wait_pool(c: &mut Consortium, model: &str, limit: Duration) 
     let t0 = Instant::now();
     loop {
         let mut ready = true;
-        for i in 0..3 {
+        for i in 0..c.configs.len() {
             let s = c.call(i, "GET", "/v1/pool", None).await?;
             // Full: as many entries as a refill makes (two, within capacity), so no offline pass
             // competes with the next job for the CPU.
@@ -337,7 +356,7 @@ pub(crate) async fn repeat_predict(
     };
     println!(
         "
-latency of the same prediction, from bob's submission to his output (alice and the dealer joined first):"
+latency of the same prediction, from bob's submission to his output (the other nodes joined first):"
     );
     line(1, &first.bob_job);
     let input = std::fs::canonicalize(input)?.display().to_string();
@@ -372,7 +391,9 @@ pub(crate) fn print_profile(r: &LocalResult) {
     } else {
         println!("\nper-layer profile (bob's node):");
     }
-    println!("  {:<14} {:>9} {:>7} {:>13} {:>15}", "stage", "time", "rounds", "online sent", "dealer material");
+    // Correlated randomness: the dealer's material, or (mode 2pc) the OT traffic that makes it.
+    let material = if r.mode == Mode::Dealer { "dealer material" } else { "OT correlations" };
+    println!("  {:<14} {:>9} {:>7} {:>13} {:>15}", "stage", "time", "rounds", "online sent", material);
     for l in r.bob_job["layers"].as_array().into_iter().flatten() {
         println!(
             "  {:<14} {:>7.1}ms {:>7} {:>11} B {:>13} B",
@@ -383,7 +404,7 @@ pub(crate) fn print_profile(r: &LocalResult) {
             l["offline_bytes"].as_u64().unwrap_or(0)
         );
     }
-    println!("\n  {:<8} {:>7} {:>14} {:>16} {:>14}", "node", "rounds", "online sent", "dealer material", "on the wire");
+    println!("\n  {:<8} {:>7} {:>14} {:>16} {:>14}", "node", "rounds", "online sent", material, "on the wire");
     for (role, j) in ROLES.iter().zip(&r.jobs) {
         let t = &j["total"];
         let material = t["offline_sent"].as_u64().unwrap_or(0) + t["offline_recv"].as_u64().unwrap_or(0);
@@ -442,9 +463,14 @@ pub(crate) async fn train(
     c: &mut Consortium,
     bob: &party_node::ml::TrainRequest,
 ) -> anyhow::Result<(serde_json::Value, f64)> {
-    eprintln!("[1/3] starting alice, bob and dealer nodes (QUIC + mutual TLS on loopback)…");
+    eprintln!("[1/3] starting {} (QUIC + mutual TLS on loopback)…", c.who());
     c.wait_ready(Duration::from_secs(30)).await?;
-    eprintln!("[2/3] bob shares his data; the three nodes train {} for {} epochs on shares…", bob.arch, bob.epochs);
+    eprintln!(
+        "[2/3] bob shares his data; the {} nodes train {} for {} epochs on shares…",
+        c.configs.len(),
+        bob.arch,
+        bob.epochs
+    );
     let t0 = Instant::now();
     // Bob's request, proposed to the other two nodes (their [policy] train accepts it).
     let req = serde_json::to_value(party_node::service::Request::Train(bob.clone()))?;
@@ -470,7 +496,7 @@ pub(crate) async fn analyze(
     bob: &party_node::ml::AnalyzeRequest,
     alice_data: Option<String>,
 ) -> anyhow::Result<(mpc_ml::analytics::Report, f64)> {
-    eprintln!("[1/3] starting alice, bob and dealer nodes (QUIC + mutual TLS on loopback)…");
+    eprintln!("[1/3] starting {} (QUIC + mutual TLS on loopback)…", c.who());
     c.wait_ready(Duration::from_secs(30)).await?;
     let id = JobId::random().to_string();
     let t0 = Instant::now();
@@ -480,7 +506,7 @@ pub(crate) async fn analyze(
     ensure!(!plan.is_null(), "bob's job record has no analytics plan: {rec}");
     let rows = plan["rows"].clone();
     eprintln!("[2/3] rows {rows} (alice, bob) are secret-shared; the nodes compute on shares…");
-    for i in [0, 2] {
+    for i in (0..c.configs.len()).filter(|&i| i != 1) {
         let data = if i == 0 { alice_data.clone() } else { None };
         c.call(
             i,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use party_node::client;
-use party_node::config::{Config, ConfigFile, Role, random_token, resolve};
+use party_node::config::{Config, ConfigFile, Mode, Role, random_token, resolve};
 use party_node::identity;
 use party_node::jobs::{JobRequest, check_request};
 use party_node::testbed;
@@ -62,16 +62,24 @@ enum Command {
         /// sharing a machine need one port each (127.0.0.1:7100, 127.0.0.1:7101, …).
         #[arg(long, default_value = "127.0.0.1:7100")]
         api: SocketAddr,
+        /// The consortium's mode: `dealer` (three organisations) or `2pc` (alice and bob only,
+        /// no dealer). Every node of a consortium uses the same.
+        #[arg(long, value_enum, default_value_t = Mode::Dealer)]
+        mode: Mode,
     },
-    /// Create a complete three-node consortium on this machine (to try the node): DIR/alice,
-    /// DIR/bob, DIR/dealer, each with its identity and config.
+    /// Create a complete consortium on this machine (to try the node): DIR/alice, DIR/bob and
+    /// (mode dealer) DIR/dealer, each with its identity and config.
     InitLocal {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
-        /// First UDP port (nodes use this and the next two; the APIs use +100).
+        /// First UDP port (nodes use this and the next ones; the APIs use +100).
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
+        /// `dealer`: three nodes, a dealer supplies correlated randomness; `2pc`: alice and bob
+        /// only, making it themselves with oblivious transfer (slower, no third organisation).
+        #[arg(long, value_enum, default_value_t = Mode::Dealer)]
+        mode: Mode,
     },
     /// Alice: publish an ONNX model and offer it to the organisations she admits: her node
     /// shares nothing but the public plan, which it sends to Bob's and the dealer's nodes over
@@ -532,11 +540,17 @@ enum LocalAction {
         /// Keep the temporary consortium directory (configs, logs, stores).
         #[arg(long)]
         keep: bool,
+        /// `dealer`: three nodes; `2pc`: alice and bob only, no dealer process.
+        #[arg(long, value_enum, default_value_t = Mode::Dealer)]
+        mode: Mode,
     },
-    /// Private training on Bob's CSV with three processes over QUIC.
+    /// Private training on Bob's CSV with local nodes over QUIC.
     Train {
         #[command(flatten)]
         args: TrainArgs,
+        /// `dealer`: three nodes; `2pc`: alice and bob only, no dealer process.
+        #[arg(long, value_enum, default_value_t = Mode::Dealer)]
+        mode: Mode,
         /// Also train in plain f64 with the same seed, batches and hyperparameters.
         #[arg(long)]
         verify: bool,
@@ -552,6 +566,9 @@ enum LocalAction {
         /// Rows Alice contributes: a CSV with the same columns.
         #[arg(long)]
         alice_data: Option<PathBuf>,
+        /// `dealer`: three nodes; `2pc`: alice and bob only, no dealer process.
+        #[arg(long, value_enum, default_value_t = Mode::Dealer)]
+        mode: Mode,
         /// Also compute the statistics in plain f64 and report the largest difference.
         #[arg(long)]
         verify: bool,
@@ -662,8 +679,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { images } => demo::run(images),
-        Command::Init { role, name, out, listen, api } => init(role, &name, &out, listen, api),
-        Command::InitLocal { out, base_port } => init_local(&out, base_port),
+        Command::Init { role, name, out, listen, api, mode } => init(role, &name, &out, listen, api, mode),
+        Command::InitLocal { out, base_port, mode } => init_local(&out, base_port, mode),
         Command::Publish { config, model, name, output, frac_bits, compare, plan_out, policy } => {
             let policy = policy.policy()?;
             runtime()?.block_on(publish(
@@ -700,6 +717,7 @@ fn main() -> anyhow::Result<()> {
                     micro_batch,
                     repeat,
                     keep,
+                    mode,
                 },
         } => local_predict(
             &model,
@@ -712,10 +730,13 @@ fn main() -> anyhow::Result<()> {
             micro_batch,
             repeat,
             keep,
+            mode,
         ),
-        Command::Local { action: LocalAction::Train { args, verify, json } } => local_train(&args, verify, json),
-        Command::Local { action: LocalAction::Analyze { args, alice_data, verify } } => {
-            local_analyze(&args, alice_data.as_deref(), verify)
+        Command::Local { action: LocalAction::Train { args, verify, json, mode } } => {
+            local_train(&args, verify, json, mode)
+        }
+        Command::Local { action: LocalAction::Analyze { args, alice_data, verify, mode } } => {
+            local_analyze(&args, alice_data.as_deref(), verify, mode)
         }
         Command::Analyze { config, id, by_hand, args, alice_rows, plan, plan_out, wait } => {
             runtime()?.block_on(analyze_submit(
@@ -788,10 +809,10 @@ fn bench(mut args: party_node::bench::BenchArgs) -> anyhow::Result<()> {
         .map(|s| s.parse::<usize>().ok().filter(|&b| b > 0).with_context(|| format!("--sweep: bad micro-batch {s:?}")))
         .collect::<anyhow::Result<_>>()?;
     for (name, rows) in throughput {
-        throughput::run(&name, rows, &sweep, args.json_out.as_deref())?;
+        throughput::run(&name, rows, &sweep, args.json_out.as_deref(), args.mode)?;
     }
     for (name, fixture) in pooled {
-        throughput::pool_latency(&name, fixture, args.runs.max(5) * 4, args.json_out.as_deref())?;
+        throughput::pool_latency(&name, fixture, args.runs.max(5) * 4, args.json_out.as_deref(), args.mode)?;
     }
     Ok(())
 }
@@ -816,15 +837,20 @@ fn init(
     out: &Path,
     listen: party_node::config::PeerAddr,
     api: SocketAddr,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     identity::check_name(name)?;
+    anyhow::ensure!(
+        mode.roles().contains(&role),
+        "--role {role} with --mode {mode}: a two-party consortium has only alice and bob (no dealer)"
+    );
     // `run` would refuse it: say so before writing anything.
     party_node::config::check_api_listen("--api", api)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let id = identity::self_signed(name)?;
     identity::write_new(&out.join("node.key.pem"), &id.key_pem, true)?;
     identity::write_new(&out.join("node.cert.pem"), &id.cert_pem, false)?;
-    let others: Vec<Role> = Role::ALL.into_iter().filter(|&r| r != role).collect();
+    let others: Vec<Role> = mode.roles().iter().copied().filter(|&r| r != role).collect();
     let template = |r: Role| {
         format!(
             "# [[party]]\n# role = \"{r}\"\n# name = \"<their organisation name>\"\n# address = \"<their UDP address>\"\n\
@@ -836,27 +862,37 @@ fn init(
          [node]\nrole = \"{role}\"\ncert = \"node.cert.pem\"\nkey = \"node.key.pem\"\ndata_dir = \"data\"\n\n\
          [api]\nlisten = \"{api}\"\ntoken = \"{token}\"\n\n\
          [trust]\nmode = \"pinned\"    # or \"ca\" with ca = \"ca.cert.pem\" and no [[party]] cert lines (docs/deploy.md)\n\n\
+         {consortium}\
          [[party]]\nrole = \"{role}\"\nname = \"{name}\"\naddress = \"{listen}\"\ncert = \"node.cert.pem\"\n\n\
-         # Add the other two parties, with the certificates they send you (send them node.cert.pem):\n{}\n{}",
-        template(others[0]),
-        template(others[1]),
+         # Add the other {n} with the certificates they send you (send them node.cert.pem):\n{}",
+        others.iter().map(|&r| template(r)).collect::<Vec<_>>().join("\n"),
+        consortium = match mode {
+            Mode::Dealer => String::new(),
+            Mode::TwoParty => "[consortium]\nmode = \"2pc\"    # alice and bob only: no dealer\n\n".to_string(),
+        },
+        n = if others.len() == 1 { "party" } else { "two parties," },
         token = random_token(),
     );
     identity::write_new(&out.join("node.toml"), &text, true)?;
     println!("wrote {0}/node.key.pem (secret), {0}/node.cert.pem, {0}/node.toml", out.display());
-    println!("next, with pinned certificates: exchange node.cert.pem with the other two organisations and add their");
-    println!("[[party]] entries; with a consortium CA: `party-node cert request --config {}/node.toml`", out.display());
+    let n = if others.len() == 1 {
+        "organisation and add its [[party]] entry"
+    } else {
+        "two organisations and add their [[party]] entries"
+    };
+    println!("next, with pinned certificates: exchange node.cert.pem with the other {n};");
+    println!("with a consortium CA: `party-node cert request --config {}/node.toml`", out.display());
     println!("(docs/deploy.md). Then `party-node run --config {}/node.toml`", out.display());
     Ok(())
 }
 
-fn init_local(out: &Path, base: u16) -> anyhow::Result<()> {
+fn init_local(out: &Path, base: u16, mode: Mode) -> anyhow::Result<()> {
     let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let addrs = testbed::Addrs {
         udp: [at(base), at(base + 1), at(base + 2)],
         api: [at(base + 100), at(base + 101), at(base + 102)],
     };
-    let paths = testbed::write_consortium(out, addrs, false)?;
+    let paths = testbed::write_mode(out, addrs, None, testbed::NAMES, mode)?;
     for p in paths {
         println!("party-node run --config {}", p.display());
     }
@@ -1481,12 +1517,13 @@ fn local_predict(
     micro_batch: Option<usize>,
     repeat: usize,
     keep: bool,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     let policy: mpc_ml::OutputPolicy = policy.parse().map_err(anyhow::Error::msg)?;
     // Check the model and input before starting anything.
     let imported = mpc_ml::onnx::import_file(model)?;
     party_node::ml::read_input(input, &imported.model.input_shape)?;
-    let mut c = local::Consortium::start(keep)?;
+    let mut c = local::Consortium::start(keep, mode)?;
     let opts = local::PublishOptions {
         frac_bits,
         nonlinear: Some(compare.nonlinear.clone()),
@@ -1577,7 +1614,7 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result<()> {
+fn local_train(args: &TrainArgs, verify: bool, json_out: bool, mode: Mode) -> anyhow::Result<()> {
     let data = args.data.as_deref().context("local train needs --data")?;
     let label = args.label.as_deref().context("local train needs --label")?;
     if verify && args.reveal_to.is_none() {
@@ -1586,7 +1623,7 @@ fn local_train(args: &TrainArgs, verify: bool, json_out: bool) -> anyhow::Result
     // Everything is checked on Bob's side before a node starts.
     let bob_req = args.request(None)?;
     let prepared = party_node::ml::prepare_train(party_node::config::Role::Bob, &bob_req)?;
-    let mut c = local::Consortium::start(false)?;
+    let mut c = local::Consortium::start(false, mode)?;
     let rt = runtime()?;
     let (metrics, secs) = rt.block_on(local::train(&mut c, &bob_req))?;
     let mut out = serde_json::Map::new();
@@ -1701,7 +1738,7 @@ async fn analyze_submit(
     Ok(())
 }
 
-fn local_analyze(args: &AnalyzeArgs, alice_data: Option<&Path>, verify: bool) -> anyhow::Result<()> {
+fn local_analyze(args: &AnalyzeArgs, alice_data: Option<&Path>, verify: bool, mode: Mode) -> anyhow::Result<()> {
     use mpc_ml::analytics::analyze_plain;
     use party_node::config::Role;
     args.data.as_deref().context("local analyze needs --data (bob's CSV)")?;
@@ -1724,7 +1761,7 @@ fn local_analyze(args: &AnalyzeArgs, alice_data: Option<&Path>, verify: bool) ->
         };
         party_node::ml::prepare_analyze(Role::Alice, &req)?;
     }
-    let mut c = local::Consortium::start(false)?;
+    let mut c = local::Consortium::start(false, mode)?;
     let (report, secs) =
         runtime()?.block_on(local::analyze(&mut c, &bob_req, alice.as_ref().map(|(p, _)| p.clone())))?;
     drop(c);

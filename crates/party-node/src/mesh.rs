@@ -298,10 +298,11 @@ enum Parked {
 
 struct Inner {
     me: PartyId,
-    names: [String; 3],
-    addrs: [PeerAddr; 3],
+    /// Per party of the consortium (two or three), indexed by party id.
+    names: Vec<String>,
+    addrs: Vec<PeerAddr>,
     endpoint: quinn::Endpoint,
-    peers: [PeerSlot; 3],
+    peers: Vec<PeerSlot>,
     parked: Mutex<HashMap<(SessionId, PartyId), Parked>>,
     /// Stop notices received, per session (the first one wins), and a counter bumped on each.
     notices: Mutex<HashMap<SessionId, (StopNotice, Instant)>>,
@@ -474,10 +475,14 @@ impl Mesh {
         .context("QUIC endpoint")?;
         let inner = Arc::new(Inner {
             me: cfg.me,
-            names: cfg.parties.clone().map(|p| p.name),
-            addrs: cfg.parties.clone().map(|p| p.address),
+            names: cfg.parties.iter().map(|p| p.name.clone()).collect(),
+            addrs: cfg.parties.iter().map(|p| p.address.clone()).collect(),
             endpoint,
-            peers: [(); 3].map(|()| PeerSlot { conn: watch::channel(None).0, info: Mutex::new(PeerInfo::default()) }),
+            peers: cfg
+                .parties
+                .iter()
+                .map(|_| PeerSlot { conn: watch::channel(None).0, info: Mutex::new(PeerInfo::default()) })
+                .collect(),
             parked: Mutex::new(HashMap::new()),
             notices: Mutex::new(HashMap::new()),
             notice_seq: watch::channel(0).0,
@@ -489,7 +494,7 @@ impl Mesh {
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         let mut tasks = vec![tokio::spawn(inner.clone().accept_loop())];
-        for p in PartyId::ALL.into_iter().filter(|&p| p > cfg.me) {
+        for p in cfg.parties.iter().map(|p| p.id).filter(|&p| p > cfg.me) {
             let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(cfg, &auth, p)?)
                 .context("QUIC client TLS")?;
             let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -529,9 +534,15 @@ impl Mesh {
         Ok(())
     }
 
-    fn others(&self) -> impl Iterator<Item = PartyId> + use<> {
-        let me = self.inner.me;
-        PartyId::ALL.into_iter().filter(move |&p| p != me)
+    /// The consortium's other parties (one in mode "2pc", two with a dealer).
+    pub fn others(&self) -> impl Iterator<Item = PartyId> + use<> {
+        let (me, n) = (self.inner.me, self.inner.peers.len());
+        PartyId::ALL.into_iter().take(n).filter(move |&p| p != me)
+    }
+
+    /// How many parties the consortium has (this node included).
+    pub fn parties(&self) -> usize {
+        self.inner.peers.len()
     }
 
     /// Status of each peer.

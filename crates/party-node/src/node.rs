@@ -15,12 +15,13 @@ use crate::store::Store;
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let certificates = crate::certs::check_at_start(&cfg)?;
     let store = Arc::new(Store::open(&cfg.data_dir)?);
-    let jobs = Arc::new(Jobs::load(cfg.me, store).context("loading job records")?.with_limits(cfg.limits));
+    let jobs =
+        Arc::new(Jobs::load(cfg.me, store).context("loading job records")?.with_limits(cfg.limits).with_mode(cfg.mode));
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .with_context(|| format!("cannot listen on [api] listen = {} (in use?)", cfg.api_listen))?;
     let mesh = Arc::new(Mesh::bind(&cfg, cfg.limits.mesh_options())?);
-    let names = cfg.parties.clone().map(|p| p.name);
+    let names = cfg.parties.iter().map(|p| p.name.clone()).collect();
     let service = crate::service::Service::start(mesh.clone(), jobs.clone(), names, cfg.policy.clone(), &cfg.data_dir)
         .context("starting the prediction service")?;
     tracing::info!(role = %cfg.role(), api = %cfg.api_listen, config = %cfg.path.display(), "node running");

@@ -8,7 +8,7 @@
 //!   Bob's and the dealer's nodes store the plan unless Bob pinned another one by hash
 //!   (`party-node register`).
 //! * **Proposing** (Bob): `party-node predict --model wine --input x.npy --output y.npy` checks
-//!   the input on Bob's node, records the job as `proposed` and sends both peers a
+//!   the input on Bob's node, records the job as `proposed` and sends each peer a
 //!   [`Proposal`] — kind, model, rows, plan hash (no job id is ever copied between
 //!   organisations). Each peer decides by its own policy: accepts, refuses naming the rule
 //!   ("quota: 100 rows allowed, 80 used, 40 requested"), or holds it for its organisation's
@@ -469,7 +469,8 @@ pub struct Delivery {
 /// The node's service.
 pub struct Service {
     me: PartyId,
-    names: [String; 3],
+    /// The consortium's organisations, indexed by party id (two or three).
+    names: Vec<String>,
     mesh: Arc<Mesh>,
     jobs: Arc<Jobs>,
     audit: AuditLog,
@@ -512,7 +513,7 @@ impl Service {
     pub fn start(
         mesh: Arc<Mesh>,
         jobs: Arc<Jobs>,
-        names: [String; 3],
+        names: Vec<String>,
         policy: PolicySection,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Arc<Service>> {
@@ -562,9 +563,8 @@ impl Service {
         &self.names[p.index()]
     }
 
-    fn others(&self) -> [PartyId; 2] {
-        let o: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != self.me).collect();
-        [o[0], o[1]]
+    fn others(&self) -> Vec<PartyId> {
+        self.mesh.others().collect()
     }
 
     fn who(&self, p: PartyId) -> String {
@@ -857,11 +857,11 @@ impl Service {
         let id: JobId = proposal.job.parse().expect("own id");
         let msg = Message::Propose { proposal: proposal.clone() };
         let peers = self.others();
-        let answers = futures::future::join_all(peers.map(|p| self.ask(p, &msg, DECIDE_TIMEOUT))).await;
+        let answers = futures::future::join_all(peers.iter().map(|&p| self.ask(p, &msg, DECIDE_TIMEOUT))).await;
         let mut decisions = BTreeMap::new();
         let mut state: BTreeMap<PartyId, Decision> = BTreeMap::new();
         let mut failure: Option<(JobState, String)> = None;
-        for (p, a) in peers.into_iter().zip(answers) {
+        for (p, a) in peers.iter().copied().zip(answers) {
             let key = Role::of(p).to_string();
             match a {
                 Ok(Answer::Decision { decision }) => {
@@ -916,10 +916,10 @@ impl Service {
                 }
             }
         }
-        self.jobs.set_pending(id, JobState::Proposed, "accepted by both peers; starting", None, &decisions);
+        self.jobs.set_pending(id, JobState::Proposed, "accepted by every peer; starting", None, &decisions);
         let start = Message::Start { job: proposal.job.clone() };
-        let started = futures::future::join_all(peers.map(|p| self.ask(p, &start, DECIDE_TIMEOUT))).await;
-        for (p, r) in peers.into_iter().zip(started) {
+        let started = futures::future::join_all(peers.iter().map(|&p| self.ask(p, &start, DECIDE_TIMEOUT))).await;
+        for (p, r) in peers.iter().copied().zip(started) {
             let problem = match r {
                 Ok(Answer::Ok) => continue,
                 Ok(Answer::Error { message }) => message,
@@ -935,7 +935,8 @@ impl Service {
 
     async fn cancel_all(&self, proposal: &Proposal, reason: &str) {
         let msg = Message::Cancel { job: proposal.job.clone(), reason: reason.into() };
-        let _ = futures::future::join_all(self.others().map(|p| self.ask(p, &msg, Duration::from_secs(5)))).await;
+        let _ = futures::future::join_all(self.others().into_iter().map(|p| self.ask(p, &msg, Duration::from_secs(5))))
+            .await;
     }
 
     fn on_decided(&self, from: PartyId, job: &str, decision: Decision) -> anyhow::Result<()> {

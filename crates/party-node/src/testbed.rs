@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::config::{ApiSection, ConfigFile, NodeSection, PartySection, Role, TrustMode, TrustSection, random_token};
+use crate::config::{
+    ApiSection, ConfigFile, ConsortiumSection, Mode, NodeSection, PartySection, TrustMode, TrustSection, random_token,
+};
 use crate::identity::{self, Ca, Identity};
 
 /// Organisation names used by the test bed, by party.
@@ -38,13 +40,33 @@ pub fn write_consortium_with(
     authority: Option<&Ca>,
     names: [&str; 3],
 ) -> anyhow::Result<[PathBuf; 3]> {
+    let paths = write_mode(dir, addrs, authority, names, Mode::Dealer)?;
+    Ok(paths.try_into().expect("three configs"))
+}
+
+/// A two-node consortium (`[consortium] mode = "2pc"`: alice and bob, no dealer) under `dir`;
+/// the config paths of alice and bob. `addrs`' third entries are unused.
+pub fn write_two_party(dir: &Path, addrs: Addrs, ca: bool) -> anyhow::Result<[PathBuf; 2]> {
+    let authority = if ca { Some(Ca::new("membrane-test-consortium")?) } else { None };
+    let paths = write_mode(dir, addrs, authority.as_ref(), NAMES, Mode::TwoParty)?;
+    Ok(paths.try_into().expect("two configs"))
+}
+
+/// The consortium of `mode` (its roles only) under `dir`; config paths in party order.
+pub fn write_mode(
+    dir: &Path,
+    addrs: Addrs,
+    authority: Option<&Ca>,
+    names: [&str; 3],
+    mode: Mode,
+) -> anyhow::Result<Vec<PathBuf>> {
     let ca = authority.is_some();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if let Some(a) = authority {
         std::fs::write(dir.join("ca.pem"), a.cert_pem()).context("writing ca.pem")?;
     }
     let mut certs = Vec::new();
-    for role in Role::ALL {
+    for &role in mode.roles() {
         let d = dir.join(role.as_str());
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         let name = names[role.party().index()];
@@ -56,7 +78,8 @@ pub fn write_consortium_with(
         identity::write_new(&d.join("node.key.pem"), &id.key_pem, true)?;
         certs.push(d.join("node.cert.pem"));
     }
-    let parties: Vec<PartySection> = Role::ALL
+    let parties: Vec<PartySection> = mode
+        .roles()
         .iter()
         .map(|&r| PartySection {
             role: r,
@@ -66,7 +89,7 @@ pub fn write_consortium_with(
         })
         .collect();
     let mut out = Vec::new();
-    for role in Role::ALL {
+    for &role in mode.roles() {
         let file = ConfigFile {
             node: NodeSection {
                 role,
@@ -80,6 +103,7 @@ pub fn write_consortium_with(
                 mode: if ca { TrustMode::Ca } else { TrustMode::Pinned },
                 ca: ca.then(|| PathBuf::from("../ca.pem")),
             },
+            consortium: ConsortiumSection { mode },
             parties: parties.clone(),
             limits: Default::default(),
             link: Default::default(),
@@ -90,7 +114,7 @@ pub fn write_consortium_with(
         identity::write_new(&path, &text, true)?;
         out.push(path);
     }
-    Ok(out.try_into().expect("three configs"))
+    Ok(out)
 }
 
 /// Free loopback ports for three nodes (bound together, then released: a small race with other

@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use mpc_ml::{OutputPolicy, npy};
 use ndarray::{ArrayD, Axis};
+use party_node::config::Mode;
 use serde_json::{Value, json};
 
 use crate::local::{self, Consortium};
@@ -44,6 +45,7 @@ pub(crate) fn pool_latency(
     fixture: (&[u8], &[u8]),
     runs: usize,
     json_out: Option<&Path>,
+    mode: Mode,
 ) -> anyhow::Result<Value> {
     let dir = std::env::temp_dir().join(format!("membrane-pool-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -56,7 +58,7 @@ pub(crate) fn pool_latency(
     let output = dir.join("out.npy");
     let in_unit = x.iter().all(|&v| (0.0..=1.0).contains(&v));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut c = Consortium::start(false)?;
+    let mut c = Consortium::start(false, mode)?;
     let opts = local::PublishOptions { input_range: in_unit.then_some([0.0, 1.0]), ..Default::default() };
     rt.block_on(local::publish(&mut c, &model, OutputPolicy::Logits, &opts))?;
     let path = input.display().to_string();
@@ -151,7 +153,13 @@ fn reset_peak(pid: u32) {
 }
 
 /// Runs the workload; one JSON line (also appended to `json_out`).
-pub(crate) fn run(name: &str, rows: usize, sweep: &[usize], json_out: Option<&Path>) -> anyhow::Result<Value> {
+pub(crate) fn run(
+    name: &str,
+    rows: usize,
+    sweep: &[usize],
+    json_out: Option<&Path>,
+    mode: Mode,
+) -> anyhow::Result<Value> {
     let dir = std::env::temp_dir().join(format!("membrane-throughput-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let model = dir.join("mnist_cnn.onnx");
@@ -176,7 +184,7 @@ pub(crate) fn run(name: &str, rows: usize, sweep: &[usize], json_out: Option<&Pa
     for micro in std::iter::once(None).chain(sweep.into_iter().map(Some)) {
         let label = micro.map_or("chosen by the nodes".to_string(), |b| b.to_string());
         eprintln!("{name}: micro-batch {label}…");
-        let mut c = Consortium::start(false)?;
+        let mut c = Consortium::start(false, mode)?;
         let opts = local::PublishOptions { input_range: Some([0.0, 1.0]), ..Default::default() };
         rt.block_on(local::publish(&mut c, &model, OutputPolicy::Logits, &opts))?;
         rt.block_on(local::run_predict(&mut c, "model", &warm_in.display().to_string(), &output, None))?;
