@@ -4,7 +4,7 @@ use std::path::Path;
 
 use mpc_ml::analytics::{AnalyticsPlan, Histogram, Report, Stat, analyze, analyze_plain, check_data, parse_stats};
 use mpc_ml::data::load_csv;
-use mpc_proto::{FixedPoint, PartyId, run_parties};
+use mpc_proto::{CorrelationMode, FixedPoint, LocalConfig, PartyId, run_in, run_parties};
 use ndarray::{Array2, Axis, s};
 
 fn table(name: &str, label: &str) -> (Array2<f64>, Vec<String>) {
@@ -23,7 +23,17 @@ fn quantize(x: &Array2<f64>, fx: FixedPoint) -> Array2<f64> {
 
 /// Runs the job with Alice contributing `alice` rows and Bob `bob`; returns Bob's report.
 fn private(plan: &AnalyticsPlan, alice: Option<Array2<f64>>, bob: Option<Array2<f64>>) -> Report {
-    let out = run_parties(11, |mut p| {
+    private_in(CorrelationMode::Dealer, plan, alice, bob)
+}
+
+/// [`private`] in `mode` (with a dealer, or two parties and no dealer).
+fn private_in(
+    mode: CorrelationMode,
+    plan: &AnalyticsPlan,
+    alice: Option<Array2<f64>>,
+    bob: Option<Array2<f64>>,
+) -> Report {
+    let out = run_in(LocalConfig { correlations: mode, ..LocalConfig::new(11) }, |mut p| {
         let (plan, alice, bob) = (plan.clone(), alice.clone(), bob.clone());
         async move {
             let mine = match p.id() {
@@ -35,7 +45,7 @@ fn private(plan: &AnalyticsPlan, alice: Option<Array2<f64>>, bob: Option<Array2<
         }
     })
     .unwrap();
-    assert!(out[0].is_none() && out[2].is_none(), "only Bob learns the statistics");
+    assert!(out[0].is_none() && out.get(2).is_none_or(Option::is_none), "only Bob learns the statistics");
     out[1].clone().unwrap()
 }
 
@@ -80,16 +90,18 @@ fn every_statistic_of_the_wine_data_held_by_bob() {
         histograms: vec!["alcohol:12,13,14".parse().unwrap(), "cultivar:0.5,1.5".parse().unwrap()],
         fixed: fx,
     };
-    let got = private(&plan, None, Some(x.clone()));
-    // Exact statistics of the encoded rows...
-    compare(&got, &analyze_plain(&plan, &quantize(&x, fx)));
-    // ...and within fixed-point rounding of the raw ones (values carry ≤ 2^-17 encoding error).
-    let raw = analyze_plain(&plan, &x);
-    assert!(got.max_abs_diff(&raw) < 1e-3, "vs raw data: {}", got.max_abs_diff(&raw));
-    // Independent truths: 59/71/48 wines per cultivar; a correlation matrix's diagonal is 1.
-    assert_eq!(got.histograms[1].counts, vec![59, 71, 48]);
-    let corr = got.corr.unwrap();
-    assert!(corr.iter().enumerate().all(|(i, r)| (r[i] - 1.0).abs() < 1e-12));
+    for mode in [CorrelationMode::Dealer, CorrelationMode::TwoParty] {
+        let got = private_in(mode, &plan, None, Some(x.clone()));
+        // Exact statistics of the encoded rows...
+        compare(&got, &analyze_plain(&plan, &quantize(&x, fx)));
+        // ...and within fixed-point rounding of the raw ones (values carry ≤ 2^-17 encoding error).
+        let raw = analyze_plain(&plan, &x);
+        assert!(got.max_abs_diff(&raw) < 1e-3, "{mode:?} vs raw data: {}", got.max_abs_diff(&raw));
+        // Independent truths: 59/71/48 wines per cultivar; a correlation matrix's diagonal is 1.
+        assert_eq!(got.histograms[1].counts, vec![59, 71, 48]);
+        let corr = got.corr.unwrap();
+        assert!(corr.iter().enumerate().all(|(i, r)| (r[i] - 1.0).abs() < 1e-12));
+    }
 }
 
 #[test]

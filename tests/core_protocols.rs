@@ -8,7 +8,7 @@ use mpc_proto::compare::{Comparisons, Method, Policy};
 use mpc_proto::prg::Prg;
 use mpc_proto::ring::{Conv2dParams, conv2d};
 use mpc_proto::{
-    AShare, CorrelationMode, FixedPoint, LocalConfig, OpStats, Party, PartyId, Result, RingTensor, run_parties,
+    AShare, CorrelationMode, FixedPoint, LocalConfig, OpStats, Party, PartyId, Result, RingTensor, run_in, run_parties,
     run_parties_with, run_two_parties,
 };
 use ndarray::ArrayD;
@@ -44,11 +44,7 @@ where
     T: Send,
 {
     let cfg = LocalConfig { correlations: mode, ..LocalConfig::new(seed) };
-    let out = match mode {
-        CorrelationMode::TwoParty => run_two_parties(cfg, program).map(Vec::from),
-        _ => run_parties_with(cfg, program).map(Vec::from),
-    };
-    out.unwrap_or_else(|e| panic!("{mode:?}: {e}"))
+    run_in(cfg, program).unwrap_or_else(|e| panic!("{mode:?}: {e}"))
 }
 
 fn max_abs_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
@@ -485,11 +481,7 @@ fn comparisons_match_plaintext_in_both_modes() {
                     Ok(out)
                 }
             };
-            let out = match mode {
-                CorrelationMode::TwoParty => run_two_parties(cfg, program).map(Vec::from),
-                _ => run_parties_with(cfg, program).map(Vec::from),
-            }
-            .unwrap_or_else(|e| panic!("{mode:?}, k = {bits}: {e}"));
+            let out = run_in(cfg, program).unwrap_or_else(|e| panic!("{mode:?}, k = {bits}: {e}"));
             let got: Vec<RingTensor> = out[1].iter().map(|t| t.clone().unwrap()).collect();
             let signed = |v: u64| v as i64;
             let ltz: Vec<u64> = xe.as_slice().iter().map(|&v| u64::from(signed(v) < 0)).collect();

@@ -1,18 +1,51 @@
 //! Comparison, ReLU, max/argmax/pooling and smooth functions by every comparison method
-//! (helper, compact FSS, one-round FSS, and the `auto` choice), against exact ring results and
-//! the plaintext f64 reference, with rounds and bytes counted against the design's table.
+//! (helper, compact FSS, one-round FSS, and the `auto` choice) and in the dealer-free two-party
+//! mode (its own comparison circuit), against exact ring results and the plaintext f64
+//! reference, with rounds and bytes counted against the design's table.
 #![allow(clippy::needless_range_loop)] // index-parallel arrays of inputs and expected outputs
 
 use mpc_ml::plain;
 use mpc_proto::compare::{Comparisons, Method, Policy};
 use mpc_proto::fss::{Relu64Key, SignKey, bitdcf};
 use mpc_proto::prg::Prg;
-use mpc_proto::{AShare, FixedPoint, LocalConfig, OpStats, Party, PartyId, Result, RingTensor, run_parties_with};
+use mpc_proto::{
+    AShare, CorrelationMode, FixedPoint, LocalConfig, OpStats, Party, PartyId, Result, RingTensor, run_in,
+    run_parties_with,
+};
 use ndarray::{ArrayD, IxDyn};
 
 /// Every method, then the cost model's choice.
 const POLICIES: [Policy; 4] =
     [Policy::Fixed(Method::Helper), Policy::Fixed(Method::Fss), Policy::Fixed(Method::Fss1), Policy::Auto];
+
+/// Where a test body runs: each method with the dealer, then the two-party mode (no dealer; its
+/// comparisons are a Boolean circuit whatever the policy says).
+#[derive(Clone, Copy, Debug)]
+struct Setting {
+    mode: CorrelationMode,
+    policy: Policy,
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.mode {
+            CorrelationMode::TwoParty => f.write_str("two-party"),
+            _ => write!(f, "{}", self.policy),
+        }
+    }
+}
+
+fn settings() -> impl Iterator<Item = Setting> {
+    POLICIES
+        .into_iter()
+        .map(|policy| Setting { mode: CorrelationMode::Dealer, policy })
+        .chain([Setting { mode: CorrelationMode::TwoParty, policy: Policy::Auto }])
+}
+
+/// A session in `s` on the default fixed point.
+fn session(seed: u64, s: Setting) -> LocalConfig {
+    LocalConfig { correlations: s.mode, ..cfg(seed, s.policy, None) }
+}
 
 /// A session on the default fixed point with comparisons by `policy` on a `bits`-bit window.
 fn cfg(seed: u64, policy: Policy, bits: Option<u8>) -> LocalConfig {
@@ -49,8 +82,8 @@ fn comparison_and_relu_are_exact() {
     let vals = edge_values(fx, 20_000);
     let n = vals.len();
     let x = RingTensor::from_vec(&[n], vals.clone()).unwrap();
-    for policy in POLICIES {
-        let out = run_parties_with(cfg(1, policy, None), |mut p| {
+    for setting in settings() {
+        let out = run_in(session(1, setting), |mut p| {
             let x = x.clone();
             async move {
                 let xs = input(&mut p, P0, &x)?;
@@ -63,9 +96,9 @@ fn comparison_and_relu_are_exact() {
         let [b, r, d] = out[0].clone().map(Option::unwrap);
         for i in 0..n {
             let v = vals[i] as i64;
-            assert_eq!(b.as_slice()[i], u64::from(v < 0), "{policy}: ltz({v})");
-            assert_eq!(r.as_slice()[i], v.max(0) as u64, "{policy}: relu({v})");
-            assert_eq!(d.as_slice()[i], u64::from(v >= 0), "{policy}: drelu({v})");
+            assert_eq!(b.as_slice()[i], u64::from(v < 0), "{setting}: ltz({v})");
+            assert_eq!(r.as_slice()[i], v.max(0) as u64, "{setting}: relu({v})");
+            assert_eq!(d.as_slice()[i], u64::from(v >= 0), "{setting}: drelu({v})");
         }
     }
 }
@@ -88,8 +121,8 @@ fn pairwise_comparisons_and_select() {
         })
         .collect();
     let (ta, tb) = (RingTensor::from_vec(&[n], a.clone()).unwrap(), RingTensor::from_vec(&[n], b.clone()).unwrap());
-    for policy in POLICIES {
-        let out = run_parties_with(cfg(2, policy, None), |mut p| {
+    for setting in settings() {
+        let out = run_in(session(2, setting), |mut p| {
             let (ta, tb) = (ta.clone(), tb.clone());
             async move {
                 let (xa, xb) = (input(&mut p, P0, &ta)?, input(&mut p, P1, &tb)?);
@@ -113,7 +146,7 @@ fn pairwise_comparisons_and_select() {
             assert_eq!(o[1].as_slice()[i], u64::from(x > y));
             assert_eq!(o[2].as_slice()[i], u64::from(x <= y));
             assert_eq!(o[3].as_slice()[i], u64::from(x >= y));
-            assert_eq!(o[4].as_slice()[i] as i64, x.max(y), "{policy}");
+            assert_eq!(o[4].as_slice()[i] as i64, x.max(y), "{setting}");
         }
     }
 }
@@ -136,8 +169,8 @@ fn max_argmax_and_maxpool() {
         ((i[0] * 31 + i[1] * 7 + i[2] * 5 + i[3] * 3) % 17) as f64 - 8.5
     });
     let ie = fx.encode_array(&img).unwrap();
-    for policy in POLICIES {
-        let out = run_parties_with(cfg(3, policy, None), |mut p| {
+    for setting in settings() {
+        let out = run_in(session(3, setting), |mut p| {
             let (x, ie) = (x.clone(), ie.clone());
             async move {
                 let xs = input(&mut p, P1, &x)?;
@@ -169,8 +202,8 @@ fn max_argmax_and_maxpool() {
             let m = (0..5).map(|r| rows[r][j]).fold(f64::NEG_INFINITY, f64::max);
             assert_eq!(dec(&o[1])[j], m, "column max {j}");
         }
-        assert_eq!(dec(&o[3]), plain::max_pool2d(&img, (2, 2), (2, 2), (0, 0)), "{policy}");
-        assert_eq!(dec(&o[4]), plain::max_pool2d(&img, (3, 3), (2, 2), (1, 1)), "{policy}");
+        assert_eq!(dec(&o[3]), plain::max_pool2d(&img, (2, 2), (2, 2), (0, 0)), "{setting}");
+        assert_eq!(dec(&o[4]), plain::max_pool2d(&img, (3, 3), (2, 2), (1, 1)), "{setting}");
     }
 }
 
@@ -181,15 +214,18 @@ fn grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 #[test]
 fn smooth_functions_meet_their_bounds() {
     let fx = FixedPoint::default();
-    let mut sx = grid(-16.0, 16.0, 3001);
-    sx.extend([-40.0, -16.5, 16.5, 40.0, 0.0, fx.ulp(), -fx.ulp(), 1000.0, -1000.0]);
-    let ex = grid(-16.0, 4.0, 3001);
-    let mut rx = grid(1.0 / 64.0, 64.0, 1500);
-    rx.extend(grid(64.0, 16384.0, 1500));
-    let enc = |v: &Vec<f64>| fx.encode_slice(v, &[v.len()]).unwrap();
-    let (se, ee, re) = (enc(&sx), enc(&ex), enc(&rx));
-    for policy in POLICIES {
-        let out = run_parties_with(cfg(4, policy, None), |mut p| {
+    for setting in settings() {
+        // The two-party mode's comparisons are Boolean circuits on OT-made gates: a sparser
+        // grid (every tenth point, the edges kept) bounds the test's time.
+        let n = |full: usize| if setting.mode == CorrelationMode::TwoParty { full / 10 + 1 } else { full };
+        let mut sx = grid(-16.0, 16.0, n(3001));
+        sx.extend([-40.0, -16.5, 16.5, 40.0, 0.0, fx.ulp(), -fx.ulp(), 1000.0, -1000.0]);
+        let ex = grid(-16.0, 4.0, n(3001));
+        let mut rx = grid(1.0 / 64.0, 64.0, n(1500));
+        rx.extend(grid(64.0, 16384.0, n(1500)));
+        let enc = |v: &Vec<f64>| fx.encode_slice(v, &[v.len()]).unwrap();
+        let (se, ee, re) = (enc(&sx), enc(&ex), enc(&rx));
+        let out = run_in(session(4, setting), |mut p| {
             let (se, ee, re) = (se.clone(), ee.clone(), re.clone());
             async move {
                 let s = input(&mut p, P1, &se)?;
@@ -223,7 +259,7 @@ fn smooth_functions_meet_their_bounds() {
         for (i, &x) in rx.iter().enumerate() {
             let want = 1.0 / x;
             let tol = (1e-3 * want).max(3.0 * fx.ulp());
-            assert!((o[2][i] - want).abs() <= tol, "{policy}: 1/{x} = {} vs {want}", o[2][i]);
+            assert!((o[2][i] - want).abs() <= tol, "{setting}: 1/{x} = {} vs {want}", o[2][i]);
         }
     }
 }
@@ -241,8 +277,8 @@ fn softmax_matches_f64() {
     v[cols] = 32.0;
     v[2 * cols..3 * cols].copy_from_slice(&[-32.0, 32.0, 31.99, 0.0, -0.5, 0.5, 10.0, -10.0, 32.0, -31.0]);
     let x = fx.encode_slice(&v, &[rows, cols]).unwrap();
-    for policy in POLICIES {
-        let out = run_parties_with(cfg(5, policy, None), |mut p| {
+    for setting in settings() {
+        let out = run_in(session(5, setting), |mut p| {
             let x = x.clone();
             async move {
                 let xs = input(&mut p, P1, &x)?;
@@ -254,13 +290,24 @@ fn softmax_matches_f64() {
         let got = fx.decode_tensor(out[1].0.as_ref().unwrap());
         let want = plain::softmax(&ArrayD::from_shape_vec(IxDyn(&[rows, cols]), v.clone()).unwrap());
         let err = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(err <= 1e-3, "{policy}: softmax max error {err}");
+        assert!(err <= 1e-3, "{setting}: softmax max error {err}");
         // Rounds: max tree ⌈log2 10⌉ = 4 layers, exp 1 layer, reciprocal 2 layers and 2 products,
         // one product: 7 comparison layers and 3 products.
-        if let Policy::Fixed(m) = policy {
-            assert_eq!(out[1].1.rounds, 7 * rounds_p1(m) + 3, "{policy}");
+        match (setting.mode, setting.policy) {
+            (CorrelationMode::TwoParty, _) => {
+                assert_eq!(out[1].1.rounds, 7 * rounds_2pc(Comparisons::for_fixed(fx).bits) + 3, "{setting}")
+            }
+            (_, Policy::Fixed(m)) => assert_eq!(out[1].1.rounds, 7 * rounds_p1(m) + 3, "{setting}"),
+            _ => {}
         }
     }
+}
+
+/// Rounds of one selecting comparison layer (max, a spline's piece) in the two-party mode on a
+/// `k`-bit window: the carry tree's `1 + ⌈log2(k − 1)⌉` AND layers, one product to make the
+/// bit arithmetic, one to select with it.
+fn rounds_2pc(k: u8) -> u64 {
+    1 + u64::from((k as u32 - 1).next_power_of_two().trailing_zeros()) + 2
 }
 
 /// P1's rounds for one comparison layer (the critical path: the helper's answer goes to P1).

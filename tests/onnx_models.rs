@@ -22,23 +22,29 @@ fn argmax(a: &ArrayD<f64>) -> Vec<usize> {
     a.axis_iter(Axis(0)).map(|r| r.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).unwrap().0).collect()
 }
 
-/// (model, samples used, output tolerance, fractional bits)
-const MODELS: &[(&str, usize, f64, u32)] = &[
-    ("mnist_mlp", 100, 1e-3, 16),
-    ("mnist_mlp_dynamo", 100, 1e-3, 16),
-    ("mnist_cnn", 100, 1e-3, 16),
-    ("mnist_cnn_dynamo", 100, 1e-3, 16),
-    ("network_a", 8, 1e-3, 16),
-    ("lenet5", 8, 1e-3, 16),
+/// (model, samples used, output tolerance, fractional bits, samples also run in the two-party
+/// mode — every triple made by OT, `m·k·n` products a layer: the small models only)
+const MODELS: &[(&str, usize, f64, u32, usize)] = &[
+    ("mnist_mlp", 100, 1e-3, 16, 0),
+    ("mnist_mlp_dynamo", 100, 1e-3, 16, 0),
+    ("mnist_cnn", 100, 1e-3, 16, 0),
+    ("mnist_cnn_dynamo", 100, 1e-3, 16, 0),
+    ("network_a", 8, 1e-3, 16, 2),
+    ("lenet5", 8, 1e-3, 16, 0),
     // Raw (unstandardised) features up to ~4,000 meet weights of ~10^-3 (the standardisation
     // is folded into them): 16 fractional bits leave the logit ~10^-2 off, so this model runs
     // with 20. Output: the sigmoid probability.
-    ("breast_cancer_logreg", 114, 1e-3, 20),
+    ("breast_cancer_logreg", 114, 1e-3, 20, 114),
 ];
+
+/// The two-party mode's output tolerance: each party truncates its own share (no dealer to make
+/// exact-truncation material), one more ulp per product and a rare large error
+/// (docs/security.md, "The two-party mode").
+const TWO_PARTY_TOLERANCE: f64 = 1e-2;
 
 #[test]
 fn exported_models_match_onnxruntime() {
-    for &(name, n, tol, frac) in MODELS {
+    for &(name, n, tol, frac, n2) in MODELS {
         let imported = import_file(&fixture(&format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{name}: {e}"));
         let x = npy::read(&fixture(&format!("{name}.input.npy"))).unwrap();
         let want = npy::read(&fixture(&format!("{name}.logits.npy"))).unwrap();
@@ -63,6 +69,16 @@ fn exported_models_match_onnxruntime() {
         } else {
             let same = got.iter().zip(&want).all(|(a, b)| (*a >= 0.5) == (*b >= 0.5) || (b - 0.5).abs() < 1e-3);
             assert!(same, "{name}: predictions differ");
+        }
+        if n2 > 0 {
+            // The same model with two parties and no dealer.
+            let (x, want) = (x.slice_axis(Axis(0), (0..n2).into()), want.slice_axis(Axis(0), (0..n2).into()));
+            let plan = imported.model.plan(n2, OutputPolicy::Logits, fx).unwrap();
+            let mode = mpc_proto::CorrelationMode::TwoParty;
+            let got = common::run_plan_in(mode, &imported.model, &x.to_owned(), &plan).output.unwrap();
+            let err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            eprintln!("{name}, two-party mode: max |private − onnxruntime| = {err:.2e} over {n2} samples");
+            assert!(err <= TWO_PARTY_TOLERANCE, "{name}, two-party mode: max error {err}");
         }
     }
 }

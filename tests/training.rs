@@ -6,7 +6,7 @@ use std::path::Path;
 use mpc_ml::data::{Standardizer, load_csv, split};
 use mpc_ml::train::{Arch, TrainConfig, TrainPlan, accuracy, r2, train, train_plain};
 use mpc_ml::{Model, ModelError};
-use mpc_proto::{PartyId, run_parties};
+use mpc_proto::{CorrelationMode, LocalConfig, PartyId, run_in, run_parties};
 use ndarray::{Array1, Array2};
 
 fn data(name: &str, label: &str, test: f64) -> (Array2<f64>, Array1<f64>, Array2<f64>, Array1<f64>) {
@@ -18,7 +18,13 @@ fn data(name: &str, label: &str, test: f64) -> (Array2<f64>, Array1<f64>, Array2
 
 /// Trains privately; returns the model revealed to Bob.
 fn train_private(plan: &TrainPlan, x: &Array2<f64>, y: &Array1<f64>) -> Model {
-    let out = run_parties(7, |mut p| {
+    train_in(CorrelationMode::Dealer, plan, x, y)
+}
+
+/// [`train_private`] in `mode` (with a dealer, or two parties and no dealer).
+fn train_in(mode: CorrelationMode, plan: &TrainPlan, x: &Array2<f64>, y: &Array1<f64>) -> Model {
+    let cfg = LocalConfig { correlations: mode, ..LocalConfig::new(7) };
+    let out = run_in(cfg, |mut p| {
         let (plan, x, y) = (plan.clone(), x.clone(), y.clone());
         async move {
             let d = (p.id() == PartyId::P1).then_some((&x, &y));
@@ -27,24 +33,28 @@ fn train_private(plan: &TrainPlan, x: &Array2<f64>, y: &Array1<f64>) -> Model {
         }
     })
     .unwrap();
-    assert!(out[0].is_none() && out[2].is_none(), "only Bob learns the model");
+    assert!(out[0].is_none() && out.get(2).is_none_or(Option::is_none), "only Bob learns the model");
     out[1].clone().unwrap()
 }
 
 #[test]
 fn logistic_regression_on_breast_cancer() {
     let (x, y, xt, yt) = data("breast_cancer.csv", "malignant", 0.2);
-    let plan = TrainPlan {
-        config: TrainConfig { arch: Arch::LogReg, epochs: 10, batch: 32, lr: 0.5, seed: 1, report_loss: false },
-        samples: x.nrows(),
-        features: x.ncols(),
-    };
-    let private = train_private(&plan, &x, &y);
-    let plain = train_plain(&plan, &x, &y);
-    let (ap, aq) = (accuracy(&private, &xt, &yt), accuracy(&plain, &xt, &yt));
-    eprintln!("breast cancer logreg: private {ap:.4}, plain {aq:.4}");
-    assert!((ap - aq).abs() <= 0.01 + 1e-9, "private {ap} vs plain {aq}");
-    assert!(aq > 0.93, "the plain model should be good: {aq}");
+    // Both modes; the two-party one (every product's triple made by OT between the parties)
+    // for fewer epochs, to bound the test's time.
+    for (mode, epochs) in [(CorrelationMode::Dealer, 10), (CorrelationMode::TwoParty, 3)] {
+        let plan = TrainPlan {
+            config: TrainConfig { arch: Arch::LogReg, epochs, batch: 32, lr: 0.5, seed: 1, report_loss: false },
+            samples: x.nrows(),
+            features: x.ncols(),
+        };
+        let private = train_in(mode, &plan, &x, &y);
+        let plain = train_plain(&plan, &x, &y);
+        let (ap, aq) = (accuracy(&private, &xt, &yt), accuracy(&plain, &xt, &yt));
+        eprintln!("breast cancer logreg, {mode:?}: private {ap:.4}, plain {aq:.4}");
+        assert!((ap - aq).abs() <= 0.01 + 1e-9, "{mode:?}: private {ap} vs plain {aq}");
+        assert!(aq > 0.93, "the plain model should be good: {aq}");
+    }
 }
 
 #[test]

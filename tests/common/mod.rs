@@ -1,4 +1,5 @@
-//! What the ML integration tests share: the three parties running one plan in memory.
+//! What the ML integration tests share: the parties (three, or two without a dealer) running one
+//! plan in memory.
 
 #![allow(dead_code)]
 
@@ -10,9 +11,15 @@ use ndarray::ArrayD;
 /// Alice holds the model, Bob the input. Returns Bob's result, after checking that only he
 /// learns the output.
 pub(crate) fn run_plan(model: &Model, x: &ArrayD<f64>, plan: &Plan) -> Inference {
+    run_plan_in(mpc_proto::CorrelationMode::Dealer, model, x, plan)
+}
+
+/// [`run_plan`] in `mode`: with a dealer, or two parties and no dealer.
+pub(crate) fn run_plan_in(mode: mpc_proto::CorrelationMode, model: &Model, x: &ArrayD<f64>, plan: &Plan) -> Inference {
     let mut cfg = mpc_proto::LocalConfig::new(3);
     cfg.fixed = plan.fixed;
-    let out = mpc_proto::run_parties_with(cfg, |mut p| {
+    cfg.correlations = mode;
+    let out = mpc_proto::run_in(cfg, |mut p| {
         let (plan, model, x) = (plan.clone(), model.clone(), x.clone());
         async move {
             let m = (p.id() == PartyId::P0).then_some(&model);
@@ -21,7 +28,7 @@ pub(crate) fn run_plan(model: &Model, x: &ArrayD<f64>, plan: &Plan) -> Inference
         }
     })
     .unwrap();
-    assert!(out[0].output.is_none() && out[2].output.is_none(), "only Bob learns the output");
+    assert!(out.iter().enumerate().all(|(i, o)| (i == 1) == o.output.is_some()), "only Bob learns the output");
     out[1].clone()
 }
 

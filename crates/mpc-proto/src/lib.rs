@@ -71,5 +71,5 @@ pub use protocol::PreopenedWeights;
 pub use ring::{Ring, RingTensor};
 pub use share::AShare;
 pub use stats::{OpStats, Stats};
-pub use testing::{LocalConfig, run_parties, run_parties_with, run_two_parties};
+pub use testing::{LocalConfig, run_in, run_parties, run_parties_with, run_two_parties};
 pub use transport::{MemoryTransport, Transport, TransportError};

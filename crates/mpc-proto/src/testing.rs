@@ -4,7 +4,7 @@
 //! [`MemoryTransport`] mesh, runs session setup, and calls the same program on each party's
 //! [`Party`] — exactly what `party-node` does over QUIC, minus the network. Use it to test a
 //! protocol and to prototype new ones against the public API. [`run_two_parties`] does the
-//! same for a dealer-free two-party session.
+//! same for a dealer-free two-party session, and [`run_in`] runs either, by the config's mode.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -106,6 +106,18 @@ where
     let cfg = LocalConfig { correlations: CorrelationMode::TwoParty, ..cfg };
     let oks = run_on(transports, cfg, program)?;
     Ok(oks.try_into().map_err(|_| ()).expect("two results"))
+}
+
+/// Runs `program` on every party of a session with `cfg.correlations` — three parties with a
+/// dealer, two without — and returns their results in party order (P0 at 0, P1 at 1). Lets one
+/// test body cover every mode.
+pub fn run_in<F, Fut, T>(cfg: LocalConfig, program: F) -> Result<Vec<T>>
+where
+    F: Fn(Party) -> Fut + Sync,
+    Fut: Future<Output = Result<T>>,
+    T: Send,
+{
+    run_on(memory_mesh(cfg.correlations.parties()), cfg, program)
 }
 
 /// Runs `program` on one party per transport (index = party id); the results in party order, or

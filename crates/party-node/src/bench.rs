@@ -127,8 +127,25 @@ fn comparisons(args: &BenchArgs, w: Workload, link: Link) -> Comparisons {
 
 /// Entry point of `party-node bench`.
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
-    let workloads = workloads::parse_list(&args.workload).map_err(|e| anyhow!(e))?;
+    let mut workloads = workloads::parse_list(&args.workload).map_err(|e| anyhow!(e))?;
     ensure!(args.runs >= 1, "--runs must be at least 1");
+    if args.mode == crate::config::Mode::TwoParty && args.child_config.is_none() {
+        // `all` in the two-party mode: the workloads it can run; one named explicitly that it
+        // cannot is refused with the reason.
+        let (ok, too_big): (Vec<Workload>, Vec<Workload>) =
+            workloads.iter().partition(|w| w.two_party_terms().is_some());
+        if !too_big.is_empty() {
+            let names = too_big.iter().map(Workload::to_string).collect::<Vec<_>>().join(", ");
+            let why = "the two-party mode makes each linear layer's triple with one OT product (~2.6 KB between \
+                       the parties) per term, and these need more than 4 million";
+            ensure!(
+                args.workload.split(',').any(|w| w.trim() == "all"),
+                "--mode 2pc cannot run {names}: {why}; run them with --mode dealer"
+            );
+            eprintln!("bench: --mode 2pc leaves out {names}: {why}");
+            workloads = ok;
+        }
+    }
     match &args.child_config {
         Some(cfg) => child(&args, cfg, &workloads),
         None => parent(&args, &workloads),
@@ -313,6 +330,7 @@ fn aggregate(w: Workload, args: &BenchArgs, p: &[Value]) -> anyhow::Result<Value
         "online_pass_dealer_bytes": u(&p[1], "online_pass_dealer_bytes") + u(&p[0], "online_pass_dealer_bytes"),
         "layers_online": bob["layers_online"],
         "layers_wall": bob["layers_wall"],
+        "ops_p1": bob["ops"],
         "nonlinear": args.nonlinear.to_string(),
         "objective": args.objective.to_string(),
         "declared_ranges": !args.widest_windows,
@@ -497,6 +515,21 @@ fn child(args: &BenchArgs, cfg_path: &Path, list: &[Workload]) -> anyhow::Result
     result
 }
 
+/// The comparison method of each comparing step, as `kind:method/bits`. Two parties have one
+/// method whatever the policy: the Boolean circuit (`gmw`, `mpc_proto::protocol::gmw`).
+fn methods(w: Workload, data: &Data, cmp: Comparisons, mode: crate::config::Mode) -> Vec<String> {
+    let all = w.methods(data, cmp);
+    if mode == crate::config::Mode::Dealer {
+        return all;
+    }
+    all.into_iter()
+        .map(|m| match (m.split_once(':'), m.rsplit_once('/')) {
+            (Some((kind, _)), Some((_, bits))) => format!("{kind}:gmw/{bits}"),
+            _ => m,
+        })
+        .collect()
+}
+
 async fn run_workload(
     mesh: &Mesh,
     ctl: &QuicTransport,
@@ -522,7 +555,7 @@ async fn run_workload(
     let (mut wall_s, mut offline_s, mut online_s) = (vec![], vec![], vec![]);
     let (mut bytes, mut online_sent, mut rounds, mut dealer_in_online) = (0, 0, 0, 0);
     let mut err: f64 = 0.0;
-    let (mut layers_wall, mut layers_online) = (Value::Null, Value::Null);
+    let (mut layers_wall, mut layers_online, mut per_op) = (Value::Null, Value::Null, Value::Null);
     let check = |out: &Option<ndarray::ArrayD<f64>>| -> anyhow::Result<f64> {
         match (&reference, out) {
             (Some(r), Some(o)) => Ok(workloads::max_abs_err(r, o)),
@@ -540,6 +573,14 @@ async fn run_workload(
         let wall = t0.elapsed().as_secs_f64();
         err = err.max(check(&out.output)?);
         let total = party.stats().total;
+        // Where the whole job's bytes went, per top-level operation (sent and received).
+        per_op = party
+            .stats()
+            .per_op
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!({"rounds": v.rounds, "bytes": payload(v) + v.offline_recv})))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         drop(party);
         if !w.supports_pool() {
             if me == PartyId::P1 {
@@ -610,7 +651,8 @@ async fn run_workload(
         "online_pass_dealer_bytes": dealer_in_online,
         "layers_wall": layers_wall,
         "layers_online": layers_online,
-        "methods": w.methods(&data, cmp),
+        "methods": methods(w, &data, cmp, args.mode),
+        "ops": per_op,
         "link": cmp.link,
     }))
 }

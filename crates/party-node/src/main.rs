@@ -797,6 +797,14 @@ fn bench(mut args: party_node::bench::BenchArgs) -> anyhow::Result<()> {
             rest.push(w.to_string());
         }
     }
+    if args.mode == Mode::TwoParty
+        && let Some((name, _)) = throughput.first()
+    {
+        bail!(
+            "--mode 2pc cannot run {name}: the two-party mode makes each linear layer's triple with OT products \
+             (~2.6 KB each), millions per CNN image; run it with --mode dealer"
+        );
+    }
     if args.child_config.is_some() || !rest.is_empty() || (throughput.is_empty() && pooled.is_empty()) {
         args.workload = rest.join(",");
         party_node::bench::main(args.clone())?;

@@ -1,8 +1,9 @@
 //! A consortium of two organisations and no one else (`[consortium] mode = "2pc"`): the test
 //! starts exactly two `party-node run` processes — alice's and bob's; no dealer process exists
 //! — and drives them through the CLI: Alice publishes, Bob predicts with one command and gets
-//! the plaintext reference; `local train --mode 2pc` trains like plaintext SGD; `init-local
-//! --mode 2pc` writes two nodes, and a config or `init` that names a dealer is refused.
+//! the plaintext reference. `local train|analyze|predict --mode 2pc` match plaintext;
+//! `init-local --mode 2pc` writes two nodes, and a config or `init` that names a dealer is
+//! refused.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -118,7 +119,7 @@ fn two_nodes_serve_a_prediction_from_the_cli_with_no_dealer() {
 }
 
 #[test]
-fn local_train_and_predict_in_2pc_mode_match_plaintext() {
+fn local_train_analyze_and_predict_in_2pc_mode_match_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let onnx = dir.path().join("model.onnx");
     let run = Command::new(BIN)
@@ -137,6 +138,20 @@ fn local_train_and_predict_in_2pc_mode_match_plaintext() {
     // The same SGD on shares: the held-out accuracy within one row (114 rows) of plaintext's.
     assert!((private - plain).abs() <= 0.01 + 1e-9, "private {private} vs plain {plain}");
     assert!(plain > 0.85, "{m}");
+
+    // Statistics of Bob's rows: the comparisons of min/max and the divisions of the mean run
+    // on OT-made material as well.
+    let run = Command::new(BIN)
+        .args(["local", "analyze", "--mode", "2pc", "--stats", "mean,min,max", "--verify", "--data"])
+        .arg(fixture("data/wine.csv"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    let line = String::from_utf8_lossy(&run.stdout).lines().find(|l| l.starts_with("verify:")).unwrap().to_string();
+    let err: f64 = line.split("= ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    // Wine's columns reach 1680 (proline): 16 fractional bits and a reciprocal approximation.
+    assert!(err <= 1e-3, "{line}");
 
     let out = dir.path().join("out.npy");
     let run = Command::new(BIN)

@@ -125,6 +125,30 @@ pub fn parse_list(s: &str) -> Result<Vec<Workload>, String> {
     Ok(out)
 }
 
+impl Workload {
+    /// Products the two-party mode makes by OT for this workload's linear algebra (the terms of
+    /// its elementwise, matrix and convolution triples, about 2.6 KB each between the parties):
+    /// `None` where it is too many to run (more than 4·10^6, ~10 GB), until the linear layers
+    /// move to homomorphic encryption. Comparisons cost 187 AND gates at most (~6 KB).
+    pub fn two_party_terms(&self) -> Option<u64> {
+        const LIMIT: u64 = 4_000_000;
+        let mlp_a = 784 * 128 + 128 * 128 + 128 * 10;
+        let lenet5 = 6 * 24 * 24 * 25 + 16 * 8 * 8 * 150 + 256 * 120 + 120 * 84 + 84 * 10;
+        let terms: u64 = match *self {
+            Workload::MatMul => 128 * 784 * 128,
+            Workload::Mul1m => 1_000_000,
+            Workload::Relu100k | Workload::Cmp100k => 100_000,
+            Workload::MlpA(b) => b as u64 * mlp_a,
+            Workload::Lenet5(b) => b as u64 * lenet5,
+            // Millions of products per image (convolutions over 32×32 feature maps).
+            Workload::Resnet20(_) | Workload::MobileNetV2(_) => return None,
+            // Forward and gradient products per step, 10 epochs of 10 steps of 100 samples.
+            Workload::LogregTrain => 10 * 10 * 2 * 100 * LOGREG_FEATURES as u64,
+        };
+        (terms <= LIMIT).then_some(terms)
+    }
+}
+
 /// The declared range of the comparison workloads' inputs, `[−100, 100]`: like the networks'
 /// declared [0, 1], it sets the comparison window (`mpc_ml::bounds::window_for`: 25 bits).
 pub const INPUT_BOUND: f64 = 100.0;
@@ -431,6 +455,16 @@ pub fn max_abs_err(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_two_party_mode_runs_the_workloads_whose_ot_products_fit() {
+        let runs: Vec<String> =
+            STANDARD.iter().filter(|w| w.two_party_terms().is_some()).map(Workload::to_string).collect();
+        assert_eq!(runs, ["mul-1m", "relu-100k", "cmp-100k", "mlp-a-b1", "lenet5-b1", "logreg-train"]);
+        // Network A's three layers: 784·128 + 128·128 + 128·10 products per row.
+        assert_eq!(Workload::MlpA(1).two_party_terms(), Some(118_016));
+        assert_eq!(Workload::MlpA(128).two_party_terms(), None);
+    }
 
     #[test]
     fn names_round_trip_and_bad_names_list_the_valid_ones() {
