@@ -540,11 +540,6 @@ impl Mesh {
         PartyId::ALL.into_iter().take(n).filter(move |&p| p != me)
     }
 
-    /// How many parties the consortium has (this node included).
-    pub fn parties(&self) -> usize {
-        self.inner.peers.len()
-    }
-
     /// Status of each peer.
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.others()
