@@ -108,13 +108,23 @@ fn beaver_products_are_exact_in_the_ring() {
     let img = random(&[2, 3, 9, 8], 7);
     let ker = random(&[4, 3, 3, 3], 8);
     let cp = Conv2dParams::new((2, 1), (1, 1));
+    // A depthwise, dilated, strided kernel with uneven padding, pre-opened (a fixed B) and used
+    // twice: in the two-party mode its OTs are made once and used by both triples.
+    let dw = Conv2dParams { groups: 3, dilation: (2, 1), ..Conv2dParams::new((1, 2), (2, 1)) };
+    let kdw = random(&[6, 1, 3, 2], 11);
+    // Few rows against the same B, and a padded convolution with few output positions: in the
+    // two-party mode their vector products take the scalars from A's side (A has fewer).
+    let a2 = random(&[2, 31], 12);
+    let (img2, ker2) = (random(&[1, 2, 2, 2], 13), random(&[8, 2, 3, 3], 14));
+    let cp2 = Conv2dParams::new((1, 1), (1, 1));
     // The elementwise product works a chunk at a time: a length over several chunks with a
     // ragged tail, after the small one (the dealer's streams must stay in step across both).
     let (u, v) = (random(&[1531], 9), random(&[1531], 10));
     for mode in MODES {
         let out = run_mode(mode, 3, |mut p| {
             let (x, y, a, b, img, ker) = (x.clone(), y.clone(), a.clone(), b.clone(), img.clone(), ker.clone());
-            let (u, v) = (u.clone(), v.clone());
+            let (u, v, kdw) = (u.clone(), v.clone(), kdw.clone());
+            let (a2, img2, ker2) = (a2.clone(), img2.clone(), ker2.clone());
             async move {
                 let (us, vs) = (input(&mut p, P1, &u)?, input(&mut p, P0, &v)?);
                 let (xs, ys) = (input(&mut p, P0, &x)?, input(&mut p, P1, &y)?);
@@ -125,9 +135,21 @@ fn beaver_products_are_exact_in_the_ring() {
                 let m = p.matmul(&as_, &bs).await?;
                 let c = p.conv2d(&is, &ks, cp).await?;
                 let w = p.preopen(mpc_proto::correlations::Bilinear::MatMul, &bs).await?;
+                let a2s = input(&mut p, P1, &a2)?;
+                let m4 = p.apply_preopened(&a2s, &w, false).await?;
                 let m2 = p.apply_preopened(&as_, &w, false).await?;
                 let m3 = p.apply_preopened(&as_, &w, false).await?; // B reused with a fresh A
+                let kd = input(&mut p, P0, &kdw)?;
+                let wd = p.preopen(mpc_proto::correlations::Bilinear::Conv2d(dw), &kd).await?;
+                let c2 = p.apply_preopened(&is, &wd, false).await?;
+                let c3 = p.apply_preopened(&is, &wd, false).await?;
+                let (i2, k2) = (input(&mut p, P1, &img2)?, input(&mut p, P0, &ker2)?);
+                let c4 = p.conv2d(&i2, &k2, cp2).await?;
                 Ok([
+                    p.open(&m4).await?,
+                    p.open(&c4).await?,
+                    p.open(&c2).await?,
+                    p.open(&c3).await?,
                     p.open(&z).await?,
                     p.open(&m).await?,
                     p.open(&c).await?,
@@ -137,7 +159,12 @@ fn beaver_products_are_exact_in_the_ring() {
                 ])
             }
         });
-        let [z, m, c, m2, m3, uv] = out[1].clone();
+        let [m4, c4, c2, c3, z, m, c, m2, m3, uv] = out[1].clone();
+        assert_eq!(m4.unwrap(), a2.matmul(&b).unwrap(), "{mode:?}");
+        assert_eq!(c4.unwrap(), conv2d(&img2, &ker2, &cp2).unwrap(), "{mode:?}");
+        let cd = conv2d(&img, &kdw, &dw).unwrap();
+        assert_eq!(c2.unwrap(), cd, "{mode:?}");
+        assert_eq!(c3.unwrap(), cd, "{mode:?}");
         assert_eq!(z.unwrap(), x.mul(&y).unwrap(), "{mode:?}");
         assert_eq!(uv.unwrap(), u.mul(&v).unwrap(), "{mode:?}");
         assert_eq!(m.unwrap(), a.matmul(&b).unwrap(), "{mode:?}");
@@ -542,8 +569,8 @@ fn the_two_party_mode_makes_its_triples_offline() {
 #[test]
 fn a_two_party_relu_costs_what_the_circuit_says() {
     // k = 64: 63 generates, then 31 + 16 + 8 + 4 + 2 + 1 merged pairs of 2 ANDs = 187 ANDs per
-    // element in 7 layers; each layer opens 16 bytes per gate per 64 elements. Then two
-    // products (the bit made arithmetic, the ReLU), 16 bytes per element each.
+    // element in 7 layers; each layer opens 16 bytes per gate per 64 elements. Then one opening
+    // with a mux triple (the bit made arithmetic, and the ReLU): 1 bit and 8 bytes an element.
     let n = 640;
     let x = random(&[n], 61);
     let comparisons = Comparisons { bits: 64, ..Comparisons::for_fixed(FixedPoint::default()) };
@@ -559,10 +586,15 @@ fn a_two_party_relu_costs_what_the_circuit_says() {
     .unwrap();
     let words = n.div_ceil(64) as u64;
     for (i, s) in out.iter().enumerate() {
-        assert_eq!(s.rounds, 7 + 2, "P{i}: AND layers, then two products");
-        assert_eq!(s.online_sent, 16 * 187 * words + 2 * 16 * n as u64, "P{i}");
+        assert_eq!(s.rounds, 7 + 1, "P{i}: AND layers, then one opening");
+        assert_eq!(s.online_sent, 16 * 187 * words + 8 * words + 8 * n as u64, "P{i}");
         println!("P{i}: {} online and {} OT bytes sent per ReLU", s.online_sent / n as u64, s.offline_sent / n as u64);
     }
     // The OT columns go from P1 (the extension's receiver) to P0.
     assert!(out[1].offline_sent > out[0].offline_sent);
+    // OT traffic: 32 bytes an AND triple, 56 a mux triple, and the session's base OTs (both
+    // ways, 8 KiB each plus framing).
+    let ot = out[0].offline_sent + out[1].offline_sent;
+    let want = n as u64 * (187 * 32 + 56);
+    assert!(ot >= want && ot < want + 24 * 1024, "{ot} OT bytes for {want} of triples");
 }

@@ -304,10 +304,10 @@ fn softmax_matches_f64() {
 }
 
 /// Rounds of one selecting comparison layer (max, a spline's piece) in the two-party mode on a
-/// `k`-bit window: the carry tree's `1 + ⌈log2(k − 1)⌉` AND layers, one product to make the
-/// bit arithmetic, one to select with it.
+/// `k`-bit window: the carry tree's `1 + ⌈log2(k − 1)⌉` AND layers, then one opening with a mux
+/// triple that makes the bit arithmetic and selects with it.
 fn rounds_2pc(k: u8) -> u64 {
-    1 + u64::from((k as u32 - 1).next_power_of_two().trailing_zeros()) + 2
+    1 + u64::from((k as u32 - 1).next_power_of_two().trailing_zeros()) + 1
 }
 
 /// P1's rounds for one comparison layer (the critical path: the helper's answer goes to P1).

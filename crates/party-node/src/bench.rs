@@ -133,11 +133,11 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
         // `all` in the two-party mode: the workloads it can run; one named explicitly that it
         // cannot is refused with the reason.
         let (ok, too_big): (Vec<Workload>, Vec<Workload>) =
-            workloads.iter().partition(|w| w.two_party_terms().is_some());
+            workloads.iter().partition(|w| w.two_party_bytes().is_some());
         if !too_big.is_empty() {
             let names = too_big.iter().map(Workload::to_string).collect::<Vec<_>>().join(", ");
-            let why = "the two-party mode makes each linear layer's triple with one OT product (~2.6 KB between \
-                       the parties) per term, and these need more than 4 million";
+            let why = "the two-party mode makes their correlations by OT, and these would move more than 4 GB \
+                       between the parties (about 520 bytes per multiply-accumulate of a layer)";
             ensure!(
                 args.workload.split(',').any(|w| w.trim() == "all"),
                 "--mode 2pc cannot run {names}: {why}; run them with --mode dealer"

@@ -801,8 +801,8 @@ fn bench(mut args: party_node::bench::BenchArgs) -> anyhow::Result<()> {
         && let Some((name, _)) = throughput.first()
     {
         bail!(
-            "--mode 2pc cannot run {name}: the two-party mode makes each linear layer's triple with OT products \
-             (~2.6 KB each), millions per CNN image; run it with --mode dealer"
+            "--mode 2pc cannot run {name}: the two-party mode makes its correlations by OT, about 190 MB between \
+             the parties per LeNet-5 image; run it with --mode dealer"
         );
     }
     if args.child_config.is_some() || !rest.is_empty() || (throughput.is_empty() && pooled.is_empty()) {

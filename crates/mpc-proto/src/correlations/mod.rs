@@ -27,7 +27,7 @@ pub use two_party::TwoPartySource;
 
 use crate::fss::{GateKey, PackedKeys};
 use crate::ids::PartyId;
-use crate::ot::BitTriples;
+use crate::ot::{BitTriples, MuxTriples};
 use crate::prg::Prg;
 use crate::ring::{Conv2dParams, RingTensor, conv2d, matmul_dims};
 use crate::share::AShare;
@@ -298,6 +298,12 @@ pub enum Request {
         /// Number of triples.
         n: usize,
     },
+    /// `n` mux triples ([`MuxTriples`]; the two-party comparison's bit conversion and
+    /// selection).
+    MuxTriples {
+        /// Number of triples.
+        n: usize,
+    },
     /// Truncation material for `n` values shifted by `bits` ([`TruncPair`]).
     Trunc {
         /// Number of values.
@@ -317,6 +323,7 @@ impl Request {
             Request::FixedBTriple { .. } => "fixed-B triple",
             Request::Gate(_) => "comparison material",
             Request::BitTriples { .. } => "AND triples",
+            Request::MuxTriples { .. } => "mux triples",
             Request::Trunc { .. } => "truncation material",
         }
     }
@@ -337,6 +344,8 @@ pub enum Material {
     Gate(Gate),
     /// For [`Request::BitTriples`].
     BitTriples(BitTriples),
+    /// For [`Request::MuxTriples`].
+    MuxTriples(MuxTriples),
     /// For [`Request::Trunc`].
     Trunc(TruncPair),
 }
@@ -352,6 +361,7 @@ impl Material {
                 | (Material::FixedBTriple(_), Request::FixedBTriple { .. })
                 | (Material::Gate(_), Request::Gate(_))
                 | (Material::BitTriples(_), Request::BitTriples { .. })
+                | (Material::MuxTriples(_), Request::MuxTriples { .. })
                 | (Material::Trunc(_), Request::Trunc { .. })
         )
     }
@@ -388,6 +398,9 @@ impl Material {
             }
             Material::Gate(_) => Material::Gate(Gate::Placeholder),
             Material::BitTriples(t) => Material::BitTriples(BitTriples { n: t.n, x: vec![], y: vec![], z: vec![] }),
+            Material::MuxTriples(t) => {
+                Material::MuxTriples(MuxTriples { n: t.n, bits: vec![], b: vec![], a: vec![], c: vec![] })
+            }
             Material::Trunc(t) => Material::Trunc(TruncPair { n: t.n, parts: None }),
         }
     }
@@ -481,6 +494,14 @@ impl dyn Correlations {
         }
     }
 
+    /// [`Request::MuxTriples`].
+    pub(crate) async fn mux_triples(&mut self, ch: &mut Channel, n: usize) -> Result<MuxTriples> {
+        match self.expect(ch, Request::MuxTriples { n }).await? {
+            Material::MuxTriples(t) => Ok(t),
+            _ => unreachable!("checked by expect"),
+        }
+    }
+
     /// [`Request::Trunc`].
     pub(crate) async fn trunc_pair(&mut self, ch: &mut Channel, n: usize, bits: u32) -> Result<TruncPair> {
         match self.expect(ch, Request::Trunc { n, bits }).await? {
@@ -541,7 +562,7 @@ async fn by_kind<S: ByKind + ?Sized>(s: &mut S, ch: &mut Channel, req: &Request)
         Request::Gate(g) => Material::Gate(s.gate(ch, *g).await?),
         Request::Trunc { n, bits } => Material::Trunc(s.trunc_pair(ch, *n, *bits).await?),
         // The two-party comparison's gates: a dealer would rather deal comparison keys.
-        Request::BitTriples { .. } => {
+        Request::BitTriples { .. } | Request::MuxTriples { .. } => {
             return Err(Error::Unsupported { correlations: "dealer-backed", what: req.name() });
         }
     })

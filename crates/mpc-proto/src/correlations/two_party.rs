@@ -3,26 +3,36 @@
 //!
 //! Every triple for a bilinear map `f` is made the same way. Each party draws its own shares
 //! `a_i`, `b_i` uniformly; `f(a, b) = f(a0, b0) + f(a1, b1) + [f(a0, b1) + f(a1, b0)]`, the
-//! first two local, the bracket — a sum of scalar products `a0[x]·b1[y] + a1[x]·b0[y]` over the
-//! *terms* `(x, y, z)` of `f` — from Gilboa's OT multiplication
-//! ([`crate::ot::cross_products_sender`]), summed into `z`. P0 is the OT
-//! sender, P1 the receiver; the base OTs run once, in [`CorrelationSource::start`].
+//! first two local, the bracket from OT:
 //!
-//! | request | supplied | cost per term (each way, both parties) |
+//! * an elementwise product by Gilboa's multiplication ([`crate::ot::cross_products_sender`]),
+//!   one per term, P1 choosing;
+//! * a matrix product or a convolution by vector products ([`crate::ot::vole`]): each cross
+//!   term is a sum of (scalar × vector)s, the scalars the entries of one party's share of `A`
+//!   or of `B` (whichever has fewer entries: 64 OTs each), the vectors from the other party's
+//!   share of the other operand (260 bytes per term). The two cross terms have their
+//!   scalars on opposite parties, so the session runs an IKNP extension each way. For a fixed
+//!   `B` (a layer's weights) whose entries are the scalars, their OTs are made on first use and
+//!   kept: every later batch pays the corrections only.
+//!
+//! The base OTs (both ways) run once, in [`CorrelationSource::start`].
+//!
+//! | request | supplied | cost (bytes between the parties) |
 //! |---|---|---|
-//! | elementwise / matrix / convolution triple | yes | one round trip per 8192 terms, 2568 bytes |
-//! | fixed `B` and its triples | yes (`B`'s shares drawn locally, once) | as above |
-//! | AND triples (the two-party comparison's gates) | yes | one message per 2^19, 32 bytes |
+//! | elementwise triple | yes | 2568 per term; one round trip per 8192 terms |
+//! | matrix / convolution triple | yes | 520 per term + 1024 per scalar; two round trips per 2^14 scalars |
+//! | fixed `B` and its triples | yes (`B`'s shares drawn locally) | as above; `B`'s scalars' OTs once, within 256 MiB |
+//! | AND triples (the two-party comparison's gates) | yes | 32 per gate; one message per 2^19 |
 //! | the dealer's comparison keys, exact truncation | no ([`Error::Unsupported`]) | — |
 //!
-//! A matrix triple costs `m·k·n` terms: fine for small layers and tests, too much for a large
-//! layer (the homomorphic-encryption route of Cheetah/SecureML is the planned fix). Security:
-//! semi-honest, as [`crate::ot`].
+//! Security: semi-honest, as [`crate::ot`]; reusing a fixed `B`'s OTs is safe because every use
+//! hashes with its own tweak ([`crate::ot::vole`]).
 
 use crate::error::{Error, Result};
 use crate::ids::PartyId;
 use crate::ot::{
-    CotReceiver, CotSender, bit_triples_receiver, bit_triples_sender, cross_products_receiver, cross_products_sender,
+    CotReceiver, CotSender, MuxTriples, VoleReceiver, VoleSender, bit_triples_receiver, bit_triples_sender,
+    cross_products_receiver, cross_products_sender,
 };
 use crate::prg::{Prg, Seed};
 use crate::ring::{Conv2dParams, RingTensor};
@@ -35,6 +45,15 @@ use super::{
 
 /// Terms per batch of OT multiplications: bounds the index and operand buffers (≈ 1.5 MiB).
 const BATCH: usize = 1 << 16;
+
+/// Scalars per OT extension of a vector-product cross term: 2^20 OTs, 16 MiB of rows.
+const EXTENSION: usize = 1 << 14;
+
+/// Entries of fixed `B`s whose OTs a session keeps: 2 KiB each on each party (its share's
+/// OTs and the peer's), 256 MiB in all. A layer whose weights' entries are the cheaper scalars
+/// (a convolution's kernel; a dense layer's weights at a large batch) then pays their OTs once,
+/// and every batch after only the corrections. Entries beyond the budget get fresh OTs.
+const CACHED_SCALARS: usize = 1 << 17;
 
 /// The dealer-free two-party source (see the [module docs](self)). Each party's randomness
 /// comes from a fresh seed the caller's RNG draws at session setup.
@@ -75,36 +94,176 @@ impl CorrelationSource for TwoPartySource {
         Box::pin(async move {
             let seed = self.seed.expect("hello drew the seed");
             let mut rng = Prg::new(&seed, 0);
-            let ot = match me {
-                PartyId::P0 => Ot::Sender(CotSender::setup(ch, PartyId::P1, &mut rng).await?),
-                PartyId::P1 => Ot::Receiver(CotReceiver::setup(ch, PartyId::P0, &mut rng).await?),
+            // Two IKNP instances, one each way (P1 chooses in the first): a vector product can
+            // then take its scalars from either party's operand.
+            let (send, recv) = match me {
+                PartyId::P0 => {
+                    let send = CotSender::setup(ch, PartyId::P1, &mut rng).await?;
+                    (send, CotReceiver::setup(ch, PartyId::P1, &mut rng).await?)
+                }
+                PartyId::P1 => {
+                    let recv = CotReceiver::setup(ch, PartyId::P0, &mut rng).await?;
+                    (CotSender::setup(ch, PartyId::P0, &mut rng).await?, recv)
+                }
                 other => {
                     return Err(Error::InvalidInput(format!("{other} is not a party of a two-party session")));
                 }
             };
-            Ok(Box::new(TwoPartyCorrelations { ot, rng, fixed: vec![] }) as Box<dyn Correlations>)
+            let ots = Ots { me, peer: PartyId(1 - me.0), send, recv };
+            Ok(Box::new(TwoPartyCorrelations { ots, rng, fixed: vec![], cached: 0 }) as Box<dyn Correlations>)
         })
     }
 }
 
-enum Ot {
-    Sender(CotSender),
-    Receiver(CotReceiver),
+/// This party's OT extensions: as the sender to the peer's choices, and as the receiver.
+struct Ots {
+    me: PartyId,
+    peer: PartyId,
+    send: CotSender,
+    recv: CotReceiver,
 }
 
 /// One party's dealer-free correlations (made by [`TwoPartySource`]).
 struct TwoPartyCorrelations {
-    ot: Ot,
+    ots: Ots,
     /// This party's private randomness (its shares of every mask).
     rng: Prg,
-    /// Registered fixed `B`s: the op, and this party's share.
-    fixed: Vec<(Bilinear, RingTensor)>,
+    /// Registered fixed `B`s.
+    fixed: Vec<Fixed>,
+    /// Entries of fixed `B`s whose OTs are kept (at most [`CACHED_SCALARS`]).
+    cached: usize,
+}
+
+/// A registered fixed `B`: the op, this party's share, and — once a triple has used the `B`
+/// side's entries as scalars — the OTs behind them.
+struct Fixed {
+    op: Bilinear,
+    b: RingTensor,
+    keys: Option<KeyPair>,
+}
+
+/// The OTs behind both parties' shares of a fixed operand: this party's (it chooses) and the
+/// peer's (it sends).
+struct KeyPair {
+    mine: VoleReceiver,
+    theirs: VoleSender,
+}
+
+impl KeyPair {
+    /// P1's shares' OTs first, then P0's.
+    async fn make(ots: &mut Ots, ch: &mut Channel, share: &RingTensor) -> Result<Self> {
+        let n = share.len();
+        Ok(if ots.me == PartyId::P1 {
+            let mine = VoleReceiver::make(&mut ots.recv, ch, ots.peer, share.as_slice().to_vec(), 64).await?;
+            KeyPair { mine, theirs: VoleSender::make(&mut ots.send, ch, ots.peer, n, 64).await? }
+        } else {
+            let theirs = VoleSender::make(&mut ots.send, ch, ots.peer, n, 64).await?;
+            KeyPair {
+                theirs,
+                mine: VoleReceiver::make(&mut ots.recv, ch, ots.peer, share.as_slice().to_vec(), 64).await?,
+            }
+        })
+    }
 }
 
 impl TwoPartyCorrelations {
-    /// This party's share of `f(a, b)` for its shares `a`, `b`.
+    /// This party's share of `f(a, b)` for its shares `a`, `b`. With `cache` (a fixed `B`'s
+    /// slot), the OTs behind `B`'s entries are made on first use and kept.
     async fn product(
-        ot: &mut Ot,
+        ots: &mut Ots,
+        ch: &mut Channel,
+        op: Bilinear,
+        a: &RingTensor,
+        b: &RingTensor,
+        cache: Option<&mut Option<KeyPair>>,
+    ) -> Result<RingTensor> {
+        if matches!(op, Bilinear::Mul) {
+            return Self::gilboa(ots, ch, op, a, b).await;
+        }
+        let mut c = op.apply(a, b)?;
+        let (lx, ly) = (Lanes::new(op, a.shape(), b.shape(), Side::X)?, Lanes::new(op, a.shape(), b.shape(), Side::Y)?);
+        // The cross terms f(a1, b0) and f(a0, b1) as vector products whose scalars are A's
+        // entries (P1's, then P0's) or B's (P0's, then P1's): whichever has fewer scalars, as
+        // each costs 64 OTs — or B's, where their OTs were made for an earlier triple.
+        let kept = cache.as_ref().is_some_and(|k| k.is_some());
+        if !kept && lx.scalars() <= ly.scalars() {
+            for chooser in [PartyId::P1, PartyId::P0] {
+                Self::cross_term(ots, ch, chooser, &lx, None, a, b, &mut c).await?;
+            }
+            return Ok(c);
+        }
+        let keys = match cache {
+            Some(slot) => {
+                if slot.is_none() {
+                    *slot = Some(KeyPair::make(ots, ch, b).await?);
+                }
+                slot.as_mut()
+            }
+            None => None,
+        };
+        match keys {
+            Some(k) => {
+                for chooser in [PartyId::P0, PartyId::P1] {
+                    Self::cross_term(ots, ch, chooser, &ly, Some(k), b, a, &mut c).await?;
+                }
+            }
+            None => {
+                for chooser in [PartyId::P0, PartyId::P1] {
+                    Self::cross_term(ots, ch, chooser, &ly, None, b, a, &mut c).await?;
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// One cross term as vector products: the scalars from `chooser`'s share of one operand
+    /// (`scalars`), the lanes from the other party's share of the other (`lanes_of`), both
+    /// parties' shares added into `c`. With `keys`, the OTs made for these scalars before;
+    /// without, fresh ones per [`EXTENSION`] scalars.
+    #[allow(clippy::too_many_arguments)]
+    async fn cross_term(
+        ots: &mut Ots,
+        ch: &mut Channel,
+        chooser: PartyId,
+        lanes: &Lanes,
+        keys: Option<&mut KeyPair>,
+        scalars: &RingTensor,
+        lanes_of: &RingTensor,
+        c: &mut RingTensor,
+    ) -> Result<()> {
+        let (len, total, peer) = (lanes.len(), lanes.scalars(), ots.peer);
+        let choose = ots.me == chooser;
+        let (sv, lv) = (scalars.as_slice(), lanes_of.as_slice());
+        let out = c.as_mut_slice();
+        let mut add = |s: usize, l: usize, share: u64| {
+            let z = lanes.lane(s, l).1;
+            out[z] = out[z].wrapping_add(share);
+        };
+        if let Some(k) = keys {
+            return if choose {
+                k.mine.receive(ch, peer, len, add).await
+            } else {
+                k.theirs.send(ch, peer, len, |s, l| lanes.lane(s, l).0.map_or(0, |i| lv[i]), add).await
+            };
+        }
+        for start in (0..total).step_by(EXTENSION) {
+            let end = (start + EXTENSION).min(total);
+            if choose {
+                let x = (start..end).map(|s| lanes.scalar(s).map_or(0, |i| sv[i])).collect();
+                let mut k = VoleReceiver::make(&mut ots.recv, ch, peer, x, 64).await?;
+                k.receive(ch, peer, len, |s, l, w| add(start + s, l, w)).await?;
+            } else {
+                let mut k = VoleSender::make(&mut ots.send, ch, peer, end - start, 64).await?;
+                let v = |s: usize, l: usize| lanes.lane(start + s, l).0.map_or(0, |i| lv[i]);
+                k.send(ch, peer, len, v, |s, l, w| add(start + s, l, w)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `f(a, b)` by Gilboa products, one per term of `f` (P1 choosing): the elementwise product.
+    async fn gilboa(
+        ots: &mut Ots,
         ch: &mut Channel,
         op: Bilinear,
         a: &RingTensor,
@@ -127,9 +286,9 @@ impl TwoPartyCorrelations {
             if idx.is_empty() {
                 break;
             }
-            let cross = match ot {
-                Ot::Sender(s) => cross_products_sender(s, ch, PartyId::P1, &u, &v).await?,
-                Ot::Receiver(r) => cross_products_receiver(r, ch, PartyId::P0, &u, &v).await?,
+            let cross = match ots.me {
+                PartyId::P0 => cross_products_sender(&mut ots.send, ch, ots.peer, &u, &v).await?,
+                _ => cross_products_receiver(&mut ots.recv, ch, ots.peer, &u, &v).await?,
             };
             let out = c.as_mut_slice();
             for (&z, w) in idx.iter().zip(cross) {
@@ -143,19 +302,76 @@ impl TwoPartyCorrelations {
         op.output_shape(xs, ys)?;
         let a = RingTensor::random(xs, &mut self.rng);
         let b = RingTensor::random(ys, &mut self.rng);
-        let c = Self::product(&mut self.ot, ch, op, &a, &b).await?;
+        let c = Self::product(&mut self.ots, ch, op, &a, &b, None).await?;
         Ok(Triple { a: AShare::from_share(a), b: AShare::from_share(b), c: AShare::from_share(c) })
     }
 
+    /// `n` mux triples ([`MuxTriples`]). Each party draws its bits `b_i` and its `a_i`;
+    /// `b = b0 ⊕ b1 = b0 + b1 − 2·b0·b1` and `c = (a0 + a1)·b`, where
+    /// `a0·b = a0·b0 + b1·a0·(1 − 2·b0)` and `a1·b = a1·b1 + b0·a1·(1 − 2·b1)`. So P1 chooses
+    /// with `b1` in single-bit vector products of two lanes from P0, `a0·(1 − 2·b0)` and `b0`;
+    /// then P0 with `b0`, one lane from P1, `a1·(1 − 2·b1)`. Two OTs and 24 bytes of
+    /// corrections a triple, two messages each way.
+    async fn mux_triples(&mut self, ch: &mut Channel, n: usize) -> Result<MuxTriples> {
+        let Self { ots, rng, .. } = self;
+        let (me, peer) = (ots.me, ots.peer);
+        let mut own = vec![0u64; n];
+        rng.fill(&mut own);
+        own.iter_mut().for_each(|v| *v &= 1);
+        let mut a = vec![0u64; n];
+        rng.fill(&mut a);
+        // Shares of b1·a0·(1 − 2·b0) and of b0·b1 (P1 choosing), of b0·a1·(1 − 2·b1) (P0).
+        let (mut ab, mut bb) = (vec![0u64; n], vec![0u64; n]);
+        let lane0 = |s: usize| a[s].wrapping_mul(1u64.wrapping_sub(own[s] << 1));
+        for chooser in [PartyId::P1, PartyId::P0] {
+            let len = if chooser == PartyId::P1 { 2 } else { 1 };
+            for start in (0..n).step_by(EXTENSION * 64) {
+                let end = (start + EXTENSION * 64).min(n);
+                let mut out = |s: usize, l: usize, w: u64| {
+                    let slot = if l == 0 { &mut ab[start + s] } else { &mut bb[start + s] };
+                    *slot = slot.wrapping_add(w);
+                };
+                if me == chooser {
+                    let mut k = VoleReceiver::make(&mut ots.recv, ch, peer, own[start..end].to_vec(), 1).await?;
+                    k.receive(ch, peer, len, out).await?;
+                } else {
+                    let mut k = VoleSender::make(&mut ots.send, ch, peer, end - start, 1).await?;
+                    let v = |s: usize, l: usize| if l == 0 { lane0(start + s) } else { own[start + s] };
+                    k.send(ch, peer, len, v, &mut out).await?;
+                }
+            }
+        }
+        let mut bits = vec![0u64; n.div_ceil(64)];
+        for (t, &v) in own.iter().enumerate() {
+            bits[t / 64] |= v << (t % 64);
+        }
+        let b = own.iter().zip(&bb).map(|(&bi, &x)| bi.wrapping_sub(x << 1)).collect();
+        let c = a.iter().zip(&own).zip(&ab).map(|((&ai, &bi), &x)| ai.wrapping_mul(bi).wrapping_add(x)).collect();
+        Ok(MuxTriples { n, bits, b, a, c })
+    }
+
+    fn fixed_b(&mut self, op: Bilinear, y: &[usize]) -> Material {
+        let b = RingTensor::random(y, &mut self.rng);
+        self.fixed.push(Fixed { op, b: b.clone(), keys: None });
+        Material::FixedB(FixedBHandle(self.fixed.len() - 1), AShare::from_share(b))
+    }
+
     async fn fixed_b_triple(&mut self, ch: &mut Channel, handle: FixedBHandle, xs: &[usize]) -> Result<FixedBTriple> {
-        let (op, b) = self
-            .fixed
-            .get(handle.0)
+        let Self { ots, rng, fixed, cached } = self;
+        let Fixed { op, b, keys } = fixed
+            .get_mut(handle.0)
             .ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
         op.output_shape(xs, b.shape())?;
-        let a = RingTensor::random(xs, &mut self.rng);
+        let a = RingTensor::random(xs, rng);
+        // B's OTs are kept within the session's budget (the same decision on both sides: it
+        // depends on public shapes only).
+        let had = keys.is_some();
+        let cache = (had || *cached + b.len() <= CACHED_SCALARS).then_some(&mut *keys);
         // The registered B is read in place (weights can be large): no copy per triple.
-        let c = Self::product(&mut self.ot, ch, *op, &a, b).await?;
+        let c = Self::product(ots, ch, *op, &a, b, cache).await?;
+        if !had && keys.is_some() {
+            *cached += b.len();
+        }
         Ok(FixedBTriple { a: AShare::from_share(a), c: AShare::from_share(c) })
     }
 }
@@ -168,17 +384,14 @@ impl Correlations for TwoPartyCorrelations {
                 Request::MulTriple { shape } => {
                     Material::MulTriple(MulTriple::from_triple(self.triple(ch, Bilinear::Mul, shape, shape).await?)?)
                 }
-                Request::FixedB { op, y } => {
-                    let b = RingTensor::random(y, &mut self.rng);
-                    self.fixed.push((*op, b.clone()));
-                    Material::FixedB(FixedBHandle(self.fixed.len() - 1), AShare::from_share(b))
-                }
+                Request::FixedB { op, y } => self.fixed_b(*op, y),
                 Request::FixedBTriple { handle, x } => {
                     Material::FixedBTriple(self.fixed_b_triple(ch, *handle, x).await?)
                 }
-                Request::BitTriples { n } => Material::BitTriples(match &mut self.ot {
-                    Ot::Sender(s) => bit_triples_sender(s, ch, PartyId::P1, *n).await?,
-                    Ot::Receiver(r) => bit_triples_receiver(r, ch, PartyId::P0, *n, &mut self.rng).await?,
+                Request::MuxTriples { n } => Material::MuxTriples(self.mux_triples(ch, *n).await?),
+                Request::BitTriples { n } => Material::BitTriples(match self.ots.me {
+                    PartyId::P0 => bit_triples_sender(&mut self.ots.send, ch, PartyId::P1, *n).await?,
+                    _ => bit_triples_receiver(&mut self.ots.recv, ch, PartyId::P0, *n, &mut self.rng).await?,
                 }),
                 Request::Gate(_) | Request::Trunc { .. } => {
                     return Err(Error::Unsupported { correlations: "2pc-ot", what: req.name() });
@@ -295,6 +508,127 @@ impl ConvTerms {
     }
 }
 
+/// Which operand of `f(X, Y)` holds P1's scalars in a cross term.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Side {
+    /// Entries of `X` (a convolution's input through its taps); lanes from `Y`.
+    X,
+    /// Entries of `Y`; lanes from `X`.
+    Y,
+}
+
+/// A matrix product or convolution laid out as scalar × vector products: scalar `s` (an entry of
+/// P1's operand) times lanes `l < len` (entries of P0's operand) into output entries.
+///
+/// * `[m, k]·[k, n]`, side Y: scalar `Y[j, c]` times the column `X[·, j]` into `Z[·, c]`;
+///   side X: scalar `X[i, j]` times the row `Y[j, ·]` into `Z[i, ·]`.
+/// * A convolution, side Y: kernel tap `W[o, i, ky, kx]` times the input under it at every
+///   output position (zero in the padding) into `Z[·, o, ·, ·]`; side X: the input under tap
+///   `(ky, kx)` of output position `p` (an im2col entry; zero in the padding) times the tap for
+///   every output channel of its group, into `Z[·, ·, p]`.
+struct Lanes {
+    side: Side,
+    shape: LaneShape,
+}
+
+enum LaneShape {
+    MatMul { m: usize, k: usize, n: usize },
+    Conv { x: [usize; 4], w: [usize; 4], z: [usize; 4], p: Conv2dParams },
+}
+
+impl Lanes {
+    fn new(op: Bilinear, xs: &[usize], ys: &[usize], side: Side) -> Result<Self> {
+        let zs = op.output_shape(xs, ys)?;
+        let shape = match op {
+            Bilinear::MatMul => LaneShape::MatMul { m: xs[0], k: xs[1], n: ys[1] },
+            Bilinear::Conv2d(p) => {
+                let four = |s: &[usize]| -> [usize; 4] { s.try_into().expect("checked by output_shape") };
+                LaneShape::Conv { x: four(xs), w: four(ys), z: four(&zs), p }
+            }
+            Bilinear::Mul => return Err(Error::InvalidInput("an elementwise product has no lanes".into())),
+        };
+        Ok(Self { side, shape })
+    }
+
+    /// Number of scalars.
+    fn scalars(&self) -> usize {
+        match (&self.shape, self.side) {
+            (LaneShape::MatMul { k, n, .. }, Side::Y) => k * n,
+            (LaneShape::MatMul { m, k, .. }, Side::X) => m * k,
+            (LaneShape::Conv { w, .. }, Side::Y) => w.iter().product(),
+            (LaneShape::Conv { x, w, z, .. }, Side::X) => x[0] * x[1] * w[2] * w[3] * z[2] * z[3],
+        }
+    }
+
+    /// Lanes per scalar.
+    fn len(&self) -> usize {
+        match (&self.shape, self.side) {
+            (LaneShape::MatMul { m, .. }, Side::Y) => *m,
+            (LaneShape::MatMul { n, .. }, Side::X) => *n,
+            (LaneShape::Conv { z, .. }, Side::Y) => z[0] * z[2] * z[3],
+            (LaneShape::Conv { w, p, .. }, Side::X) => w[0] / p.groups,
+        }
+    }
+
+    /// The input entry under tap `(ky, kx)` of output position `(oy, ox)`, if inside.
+    fn tap(x: &[usize; 4], p: &Conv2dParams, [b, c, ky, kx, oy, ox]: [usize; 6]) -> Option<usize> {
+        let [_, cs, h, w] = *x;
+        let iy = (oy * p.stride.0 + ky * p.dilation.0).checked_sub(p.padding.0).filter(|&v| v < h)?;
+        let ix = (ox * p.stride.1 + kx * p.dilation.1).checked_sub(p.padding.1).filter(|&v| v < w)?;
+        Some(((b * cs + c) * h + iy) * w + ix)
+    }
+
+    /// Scalar `s` of side X of a convolution: `(b, c, ky, kx, oy, ox)`.
+    fn conv_x(w: &[usize; 4], z: &[usize; 4], c: usize, s: usize) -> [usize; 6] {
+        let (ox, r) = (s % z[3], s / z[3]);
+        let (oy, r) = (r % z[2], r / z[2]);
+        let (kx, r) = (r % w[3], r / w[3]);
+        let (ky, r) = (r % w[2], r / w[2]);
+        [r / c, r % c, ky, kx, oy, ox]
+    }
+
+    /// Where scalar `s` is in P1's operand (`None`: a padding zero).
+    fn scalar(&self, s: usize) -> Option<usize> {
+        match (&self.shape, self.side) {
+            (LaneShape::MatMul { .. }, _) | (LaneShape::Conv { .. }, Side::Y) => Some(s),
+            (LaneShape::Conv { x, w, z, p }, Side::X) => Self::tap(x, p, Self::conv_x(w, z, x[1], s)),
+        }
+    }
+
+    /// Lane `l` of scalar `s`: where it is in P0's operand (`None`: a padding zero), and the
+    /// output entry the product adds to.
+    fn lane(&self, s: usize, l: usize) -> (Option<usize>, usize) {
+        match (&self.shape, self.side) {
+            (LaneShape::MatMul { k, n, .. }, Side::Y) => {
+                let (j, c) = (s / n, s % n);
+                (Some(l * k + j), l * n + c)
+            }
+            (LaneShape::MatMul { k, n, .. }, Side::X) => {
+                let (i, j) = (s / k, s % k);
+                (Some(j * n + l), i * n + l)
+            }
+            (LaneShape::Conv { x, w, z, p }, Side::Y) => {
+                let [o, cg, kh, kw] = *w;
+                let (kx, r) = (s % kw, s / kw);
+                let (ky, r) = (r % kh, r / kh);
+                let (ic, oc) = (r % cg, r / cg);
+                let (ox, r) = (l % z[3], l / z[3]);
+                let (oy, b) = (r % z[2], r / z[2]);
+                let channel = (oc / (o / p.groups)) * cg + ic;
+                (Self::tap(x, p, [b, channel, ky, kx, oy, ox]), ((b * o + oc) * z[2] + oy) * z[3] + ox)
+            }
+            (LaneShape::Conv { x, w, z, p }, Side::X) => {
+                let [o, cg, kh, kw] = *w;
+                let [b, c, ky, kx, oy, ox] = Self::conv_x(w, z, x[1], s);
+                let per = o / p.groups;
+                let oc = (c / cg) * per + l;
+                let ic = c % cg;
+                (Some(((oc * cg + ic) * kh + ky) * kw + kx), ((b * o + oc) * z[2] + oy) * z[3] + ox)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +663,49 @@ mod tests {
         }
     }
 
+    #[test]
+    #[allow(clippy::disallowed_methods)] // two parties as threads, as in crate::testing
+    fn mux_triples_share_one_bit_both_ways_and_its_product() {
+        // Two batches (the OTs' tweaks move on), one of them over a word and an extension.
+        let (c0, c1) = crate::testing::channel_pair(SessionId(10));
+        let run = |me: PartyId, mut ch: Channel| {
+            futures::executor::block_on(async move {
+                let mut src: Box<dyn CorrelationSource> = Box::new(TwoPartySource::default());
+                let mut g = Prg::from_u64(40 + u64::from(me.0));
+                src.hello(me, &mut || Seed::random(&mut g));
+                let mut corr = src.start(me, &mut ch, [None, None, None]).await.unwrap();
+                let mut got = vec![];
+                for n in [3usize, 1000] {
+                    match corr.fetch(&mut ch, &Request::MuxTriples { n }).await.unwrap() {
+                        Material::MuxTriples(t) => got.push(t),
+                        _ => unreachable!(),
+                    }
+                }
+                got
+            })
+        };
+        let (t0, t1) = std::thread::scope(|s| {
+            let h0 = s.spawn(|| run(PartyId::P0, c0));
+            let h1 = s.spawn(|| run(PartyId::P1, c1));
+            (h0.join().unwrap(), h1.join().unwrap())
+        });
+        for (m0, m1) in t0.iter().zip(&t1) {
+            let mut ones = 0;
+            for q in 0..m0.n {
+                let bit = ((m0.bits[q / 64] ^ m1.bits[q / 64]) >> (q % 64)) & 1;
+                ones += bit;
+                assert_eq!(m0.b[q].wrapping_add(m1.b[q]), bit, "triple {q}: b");
+                let a = m0.a[q].wrapping_add(m1.a[q]);
+                assert_eq!(m0.c[q].wrapping_add(m1.c[q]), a.wrapping_mul(bit), "triple {q}: c");
+            }
+            if m0.n == 1000 {
+                assert!((400..600).contains(&ones), "{ones} of 1000 bits set");
+                // Each party's additive share of b is not the bit itself (it is masked).
+                assert!(m0.b.iter().filter(|&&v| v > 1).count() > 900);
+            }
+        }
+    }
+
     /// `f(X, Y)` from the terms alone, for comparison with the ring's own kernels.
     fn by_terms(op: Bilinear, x: &RingTensor, y: &RingTensor) -> RingTensor {
         let zs = op.output_shape(x.shape(), y.shape()).unwrap();
@@ -336,6 +713,25 @@ mod tests {
         for (i, j, l) in Terms::new(op, x.shape(), y.shape()).unwrap() {
             let out = z.as_mut_slice();
             out[l] = out[l].wrapping_add(x.as_slice()[i].wrapping_mul(y.as_slice()[j]));
+        }
+        z
+    }
+
+    /// `f(X, Y)` from one side's vector products alone.
+    fn by_lanes(op: Bilinear, side: Side, x: &RingTensor, y: &RingTensor) -> RingTensor {
+        let lanes = Lanes::new(op, x.shape(), y.shape(), side).unwrap();
+        let (scalars, others) = match side {
+            Side::X => (x.as_slice(), y.as_slice()),
+            Side::Y => (y.as_slice(), x.as_slice()),
+        };
+        let mut z = RingTensor::zeros(&op.output_shape(x.shape(), y.shape()).unwrap());
+        for s in 0..lanes.scalars() {
+            let v = lanes.scalar(s).map_or(0, |i| scalars[i]);
+            for l in 0..lanes.len() {
+                let (src, dst) = lanes.lane(s, l);
+                let out = z.as_mut_slice();
+                out[dst] = out[dst].wrapping_add(v.wrapping_mul(src.map_or(0, |i| others[i])));
+            }
         }
         z
     }
@@ -357,7 +753,13 @@ mod tests {
         ];
         for (op, xs, ys) in cases {
             let (x, y) = (RingTensor::random(&xs, &mut g), RingTensor::random(&ys, &mut g));
-            assert_eq!(by_terms(op, &x, &y), op.apply(&x, &y).unwrap(), "{op:?} {xs:?} {ys:?}");
+            let want = op.apply(&x, &y).unwrap();
+            assert_eq!(by_terms(op, &x, &y), want, "{op:?} {xs:?} {ys:?}");
+            if op != Bilinear::Mul {
+                for side in [Side::X, Side::Y] {
+                    assert_eq!(by_lanes(op, side, &x, &y), want, "{side:?} {op:?} {xs:?} {ys:?}");
+                }
+            }
         }
     }
 }

@@ -42,6 +42,31 @@ impl std::fmt::Debug for BitTriples {
     }
 }
 
+/// One party's shares of `n` mux triples: a random bit `b`, shared both ways — XOR (`bits`,
+/// packed as [`BitTriples`]) and additively (`b`) — and `c = a·b` for a random ring element
+/// `a`. One triple turns a XOR-shared bit `m` into an additive share and multiplies a shared
+/// `y` by it with one opening (`m ⊕ b`, `y − a`). Made by OT in the two-party mode: two OTs
+/// and 24 bytes of corrections, 56 bytes in all. `Debug` prints the count only.
+#[derive(Clone)]
+pub struct MuxTriples {
+    /// Number of triples.
+    pub n: usize,
+    /// XOR shares of the bits `b`, packed.
+    pub bits: Vec<u64>,
+    /// Additive shares of `b`.
+    pub b: Vec<u64>,
+    /// Additive shares of `a`.
+    pub a: Vec<u64>,
+    /// Additive shares of `c = a·b`.
+    pub c: Vec<u64>,
+}
+
+impl std::fmt::Debug for MuxTriples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MuxTriples({} triples)", self.n)
+    }
+}
+
 impl BitTriples {
     fn zeros(n: usize) -> Self {
         let w = n.div_ceil(64);

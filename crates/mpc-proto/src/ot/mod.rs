@@ -1,4 +1,4 @@
-//! Oblivious transfer: the correlations of the dealer-free two-party mode (work in progress).
+//! Oblivious transfer: the correlations of the dealer-free two-party mode.
 //!
 //! Two parties, P0 and P1, make Beaver triples themselves, with no third node:
 //!
@@ -7,6 +7,9 @@
 //! * [`iknp`] — IKNP correlated OT extension: any number of OTs from the base OTs and AES;
 //! * [`triples`] — Gilboa multiplication: elementwise Beaver triples over Z_2^64 from the
 //!   correlated OTs, one round trip and 2568 bytes per triple;
+//! * [`vole`] — vector products (a scalar of the OT receiver's times a vector of the sender's):
+//!   the matrix and convolution triples, 64 OTs per scalar and 260 bytes per term, the OTs of
+//!   a fixed operand made once and used again;
 //! * [`bits`] — Boolean AND triples from the same OTs (the gates of a comparison circuit),
 //!   one message and 32 bytes per triple.
 //!
@@ -20,10 +23,12 @@ pub mod base;
 pub mod bits;
 pub mod iknp;
 pub mod triples;
+pub mod vole;
 
-pub use bits::{BitTriples, bit_triples_receiver, bit_triples_sender};
+pub use bits::{BitTriples, MuxTriples, bit_triples_receiver, bit_triples_sender};
 pub use iknp::{CotReceiver, CotSender};
 pub use triples::{TripleShares, cross_products_receiver, cross_products_sender, triples_receiver, triples_sender};
+pub use vole::{VoleReceiver, VoleSender};
 
 #[cfg(test)]
 mod tests {
@@ -197,6 +202,125 @@ mod tests {
         assert!(matches!(odd, crate::Error::InvalidInput(_)), "{odd}");
         assert!(matches!(err, crate::Error::Desync { .. }), "{err}");
         assert!(matches!(again, crate::Error::Poisoned), "{again}");
+    }
+
+    #[test]
+    fn vector_products_multiply_on_every_use() {
+        // An odd count of scalars (a padded extension), lanes odd and even, one lane, and a
+        // message boundary (8192 lanes); the same OTs used three times with fresh vectors.
+        // Single-bit scalars (one OT each; a 200-scalar set spans two extensions of 128).
+        for (scalars, len, bits) in
+            [(1usize, 1usize, 64usize), (3, 5, 64), (7, 2, 64), (5, 3000, 64), (200, 3, 1), (9, 2, 5)]
+        {
+            let mut g = crate::prg::Prg::from_u64(scalars as u64 * 1000 + len as u64);
+            let mut x = vec![0u64; scalars];
+            g.fill(&mut x);
+            x[0] = u64::MAX; // every bit chosen
+            if scalars > 1 {
+                x[1] = 0; // none
+            }
+            let vs: Vec<Vec<u64>> = (0..3)
+                .map(|_| {
+                    let mut v = vec![0u64; scalars * len];
+                    g.fill(&mut v);
+                    v
+                })
+                .collect();
+            let xr = x.clone();
+            let vv = vs.clone();
+            let (s0, s1) = two(
+                move |mut c| {
+                    futures::executor::block_on(async {
+                        let mut cot = CotSender::setup(&mut c, PartyId::P1, &mut rng(1)).await.unwrap();
+                        let mut k = VoleSender::make(&mut cot, &mut c, PartyId::P1, scalars, bits).await.unwrap();
+                        let mut all = vec![];
+                        for v in &vv {
+                            let mut out = vec![0u64; scalars * len];
+                            k.send(&mut c, PartyId::P1, len, |s, l| v[s * len + l], |s, l, w| out[s * len + l] = w)
+                                .await
+                                .unwrap();
+                            all.push(out);
+                        }
+                        all
+                    })
+                },
+                move |mut c| {
+                    futures::executor::block_on(async {
+                        let mut cot = CotReceiver::setup(&mut c, PartyId::P0, &mut rng(2)).await.unwrap();
+                        let mut k = VoleReceiver::make(&mut cot, &mut c, PartyId::P0, xr, bits).await.unwrap();
+                        let mut all = vec![];
+                        for _ in 0..3 {
+                            let mut out = vec![0u64; scalars * len];
+                            k.receive(&mut c, PartyId::P0, len, |s, l, w| out[s * len + l] = w).await.unwrap();
+                            all.push(out);
+                        }
+                        all
+                    })
+                },
+            );
+            for u in 0..3 {
+                for (s, &xv) in x.iter().enumerate() {
+                    for l in 0..len {
+                        let i = s * len + l;
+                        let xs = if bits == 64 { xv } else { xv & ((1 << bits) - 1) };
+                        let want = xs.wrapping_mul(vs[u][i]);
+                        assert_eq!(s0[u][i].wrapping_add(s1[u][i]), want, "use {u}, scalar {s}, lane {l}");
+                    }
+                }
+            }
+            // Fresh pads per use: P1's shares of two uses differ even where the products agree.
+            if scalars > 1 {
+                assert_ne!(s1[0][len..2 * len], s1[1][len..2 * len], "scalar 0 (product 0) in uses 0 and 1");
+            }
+        }
+    }
+
+    /// P1's view of a vector product: with a scalar of 0 (no OT chosen) P1 cannot unmask any
+    /// correction, and they are uniform — the same chi-square bound as the Gilboa triples' — for
+    /// a vector of zeros and of ones, on the first use of the OTs and on a later one. Pads that
+    /// repeated across uses would show: a later use's corrections would equal the first's
+    /// shifted by the vectors' difference, which the equality check below refuses.
+    #[test]
+    fn the_receivers_view_of_vector_corrections_is_uniform_on_every_use() {
+        let (scalars, len) = (16usize, 64usize);
+        let words = packed_vole_words(scalars, len);
+        let (_, seen) = two(
+            move |mut c| {
+                futures::executor::block_on(async {
+                    let mut cot = CotSender::setup(&mut c, PartyId::P1, &mut rng(1)).await.unwrap();
+                    let mut k = VoleSender::make(&mut cot, &mut c, PartyId::P1, scalars, 64).await.unwrap();
+                    for fill in [0u64, u64::MAX, 0, u64::MAX] {
+                        k.send(&mut c, PartyId::P1, len, |_, _| fill, |_, _, _| ()).await.unwrap();
+                    }
+                })
+            },
+            move |mut c| {
+                futures::executor::block_on(async {
+                    let mut cot = CotReceiver::setup(&mut c, PartyId::P0, &mut rng(2)).await.unwrap();
+                    let _ = VoleReceiver::make(&mut cot, &mut c, PartyId::P0, vec![0; scalars], 64).await.unwrap();
+                    let mut seen = vec![];
+                    for _ in 0..4 {
+                        seen.push(c.recv_u64(PartyId::P0, crate::transport::FrameKind::Material, words).await.unwrap());
+                    }
+                    seen
+                })
+            },
+        );
+        for (u, w) in seen.iter().enumerate() {
+            let mut hist = [0usize; 256];
+            for b in w.iter().flat_map(|v| v.to_le_bytes()) {
+                hist[b as usize] += 1;
+            }
+            let total: usize = hist.iter().sum();
+            let expect = total as f64 / 256.0;
+            let chi2: f64 = hist.iter().map(|&h| (h as f64 - expect).powi(2) / expect).sum();
+            assert!(chi2 < 400.0, "use {u}: chi-square {chi2} over {total} bytes");
+        }
+        assert_ne!(seen[0], seen[2], "uses 0 and 2 (same vectors) sent the same corrections");
+    }
+
+    fn packed_vole_words(scalars: usize, len: usize) -> usize {
+        (scalars * len * 2080).div_ceil(64)
     }
 
     /// `n` triples from the two sides, over a pair of channels; also P1's received words.

@@ -60,7 +60,7 @@ impl std::fmt::Debug for TripleShares {
 }
 
 /// The tweakable correlation-robust hash, low 64 bits.
-pub(super) struct Crh(Aes128);
+pub(super) struct Crh(pub(super) Aes128);
 
 impl Crh {
     pub(super) fn new() -> Self {
@@ -95,18 +95,18 @@ fn low_bits(bits: u32) -> u64 {
 }
 
 /// Packs values of 1..=64 bits into words, least significant first.
-struct BitWriter {
+pub(super) struct BitWriter {
     words: Vec<u64>,
     acc: u64,
     used: u32,
 }
 
 impl BitWriter {
-    fn with_capacity(words: usize) -> Self {
+    pub(super) fn with_capacity(words: usize) -> Self {
         Self { words: Vec::with_capacity(words), acc: 0, used: 0 }
     }
 
-    fn push(&mut self, v: u64, bits: u32) {
+    pub(super) fn push(&mut self, v: u64, bits: u32) {
         let v = v & low_bits(bits);
         self.acc |= v << self.used;
         let total = self.used + bits;
@@ -119,7 +119,7 @@ impl BitWriter {
         }
     }
 
-    fn finish(mut self) -> Vec<u64> {
+    pub(super) fn finish(mut self) -> Vec<u64> {
         if self.used > 0 {
             self.words.push(self.acc);
         }
@@ -128,14 +128,18 @@ impl BitWriter {
 }
 
 /// Reads what a [`BitWriter`] packed.
-struct BitReader<'a> {
+pub(super) struct BitReader<'a> {
     words: &'a [u64],
     idx: usize,
     used: u32,
 }
 
-impl BitReader<'_> {
-    fn pull(&mut self, bits: u32) -> u64 {
+impl<'a> BitReader<'a> {
+    pub(super) fn new(words: &'a [u64]) -> Self {
+        Self { words, idx: 0, used: 0 }
+    }
+
+    pub(super) fn pull(&mut self, bits: u32) -> u64 {
         let cur = self.words.get(self.idx).copied().unwrap_or(0);
         let mut v = cur >> self.used;
         let have = 64 - self.used;
@@ -245,10 +249,22 @@ pub async fn cross_products_receiver(
     let n = a1.len();
     let mut out = Vec::with_capacity(n);
     let crh = Crh::new();
-    for start in (0..n).step_by(CHUNK) {
+    let choices = |start: usize| -> Vec<u64> { (start..(start + CHUNK).min(n)).flat_map(|t| [b1[t], a1[t]]).collect() };
+    // One extension ahead: P1 extends chunk i + 1 while P0 makes chunk i's corrections (both
+    // fit the transport's windows: 16 MiB of columns, 1 MiB of corrections).
+    let mut next = None;
+    if n > 0 {
+        let c = choices(0);
+        let ext = cot.extend(ch, peer, &c).await?;
+        next = Some((0, c, ext));
+    }
+    while let Some((start, mine, (rows, first))) = next.take() {
         let len = CHUNK.min(n - start);
-        let choices: Vec<u64> = (start..start + len).flat_map(|t| [b1[t], a1[t]]).collect();
-        let (rows, first) = cot.extend(ch, peer, &choices).await?;
+        if start + len < n {
+            let c = choices(start + len);
+            let ext = cot.extend(ch, peer, &c).await?;
+            next = Some((start + len, c, ext));
+        }
         let mut y = vec![0u64; rows.len()];
         crh.hash(first, &rows, 0, &mut y);
         let packed = match ch.recv_u64(peer, FrameKind::Material, WORDS_PER_TRIPLE * len).await {
@@ -261,7 +277,7 @@ pub async fn cross_products_receiver(
         let mut corrections = BitReader { words: &packed, idx: 0, used: 0 };
         for t in 0..len {
             let mut cross = 0u64;
-            for (k, &bits) in choices[2 * t..2 * t + 2].iter().enumerate() {
+            for (k, &bits) in mine[2 * t..2 * t + 2].iter().enumerate() {
                 for e in 0..64u32 {
                     let j = 128 * t + 64 * k + e as usize;
                     // r·c as a mask: no branch on the choice bit.

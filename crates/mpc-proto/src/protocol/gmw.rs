@@ -1,25 +1,27 @@
 //! Comparisons in a two-party session (no dealer): the sign of a shared value from a Boolean
 //! circuit on the parties' share bits, with AND gates from OT-made triples
-//! ([`crate::ot::bits`]), then converted to an arithmetic share with one Beaver product.
+//! ([`crate::ot::bits`]), then converted to an arithmetic share — and, for a ReLU, multiplied
+//! into the value — with one mux triple ([`crate::ot::MuxTriples`]) and one opening.
 //!
 //! For `y = y0 + y1` in the `k`-bit window, `[y < 0] = msb_k(y) = y0_{k−1} ⊕ y1_{k−1} ⊕ c`,
 //! where `c` is the carry out of adding the low `k − 1` bits of the two shares. The carry is a
 //! tree over bit positions of (generate, propagate) pairs: `g_i = y0_i ∧ y1_i`,
 //! `p_i = y0_i ⊕ y1_i`, and `(G, P)_hi ∘ (G, P)_lo = (G_hi ⊕ P_hi ∧ G_lo, P_hi ∧ P_lo)`.
-//! Each AND layer is one round (both parties open `u ⊕ x`, `v ⊕ y` of their triple); the bit
-//! `m` becomes `[m] = m0 + m1 − 2·m0·m1` with one product.
+//! Each AND layer is one round (both parties open `u ⊕ x`, `v ⊕ y` of their triple). With a
+//! mux triple (a random bit `b`, XOR- and additively shared, and `c = a·b`), the parties open
+//! `e = m ⊕ b` and, for a ReLU, `d = y − a`: then `[m] = e + (1 − 2e)·[b]` and
+//! `y·m = e·y + (1 − 2e)·(d·[b] + [c])`, both local.
 //!
-//! * Rounds: `1 + ⌈log2(k − 1)⌉` AND layers and 1 product (8 for `k = 64`); a ReLU one more.
-//! * Online bytes per comparison per party: `2 · ANDs / 8` (≈ 47 for `k = 64`) plus 16 for
-//!   the product. Material: `ANDs` ≈ `3(k − 1)` AND triples (32 bytes of OT each), one
-//!   elementwise triple.
+//! * Rounds: `1 + ⌈log2(k − 1)⌉` AND layers and 1 opening (7 for `k = 64`), a ReLU the same.
+//! * Online bytes per comparison per party: `2 · ANDs / 8` (≈ 47 for `k = 64`) plus 1/8 for
+//!   `e`, and 8 for `d` in a ReLU. Material: `ANDs` ≈ `3(k − 1)` AND triples (32 bytes of OT
+//!   each), one mux triple (56 bytes of OT).
 //! * Exact for `|y| < 2^(k−1)`, as every method.
 
 use crate::error::{Error, Result};
 use crate::ids::PartyId;
 use crate::ot::BitTriples;
 use crate::party::Party;
-use crate::ring::RingTensor;
 use crate::share::AShare;
 use crate::transport::FrameKind;
 
@@ -64,7 +66,6 @@ impl Party {
         let words = nq.div_ceil(64);
         let triples = self.corr.bit_triples(&mut self.ch, and_gates(l) * words * 64).await?;
         let offline = self.in_offline_pass();
-        let shape = [nq];
         // y_q = x_e − p_j, q = e·pts + j.
         let y: Option<Vec<u64>> = if offline {
             None
@@ -74,43 +75,47 @@ impl Party {
             // The public shift is P0's to subtract.
             Some((0..nq).map(|q| if p0 { xs[q / pts].wrapping_sub(points[q % pts]) } else { xs[q / pts] }).collect())
         };
-        // XOR shares of the sign bit, as this party's arithmetic inputs to the conversion.
-        let (mine, other) = match &y {
-            None => (AShare::dealer(&shape), AShare::dealer(&shape)),
-            Some(y) => {
-                let m = self.msb(y, l, words, &triples).await?;
-                let bitvals = RingTensor::from_vec(&shape, (0..nq).map(|q| (m[q / 64] >> (q % 64)) & 1).collect())?;
-                // This party's bit is its share of its own input to the product; its share of
-                // the other party's is 0: [m0] = (m0, 0), [m1] = (0, m1).
-                (AShare::from_share(bitvals), AShare::from_share(RingTensor::zeros(&shape)))
-            }
-        };
-        let (m0, m1) = if self.id == PartyId::P0 { (&mine, &other) } else { (&other, &mine) };
-        let both = self.mul(m0, m1).await?;
-
-        // ge = 1 − m = 1 − m0 − m1 + 2·m0·m1.
-        let ge = if offline {
-            AShare::dealer(&shape)
-        } else {
-            let m = m0.add(m1)?.sub(&both.add(&both)?)?;
-            self.one_minus(&m)?
-        };
-        let rl = if relu {
-            let ys = match &y {
-                None => AShare::dealer(&shape),
-                Some(y) => AShare::from_share(RingTensor::from_vec(&shape, y.clone())?),
-            };
-            Some(self.mul(&ys, &ge).await?)
-        } else {
-            None
-        };
-        if offline {
-            return Ok(None);
+        let mux = self.corr.mux_triples(&mut self.ch, nq).await?;
+        let Some(y) = y else { return Ok(None) };
+        // XOR shares of the sign bit m, then one opening: e = m ⊕ b and, for a ReLU, d = y − a.
+        let m = self.msb(&y, l, words, &triples).await?;
+        let p0 = self.id == PartyId::P0;
+        let mut mine = Vec::with_capacity(8 * words + if relu { 8 * nq } else { 0 });
+        for (&mw, &bw) in m.iter().zip(&mux.bits) {
+            mine.extend_from_slice(&(mw ^ bw).to_le_bytes());
         }
-        Ok(Some(Compared {
-            ge: ge.expose_share()?.as_slice().to_vec(),
-            relu: rl.map(|r| r.expose_share().map(|t| t.as_slice().to_vec())).transpose()?,
-        }))
+        if relu {
+            for (yq, aq) in y.iter().zip(&mux.a) {
+                mine.extend_from_slice(&yq.wrapping_sub(*aq).to_le_bytes());
+            }
+        }
+        let theirs = self.ch.exchange_bytes(self.id.peer(), FrameKind::Open, &mine).await?;
+        if theirs.len() != mine.len() {
+            return Err(Error::Desync {
+                peer: self.id.peer(),
+                detail: format!("comparison opening of {} bytes, expected {}", theirs.len(), mine.len()),
+            });
+        }
+        let word = |b: &[u8], j: usize| u64::from_le_bytes(b[8 * j..8 * j + 8].try_into().expect("8 bytes"));
+        // m = e ⊕ b = e + (1 − 2e)·b, so [ge] = 1 − [m] = 1 − e − (1 − 2e)·[b] (public terms on P0).
+        let one = u64::from(p0);
+        let mut ge = Vec::with_capacity(nq);
+        let mut rl = Vec::with_capacity(if relu { nq } else { 0 });
+        for (q, &yq) in y.iter().enumerate() {
+            let e = ((word(&mine, q / 64) ^ word(&theirs, q / 64)) >> (q % 64)) & 1;
+            let flip = 1u64.wrapping_sub(e << 1); // 1 − 2e
+            let m_share = (e & one).wrapping_add(flip.wrapping_mul(mux.b[q]));
+            ge.push(one.wrapping_sub(m_share));
+            if relu {
+                // y·m = e·y + (1 − 2e)·(d·[b] + [c]), d = y − a public; ReLU = y − y·m.
+                let j = words + q;
+                let d = word(&mine, j).wrapping_add(word(&theirs, j));
+                let ym =
+                    e.wrapping_mul(yq).wrapping_add(flip.wrapping_mul(d.wrapping_mul(mux.b[q]).wrapping_add(mux.c[q])));
+                rl.push(yq.wrapping_sub(ym));
+            }
+        }
+        Ok(Some(Compared { ge, relu: relu.then_some(rl) }))
     }
 
     /// XOR shares (packed) of `msb_{l+1}(y0 + y1)` for this party's shares `y`.

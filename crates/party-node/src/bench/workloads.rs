@@ -126,26 +126,53 @@ pub fn parse_list(s: &str) -> Result<Vec<Workload>, String> {
 }
 
 impl Workload {
-    /// Products the two-party mode makes by OT for this workload's linear algebra (the terms of
-    /// its elementwise, matrix and convolution triples, about 2.6 KB each between the parties):
-    /// `None` where it is too many to run (more than 4·10^6, ~10 GB), until the linear layers
-    /// move to homomorphic encryption. Comparisons cost 187 AND gates at most (~6 KB).
-    pub fn two_party_terms(&self) -> Option<u64> {
-        const LIMIT: u64 = 4_000_000;
-        let mlp_a = 784 * 128 + 128 * 128 + 128 * 10;
-        let lenet5 = 6 * 24 * 24 * 25 + 16 * 8 * 8 * 150 + 256 * 120 + 120 * 84 + 84 * 10;
-        let terms: u64 = match *self {
-            Workload::MatMul => 128 * 784 * 128,
-            Workload::Mul1m => 1_000_000,
-            Workload::Relu100k | Workload::Cmp100k => 100_000,
-            Workload::MlpA(b) => b as u64 * mlp_a,
-            Workload::Lenet5(b) => b as u64 * lenet5,
-            // Millions of products per image (convolutions over 32×32 feature maps).
+    /// Bytes the two-party mode moves between the parties to make this workload's correlations
+    /// by OT, estimated from the costs in `mpc_proto::correlations::two_party` — an elementwise
+    /// product 2568 bytes; a matrix or convolution term 520, plus 2048 per scalar of the
+    /// cheaper side; a comparison on these workloads' windows about 5 KB, a ReLU or max one
+    /// more product; the training sigmoid about 350 KB (measured). `None` above 4 GB (a
+    /// minute or more per run on loopback here), or for the CIFAR networks.
+    pub fn two_party_bytes(&self) -> Option<u64> {
+        const LIMIT: u64 = 4_000_000_000;
+        fn dense(m: u64, k: u64, n: u64) -> u64 {
+            520 * m * k * n + 2048 * (m * k).min(k * n)
+        }
+        fn conv(b: u64, c: u64, positions: u64, o: u64, taps: u64) -> u64 {
+            520 * b * o * positions * c * taps + 2048 * (b * c * taps * positions).min(o * c * taps)
+        }
+        const CMP: u64 = 5_000;
+        const MUL: u64 = 2_568;
+        let relu = |n: u64| n * (CMP + MUL);
+        let bytes: u64 = match *self {
+            Workload::MatMul => dense(128, 784, 128),
+            Workload::Mul1m => 1_000_000 * MUL,
+            Workload::Relu100k => relu(100_000),
+            Workload::Cmp100k => 100_000 * CMP,
+            Workload::MlpA(b) => {
+                let b = b as u64;
+                dense(b, 784, 128) + dense(b, 128, 128) + dense(b, 128, 10) + relu(b * 256)
+            }
+            Workload::Lenet5(b) => {
+                let b = b as u64;
+                // Two convolutions, each max-pooled 2×2 (three comparisons an output) then ReLU.
+                conv(b, 1, 24 * 24, 6, 25)
+                    + relu(b * 6 * 12 * 12 * 4)
+                    + conv(b, 6, 8 * 8, 16, 25)
+                    + relu(b * 16 * 4 * 4 * 4)
+                    + dense(b, 256, 120)
+                    + dense(b, 120, 84)
+                    + dense(b, 84, 10)
+                    + relu(b * (120 + 84))
+            }
             Workload::Resnet20(_) | Workload::MobileNetV2(_) => return None,
-            // Forward and gradient products per step, 10 epochs of 10 steps of 100 samples.
-            Workload::LogregTrain => 10 * 10 * 2 * 100 * LOGREG_FEATURES as u64,
+            // 10 epochs of 10 steps of 100 samples: a forward and a gradient product per step,
+            // and the sigmoid of every sample.
+            Workload::LogregTrain => {
+                let (n, d) = (100, LOGREG_FEATURES as u64);
+                100 * (dense(n, d, 1) + dense(d, n, 1) + n * 350_000)
+            }
         };
-        (terms <= LIMIT).then_some(terms)
+        (bytes <= LIMIT).then_some(bytes)
     }
 }
 
@@ -457,13 +484,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_two_party_mode_runs_the_workloads_whose_ot_products_fit() {
+    fn the_two_party_mode_runs_the_workloads_whose_ot_traffic_fits() {
         let runs: Vec<String> =
-            STANDARD.iter().filter(|w| w.two_party_terms().is_some()).map(Workload::to_string).collect();
+            STANDARD.iter().filter(|w| w.two_party_bytes().is_some()).map(Workload::to_string).collect();
         assert_eq!(runs, ["mul-1m", "relu-100k", "cmp-100k", "mlp-a-b1", "lenet5-b1", "logreg-train"]);
-        // Network A's three layers: 784·128 + 128·128 + 128·10 products per row.
-        assert_eq!(Workload::MlpA(1).two_party_terms(), Some(118_016));
-        assert_eq!(Workload::MlpA(128).two_party_terms(), None);
+        // Network A at batch 1: 118016 terms at 520 bytes, the scalars the 1040 input entries
+        // (2 KiB each), 256 ReLUs. Measured (2026-12-01): 67.3 MB.
+        assert_eq!(Workload::MlpA(1).two_party_bytes(), Some(118_016 * 520 + 1040 * 2048 + 256 * 7568));
+        // LeNet-5 at batch 1 measured 187 MB; the estimate is within 10 %.
+        let lenet = Workload::Lenet5(1).two_party_bytes().unwrap() as f64;
+        assert!((lenet / 187.1e6 - 1.0).abs() < 0.1, "{lenet}");
+        assert_eq!(Workload::MlpA(128).two_party_bytes(), None);
     }
 
     #[test]
