@@ -176,6 +176,7 @@ impl VoleSender {
         let per = (LANES_PER_MESSAGE * 64 / self.bits / len).max(1);
         let (mut x, mut x1) = (Vec::new(), Vec::new());
         let mut share = vec![0u64; len];
+        let mut vals = Vec::with_capacity(len);
         let bits = self.bits;
         for start in (0..self.scalars).step_by(per) {
             let end = (start + per).min(self.scalars);
@@ -186,11 +187,14 @@ impl VoleSender {
                 crh.expand(first, u, rows, 0, blocks, &mut x);
                 crh.expand(first, u, rows, self.delta, blocks, &mut x1);
                 share.iter_mut().for_each(|w| *w = 0);
+                // The vector once per scalar (the caller's gather may be costly), not per bit.
+                vals.clear();
+                vals.extend((0..len).map(|l| v(s, l)));
                 for e in 0..bits {
                     let (p0, p1) = (&x[e * blocks..(e + 1) * blocks], &x1[e * blocks..(e + 1) * blocks]);
                     for (l, sh) in share.iter_mut().enumerate() {
                         let pad = lane(p0, l);
-                        corr.push(lane(p1, l).wrapping_sub(pad).wrapping_sub(v(s, l)), 64 - e as u32);
+                        corr.push(lane(p1, l).wrapping_sub(pad).wrapping_sub(vals[l]), 64 - e as u32);
                         *sh = sh.wrapping_sub(pad << e);
                     }
                 }
