@@ -208,10 +208,18 @@ mod tests {
     fn vector_products_multiply_on_every_use() {
         // An odd count of scalars (a padded extension), lanes odd and even, one lane, and a
         // message boundary (8192 lanes); the same OTs used three times with fresh vectors.
-        // Single-bit scalars (one OT each; a 200-scalar set spans two extensions of 128).
-        for (scalars, len, bits) in
-            [(1usize, 1usize, 64usize), (3, 5, 64), (7, 2, 64), (5, 3000, 64), (200, 3, 1), (9, 2, 5)]
-        {
+        // Single-bit scalars (one OT each; a 200-scalar set spans two extensions of 128); vectors
+        // longer than a lane chunk (4096) and than a message, odd-length.
+        for (scalars, len, bits) in [
+            (1usize, 1usize, 64usize),
+            (3, 5, 64),
+            (7, 2, 64),
+            (5, 3000, 64),
+            (200, 3, 1),
+            (9, 2, 5),
+            (3, 9001, 64),
+            (2, 4097, 1),
+        ] {
             let mut g = crate::prg::Prg::from_u64(scalars as u64 * 1000 + len as u64);
             let mut x = vec![0u64; scalars];
             g.fill(&mut x);
@@ -317,6 +325,35 @@ mod tests {
             assert!(chi2 < 400.0, "use {u}: chi-square {chi2} over {total} bytes");
         }
         assert_ne!(seen[0], seen[2], "uses 0 and 2 (same vectors) sent the same corrections");
+    }
+
+    /// A vector longer than a lane chunk: its second chunk's pads are not the first's (the
+    /// block index goes into the tweak). With a constant vector and a scalar of 0, equal pads
+    /// would show as equal corrections.
+    #[test]
+    fn lane_chunks_draw_distinct_pads() {
+        let len = 2 * 4096;
+        let words = packed_vole_words(1, len);
+        let (_, seen) = two(
+            move |mut c| {
+                futures::executor::block_on(async {
+                    let mut cot = CotSender::setup(&mut c, PartyId::P1, &mut rng(5)).await.unwrap();
+                    let mut k = VoleSender::make(&mut cot, &mut c, PartyId::P1, 1, 64).await.unwrap();
+                    k.send(&mut c, PartyId::P1, len, |_, _| 7, |_, _, _| ()).await.unwrap();
+                })
+            },
+            move |mut c| {
+                futures::executor::block_on(async {
+                    let mut cot = CotReceiver::setup(&mut c, PartyId::P0, &mut rng(6)).await.unwrap();
+                    let _ = VoleReceiver::make(&mut cot, &mut c, PartyId::P0, vec![0], 64).await.unwrap();
+                    c.recv_u64(PartyId::P0, crate::transport::FrameKind::Material, words).await.unwrap()
+                })
+            },
+        );
+        // Bit 0's corrections are the first 4096 full words of each chunk's 4096 · 2080 bits.
+        let second = 4096 * 2080 / 64;
+        let same = (0..4096).filter(|&i| seen[i] == seen[second + i]).count();
+        assert_eq!(same, 0, "{same} of 4096 corrections repeat across the two lane chunks");
     }
 
     fn packed_vole_words(scalars: usize, len: usize) -> usize {

@@ -38,6 +38,28 @@ use super::triples::{BitReader, BitWriter, Crh};
 /// Corrections per message, in lanes of 64-bit scalars (≈ 2 MiB of packed words).
 const LANES_PER_MESSAGE: usize = 8192;
 
+/// Lanes of one scalar handled together: bounds the pads in memory (at most 64 × 2048 blocks,
+/// 2 MiB) whatever the vector's length.
+const LANE_CHUNK: usize = 4096;
+
+/// The units of one use — `(scalar, first lane, end lane)`, at most [`LANE_CHUNK`] lanes each —
+/// grouped into messages of about `LANES_PER_MESSAGE · 64 / bits` lanes. Both sides group them
+/// alike, so each knows every message's length.
+fn messages(scalars: usize, len: usize, bits: usize) -> impl Iterator<Item = Vec<(usize, usize, usize)>> {
+    let cap = LANES_PER_MESSAGE * 64 / bits;
+    let mut units =
+        (0..scalars).flat_map(move |s| (0..len).step_by(LANE_CHUNK).map(move |l0| (s, l0, (l0 + LANE_CHUNK).min(len))));
+    std::iter::from_fn(move || {
+        let (mut batch, mut lanes) = (Vec::new(), 0);
+        while lanes < cap {
+            let Some(unit) = units.next() else { break };
+            lanes += unit.2 - unit.1;
+            batch.push(unit);
+        }
+        (!batch.is_empty()).then_some(batch)
+    })
+}
+
 /// Packed words of the corrections of `scalars` scalars of `bits` bits and `len` lanes.
 fn packed_words(scalars: usize, bits: usize, len: usize) -> usize {
     // Σ_{e<bits} (64 − e) bits per lane: 2080 for full words, 64 for single bits.
@@ -77,8 +99,9 @@ fn tweak(u: u32, w: usize, j: u64) -> u128 {
 }
 
 impl Crh {
-    /// `out[e·blocks + w] = H(tweak(u, w, first + e), xs[e] ⊕ mask)` for `w < blocks`.
-    fn expand(&self, first: u64, u: u32, xs: &[u128], mask: u128, blocks: usize, out: &mut Vec<u128>) {
+    /// `out[e·blocks + w] = H(tweak(u, block0 + w, first + e), xs[e] ⊕ mask)` for `w < blocks`.
+    #[allow(clippy::too_many_arguments)]
+    fn expand(&self, first: u64, u: u32, xs: &[u128], mask: u128, block0: usize, blocks: usize, out: &mut Vec<u128>) {
         out.clear();
         let mut p: Vec<Array<u8, _>> = xs.iter().map(|x| Array((x ^ mask).to_le_bytes())).collect();
         self.0.encrypt_blocks(&mut p);
@@ -86,7 +109,7 @@ impl Crh {
         let mut buf: Vec<Array<u8, _>> = Vec::with_capacity(xs.len() * blocks);
         for (e, &pe) in pi.iter().enumerate() {
             for w in 0..blocks {
-                buf.push(Array((pe ^ tweak(u, w, first + e as u64)).to_le_bytes()));
+                buf.push(Array((pe ^ tweak(u, block0 + w, first + e as u64)).to_le_bytes()));
             }
         }
         self.0.encrypt_blocks(&mut buf);
@@ -158,7 +181,7 @@ impl VoleSender {
 
     /// One use: shares of `x_s · v(s, l)` for every scalar `s` and lane `l < len`, handed to
     /// `out(s, l, share)` (the peer's [`VoleReceiver::receive`] gets the other shares). Sends the
-    /// corrections to `peer`, 260 bytes per lane, in messages of at most 8192 lanes.
+    /// corrections to `peer`, 260 bytes per lane, in messages of about 8192 lanes (2 MiB).
     pub async fn send(
         &mut self,
         ch: &mut Channel,
@@ -172,34 +195,34 @@ impl VoleSender {
             return Ok(());
         }
         let crh = Crh::new();
-        let blocks = len.div_ceil(2);
-        let per = (LANES_PER_MESSAGE * 64 / self.bits / len).max(1);
-        let (mut x, mut x1) = (Vec::new(), Vec::new());
-        let mut share = vec![0u64; len];
-        let mut vals = Vec::with_capacity(len);
         let bits = self.bits;
-        for start in (0..self.scalars).step_by(per) {
-            let end = (start + per).min(self.scalars);
-            let mut corr = BitWriter::with_capacity(packed_words(end - start, bits, len));
-            for s in start..end {
+        let (mut x, mut x1) = (Vec::new(), Vec::new());
+        let mut share = vec![0u64; len.min(LANE_CHUNK)];
+        let mut vals = Vec::with_capacity(len.min(LANE_CHUNK));
+        for batch in messages(self.scalars, len, bits) {
+            let lanes = batch.iter().map(|&(_, l0, l1)| l1 - l0).sum();
+            let mut corr = BitWriter::with_capacity(packed_words(lanes, bits, 1));
+            for (s, l0, l1) in batch {
+                let (n, blocks) = (l1 - l0, (l1 - l0).div_ceil(2));
                 let rows = &self.q[bits * s..bits * (s + 1)];
                 let first = self.first + (bits * s) as u64;
-                crh.expand(first, u, rows, 0, blocks, &mut x);
-                crh.expand(first, u, rows, self.delta, blocks, &mut x1);
-                share.iter_mut().for_each(|w| *w = 0);
+                crh.expand(first, u, rows, 0, l0 / 2, blocks, &mut x);
+                crh.expand(first, u, rows, self.delta, l0 / 2, blocks, &mut x1);
+                let share = &mut share[..n];
+                share.fill(0);
                 // The vector once per scalar (the caller's gather may be costly), not per bit.
                 vals.clear();
-                vals.extend((0..len).map(|l| v(s, l)));
+                vals.extend((l0..l1).map(|l| v(s, l)));
                 for e in 0..bits {
                     let (p0, p1) = (&x[e * blocks..(e + 1) * blocks], &x1[e * blocks..(e + 1) * blocks]);
-                    for (l, sh) in share.iter_mut().enumerate() {
-                        let pad = lane(p0, l);
-                        corr.push(lane(p1, l).wrapping_sub(pad).wrapping_sub(vals[l]), 64 - e as u32);
+                    for (i, sh) in share.iter_mut().enumerate() {
+                        let pad = lane(p0, i);
+                        corr.push(lane(p1, i).wrapping_sub(pad).wrapping_sub(vals[i]), 64 - e as u32);
                         *sh = sh.wrapping_sub(pad << e);
                     }
                 }
-                for (l, &sh) in share.iter().enumerate() {
-                    out(s, l, sh);
+                for (i, &sh) in share.iter().enumerate() {
+                    out(s, l0 + i, sh);
                 }
             }
             ch.send_u64(peer, FrameKind::Material, &corr.finish()).await?;
@@ -254,30 +277,30 @@ impl VoleReceiver {
             return Ok(());
         }
         let crh = Crh::new();
-        let blocks = len.div_ceil(2);
-        let per = (LANES_PER_MESSAGE * 64 / self.bits / len).max(1);
-        let mut y = Vec::new();
-        let mut share = vec![0u64; len];
         let bits = self.bits;
-        for start in (0..scalars).step_by(per) {
-            let end = (start + per).min(scalars);
-            let packed = ch.recv_u64(peer, FrameKind::Material, packed_words(end - start, bits, len)).await?;
+        let mut y = Vec::new();
+        let mut share = vec![0u64; len.min(LANE_CHUNK)];
+        for batch in messages(scalars, len, bits) {
+            let lanes = batch.iter().map(|&(_, l0, l1)| l1 - l0).sum();
+            let packed = ch.recv_u64(peer, FrameKind::Material, packed_words(lanes, bits, 1)).await?;
             let mut corr = BitReader::new(&packed);
-            for s in start..end {
+            for (s, l0, l1) in batch {
+                let (n, blocks) = (l1 - l0, (l1 - l0).div_ceil(2));
                 let rows = &self.t[bits * s..bits * (s + 1)];
-                crh.expand(self.first + (bits * s) as u64, u, rows, 0, blocks, &mut y);
-                share.iter_mut().for_each(|w| *w = 0);
+                crh.expand(self.first + (bits * s) as u64, u, rows, 0, l0 / 2, blocks, &mut y);
+                let share = &mut share[..n];
+                share.fill(0);
                 for e in 0..bits {
                     // c·d as a mask: no branch on the choice bit.
                     let chose = 0u64.wrapping_sub((self.x[s] >> e) & 1);
                     let pads = &y[e * blocks..(e + 1) * blocks];
-                    for (l, sh) in share.iter_mut().enumerate() {
-                        let v = lane(pads, l).wrapping_sub(chose & corr.pull(64 - e as u32));
+                    for (i, sh) in share.iter_mut().enumerate() {
+                        let v = lane(pads, i).wrapping_sub(chose & corr.pull(64 - e as u32));
                         *sh = sh.wrapping_add(v << e);
                     }
                 }
-                for (l, &sh) in share.iter().enumerate() {
-                    out(s, l, sh);
+                for (i, &sh) in share.iter().enumerate() {
+                    out(s, l0 + i, sh);
                 }
             }
         }
