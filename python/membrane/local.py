@@ -1,4 +1,5 @@
-"""``membrane.local_consortium()``: three nodes on this machine, as three organisations."""
+"""``membrane.local_consortium()``: the nodes of a consortium on this machine, one per organisation
+(three with a dealer; two in the dealer-free ``mode="2pc"``)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ from .errors import MembraneError
 __all__ = ["LocalConsortium", "local_consortium"]
 
 _ROLES = ("alice", "bob", "dealer")
+_MODES = ("dealer", "2pc")
 
 
 class LocalConsortium:
     """Three party nodes — ``alice``, ``bob``, ``dealer``, each a :class:`~membrane.Node` — as
     separate processes talking QUIC with mutual TLS on loopback (free ports, pinned
-    self-signed certificates, a temporary directory).
+    self-signed certificates, a temporary directory). With ``mode="2pc"`` only ``alice`` and
+    ``bob`` run (``dealer`` is ``None``): they make every correlation themselves by oblivious
+    transfer (docs/security.md, "The two-party mode").
 
     Use it as a context manager: the nodes start on entry and are stopped on exit, also when
     the body raises. Each node runs ``python -m membrane._node run --config …`` (the node is
@@ -34,7 +38,18 @@ class LocalConsortium:
     without stopping it (it watches its standard input).
     """
 
-    def __init__(self, *, keep: bool = False, timeout: float = 30.0, log_level: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        *,
+        keep: bool = False,
+        timeout: float = 30.0,
+        log_level: Optional[str] = None,
+        mode: str = "dealer",
+    ) -> None:
+        if mode not in _MODES:
+            raise MembraneError(f"mode {mode!r}: valid are 'dealer' and '2pc'")
+        self.mode = mode
+        self.roles = _ROLES if mode == "dealer" else _ROLES[:2]
         self.dir = Path(tempfile.mkdtemp(prefix="membrane-local-"))
         self.keep = keep
         self.timeout = timeout
@@ -44,7 +59,7 @@ class LocalConsortium:
         self._logs: List[IO[bytes]] = []
         self.alice: Node
         self.bob: Node
-        self.dealer: Node
+        self.dealer: Optional[Node] = None
         # Stops the nodes even if the consortium is dropped without __exit__ (or at exit).
         self._finalizer = weakref.finalize(self, _stop, self.procs, self._logs, self.dir, keep)
 
@@ -53,17 +68,17 @@ class LocalConsortium:
 
     @property
     def pids(self) -> List[int]:
-        """The nodes' process ids (alice, bob, dealer)."""
+        """The nodes' process ids (alice, bob, and the dealer's in the dealer mode)."""
         return [p.pid for p in self.procs]
 
     def start(self) -> "LocalConsortium":
-        """Writes the configs, starts the three nodes and waits until their mesh is up."""
+        """Writes the configs, starts the nodes and waits until their mesh is up."""
         try:
-            self.configs = _native.write_consortium(str(self.dir))
+            self.configs = _native.write_consortium(str(self.dir), self.mode)
             env = dict(os.environ)
             if self.log_level:
                 env["MEMBRANE_LOG"] = self.log_level
-            for role, cfg in zip(_ROLES, self.configs):
+            for role, cfg in zip(self.roles, self.configs):
                 log = open(self.dir / f"{role}.log", "wb")
                 self._logs.append(log)
                 proc = subprocess.Popen(
@@ -78,10 +93,11 @@ class LocalConsortium:
                 )
                 self.procs.append(proc)
             nodes = []
-            for role, cfg in zip(_ROLES, self.configs):
+            for role, cfg in zip(self.roles, self.configs):
                 _r, name, api, token, data = _native.node_config(cfg)
                 nodes.append(Node(api, token, role=role, name=name, workdir=self.dir / "io"))
-            self.alice, self.bob, self.dealer = nodes
+            self.alice, self.bob = nodes[0], nodes[1]
+            self.dealer = nodes[2] if len(nodes) > 2 else None
             self._wait_ready()
         except BaseException:
             self.stop()
@@ -90,7 +106,7 @@ class LocalConsortium:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.timeout
-        for role, proc, node in zip(_ROLES, self.procs, (self.alice, self.bob, self.dealer)):
+        for role, proc, node in zip(self.roles, self.procs, (self.alice, self.bob, self.dealer)):
             while True:
                 code = proc.poll()
                 if code is not None:
@@ -153,8 +169,10 @@ def _stop(procs: List[subprocess.Popen], logs: List[IO[bytes]], directory: Path,
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def local_consortium(*, keep: bool = False, timeout: float = 30.0, log_level: Optional[str] = None) -> LocalConsortium:
-    """Three local nodes for trying Membrane on one machine::
+def local_consortium(
+    *, keep: bool = False, timeout: float = 30.0, log_level: Optional[str] = None, mode: str = "dealer"
+) -> LocalConsortium:
+    """Local nodes for trying Membrane on one machine::
 
         with membrane.local_consortium() as c:
             c.alice.publish("model.onnx", name="digits", output="label")
@@ -162,6 +180,7 @@ def local_consortium(*, keep: bool = False, timeout: float = 30.0, log_level: Op
 
     The nodes start on entering the ``with`` block and stop when it ends (also on an
     exception). ``keep=True`` keeps the directory (configs, logs, stores) for inspection;
-    ``log_level`` sets the nodes' ``MEMBRANE_LOG`` (e.g. ``"debug"``).
+    ``log_level`` sets the nodes' ``MEMBRANE_LOG`` (e.g. ``"debug"``). ``mode="2pc"`` starts
+    only Alice's and Bob's nodes, with no dealer: slower, and heavier on the loopback link.
     """
-    return LocalConsortium(keep=keep, timeout=timeout, log_level=log_level)
+    return LocalConsortium(keep=keep, timeout=timeout, log_level=log_level, mode=mode)

@@ -91,12 +91,19 @@ fn node_config(config: PathBuf) -> PyResult<(String, String, String, String, Str
     ))
 }
 
-/// Writes a three-node consortium on loopback under `dir` (identities, pinned certificates, one
-/// config per node, free ports) and returns the config paths (alice, bob, dealer).
+/// Writes a consortium on loopback under `dir` (identities, pinned certificates, one config per
+/// node, free ports) and returns the config paths in party order: alice, bob, dealer for
+/// `mode = "dealer"`; alice and bob for `"2pc"` (no dealer).
 #[pyfunction]
-fn write_consortium(dir: PathBuf) -> PyResult<Vec<String>> {
+#[pyo3(signature = (dir, mode="dealer"))]
+fn write_consortium(dir: PathBuf, mode: &str) -> PyResult<Vec<String>> {
+    let mode = match mode {
+        "dealer" => party_node::config::Mode::Dealer,
+        "2pc" => party_node::config::Mode::TwoParty,
+        other => return Err(MembraneError::new_err(format!("mode {other:?}: valid are \"dealer\" and \"2pc\""))),
+    };
     let addrs = party_node::testbed::free_addrs().map_err(err)?;
-    let paths = party_node::testbed::write_consortium(&dir, addrs, false).map_err(err)?;
+    let paths = party_node::testbed::write_mode(&dir, addrs, None, party_node::testbed::NAMES, mode).map_err(err)?;
     Ok(paths.iter().map(|p| p.display().to_string()).collect())
 }
 
