@@ -43,9 +43,6 @@ use super::{
     Bilinear, CorrelationSource, Correlations, FixedBHandle, FixedBTriple, Material, MulTriple, Request, Triple,
 };
 
-/// Terms per batch of OT multiplications: bounds the index and operand buffers (≈ 1.5 MiB).
-const BATCH: usize = 1 << 16;
-
 /// Scalars per OT extension of a vector-product cross term: 2^20 OTs, 16 MiB of rows.
 const EXTENSION: usize = 1 << 14;
 
@@ -178,7 +175,7 @@ impl TwoPartyCorrelations {
         cache: Option<&mut Option<KeyPair>>,
     ) -> Result<RingTensor> {
         if matches!(op, Bilinear::Mul) {
-            return Self::gilboa(ots, ch, op, a, b).await;
+            return Self::gilboa(ots, ch, a, b).await;
         }
         let mut c = op.apply(a, b)?;
         let (lx, ly) = (Lanes::new(op, a.shape(), b.shape(), Side::X)?, Lanes::new(op, a.shape(), b.shape(), Side::Y)?);
@@ -192,7 +189,7 @@ impl TwoPartyCorrelations {
             }
             return Ok(c);
         }
-        let keys = match cache {
+        let mut keys = match cache {
             Some(slot) => {
                 if slot.is_none() {
                     *slot = Some(KeyPair::make(ots, ch, b).await?);
@@ -201,17 +198,8 @@ impl TwoPartyCorrelations {
             }
             None => None,
         };
-        match keys {
-            Some(k) => {
-                for chooser in [PartyId::P0, PartyId::P1] {
-                    Self::cross_term(ots, ch, chooser, &ly, Some(k), b, a, &mut c).await?;
-                }
-            }
-            None => {
-                for chooser in [PartyId::P0, PartyId::P1] {
-                    Self::cross_term(ots, ch, chooser, &ly, None, b, a, &mut c).await?;
-                }
-            }
+        for chooser in [PartyId::P0, PartyId::P1] {
+            Self::cross_term(ots, ch, chooser, &ly, keys.as_deref_mut(), b, a, &mut c).await?;
         }
         Ok(c)
     }
@@ -261,40 +249,14 @@ impl TwoPartyCorrelations {
         Ok(())
     }
 
-    /// `f(a, b)` by Gilboa products, one per term of `f` (P1 choosing): the elementwise product.
-    async fn gilboa(
-        ots: &mut Ots,
-        ch: &mut Channel,
-        op: Bilinear,
-        a: &RingTensor,
-        b: &RingTensor,
-    ) -> Result<RingTensor> {
-        let mut c = op.apply(a, b)?;
-        let (xs, ys) = (a.shape(), b.shape());
-        let mut terms = Terms::new(op, xs, ys)?;
-        let (mut idx, mut u, mut v) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
-        loop {
-            idx.clear();
-            u.clear();
-            v.clear();
-            while idx.len() < BATCH {
-                let Some((x, y, z)) = terms.next() else { break };
-                idx.push(z);
-                u.push(a.as_slice()[x]);
-                v.push(b.as_slice()[y]);
-            }
-            if idx.is_empty() {
-                break;
-            }
-            let cross = match ots.me {
-                PartyId::P0 => cross_products_sender(&mut ots.send, ch, ots.peer, &u, &v).await?,
-                _ => cross_products_receiver(&mut ots.recv, ch, ots.peer, &u, &v).await?,
-            };
-            let out = c.as_mut_slice();
-            for (&z, w) in idx.iter().zip(cross) {
-                out[z] = out[z].wrapping_add(w);
-            }
-        }
+    /// The elementwise product by Gilboa products, one per element (P1 choosing).
+    async fn gilboa(ots: &mut Ots, ch: &mut Channel, a: &RingTensor, b: &RingTensor) -> Result<RingTensor> {
+        let mut c = a.mul(b)?;
+        let cross = match ots.me {
+            PartyId::P0 => cross_products_sender(&mut ots.send, ch, ots.peer, a.as_slice(), b.as_slice()).await?,
+            _ => cross_products_receiver(&mut ots.recv, ch, ots.peer, a.as_slice(), b.as_slice()).await?,
+        };
+        c.as_mut_slice().iter_mut().zip(cross).for_each(|(z, w)| *z = z.wrapping_add(w));
         Ok(c)
     }
 
@@ -398,113 +360,6 @@ impl Correlations for TwoPartyCorrelations {
                 }
             })
         })
-    }
-}
-
-/// The terms `(x, y, z)` of a bilinear map — `f(X, Y)[z] = Σ X[x]·Y[y]` over its terms — in a
-/// fixed order both parties share.
-enum Terms {
-    /// `z = x = y`.
-    Mul { len: usize, at: usize },
-    /// `[m, k] · [k, n]`, in `(i, j, l)` order.
-    MatMul { k: usize, n: usize, total: usize, at: usize },
-    /// Every (output position, input channel, kernel tap) inside the input.
-    Conv(Box<ConvTerms>),
-}
-
-struct ConvTerms {
-    x: [usize; 4],
-    w: [usize; 4],
-    z: [usize; 4],
-    p: Conv2dParams,
-    /// The next `(b, oc, oy, ox, ic, ky, kx)`; `None` when done.
-    at: Option<[usize; 7]>,
-}
-
-impl Terms {
-    fn new(op: Bilinear, xs: &[usize], ys: &[usize]) -> Result<Self> {
-        let zs = op.output_shape(xs, ys)?;
-        Ok(match op {
-            Bilinear::Mul => Terms::Mul { len: zs.iter().product(), at: 0 },
-            Bilinear::MatMul => Terms::MatMul { k: xs[1], n: ys[1], total: xs[0] * xs[1] * ys[1], at: 0 },
-            Bilinear::Conv2d(p) => {
-                let four = |s: &[usize]| -> [usize; 4] { s.try_into().expect("checked by output_shape") };
-                let (x, w, z) = (four(xs), four(ys), four(&zs));
-                let empty = z.contains(&0) || w.contains(&0);
-                Terms::Conv(Box::new(ConvTerms { x, w, z, p, at: (!empty).then_some([0; 7]) }))
-            }
-        })
-    }
-}
-
-impl Iterator for Terms {
-    type Item = (usize, usize, usize);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Terms::Mul { len, at } => {
-                let i = *at;
-                (i < *len).then(|| {
-                    *at += 1;
-                    (i, i, i)
-                })
-            }
-            Terms::MatMul { k, n, total, at } => {
-                let t = *at;
-                (t < *total).then(|| {
-                    *at += 1;
-                    let (i, rest) = (t / (*k * *n), t % (*k * *n));
-                    let (j, l) = (rest / *n, rest % *n);
-                    (i * *k + j, j * *n + l, i * *n + l)
-                })
-            }
-            Terms::Conv(c) => c.next(),
-        }
-    }
-}
-
-impl ConvTerms {
-    /// The next term whose tap lands inside the input (padding taps multiply zero).
-    fn next(&mut self) -> Option<(usize, usize, usize)> {
-        loop {
-            let cur = self.at?;
-            self.advance();
-            if let Some(t) = self.term(cur) {
-                return Some(t);
-            }
-        }
-    }
-
-    fn term(&self, [b, oc, oy, ox, ic, ky, kx]: [usize; 7]) -> Option<(usize, usize, usize)> {
-        let [_, c, h, w] = self.x;
-        let [o, cg, kh, kw] = self.w;
-        let [_, _, oh, ow] = self.z;
-        let p = &self.p;
-        let iy = (oy * p.stride.0 + ky * p.dilation.0).checked_sub(p.padding.0).filter(|&v| v < h)?;
-        let ix = (ox * p.stride.1 + kx * p.dilation.1).checked_sub(p.padding.1).filter(|&v| v < w)?;
-        // Output channel oc sees input channels g·cg .. (g+1)·cg of its group g.
-        let channel = (oc / (o / p.groups)) * cg + ic;
-        Some((
-            ((b * c + channel) * h + iy) * w + ix,
-            ((oc * cg + ic) * kh + ky) * kw + kx,
-            ((b * o + oc) * oh + oy) * ow + ox,
-        ))
-    }
-
-    fn advance(&mut self) {
-        let [n, _, _, _] = self.x;
-        let [o, cg, kh, kw] = self.w;
-        let [_, _, oh, ow] = self.z;
-        let limits = [n, o, oh, ow, cg, kh, kw];
-        let Some(at) = self.at.as_mut() else { return };
-        for d in (0..7).rev() {
-            at[d] += 1;
-            if at[d] < limits[d] {
-                return;
-            }
-            at[d] = 0;
-        }
-        self.at = None;
     }
 }
 
@@ -706,17 +561,6 @@ mod tests {
         }
     }
 
-    /// `f(X, Y)` from the terms alone, for comparison with the ring's own kernels.
-    fn by_terms(op: Bilinear, x: &RingTensor, y: &RingTensor) -> RingTensor {
-        let zs = op.output_shape(x.shape(), y.shape()).unwrap();
-        let mut z = RingTensor::zeros(&zs);
-        for (i, j, l) in Terms::new(op, x.shape(), y.shape()).unwrap() {
-            let out = z.as_mut_slice();
-            out[l] = out[l].wrapping_add(x.as_slice()[i].wrapping_mul(y.as_slice()[j]));
-        }
-        z
-    }
-
     /// `f(X, Y)` from one side's vector products alone.
     fn by_lanes(op: Bilinear, side: Side, x: &RingTensor, y: &RingTensor) -> RingTensor {
         let lanes = Lanes::new(op, x.shape(), y.shape(), side).unwrap();
@@ -737,12 +581,11 @@ mod tests {
     }
 
     #[test]
-    fn the_terms_of_every_map_add_up_to_the_map() {
+    fn the_lanes_of_every_map_add_up_to_the_map() {
         let mut g = Prg::from_u64(5);
         let conv =
             |stride, padding, dilation, groups| Bilinear::Conv2d(Conv2dParams { stride, padding, dilation, groups });
         let cases: Vec<(Bilinear, Vec<usize>, Vec<usize>)> = vec![
-            (Bilinear::Mul, vec![3, 5], vec![3, 5]),
             (Bilinear::MatMul, vec![4, 7], vec![7, 3]),
             (Bilinear::MatMul, vec![1, 1], vec![1, 9]),
             (conv((1, 1), (0, 0), (1, 1), 1), vec![2, 3, 6, 5], vec![4, 3, 3, 2]),
@@ -754,11 +597,8 @@ mod tests {
         for (op, xs, ys) in cases {
             let (x, y) = (RingTensor::random(&xs, &mut g), RingTensor::random(&ys, &mut g));
             let want = op.apply(&x, &y).unwrap();
-            assert_eq!(by_terms(op, &x, &y), want, "{op:?} {xs:?} {ys:?}");
-            if op != Bilinear::Mul {
-                for side in [Side::X, Side::Y] {
-                    assert_eq!(by_lanes(op, side, &x, &y), want, "{side:?} {op:?} {xs:?} {ys:?}");
-                }
+            for side in [Side::X, Side::Y] {
+                assert_eq!(by_lanes(op, side, &x, &y), want, "{side:?} {op:?} {xs:?} {ys:?}");
             }
         }
     }
