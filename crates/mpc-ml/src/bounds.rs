@@ -243,6 +243,29 @@ impl Plan {
         self.steps.iter().map(step_bytes).max().unwrap_or(0).max(out).max(6 * 8 * per(&self.input))
     }
 
+    /// Bytes the two parties of a two-party session (no dealer) send, together, to make this
+    /// plan's correlations: each linear or convolution step's first triple by the route and
+    /// layout the session picks (`mpc_proto::correlations::two_party::triple_bytes`), every
+    /// comparison's AND and mux triples at its window, and the HE keys. An estimate (the
+    /// splines' products and the openings are left out): what a caller weighs a job by before
+    /// starting it.
+    pub fn two_party_bytes(&self) -> u64 {
+        use mpc_proto::correlations::two_party::{HE_KEY_BYTES, comparison_bytes, triple_bytes};
+        let cmp = |op: OpShape| op.elements as u64 * op.points as u64 * comparison_bytes(op.bits);
+        let mut total = HE_KEY_BYTES;
+        for st in &self.steps {
+            if let Runs::Bilinear(op) = st.kind.runs()
+                && let Some(w) = st.kind.weight_shapes(&st.input[1..]).first()
+            {
+                total += triple_bytes(op, &st.input, w, true).unwrap_or(0);
+            }
+            if let Some(c) = st.compare {
+                total += cmp(st.kind.cost_shape(st, c.bits));
+            }
+        }
+        total + self.output_compare.map_or(0, |c| cmp(output_shape_of(self, c.bits)))
+    }
+
     /// Online rounds of the plan on the data owner's critical path (as the parties count
     /// them): 1 to pre-open the weights (when there are any), then per step and for the output
     /// stage — linear, convolution and affine 1 (consecutive independent linear and

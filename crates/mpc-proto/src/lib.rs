@@ -47,6 +47,7 @@ pub mod correlations;
 mod error;
 pub mod fixed;
 pub mod fss;
+pub mod he;
 pub mod ids;
 pub mod ot;
 pub mod party;

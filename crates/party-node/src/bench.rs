@@ -84,7 +84,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "250,500,1000,2000,4000")]
     pub sweep: String,
     /// `dealer`: three party processes, a dealer supplies correlated randomness; `2pc`: two,
-    /// making it themselves with oblivious transfer (no dealer process).
+    /// making it themselves with oblivious transfer and homomorphic encryption (no dealer process).
     #[arg(long, value_enum, default_value_t = crate::config::Mode::Dealer)]
     pub mode: crate::config::Mode,
     /// Internal: run as the party of this node config (a child of the runner).
@@ -133,11 +133,18 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
         // `all` in the two-party mode: the workloads it can run; one named explicitly that it
         // cannot is refused with the reason.
         let (ok, too_big): (Vec<Workload>, Vec<Workload>) =
-            workloads.iter().partition(|w| w.two_party_bytes().is_some());
+            workloads.iter().partition(|w| w.two_party_bytes().is_some_and(|b| b <= workloads::TWO_PARTY_LIMIT));
         if !too_big.is_empty() {
-            let names = too_big.iter().map(Workload::to_string).collect::<Vec<_>>().join(", ");
-            let why = "the two-party mode makes their correlations by OT, and these would move more than 4 GB \
-                       between the parties (about 520 bytes per multiply-accumulate of a layer)";
+            let names = too_big
+                .iter()
+                .map(|w| match w.two_party_bytes() {
+                    Some(b) => format!("{w} (~{:.1} GB)", b as f64 / 1e9),
+                    None => w.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let why = "the two parties would move more than 4 GB between them to make the correlations \
+                       (products by HE or OT, comparisons by OT-made AND triples)";
             ensure!(
                 args.workload.split(',').any(|w| w.trim() == "all"),
                 "--mode 2pc cannot run {names}: {why}; run them with --mode dealer"

@@ -100,8 +100,9 @@ pub enum Mode {
     #[serde(rename = "dealer")]
     #[value(name = "dealer")]
     Dealer,
-    /// Two parties and no one else: Alice and Bob make it themselves with oblivious transfer
-    /// (`mpc_proto::TwoPartySource`). Slower and heavier on the wire; no third organisation.
+    /// Two parties and no one else: Alice and Bob make it themselves with oblivious transfer and
+    /// homomorphic encryption (`mpc_proto::TwoPartySource`). Slower and heavier on the wire; no
+    /// third organisation.
     #[serde(rename = "2pc")]
     #[value(name = "2pc")]
     TwoParty,

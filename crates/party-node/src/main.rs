@@ -77,7 +77,7 @@ enum Command {
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
         /// `dealer`: three nodes, a dealer supplies correlated randomness; `2pc`: alice and bob
-        /// only, making it themselves with oblivious transfer (slower, no third organisation).
+        /// only, making it themselves with OT and HE (slower, no third organisation).
         #[arg(long, value_enum, default_value_t = Mode::Dealer)]
         mode: Mode,
     },
@@ -796,14 +796,6 @@ fn bench(mut args: party_node::bench::BenchArgs) -> anyhow::Result<()> {
         } else {
             rest.push(w.to_string());
         }
-    }
-    if args.mode == Mode::TwoParty
-        && let Some((name, _)) = throughput.first()
-    {
-        bail!(
-            "--mode 2pc cannot run {name}: the two-party mode makes its correlations by OT, about 190 MB between \
-             the parties per LeNet-5 image; run it with --mode dealer"
-        );
     }
     if args.child_config.is_some() || !rest.is_empty() || (throughput.is_empty() && pooled.is_empty()) {
         args.workload = rest.join(",");

@@ -203,8 +203,12 @@ pub(crate) fn run(
         let got2 = r.output.view().into_dimensionality::<ndarray::Ix2>()?;
         let want2 = want.view().into_dimensionality::<ndarray::Ix2>()?;
         let agree = got2.outer_iter().zip(want2.outer_iter()).filter(|(g, w)| arg(g.view()) == arg(w.view())).count();
-        let dealer = &r.jobs[2]["total"];
-        let dealer_bytes = dealer["offline_sent"].as_u64().unwrap_or(0) + dealer["online_sent"].as_u64().unwrap_or(0);
+        let sent = |j: &Value| {
+            j["total"]["offline_sent"].as_u64().unwrap_or(0) + j["total"]["online_sent"].as_u64().unwrap_or(0)
+        };
+        // The dealer's traffic (dealer mode), or what the two parties send each other (2pc).
+        let dealer_bytes = r.jobs.get(2).map(sent);
+        let party_bytes: u64 = r.jobs.iter().take(2).map(sent).sum();
         let b = r.bob_job["rows"]["micro_batch"].as_u64().unwrap_or(0);
         let line = json!({
             "micro_batch": b,
@@ -212,7 +216,8 @@ pub(crate) fn run(
             "rows_per_s": rows as f64 / wall,
             "wall_s": wall,
             "peak_rss_mib": rss,
-            "dealer_bytes_per_row": dealer_bytes as f64 / rows as f64,
+            "dealer_bytes_per_row": dealer_bytes.map(|b| b as f64 / rows as f64),
+            "party_bytes_per_row": party_bytes as f64 / rows as f64,
             "max_abs_err": err,
             "argmax_agree": agree,
         });
@@ -229,7 +234,9 @@ pub(crate) fn run(
         "rows_per_s": auto["rows_per_s"],
         "wall_s": auto["wall_s"],
         "peak_rss_mib": auto["peak_rss_mib"],
+        "mode": mode.to_string(),
         "dealer_bytes_per_row": auto["dealer_bytes_per_row"],
+        "party_bytes_per_row": auto["party_bytes_per_row"],
         "max_abs_err": auto["max_abs_err"],
         "argmax_agree": auto["argmax_agree"],
         "best_rows_per_s": best,

@@ -15,13 +15,22 @@
 //!   `B` (a layer's weights) whose entries are the scalars, their OTs are made on first use and
 //!   kept: every later batch pays the corrections only.
 //!
-//! The base OTs (both ways) run once, in [`CorrelationSource::start`].
+//! * or a matrix product or convolution by homomorphic encryption ([`crate::he::matmul`]):
+//!   each party encrypts its share of one operand under its own key, the peer multiplies it by
+//!   its share of the other in plaintext and returns it masked. A fixed `B` is the encrypted
+//!   operand, and its ciphertexts are kept (within 256 MiB), so later batches pay only the
+//!   responses. Which route a product takes — and the HE block layout — is a function of the
+//!   public shapes and of what both parties kept ([`triple_bytes`] reports the bytes).
+//!
+//! The base OTs (both ways) run once, in [`CorrelationSource::start`]; the HE keys on the first
+//! product that takes that route.
 //!
 //! | request | supplied | cost (bytes between the parties) |
 //! |---|---|---|
 //! | elementwise triple | yes | 2568 per term; one round trip per 8192 terms |
-//! | matrix / convolution triple | yes | 520 per term + 1024 per scalar; two round trips per 2^14 scalars |
-//! | fixed `B` and its triples | yes (`B`'s shares drawn locally) | as above; `B`'s scalars' OTs once, within 256 MiB |
+//! | matrix / convolution triple, OT route | yes | 520 per term + 1024 per scalar; two round trips per 2^14 scalars |
+//! | matrix / convolution triple, HE route | yes | 256 KiB per ciphertext and per response, each way (a few per layer); a round trip per 8 |
+//! | fixed `B` and its triples | yes (`B`'s shares drawn locally) | as above; `B`'s OTs or ciphertexts once, within 256 MiB each |
 //! | AND triples (the two-party comparison's gates) | yes | 32 per gate; one message per 2^19 |
 //! | the dealer's comparison keys, exact truncation | no ([`Error::Unsupported`]) | — |
 //!
@@ -29,6 +38,7 @@
 //! hashes with its own tweak ([`crate::ot::vole`]).
 
 use crate::error::{Error, Result};
+use crate::he::matmul::{self as he_mm, Dims, Encrypted, Keys, Operand, Plan};
 use crate::ids::PartyId;
 use crate::ot::{
     CotReceiver, CotSender, MuxTriples, VoleReceiver, VoleSender, bit_triples_receiver, bit_triples_sender,
@@ -51,6 +61,14 @@ const EXTENSION: usize = 1 << 14;
 /// (a convolution's kernel; a dense layer's weights at a large batch) then pays their OTs once,
 /// and every batch after only the corrections. Entries beyond the budget get fresh OTs.
 const CACHED_SCALARS: usize = 1 << 17;
+
+/// Bytes of the peer's ciphertexts of fixed `B`s a session keeps (HE route): 512 KiB per
+/// ciphertext, 256 MiB in all.
+const CACHED_HE_BYTES: usize = 1 << 28;
+
+/// Estimated time per byte of the OT route (IKNP columns, hashing, corrections), µs; against
+/// [`Plan::cost`] to pick the route of each product (see [`he_mm`]).
+const OT_BYTE_US: f64 = 0.003;
 
 /// The dealer-free two-party source (see the [module docs](self)). Each party's randomness
 /// comes from a fresh seed the caller's RNG draws at session setup.
@@ -107,10 +125,65 @@ impl CorrelationSource for TwoPartySource {
                 }
             };
             let ots = Ots { me, peer: PartyId(1 - me.0), send, recv };
-            Ok(Box::new(TwoPartyCorrelations { ots, rng, fixed: vec![], cached: 0 }) as Box<dyn Correlations>)
+            let he = Lazy { keys: None, cached: 0 };
+            Ok(Box::new(TwoPartyCorrelations { ots, rng, fixed: vec![], cached: 0, he }) as Box<dyn Correlations>)
         })
     }
 }
+
+/// How the cross terms of a matrix product or convolution are made.
+enum Route {
+    /// Homomorphic encryption of one operand, with this layout.
+    He(HeView, Plan),
+    /// OT vector products; the lanes of both sides.
+    Ot(Lanes, Lanes),
+}
+
+/// The route of `f(X, Y)`: HE or OT vector products, whichever is estimated faster (a function
+/// of public sizes and of what both parties kept, so both decide alike). `ot_kept`: a fixed
+/// `B`'s OTs exist; `he_kept`: the layout of a fixed `B`'s kept ciphertexts; `fixed`: `Y` is a
+/// fixed `B` (then it is the encrypted operand, so that its ciphertexts serve every batch).
+fn route(op: Bilinear, xs: &[usize], ys: &[usize], ot_kept: bool, he_kept: Option<Plan>, fixed: bool) -> Result<Route> {
+    let (lx, ly) = (Lanes::new(op, xs, ys, Side::X)?, Lanes::new(op, xs, ys, Side::Y)?);
+    let view = HeView::new(op, xs, ys)?;
+    let only = fixed.then_some(view.b_operand);
+    if let Some(plan) = Plan::choose(view.dims, he_kept, only) {
+        let ot = if ot_kept || lx.scalars() > ly.scalars() { &ly } else { &lx };
+        let ot_bytes = ot.scalars() * ot.len() * 520 + if ot_kept { 0 } else { ot.scalars() * 2048 };
+        if plan.cost(he_kept == Some(plan)) < ot_bytes as f64 * OT_BYTE_US {
+            return Ok(Route::He(view, plan));
+        }
+    }
+    Ok(Route::Ot(lx, ly))
+}
+
+/// Bytes both parties send, together, to make a first triple for `f(X, Y)` of these shapes in a
+/// two-party session (`fixed`: `Y` is a fixed `B` on its first use). For estimates (the
+/// bench's refusal of jobs too large for the mode): the routes and layouts are the real ones.
+pub fn triple_bytes(op: Bilinear, xs: &[usize], ys: &[usize], fixed: bool) -> Result<u64> {
+    if matches!(op, Bilinear::Mul) {
+        op.output_shape(xs, ys)?;
+        return Ok(2568 * xs.iter().product::<usize>() as u64);
+    }
+    Ok(match route(op, xs, ys, false, None, fixed)? {
+        Route::He(_, plan) => 2 * plan.bytes(false),
+        Route::Ot(lx, ly) => {
+            let l = if lx.scalars() <= ly.scalars() { lx } else { ly };
+            (l.scalars() * (2048 + 520 * l.len())) as u64
+        }
+    })
+}
+
+/// Bytes both parties send, together, for the material of one comparison (or ReLU) on a
+/// `bits`-bit window in a two-party session: the carry tree's AND triples (32 bytes each) and a
+/// mux triple (56), plus the online openings. An estimate, as [`triple_bytes`].
+pub fn comparison_bytes(bits: u32) -> u64 {
+    let ands = crate::protocol::gmw_and_gates(bits.saturating_sub(1).max(1) as usize) as u64;
+    32 * ands + 56 + 2 * (2 * ands).div_ceil(8) + 16
+}
+
+/// Bytes both parties send, together, for the public keys of the HE route (once a session).
+pub const HE_KEY_BYTES: u64 = 2 * 8 * crate::he::matmul::KEY_WORDS as u64;
 
 /// This party's OT extensions: as the sender to the peer's choices, and as the receiver.
 struct Ots {
@@ -129,6 +202,16 @@ struct TwoPartyCorrelations {
     fixed: Vec<Fixed>,
     /// Entries of fixed `B`s whose OTs are kept (at most [`CACHED_SCALARS`]).
     cached: usize,
+    /// The HE route's keys (made on first use) and the bytes of kept ciphertexts.
+    he: Lazy,
+}
+
+/// HE keys, made when a product first takes the HE route (both parties alike: the route is a
+/// function of public shapes), and the bytes of fixed `B`s' ciphertexts kept (at most
+/// [`CACHED_HE_BYTES`]).
+struct Lazy {
+    keys: Option<Keys>,
+    cached: usize,
 }
 
 /// A registered fixed `B`: the op, this party's share, and — once a triple has used the `B`
@@ -137,6 +220,8 @@ struct Fixed {
     op: Bilinear,
     b: RingTensor,
     keys: Option<KeyPair>,
+    /// The peer's ciphertexts of its share, when the HE route encrypted `B`.
+    enc: Option<Encrypted>,
 }
 
 /// The OTs behind both parties' shares of a fixed operand: this party's (it chooses) and the
@@ -166,23 +251,43 @@ impl KeyPair {
 impl TwoPartyCorrelations {
     /// This party's share of `f(a, b)` for its shares `a`, `b`. With `cache` (a fixed `B`'s
     /// slot), the OTs behind `B`'s entries are made on first use and kept.
+    #[allow(clippy::too_many_arguments)]
     async fn product(
         ots: &mut Ots,
+        he: &mut Lazy,
+        rng: &mut Prg,
         ch: &mut Channel,
         op: Bilinear,
         a: &RingTensor,
         b: &RingTensor,
         cache: Option<&mut Option<KeyPair>>,
+        enc: Option<&mut Option<Encrypted>>,
     ) -> Result<RingTensor> {
         if matches!(op, Bilinear::Mul) {
             return Self::gilboa(ots, ch, a, b).await;
         }
         let mut c = op.apply(a, b)?;
-        let (lx, ly) = (Lanes::new(op, a.shape(), b.shape(), Side::X)?, Lanes::new(op, a.shape(), b.shape(), Side::Y)?);
+        let kept = cache.as_ref().is_some_and(|k| k.is_some());
+        let kept_plan = enc.as_ref().and_then(|e| e.as_ref()).map(Encrypted::plan);
+        let (lx, ly) = match route(op, a.shape(), b.shape(), kept, kept_plan, enc.is_some())? {
+            Route::He(view, plan) => {
+                // A fixed B's ciphertexts are kept when B is the encrypted operand, within budget.
+                let keep = enc.filter(|_| {
+                    plan.enc == view.b_operand
+                        && (kept_plan == Some(plan)
+                            || he.cached + plan.encrypted() * 2 * crate::he::POLY_WORDS * 8 <= CACHED_HE_BYTES)
+                });
+                let before = keep.as_ref().and_then(|e| e.as_ref()).map_or(0, Encrypted::bytes);
+                let keys = he.keys.get_or_insert_with(|| Keys::generate(rng));
+                let keep = view.cross_terms(keys, ch, ots.peer, rng, &plan, a, b, keep, &mut c).await?;
+                he.cached = he.cached + keep - before;
+                return Ok(c);
+            }
+            Route::Ot(lx, ly) => (lx, ly),
+        };
         // The cross terms f(a1, b0) and f(a0, b1) as vector products whose scalars are A's
         // entries (P1's, then P0's) or B's (P0's, then P1's): whichever has fewer scalars, as
         // each costs 64 OTs — or B's, where their OTs were made for an earlier triple.
-        let kept = cache.as_ref().is_some_and(|k| k.is_some());
         if !kept && lx.scalars() <= ly.scalars() {
             for chooser in [PartyId::P1, PartyId::P0] {
                 Self::cross_term(ots, ch, chooser, &lx, None, a, b, &mut c).await?;
@@ -264,7 +369,7 @@ impl TwoPartyCorrelations {
         op.output_shape(xs, ys)?;
         let a = RingTensor::random(xs, &mut self.rng);
         let b = RingTensor::random(ys, &mut self.rng);
-        let c = Self::product(&mut self.ots, ch, op, &a, &b, None).await?;
+        let c = Self::product(&mut self.ots, &mut self.he, &mut self.rng, ch, op, &a, &b, None, None).await?;
         Ok(Triple { a: AShare::from_share(a), b: AShare::from_share(b), c: AShare::from_share(c) })
     }
 
@@ -314,13 +419,13 @@ impl TwoPartyCorrelations {
 
     fn fixed_b(&mut self, op: Bilinear, y: &[usize]) -> Material {
         let b = RingTensor::random(y, &mut self.rng);
-        self.fixed.push(Fixed { op, b: b.clone(), keys: None });
+        self.fixed.push(Fixed { op, b: b.clone(), keys: None, enc: None });
         Material::FixedB(FixedBHandle(self.fixed.len() - 1), AShare::from_share(b))
     }
 
     async fn fixed_b_triple(&mut self, ch: &mut Channel, handle: FixedBHandle, xs: &[usize]) -> Result<FixedBTriple> {
-        let Self { ots, rng, fixed, cached } = self;
-        let Fixed { op, b, keys } = fixed
+        let Self { ots, rng, fixed, cached, he } = self;
+        let Fixed { op, b, keys, enc } = fixed
             .get_mut(handle.0)
             .ok_or_else(|| Error::InvalidInput(format!("unknown fixed-B handle {}", handle.0)))?;
         op.output_shape(xs, b.shape())?;
@@ -330,7 +435,7 @@ impl TwoPartyCorrelations {
         let had = keys.is_some();
         let cache = (had || *cached + b.len() <= CACHED_SCALARS).then_some(&mut *keys);
         // The registered B is read in place (weights can be large): no copy per triple.
-        let c = Self::product(ots, ch, *op, &a, b, cache).await?;
+        let c = Self::product(ots, he, rng, ch, *op, &a, b, cache, Some(enc)).await?;
         if !had && keys.is_some() {
             *cached += b.len();
         }
@@ -484,6 +589,92 @@ impl Lanes {
     }
 }
 
+/// A matrix product or convolution as [`he_mm`]'s `Z = L·R`: a matrix product is itself
+/// (`L = X`, `R = Y`); a convolution per group is the kernel (`L`: output channels × taps)
+/// times the im2col of the input (`R`: taps × batch·output positions).
+struct HeView {
+    dims: Dims,
+    /// Which of `L`, `R` is the `B` (`Y`) operand.
+    b_operand: Operand,
+    shape: LaneShape,
+}
+
+impl HeView {
+    fn new(op: Bilinear, xs: &[usize], ys: &[usize]) -> Result<Self> {
+        let shape = Lanes::new(op, xs, ys, Side::Y)?.shape;
+        Ok(match shape {
+            LaneShape::MatMul { m, k, n } => Self { dims: Dims { groups: 1, m, k, n }, b_operand: Operand::R, shape },
+            LaneShape::Conv { w, z, p, .. } => {
+                let dims = Dims { groups: p.groups, m: w[0] / p.groups, k: w[1] * w[2] * w[3], n: z[0] * z[2] * z[3] };
+                Self { dims, b_operand: Operand::L, shape }
+            }
+        })
+    }
+
+    /// Entry `(g, i, j)` of `L` for operands `x`, `y` (zero in a convolution's padding).
+    fn l(&self, x: &[u64], y: &[u64], g: usize, i: usize, j: usize) -> u64 {
+        match &self.shape {
+            LaneShape::MatMul { k, .. } => x[i * k + j],
+            LaneShape::Conv { .. } => y[(g * self.dims.m + i) * self.dims.k + j],
+        }
+    }
+
+    /// Entry `(g, j, l)` of `R`.
+    fn r(&self, x: &[u64], y: &[u64], g: usize, j: usize, l: usize) -> u64 {
+        match &self.shape {
+            LaneShape::MatMul { n, .. } => y[j * n + l],
+            LaneShape::Conv { x: xs, w, z, p } => {
+                let (kx, r) = (j % w[3], j / w[3]);
+                let (ky, c) = (r % w[2], r / w[2]);
+                let (ox, r) = (l % z[3], l / z[3]);
+                let (oy, b) = (r % z[2], r / z[2]);
+                Lanes::tap(xs, p, [b, g * w[1] + c, ky, kx, oy, ox]).map_or(0, |i| x[i])
+            }
+        }
+    }
+
+    /// Where `Z[g][i][l]` is in the output tensor.
+    fn z(&self, g: usize, i: usize, l: usize) -> usize {
+        match &self.shape {
+            LaneShape::MatMul { n, .. } => i * n + l,
+            LaneShape::Conv { z, .. } => {
+                let (pos, b) = (l % (z[2] * z[3]), l / (z[2] * z[3]));
+                (b * z[1] + g * self.dims.m + i) * z[2] * z[3] + pos
+            }
+        }
+    }
+
+    /// Adds this party's shares of the cross terms of `f(a, b)` to `c` by [`he_mm::cross_terms`];
+    /// returns the bytes of ciphertexts `keep` holds afterwards.
+    #[allow(clippy::too_many_arguments)]
+    async fn cross_terms(
+        &self,
+        keys: &mut Keys,
+        ch: &mut Channel,
+        peer: PartyId,
+        rng: &mut Prg,
+        plan: &Plan,
+        a: &RingTensor,
+        b: &RingTensor,
+        keep: Option<&mut Option<Encrypted>>,
+        c: &mut RingTensor,
+    ) -> Result<usize> {
+        let (x, y) = (a.as_slice(), b.as_slice());
+        let l = |g: usize, i: usize, j: usize| self.l(x, y, g, i, j);
+        let r = |g: usize, j: usize, k: usize| self.r(x, y, g, j, k);
+        let (enc, plain): (he_mm::Entries<'_>, he_mm::Entries<'_>) =
+            if plan.enc == Operand::L { (&l, &r) } else { (&r, &l) };
+        let out = c.as_mut_slice();
+        let mut add = |g: usize, i: usize, k: usize, v: u64| {
+            let z = &mut out[self.z(g, i, k)];
+            *z = z.wrapping_add(v);
+        };
+        let mut keep = keep;
+        he_mm::cross_terms(keys, ch, peer, rng, plan, enc, plain, keep.as_deref_mut(), &mut add).await?;
+        Ok(keep.and_then(|e| e.as_ref()).map_or(0, Encrypted::bytes))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,6 +791,91 @@ mod tests {
             for side in [Side::X, Side::Y] {
                 assert_eq!(by_lanes(op, side, &x, &y), want, "{side:?} {op:?} {xs:?} {ys:?}");
             }
+            assert_eq!(by_he_view(op, &x, &y), want, "HE view of {op:?} {xs:?} {ys:?}");
+        }
+    }
+
+    /// `f(X, Y)` as the HE route sees it: `Σ_j L[g][i][j]·R[g][j][l]` into `Z[g][i][l]`.
+    fn by_he_view(op: Bilinear, x: &RingTensor, y: &RingTensor) -> RingTensor {
+        let v = HeView::new(op, x.shape(), y.shape()).unwrap();
+        let (xs, ys) = (x.as_slice(), y.as_slice());
+        let mut z = RingTensor::zeros(&op.output_shape(x.shape(), y.shape()).unwrap());
+        let Dims { groups, m, k, n } = v.dims;
+        for g in 0..groups {
+            for i in 0..m {
+                for l in 0..n {
+                    let s = (0..k)
+                        .fold(0u64, |acc, j| acc.wrapping_add(v.l(xs, ys, g, i, j).wrapping_mul(v.r(xs, ys, g, j, l))));
+                    let out = z.as_mut_slice();
+                    let at = v.z(g, i, l);
+                    out[at] = out[at].wrapping_add(s);
+                }
+            }
+        }
+        z
+    }
+
+    /// Products large enough for the HE route: triples multiply exactly, for a matrix product and
+    /// a padded, grouped convolution; a fixed `B`'s second triple reuses the kept ciphertexts
+    /// (it costs less than the first), and the route really is HE (fewer bytes than the OT
+    /// route's corrections alone).
+    #[test]
+    #[allow(clippy::disallowed_methods)] // two parties as threads, as in crate::testing
+    fn he_route_triples_multiply_and_keep_a_fixed_b() {
+        let conv = Bilinear::Conv2d(Conv2dParams { stride: (1, 1), padding: (1, 1), dilation: (1, 1), groups: 2 });
+        let cases =
+            [(Bilinear::MatMul, vec![32usize, 300], vec![300usize, 40]), (conv, vec![2, 8, 12, 12], vec![16, 4, 3, 3])];
+        for (op, xs, ys) in cases {
+            let (c0, c1) = crate::testing::channel_pair(SessionId(11));
+            let (xs2, ys2) = (xs.clone(), ys.clone());
+            let run = move |me: PartyId, mut ch: Channel| {
+                let (xs, ys) = (xs2.clone(), ys2.clone());
+                futures::executor::block_on(async move {
+                    let mut src: Box<dyn CorrelationSource> = Box::new(TwoPartySource::default());
+                    let mut g = Prg::from_u64(60 + u64::from(me.0));
+                    src.hello(me, &mut || Seed::random(&mut g));
+                    let mut corr = src.start(me, &mut ch, [None, None, None]).await.unwrap();
+                    let t =
+                        match corr.fetch(&mut ch, &Request::Triple { op, x: xs.clone(), y: ys.clone() }).await.unwrap()
+                        {
+                            Material::Triple(t) => t,
+                            _ => unreachable!(),
+                        };
+                    let Material::FixedB(h, b) = corr.fetch(&mut ch, &Request::FixedB { op, y: ys }).await.unwrap()
+                    else {
+                        unreachable!()
+                    };
+                    let mut fixed = vec![];
+                    let mut bytes = vec![];
+                    for _ in 0..2 {
+                        let before = ch.traffic().sent_bytes.iter().sum::<u64>();
+                        match corr.fetch(&mut ch, &Request::FixedBTriple { handle: h, x: xs.clone() }).await.unwrap() {
+                            Material::FixedBTriple(t) => fixed.push(t),
+                            _ => unreachable!(),
+                        }
+                        bytes.push(ch.traffic().sent_bytes.iter().sum::<u64>() - before);
+                    }
+                    (t, b, fixed, bytes)
+                })
+            };
+            let (r0, r1) = std::thread::scope(|s| {
+                let h0 = s.spawn(|| run(PartyId::P0, c0));
+                let h1 = s.spawn(|| run(PartyId::P1, c1));
+                (h0.join().unwrap(), h1.join().unwrap())
+            });
+            let open =
+                |a: &AShare, b: &AShare| a.clone().into_share().unwrap().add(&b.clone().into_share().unwrap()).unwrap();
+            let (a, b, c) = (open(&r0.0.a, &r1.0.a), open(&r0.0.b, &r1.0.b), open(&r0.0.c, &r1.0.c));
+            assert_eq!(op.apply(&a, &b).unwrap(), c, "{op:?} triple");
+            let fb = open(&r0.1, &r1.1);
+            for (t0, t1) in r0.2.iter().zip(&r1.2) {
+                assert_eq!(op.apply(&open(&t0.a, &t1.a), &fb).unwrap(), open(&t0.c, &t1.c), "{op:?} fixed-B triple");
+            }
+            let (first, second) = (r0.3[0], r0.3[1]);
+            assert!(second < first, "{op:?}: kept ciphertexts, yet {second} bytes after {first}");
+            let lanes = Lanes::new(op, &xs, &ys, Side::Y).unwrap();
+            let ot_corrections = (lanes.scalars() * lanes.len() * 260) as u64;
+            assert!(second < ot_corrections, "{op:?}: {second} bytes, the OT route's corrections {ot_corrections}");
         }
     }
 }
