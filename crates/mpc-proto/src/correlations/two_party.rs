@@ -5,8 +5,9 @@
 //! `a_i`, `b_i` uniformly; `f(a, b) = f(a0, b0) + f(a1, b1) + [f(a0, b1) + f(a1, b0)]`, the
 //! first two local, the bracket from OT:
 //!
-//! * an elementwise product by Gilboa's multiplication ([`crate::ot::cross_products_sender`]),
-//!   one per term, P1 choosing;
+//! * an elementwise product by Gilboa's multiplication ([`crate::ot::products_both_ways`]),
+//!   one per term and cross term, each party choosing with its share of `B` (so both send
+//!   alike);
 //! * a matrix product or a convolution by vector products ([`crate::ot::vole`]): each cross
 //!   term is a sum of (scalar × vector)s, the scalars the entries of one party's share of `A`
 //!   or of `B` (whichever has fewer entries: 64 OTs each), the vectors from the other party's
@@ -27,7 +28,7 @@
 //!
 //! | request | supplied | cost (bytes between the parties) |
 //! |---|---|---|
-//! | elementwise triple | yes | 2568 per term; one round trip per 8192 terms |
+//! | elementwise triple | yes | 2568 per term, half each way; one round trip per 8192 terms |
 //! | matrix / convolution triple, OT route | yes | 520 per term + 1024 per scalar; two round trips per 2^14 scalars |
 //! | matrix / convolution triple, HE route | yes | 256 KiB per ciphertext and per response, each way (a few per layer); a round trip per 8 |
 //! | fixed `B` and its triples | yes (`B`'s shares drawn locally) | as above; `B`'s OTs or ciphertexts once, within 256 MiB each |
@@ -42,7 +43,7 @@ use crate::he::matmul::{self as he_mm, Dims, Encrypted, Keys, Operand, Plan};
 use crate::ids::PartyId;
 use crate::ot::{
     CotReceiver, CotSender, MuxTriples, VoleReceiver, VoleSender, bit_triples_receiver, bit_triples_sender,
-    cross_products_receiver, cross_products_sender,
+    products_both_ways,
 };
 use crate::prg::{Prg, Seed};
 use crate::ring::{Conv2dParams, RingTensor};
@@ -354,13 +355,12 @@ impl TwoPartyCorrelations {
         Ok(())
     }
 
-    /// The elementwise product by Gilboa products, one per element (P1 choosing).
+    /// The elementwise product by Gilboa products, one cross term each way
+    /// ([`products_both_ways`]: each party chooses with its share of `B` and sends its share of
+    /// `A`).
     async fn gilboa(ots: &mut Ots, ch: &mut Channel, a: &RingTensor, b: &RingTensor) -> Result<RingTensor> {
         let mut c = a.mul(b)?;
-        let cross = match ots.me {
-            PartyId::P0 => cross_products_sender(&mut ots.send, ch, ots.peer, a.as_slice(), b.as_slice()).await?,
-            _ => cross_products_receiver(&mut ots.recv, ch, ots.peer, a.as_slice(), b.as_slice()).await?,
-        };
+        let cross = products_both_ways(&mut ots.send, &mut ots.recv, ch, ots.peer, a.as_slice(), b.as_slice()).await?;
         c.as_mut_slice().iter_mut().zip(cross).for_each(|(z, w)| *z = z.wrapping_add(w));
         Ok(c)
     }

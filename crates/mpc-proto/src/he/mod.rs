@@ -645,6 +645,80 @@ mod tests {
         assert!(hits <= 1, "{hits} coefficients decrypted under the wrong key");
     }
 
+    /// `x/Q ∈ [−1/2, 1/2)` of the decrypted integer at each coefficient: what the owner sees above
+    /// the plaintext's 64 bits (about 50 bits of it in an `f64`).
+    fn high_parts(sk: &SecretKey, r: &Response, at: &[usize]) -> Vec<f64> {
+        let mut cs = r.c1.clone();
+        cs.ntt();
+        let mut cs = Poly::mul(&cs, &sk.s);
+        cs.intt();
+        let (ps, c) = (primes(), crt());
+        at.iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let frac: f64 = (0..L)
+                    .map(|j| {
+                        let x = ps[j].add(r.c0[j * at.len() + k], cs.0[j * N + i]);
+                        ps[j].mul_shoup(x, c.inv[j]) as f64 / PRIMES[j] as f64
+                    })
+                    .sum();
+                frac - frac.round()
+            })
+            .collect()
+    }
+
+    /// Chi-square statistic of `xs` (in `[−w, w)`) against the uniform, in 64 buckets.
+    fn chi_square(xs: &[f64], w: f64) -> f64 {
+        let mut h = [0f64; 64];
+        for &x in xs {
+            h[(((x / w + 1.0) / 2.0 * 64.0) as usize).min(63)] += 1.0;
+        }
+        let e = xs.len() as f64 / 64.0;
+        h.iter().map(|&o| (o - e) * (o - e) / e).sum()
+    }
+
+    /// The owner's view of a response: above the plaintext, the decrypted integer is the flood
+    /// (uniform in `±2^211/Q`) whatever the evaluator's operand — zero, or full 64-bit values
+    /// summed over 64 products (the largest carries and noise). Without the flood the two views
+    /// differ by far (checked by hand: chi-square about 500,000). And the
+    /// evaluator's view of a ciphertext: `c0`'s residues are uniform for an all-zero message
+    /// and an all-ones one.
+    #[test]
+    fn the_owners_view_of_a_response_is_the_flood_and_the_evaluators_is_uniform() {
+        let mut rng = Prg::from_u64(11);
+        let (sk, pk) = SecretKey::generate(&mut rng);
+        let m: Vec<u64> = (0..N).map(|_| rng.next_u64()).collect();
+        let seed = rng.next_seed();
+        let mut c0 = sk.encrypt(&m, &seed, 0, &mut rng);
+        c0.ntt();
+        let c1 = Poly::uniform(&seed, 0);
+        let at: Vec<usize> = (0..N).collect();
+        let width = (2f64).powi(211) / PRIMES.iter().map(|&p| p as f64).product::<f64>();
+        for big in [false, true] {
+            let mut w = vec![0u64; N];
+            if big {
+                (0..64).for_each(|k| w[k * 127] = rng.next_u64());
+            }
+            let mut pw = Poly::lift(&w);
+            pw.ntt();
+            let (mut acc0, mut acc1) = (Poly::zero(), Poly::zero());
+            acc0.mul_add(&c0, &pw);
+            acc1.mul_add(&c1, &pw);
+            let r = Response::finish(acc0, acc1, &pk, &at, &vec![0; N], &mut rng);
+            let chi = chi_square(&high_parts(&sk, &r, &at), width);
+            // 63 degrees of freedom: 110 is beyond the 0.9999 quantile.
+            assert!(chi < 110.0, "operand {}: chi-square {chi}", if big { "large" } else { "zero" });
+        }
+        for fill in [0u64, u64::MAX] {
+            let c = sk.encrypt(&vec![fill; N], &seed, 1, &mut rng);
+            for (j, &p) in PRIMES.iter().enumerate() {
+                let xs: Vec<f64> = c.0[j * N..(j + 1) * N].iter().map(|&x| x as f64 / p as f64 * 2.0 - 1.0).collect();
+                let chi = chi_square(&xs, 1.0);
+                assert!(chi < 110.0, "message {fill:#x}, prime {j}: chi-square {chi}");
+            }
+        }
+    }
+
     #[test]
     fn out_of_range_residues_are_refused() {
         let mut w = vec![0u64; POLY_WORDS];

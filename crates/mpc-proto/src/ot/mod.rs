@@ -27,7 +27,9 @@ pub mod vole;
 
 pub use bits::{BitTriples, MuxTriples, bit_triples_receiver, bit_triples_sender};
 pub use iknp::{CotReceiver, CotSender};
-pub use triples::{TripleShares, cross_products_receiver, cross_products_sender, triples_receiver, triples_sender};
+pub use triples::{
+    TripleShares, cross_products_receiver, cross_products_sender, products_both_ways, triples_receiver, triples_sender,
+};
 pub use vole::{VoleReceiver, VoleSender};
 
 #[cfg(test)]
@@ -376,6 +378,38 @@ mod tests {
                 })
             },
         )
+    }
+
+    /// Both parties' shares add up to `a1·b0 + a0·b1` exactly: one element, an odd count (a
+    /// padded extension), and more than a chunk (two extensions each way).
+    #[test]
+    fn products_both_ways_add_up_to_both_cross_products() {
+        for n in [1usize, 3, triples::CHUNK + 5] {
+            let mut g = crate::prg::Prg::from_u64(n as u64 + 77);
+            let mut v = || (0..n).map(|_| g.next_u64()).collect::<Vec<u64>>();
+            let (a0, b0, a1, b1) = (v(), v(), v(), v());
+            let want: Vec<u64> =
+                (0..n).map(|i| a1[i].wrapping_mul(b0[i]).wrapping_add(a0[i].wrapping_mul(b1[i]))).collect();
+            let (x0, y0, x1, y1) = (a0.clone(), b0.clone(), a1.clone(), b1.clone());
+            let (s0, s1) = two(
+                move |mut c| {
+                    futures::executor::block_on(async {
+                        let mut send = CotSender::setup(&mut c, PartyId::P1, &mut rng(1)).await.unwrap();
+                        let mut recv = CotReceiver::setup(&mut c, PartyId::P1, &mut rng(2)).await.unwrap();
+                        products_both_ways(&mut send, &mut recv, &mut c, PartyId::P1, &x0, &y0).await.unwrap()
+                    })
+                },
+                move |mut c| {
+                    futures::executor::block_on(async {
+                        let mut recv = CotReceiver::setup(&mut c, PartyId::P0, &mut rng(3)).await.unwrap();
+                        let mut send = CotSender::setup(&mut c, PartyId::P0, &mut rng(4)).await.unwrap();
+                        products_both_ways(&mut send, &mut recv, &mut c, PartyId::P0, &x1, &y1).await.unwrap()
+                    })
+                },
+            );
+            let got: Vec<u64> = s0.iter().zip(&s1).map(|(x, y)| x.wrapping_add(*y)).collect();
+            assert_eq!(got, want, "n = {n}");
+        }
     }
 
     #[test]
