@@ -291,7 +291,7 @@ fn mismatched_model_or_input_is_refused() {
 /// Large products at 20 fractional bits (|x·W| ≈ 2^10, so ≈ 2^50 before truncation): local
 /// truncation's wrap (probability ≈ |z|·2^-63 per value) corrupts some of 131,072 outputs by
 /// about 2^44 ulps; exact truncation (the default) keeps every one within 1 ulp plus the
-/// inputs' rounding.
+/// inputs' rounding, in both modes.
 #[test]
 fn exact_truncation_never_corrupts_an_output() {
     let fx = FixedPoint::new(20, 27).unwrap();
@@ -308,8 +308,11 @@ fn exact_truncation_never_corrupts_an_output() {
     let bad = |got: &ArrayD<f64>| got.iter().zip(&want).filter(|(a, b)| (*a - *b).abs() > 1e-2).count();
     let exact = m.plan(64, OutputPolicy::Logits, fx).unwrap();
     assert_eq!(exact.options.truncation, mpc_proto::Truncation::Exact, "exact is the default");
-    let got = common::run_plan(&m, &x, &exact).output.unwrap();
-    assert_eq!(bad(&got), 0, "exact truncation: largest error {}", max_err(&got, &want));
+    // With the dealer's truncation pairs, and in a two-party session by the known top bit.
+    for mode in [mpc_proto::CorrelationMode::Dealer, mpc_proto::CorrelationMode::TwoParty] {
+        let got = common::run_plan_in(mode, &m, &x, &exact).output.unwrap();
+        assert_eq!(bad(&got), 0, "{mode:?} exact truncation: largest error {}", max_err(&got, &want));
+    }
     let options = PlanOptions { truncation: mpc_proto::Truncation::Local, ..PlanOptions::default() };
     let local = m.plan_with(64, OutputPolicy::Logits, fx, options).unwrap();
     let wrapped = bad(&common::run_plan(&m, &x, &local).output.unwrap());

@@ -14,6 +14,7 @@ use crate::fixed::Truncation;
 use crate::party::{Party, PartyId};
 use crate::ring::RingTensor;
 use crate::share::AShare;
+use crate::transport::FrameKind;
 
 impl Party {
     /// Truncation by `bits` that is never off by more than 1 ulp.
@@ -23,8 +24,8 @@ impl Party {
     /// * Rounds 1; online bytes 8 per value per computing party; correlations: one truncation
     ///   pair per value (the dealer sends P1 16 bytes per value).
     /// * Error: the result is `⌊x / 2^bits⌋` or one more. Outside `|x| < 2^62` it is wrong.
-    /// * In a two-party session (no dealer) it is [`Party::trunc`], local truncation: no round,
-    ///   and the rare large error that implies.
+    /// * In a two-party session (no dealer) the wrap comes from the shares' known top bits
+    ///   instead, with a mux triple: also 1 round, and the same error bound.
     pub async fn trunc_exact(&mut self, x: &AShare, bits: u32) -> Result<AShare> {
         let top = self.begin("trunc")?;
         let r = self.trunc_exact_many(&[x], bits).await.map(|mut v| v.remove(0));
@@ -37,10 +38,7 @@ impl Party {
             return Err(Error::InvalidInput(format!("exact truncation by {bits} bits: 1 to 62 are possible")));
         }
         if self.is_two_party() {
-            // No dealer to deal the mask's top bits: a two-party session truncates locally
-            // (SecureML), off by 1 ulp, or — with probability about 2^(ℓ+1−64) for a value of ℓ
-            // bits — by about 2^(64−bits) (docs/security.md, two-party mode).
-            return Ok(xs.iter().map(|x| self.trunc(x, bits)).collect());
+            return self.trunc_known_msb(xs, bits).await;
         }
         let n: usize = xs.iter().map(|x| x.len()).sum();
         let t = self.corr.trunc_pair(&mut self.ch, n, bits).await?;
@@ -72,6 +70,70 @@ impl Party {
                 .collect();
             out.push(AShare::from_share(RingTensor::from_vec(x.shape(), v)?));
             at += len;
+        }
+        Ok(out)
+    }
+
+    /// [`Party::trunc_exact_many`] in a two-party session (no dealer to deal a mask's top bits),
+    /// by the known top bit (Cheetah, SIRNN): `x' = x + 2^62` has top bit 0, so writing its
+    /// shares `x0' + x1' = x' + w·2^64` as integers, the wrap is `w = m0 ∨ m1 = m0 + m1 − m0·m1`
+    /// for the shares' top bits `m0`, `m1` — one product of two bits each party holds alone.
+    /// With a mux triple (a bit `b` XOR- and additively shared, `a`, `c = a·b`) both parties
+    /// open, in one round, `e = m1 ⊕ b` (P1 sends `m1 ⊕ b1`, P0 `b0`) and `d = m0 − a`: then
+    /// `m1 = e + (1 − 2e)·b` and `m0·m1 = e·m0 + (1 − 2e)·(d·[b] + [c])`, and
+    /// `⌊x'/2^f⌋ = x0' >> f + x1' >> f − w·2^(64−f)`, or one less (the low bits' carry: 1 ulp, as
+    /// every method here). Revealed: `e` (a uniform bit) and `d` (a uniform ring element).
+    /// Rounds 1; online bytes 8⅛ per value per party; one mux triple (56 bytes of OT) a value.
+    async fn trunc_known_msb(&mut self, xs: &[&AShare], bits: u32) -> Result<Vec<AShare>> {
+        let n: usize = xs.iter().map(|x| x.len()).sum();
+        let mux = self.corr.mux_triples(&mut self.ch, n).await?;
+        if self.placeholder() {
+            return Ok(xs.iter().map(|x| AShare::dealer(x.shape())).collect());
+        }
+        let p0 = self.id == PartyId::P0;
+        let offset = if p0 { 1u64 << 62 } else { 0 };
+        let mut v = Vec::with_capacity(n);
+        for x in xs {
+            v.extend(x.expose_share()?.as_slice().iter().map(|s| s.wrapping_add(offset)));
+        }
+        let words = n.div_ceil(64);
+        let mut mine = Vec::with_capacity(8 * (words + n));
+        for (w, &bw) in mux.bits.iter().enumerate().take(words) {
+            let m = v[64 * w..(64 * w + 64).min(n)].iter().enumerate().fold(0u64, |m, (i, &x)| m | ((x >> 63) << i));
+            mine.extend_from_slice(&(if p0 { bw } else { m ^ bw }).to_le_bytes());
+        }
+        for (&x, &a) in v.iter().zip(&mux.a) {
+            let d = if p0 { (x >> 63).wrapping_sub(a) } else { a.wrapping_neg() };
+            mine.extend_from_slice(&d.to_le_bytes());
+        }
+        let theirs = self.ch.exchange_bytes(self.id.peer(), FrameKind::Open, &mine).await?;
+        if theirs.len() != mine.len() {
+            return Err(Error::Desync {
+                peer: self.id.peer(),
+                detail: format!("truncation opening of {} bytes, expected {}", theirs.len(), mine.len()),
+            });
+        }
+        let word = |b: &[u8], j: usize| u64::from_le_bytes(b[8 * j..8 * j + 8].try_into().expect("8 bytes"));
+        let one = u64::from(p0);
+        let unoffset = if p0 { 1u64 << (62 - bits) } else { 0 };
+        let shares: Vec<u64> = (0..n)
+            .map(|t| {
+                let e = ((word(&mine, t / 64) ^ word(&theirs, t / 64)) >> (t % 64)) & 1;
+                let d = word(&mine, words + t).wrapping_add(word(&theirs, words + t));
+                let flip = 1u64.wrapping_sub(e << 1);
+                let m1 = (e & one).wrapping_add(flip.wrapping_mul(mux.b[t]));
+                let m0 = (v[t] >> 63) & one;
+                let m0b = d.wrapping_mul(mux.b[t]).wrapping_add(mux.c[t]);
+                let m0m1 = e.wrapping_mul(m0).wrapping_add(flip.wrapping_mul(m0b));
+                let wrap = m0.wrapping_add(m1).wrapping_sub(m0m1);
+                (v[t] >> bits).wrapping_sub(wrap << (64 - bits)).wrapping_sub(unoffset)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(xs.len());
+        let mut at = 0;
+        for x in xs {
+            out.push(AShare::from_share(RingTensor::from_vec(x.shape(), shares[at..at + x.len()].to_vec())?));
+            at += x.len();
         }
         Ok(out)
     }
