@@ -374,6 +374,37 @@ fn offline_phase_can_run_ahead() {
     assert_eq!(r.unwrap().as_slice(), want.as_slice());
 }
 
+/// Exact truncation in both modes (dealer truncation pairs; in 2pc the shares' known top bit):
+/// every result is `⌊x/2^f⌋` or one more, both occur about equally (no drift), and values up to
+/// 2^61 in magnitude — where local truncation would wrap about once in eight — never go wrong.
+#[test]
+fn exact_truncation_is_floor_or_one_more_in_both_modes() {
+    let n = 20_000;
+    let mut g = Prg::from_u64(41);
+    let vals: Vec<u64> =
+        (0..n).map(|i| ((g.next_u64() >> (3 + i % 40)) as i64 * if i % 2 == 0 { 1 } else { -1 }) as u64).collect();
+    let x = RingTensor::from_vec(&[n], vals.clone()).unwrap();
+    for mode in MODES {
+        let out = run_mode(mode, 9, |mut p| {
+            let x = x.clone();
+            async move {
+                let xs = input(&mut p, P1, &x)?;
+                let t = p.trunc_exact(&xs, 16).await?;
+                p.reveal_to(P1, &t).await
+            }
+        });
+        let got = out[1].as_ref().unwrap().as_slice();
+        let mut ones = 0;
+        for (v, t) in vals.iter().zip(got) {
+            let d = (*t as i64).wrapping_sub((*v as i64) >> 16);
+            assert!(d == 0 || d == 1, "{mode:?}: {} truncated to {}", *v as i64, *t as i64);
+            ones += d;
+        }
+        let share = ones as f64 / n as f64;
+        assert!((0.4..0.6).contains(&share), "{mode:?}: one more in {share} of the values");
+    }
+}
+
 #[test]
 fn truncation_error_at_scale() {
     // 10^7 truncations of secret values below 2^20 (ring scale): error ≤ 1 ulp, always.

@@ -3,7 +3,7 @@
 //!
 //! Every triple for a bilinear map `f` is made the same way. Each party draws its own shares
 //! `a_i`, `b_i` uniformly; `f(a, b) = f(a0, b0) + f(a1, b1) + [f(a0, b1) + f(a1, b0)]`, the
-//! first two local, the bracket from OT:
+//! first two local, the bracket from OT or HE:
 //!
 //! * an elementwise product by Gilboa's multiplication ([`crate::ot::products_both_ways`]),
 //!   one per term and cross term, each party choosing with its share of `B` (so both send
@@ -33,7 +33,8 @@
 //! | matrix / convolution triple, HE route | yes | 256 KiB per ciphertext and per response, each way (a few per layer); a round trip per 8 |
 //! | fixed `B` and its triples | yes (`B`'s shares drawn locally) | as above; `B`'s OTs or ciphertexts once, within 256 MiB each |
 //! | AND triples (the two-party comparison's gates) | yes | 32 per gate; one message per 2^19 |
-//! | the dealer's comparison keys, exact truncation | no ([`Error::Unsupported`]) | — |
+//! | mux triples (comparisons' B2A and select; truncation by the known top bit) | yes | 56 per triple |
+//! | the dealer's comparison keys and truncation pairs | no ([`Error::Unsupported`]) | — |
 //!
 //! Security: semi-honest, as [`crate::ot`]; reusing a fixed `B`'s OTs is safe because every use
 //! hashes with its own tweak ([`crate::ot::vole`]).

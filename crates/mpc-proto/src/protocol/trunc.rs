@@ -81,8 +81,8 @@ impl Party {
     /// With a mux triple (a bit `b` XOR- and additively shared, `a`, `c = a·b`) both parties
     /// open, in one round, `e = m1 ⊕ b` (P1 sends `m1 ⊕ b1`, P0 `b0`) and `d = m0 − a`: then
     /// `m1 = e + (1 − 2e)·b` and `m0·m1 = e·m0 + (1 − 2e)·(d·[b] + [c])`, and
-    /// `⌊x'/2^f⌋ = x0' >> f + x1' >> f − w·2^(64−f)`, or one less (the low bits' carry: 1 ulp, as
-    /// every method here). Revealed: `e` (a uniform bit) and `d` (a uniform ring element).
+    /// `⌊x'/2^f⌋ = x0' >> f + x1' >> f − w·2^(64−f)`, or one less (the low bits' carry); P0 adds
+    /// one ulp, so the result is `⌊x/2^f⌋` or one more, as the dealer method's. Revealed: `e` (a uniform bit) and `d` (a uniform ring element).
     /// Rounds 1; online bytes 8⅛ per value per party; one mux triple (56 bytes of OT) a value.
     async fn trunc_known_msb(&mut self, xs: &[&AShare], bits: u32) -> Result<Vec<AShare>> {
         let n: usize = xs.iter().map(|x| x.len()).sum();
@@ -115,7 +115,10 @@ impl Party {
         }
         let word = |b: &[u8], j: usize| u64::from_le_bytes(b[8 * j..8 * j + 8].try_into().expect("8 bytes"));
         let one = u64::from(p0);
-        let unoffset = if p0 { 1u64 << (62 - bits) } else { 0 };
+        // The offset's, less one ulp: the sum of the shares' floors is ⌊x'/2^f⌋ or one less, so
+        // adding one makes it ⌊x'/2^f⌋ or one more — the dealer method's error, unbiased where
+        // the floor alone would lose one ulp on average and drift through deep networks.
+        let unoffset = if p0 { (1u64 << (62 - bits)) - 1 } else { 0 };
         let shares: Vec<u64> = (0..n)
             .map(|t| {
                 let e = ((word(&mine, t / 64) ^ word(&theirs, t / 64)) >> (t % 64)) & 1;
