@@ -11,7 +11,9 @@
 //!
 //! Both cross products use OTs in the same direction (P1 chooses with `b1` and `a1`), so a
 //! batch is one IKNP extension of 128 OTs per triple and one message back: **one round trip,
-//! 2048 + 520 = 2568 bytes per triple** (the dealer sends 8). P1's choices are never branched
+//! 2048 + 520 = 2568 bytes per triple** (the dealer sends 8). [`products_both_ways`] runs the
+//! two cross products in opposite directions instead (each party sends half), for a session
+//! with an extension each way. P1's choices are never branched
 //! on (`r·c` is a mask), nor are P0's values.
 
 use aes::Aes128;
@@ -190,6 +192,29 @@ pub async fn triples_receiver(
     Ok(TripleShares::assemble(a, b, cross))
 }
 
+/// The sender's side of one Gilboa product `v·c` (the peer's `c` chose the 64 OTs whose
+/// hashed pads are `x`, `x1`): pushes bit `e`'s correction `x1 − x − v` on `64 − e` bits and
+/// returns this party's share `−Σ_e 2^e·x_e`.
+fn correct(x: &[u64], x1: &[u64], v: u64, corrections: &mut BitWriter) -> u64 {
+    let mut share = 0u64;
+    for (e, (&p, &p1)) in x.iter().zip(x1).enumerate() {
+        corrections.push(p1.wrapping_sub(p).wrapping_sub(v), 64 - e as u32);
+        share = share.wrapping_sub(p << e);
+    }
+    share
+}
+
+/// The receiver's side of [`correct`]: its pads `y` for the OTs it chose with the bits of `c`;
+/// returns its share `Σ_e 2^e·(y_e − c_e·d_e)`. The choice bit selects by mask, no branch.
+fn unmask(y: &[u64], c: u64, corrections: &mut BitReader<'_>) -> u64 {
+    let mut share = 0u64;
+    for (e, &p) in y.iter().enumerate() {
+        let chose = 0u64.wrapping_sub((c >> e) & 1);
+        share = share.wrapping_add(p.wrapping_sub(chose & corrections.pull(64 - e as u32)) << e);
+    }
+    share
+}
+
 /// P0's share of `a0[i]·b1[i] + b0[i]·a1[i]` for each `i`, where P1 holds `a1, b1`
 /// ([`cross_products_receiver`]): the two shares add up to it. The building block of triples,
 /// and of a product of two shared vectors without a triple. One round trip per [`CHUNK`].
@@ -216,15 +241,14 @@ pub async fn cross_products_sender(
         crh.hash(first, &q, delta, &mut x1);
         let mut corrections = BitWriter::with_capacity(WORDS_PER_TRIPLE * len);
         for t in 0..len {
-            let mut cross = 0u64;
             // The OTs for a0·b1 (P1 chooses with b1's bits), then for b0·a1.
-            for (k, corr) in [a0[start + t], b0[start + t]].into_iter().enumerate() {
-                for e in 0..64u32 {
-                    let j = 128 * t + 64 * k + e as usize;
-                    corrections.push(x1[j].wrapping_sub(x[j]).wrapping_sub(corr), 64 - e);
-                    cross = cross.wrapping_sub(x[j] << e);
-                }
-            }
+            let j = 128 * t;
+            let cross = correct(&x[j..j + 64], &x1[j..j + 64], a0[start + t], &mut corrections).wrapping_add(correct(
+                &x[j + 64..j + 128],
+                &x1[j + 64..j + 128],
+                b0[start + t],
+                &mut corrections,
+            ));
             out.push(cross);
         }
         if let Err(e) = ch.send_u64(peer, FrameKind::Material, &corrections.finish()).await {
@@ -276,16 +300,12 @@ pub async fn cross_products_receiver(
         };
         let mut corrections = BitReader { words: &packed, idx: 0, used: 0 };
         for t in 0..len {
-            let mut cross = 0u64;
-            for (k, &bits) in mine[2 * t..2 * t + 2].iter().enumerate() {
-                for e in 0..64u32 {
-                    let j = 128 * t + 64 * k + e as usize;
-                    // r·c as a mask: no branch on the choice bit.
-                    let chose = 0u64.wrapping_sub((bits >> e) & 1);
-                    let v = y[j].wrapping_sub(chose & corrections.pull(64 - e));
-                    cross = cross.wrapping_add(v << e);
-                }
-            }
+            let j = 128 * t;
+            let cross = unmask(&y[j..j + 64], mine[2 * t], &mut corrections).wrapping_add(unmask(
+                &y[j + 64..j + 128],
+                mine[2 * t + 1],
+                &mut corrections,
+            ));
             out.push(cross);
         }
     }
@@ -333,13 +353,8 @@ pub async fn products_both_ways(
         crh.hash(first_s, &q, delta, &mut x1);
         let mut corrections = BitWriter::with_capacity(single_words(len));
         for (t, o) in out[start..start + len].iter_mut().enumerate() {
-            let mut share = 0u64;
-            for e in 0..64u32 {
-                let j = 64 * t + e as usize;
-                corrections.push(x1[j].wrapping_sub(x[j]).wrapping_sub(a[start + t]), 64 - e);
-                share = share.wrapping_sub(x[j] << e);
-            }
-            *o = share;
+            let j = 64 * t;
+            *o = correct(&x[j..j + 64], &x1[j..j + 64], a[start + t], &mut corrections);
         }
         if let Err(e) = ch.send_u64(peer, FrameKind::Material, &corrections.finish()).await {
             send.poison();
@@ -356,15 +371,8 @@ pub async fn products_both_ways(
         };
         let mut corrections = BitReader { words: &packed, idx: 0, used: 0 };
         for (t, o) in out[start..start + len].iter_mut().enumerate() {
-            let bits = b[start + t];
-            let mut share = 0u64;
-            for e in 0..64u32 {
-                // r·c as a mask: no branch on the choice bit.
-                let chose = 0u64.wrapping_sub((bits >> e) & 1);
-                let v = y[64 * t + e as usize].wrapping_sub(chose & corrections.pull(64 - e));
-                share = share.wrapping_add(v << e);
-            }
-            *o = o.wrapping_add(share);
+            let j = 64 * t;
+            *o = o.wrapping_add(unmask(&y[j..j + 64], b[start + t], &mut corrections));
         }
     }
     Ok(out)
